@@ -1,1 +1,25 @@
-//! learn
+//! Learning core of deltaplan: a residual "delta" head on top of a frozen SFT planner, trained
+//! with PPO + GAE. Final waypoints = SFT waypoints + delta, `|delta| <= max_delta`.
+//!
+//! Modules, in reading order:
+//! - [`nn`]: flat-parameter MLP, batched forward, analytic backward, fast tanh, orthogonal init;
+//! - [`optim`]: AdamW and global gradient-norm clipping (PyTorch semantics);
+//! - [`dist`]: tanh-squashed diagonal Gaussian, exact log-probs, entropy, KL to the SFT policy;
+//! - [`gae`]: advantages with termination and truncation kept apart;
+//! - [`ppo`]: actor-critic, PPO loss with analytic gradients, the update loop, inference.
+
+pub mod dist;
+pub mod error;
+pub mod gae;
+pub mod nn;
+pub mod optim;
+pub mod ppo;
+
+pub use error::{LearnError, Result};
+pub use gae::gae;
+pub use nn::{fast_tanh, Mlp, MlpInit, MlpWorkspace, OutputInit, TensorView};
+pub use optim::{clip_grad_norm, AdamW, AdamWConfig};
+pub use ppo::{
+    explained_variance, ActOutput, ActWorkspace, ActorCritic, ActorCriticConfig, LossStats,
+    MinibatchRef, Ppo, PpoConfig, RolloutBatch, UpdateStats,
+};

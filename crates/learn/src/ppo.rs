@@ -1,0 +1,988 @@
+//! PPO (clipped surrogate, Schulman et al. 2017) for the residual delta head, CleanRL semantics,
+//! with an analytic backward pass and no autodiff library.
+//!
+//! Per minibatch, with `mu = actor(s)`, `V = critic(s)`, `logp = log N(u; mu, sigma)`:
+//! - advantages normalised per minibatch: `(A - mean) / (std + 1e-8)`, std with Bessel's
+//!   correction like `torch.std`;
+//! - `r = exp(logp - old_logp)`, `pg_loss = mean(max(-A r, -A clip(r, 1 - eps, 1 + eps)))`;
+//! - `v_loss = 0.5 mean((V - R)^2)`, or with `clip_vloss`
+//!   `0.5 mean(max((V - R)^2, (V_old + clip(V - V_old, -eps, eps) - R)^2))`;
+//! - `entropy` = mean Gaussian entropy of `u`; `kl_sft` = mean KL(pi || pi_sft) (see [`crate::dist`]);
+//! - `loss = pg_loss - ent_coef * entropy + vf_coef * v_loss + beta * kl_sft`.
+//!
+//! Gradients follow PyTorch's autograd conventions exactly, including ties: `max(a, b)` sends
+//! half the gradient to each side when `a == b`, and `clamp` passes the gradient on its closed
+//! interval. A minibatch step is then: global grad-norm clip over actor, log-std and critic,
+//! AdamW. Actor and critic run side by side (`rayon::join`); each is sequential inside, so the
+//! bits do not depend on the number of threads.
+
+use rand::{Rng, RngExt};
+use serde::{Deserialize, Serialize};
+
+use crate::dist;
+use crate::error::{check_len, rows_of, LearnError, Result};
+use crate::nn::{Mlp, MlpInit, MlpWorkspace, OutputInit, TensorView};
+use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
+
+/// Below this many input floats, actor and critic run one after the other (join overhead).
+const PAR_MIN_FLOATS: usize = 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Actor-critic
+// ---------------------------------------------------------------------------------------------
+
+/// Shape and initialisation of the actor (mean of `u`) and critic networks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActorCriticConfig {
+    /// Observation width `D`.
+    pub obs_dim: usize,
+    /// Action width `A` (e.g. 2 x number of waypoints).
+    pub act_dim: usize,
+    /// Hidden widths shared by actor and critic, e.g. `[256, 256]`.
+    pub hidden: Vec<usize>,
+    /// Initial log-std of `u`; also the reference policy's exploration `sigma_ref`.
+    pub log_std_init: f32,
+    /// Actor output layer: `Orthogonal { gain: 0.01 }` (CleanRL) or `Zero` (exact identity).
+    pub actor_output: OutputInit,
+    /// Critic output-layer orthogonal gain (1.0 in CleanRL).
+    pub critic_output_gain: f32,
+    /// Per-dimension bound of the executed correction, `delta = max_delta * tanh(u)`.
+    pub max_delta: Vec<f32>,
+}
+
+impl ActorCriticConfig {
+    /// CleanRL-style defaults with a zero actor output layer (iteration 0 = the SFT planner) and
+    /// the same `max_delta` on every dimension.
+    pub fn new(obs_dim: usize, act_dim: usize, hidden: &[usize], max_delta: f32) -> Self {
+        Self {
+            obs_dim,
+            act_dim,
+            hidden: hidden.to_vec(),
+            log_std_init: -3.0,
+            actor_output: OutputInit::Zero,
+            critic_output_gain: 1.0,
+            max_delta: vec![max_delta; act_dim],
+        }
+    }
+}
+
+/// Residual policy `pi(u | s) = N(actor(s), exp(log_std))` and value function `critic(s)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActorCritic {
+    /// Mean of `u`: `D -> hidden -> A`.
+    pub actor: Mlp,
+    /// State value: `D -> hidden -> 1`.
+    pub critic: Mlp,
+    /// Learned, state-independent log-std of `u`, `[A]`.
+    pub log_std: Vec<f32>,
+    /// Gradient of the loss w.r.t. `log_std`.
+    pub log_std_grad: Vec<f32>,
+    /// Log-std of the frozen reference (SFT) policy `N(0, sigma_ref)` for the KL penalty.
+    pub ref_log_std: Vec<f32>,
+    /// Per-dimension bound of the executed correction.
+    pub max_delta: Vec<f32>,
+}
+
+/// Reusable activations for [`ActorCritic::act`] (one per rollout thread).
+#[derive(Clone, Debug, Default)]
+pub struct ActWorkspace {
+    actor: MlpWorkspace,
+    critic: MlpWorkspace,
+}
+
+impl ActWorkspace {
+    /// Empty workspace, sized on first use.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// Output buffers of [`ActorCritic::act`] for a batch of `B` observations.
+#[derive(Debug)]
+pub struct ActOutput<'a> {
+    /// Pre-squash action `u`, `[B, A]` (store this in the rollout).
+    pub u: &'a mut [f32],
+    /// Executed correction `max_delta * tanh(u)`, `[B, A]`.
+    pub delta: &'a mut [f32],
+    /// `log N(u; mu, sigma)`, `[B]` (the Jacobian of the squash cancels in PPO's ratio).
+    pub logp: &'a mut [f32],
+    /// `V(s)`, `[B]`.
+    pub value: &'a mut [f32],
+}
+
+impl ActorCritic {
+    /// Builds both networks from `cfg`, drawing orthogonal weights from `rng`.
+    pub fn new<R: Rng + ?Sized>(cfg: &ActorCriticConfig, rng: &mut R) -> Result<Self> {
+        check_len("max_delta", cfg.max_delta.len(), cfg.act_dim)?;
+        if cfg.max_delta.iter().any(|&m| m <= 0.0 || !m.is_finite()) {
+            return Err(LearnError::Config(format!(
+                "max_delta must be finite and positive, got {:?}",
+                cfg.max_delta
+            )));
+        }
+        let mut actor_sizes = vec![cfg.obs_dim];
+        actor_sizes.extend(&cfg.hidden);
+        let mut critic_sizes = actor_sizes.clone();
+        actor_sizes.push(cfg.act_dim);
+        critic_sizes.push(1);
+        let actor = Mlp::new(
+            &actor_sizes,
+            MlpInit {
+                hidden_gain: std::f32::consts::SQRT_2,
+                output: cfg.actor_output,
+            },
+            rng,
+        )?;
+        let critic = Mlp::new(
+            &critic_sizes,
+            MlpInit::orthogonal(cfg.critic_output_gain),
+            rng,
+        )?;
+        Ok(Self {
+            actor,
+            critic,
+            log_std: vec![cfg.log_std_init; cfg.act_dim],
+            log_std_grad: vec![0.0; cfg.act_dim],
+            ref_log_std: vec![cfg.log_std_init; cfg.act_dim],
+            max_delta: cfg.max_delta.clone(),
+        })
+    }
+
+    /// Observation width.
+    pub fn obs_dim(&self) -> usize {
+        self.actor.in_dim()
+    }
+    /// Action width.
+    pub fn act_dim(&self) -> usize {
+        self.actor.out_dim()
+    }
+
+    /// Optimiser groups: actor params (decayed), log-std (never decayed: decay would pull it
+    /// towards sigma = 1), critic params (decayed).
+    pub fn param_groups(&self) -> [(usize, bool); 3] {
+        [
+            (self.actor.num_params(), true),
+            (self.log_std.len(), false),
+            (self.critic.num_params(), true),
+        ]
+    }
+
+    /// Zeroes all gradients.
+    pub fn zero_grad(&mut self) {
+        self.actor.zero_grad();
+        self.critic.zero_grad();
+        self.log_std_grad.fill(0.0);
+    }
+
+    /// Global L2 clipping over actor, log-std and critic gradients; returns the pre-clip norm.
+    pub fn clip_grad_norm(&mut self, max_norm: f32) -> f32 {
+        clip_grad_norm(
+            &mut [
+                self.actor.grads_mut(),
+                &mut self.log_std_grad,
+                self.critic.grads_mut(),
+            ],
+            max_norm,
+        )
+    }
+
+    /// One optimiser step on all groups, or only the critic when `actor_frozen`.
+    pub fn optimizer_step(&mut self, optim: &mut AdamW, actor_frozen: bool) -> Result<()> {
+        if !actor_frozen {
+            let (p, g) = self.actor.params_and_grads_mut();
+            optim.step_group(0, p, g)?;
+            optim.step_group(1, &mut self.log_std, &self.log_std_grad)?;
+        }
+        let (p, g) = self.critic.params_and_grads_mut();
+        optim.step_group(2, p, g)
+    }
+
+    /// Parameters with PyTorch names (CleanRL `Agent`): `actor_mean.N.weight`, `actor_logstd`
+    /// (shape `[1, A]`), `critic.N.weight`, ...
+    pub fn named_tensors(&self) -> Vec<TensorView<'_>> {
+        self.named(
+            self.actor.named_tensors(),
+            &self.log_std,
+            self.critic.named_tensors(),
+        )
+    }
+
+    /// Gradients, named like [`ActorCritic::named_tensors`].
+    pub fn named_grads(&self) -> Vec<TensorView<'_>> {
+        self.named(
+            self.actor.named_grads(),
+            &self.log_std_grad,
+            self.critic.named_grads(),
+        )
+    }
+
+    fn named<'a>(
+        &self,
+        actor: Vec<TensorView<'a>>,
+        log_std: &'a [f32],
+        critic: Vec<TensorView<'a>>,
+    ) -> Vec<TensorView<'a>> {
+        let mut out = Vec::with_capacity(actor.len() + critic.len() + 1);
+        out.extend(actor.into_iter().map(|t| TensorView {
+            name: format!("actor_mean.{}", t.name),
+            ..t
+        }));
+        out.push(TensorView {
+            name: "actor_logstd".into(),
+            shape: vec![1, log_std.len()],
+            data: log_std,
+        });
+        out.extend(critic.into_iter().map(|t| TensorView {
+            name: format!("critic.{}", t.name),
+            ..t
+        }));
+        out
+    }
+
+    /// Overwrites one named tensor (names as in [`ActorCritic::named_tensors`]).
+    pub fn set_tensor(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<()> {
+        if let Some(rest) = name.strip_prefix("actor_mean.") {
+            self.actor.set_tensor(rest, shape, data)
+        } else if let Some(rest) = name.strip_prefix("critic.") {
+            self.critic.set_tensor(rest, shape, data)
+        } else if name == "actor_logstd" {
+            let a = self.log_std.len();
+            if shape != [1, a] && shape != [a] {
+                return Err(LearnError::Checkpoint(format!(
+                    "tensor `actor_logstd` has shape {shape:?}, expected [1, {a}]"
+                )));
+            }
+            check_len(name, data.len(), a)?;
+            self.log_std.copy_from_slice(data);
+            Ok(())
+        } else {
+            Err(LearnError::UnknownTensor(name.to_string()))
+        }
+    }
+
+    /// Forward of actor and critic on the same observations, side by side when worth it.
+    fn forward_both<'w>(
+        actor: &Mlp,
+        critic: &Mlp,
+        obs: &[f32],
+        wa: &'w mut MlpWorkspace,
+        wc: &'w mut MlpWorkspace,
+    ) -> Result<(&'w [f32], &'w [f32])> {
+        let (mu, v) = if obs.len() >= PAR_MIN_FLOATS {
+            rayon::join(
+                move || actor.forward(obs, wa),
+                move || critic.forward(obs, wc),
+            )
+        } else {
+            (actor.forward(obs, wa), critic.forward(obs, wc))
+        };
+        Ok((mu?, v?))
+    }
+
+    /// Batched rollout inference on `obs` (`[B, D]`): samples `u` (or takes `u = mu` when
+    /// `deterministic`), squashes it to `delta`, and returns `log N(u; mu, sigma)` and `V(s)`.
+    pub fn act<R: Rng + ?Sized>(
+        &self,
+        obs: &[f32],
+        deterministic: bool,
+        rng: &mut R,
+        ws: &mut ActWorkspace,
+        out: ActOutput<'_>,
+    ) -> Result<()> {
+        let (d, a) = (self.obs_dim(), self.act_dim());
+        let b = rows_of("obs", obs.len(), d)?;
+        check_len("u", out.u.len(), b * a)?;
+        check_len("delta", out.delta.len(), b * a)?;
+        check_len("logp", out.logp.len(), b)?;
+        check_len("value", out.value.len(), b)?;
+        let (mu, v) = Self::forward_both(
+            &self.actor,
+            &self.critic,
+            obs,
+            &mut ws.actor,
+            &mut ws.critic,
+        )?;
+        if deterministic {
+            out.u.copy_from_slice(mu);
+        } else {
+            dist::sample(mu, &self.log_std, rng, out.u)?;
+        }
+        dist::squash(out.u, &self.max_delta, out.delta)?;
+        dist::gaussian_log_prob(out.u, mu, &self.log_std, out.logp)?;
+        out.value.copy_from_slice(v);
+        Ok(())
+    }
+
+    /// `V(s)` for a batch (e.g. bootstrap values of final observations on truncation).
+    pub fn value(&self, obs: &[f32], ws: &mut ActWorkspace, out: &mut [f32]) -> Result<()> {
+        let b = rows_of("obs", obs.len(), self.obs_dim())?;
+        check_len("value", out.len(), b)?;
+        out.copy_from_slice(self.critic.forward(obs, &mut ws.critic)?);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PPO configuration and data
+// ---------------------------------------------------------------------------------------------
+
+/// PPO hyper-parameters (CleanRL names and defaults unless stated).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PpoConfig {
+    /// Base learning rate.
+    pub learning_rate: f64,
+    /// Linear decay to 0 over `num_iterations` ([`PpoConfig::lr_at`]).
+    pub anneal_lr: bool,
+    /// Total number of updates planned (for annealing).
+    pub num_iterations: usize,
+    /// Passes over the rollout per update.
+    pub update_epochs: usize,
+    /// Minibatches per pass (the rollout is split into near-equal parts).
+    pub num_minibatches: usize,
+    /// PPO clip epsilon (ratio and, with `clip_vloss`, value).
+    pub clip_coef: f32,
+    /// Clipped value loss.
+    pub clip_vloss: bool,
+    /// Per-minibatch advantage normalisation.
+    pub norm_adv: bool,
+    /// Entropy bonus coefficient.
+    pub ent_coef: f32,
+    /// Value loss coefficient.
+    pub vf_coef: f32,
+    /// Global gradient-norm bound.
+    pub max_grad_norm: f32,
+    /// SB3 early stop: end the update when a minibatch's approx_kl > 1.5 * target_kl (checked
+    /// before its gradient step).
+    pub target_kl: Option<f32>,
+    /// Initial coefficient beta of the KL penalty to the SFT reference policy (0 = off).
+    pub kl_sft_coef: f32,
+    /// Target KL to the reference for adaptive beta.
+    pub kl_sft_target: Option<f32>,
+    /// Adapt beta after each update: x2 if KL > 1.5 target, /2 if KL < target / 1.5.
+    pub kl_sft_adaptive: bool,
+    /// AdamW decoupled weight decay on network weights and biases (not on log-std).
+    pub weight_decay: f64,
+    /// Adam epsilon (CleanRL: 1e-5).
+    pub adam_eps: f64,
+    /// Critic warm-up: for the first K updates only the critic is stepped.
+    pub critic_warmup_iters: usize,
+}
+
+impl Default for PpoConfig {
+    fn default() -> Self {
+        Self {
+            learning_rate: 3e-4,
+            anneal_lr: true,
+            num_iterations: 100,
+            update_epochs: 4,
+            num_minibatches: 4,
+            clip_coef: 0.2,
+            clip_vloss: true,
+            norm_adv: true,
+            ent_coef: 0.0,
+            vf_coef: 0.5,
+            max_grad_norm: 0.5,
+            target_kl: None,
+            kl_sft_coef: 0.0,
+            kl_sft_target: None,
+            kl_sft_adaptive: false,
+            weight_decay: 0.0,
+            adam_eps: 1e-5,
+            critic_warmup_iters: 0,
+        }
+    }
+}
+
+impl PpoConfig {
+    /// Linearly annealed learning rate for 0-based `iteration` of `total`:
+    /// `lr * (1 - iteration / total)` (CleanRL's schedule), never negative.
+    pub fn lr_at(&self, iteration: usize, total: usize) -> f64 {
+        if total == 0 {
+            return self.learning_rate;
+        }
+        let frac = 1.0 - iteration as f64 / total as f64;
+        self.learning_rate * frac.max(0.0)
+    }
+
+    /// The AdamW configuration these settings imply.
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            lr: self.learning_rate,
+            eps: self.adam_eps,
+            weight_decay: self.weight_decay,
+            ..AdamWConfig::default()
+        }
+    }
+
+    /// Rejects values that cannot work.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(LearnError::Config(what.to_string()));
+        if self.update_epochs == 0 || self.num_minibatches == 0 {
+            return bad("update_epochs and num_minibatches must be >= 1");
+        }
+        if !(self.clip_coef > 0.0 && self.clip_coef < 1.0) {
+            return bad("clip_coef must be in (0, 1)");
+        }
+        if self.max_grad_norm.is_nan() || self.max_grad_norm <= 0.0 {
+            return bad("max_grad_norm must be > 0");
+        }
+        if self.learning_rate.is_nan() || self.learning_rate < 0.0 || self.kl_sft_coef < 0.0 {
+            return bad("learning_rate and kl_sft_coef must be >= 0");
+        }
+        if self.kl_sft_adaptive && self.kl_sft_target.is_none_or(|t| t.is_nan() || t <= 0.0) {
+            return bad("kl_sft_adaptive needs a positive kl_sft_target");
+        }
+        Ok(())
+    }
+}
+
+/// One minibatch, borrowed: `obs [B, D]`, `u [B, A]`, and `[B]` vectors.
+#[derive(Clone, Copy, Debug)]
+pub struct MinibatchRef<'a> {
+    /// Observations.
+    pub obs: &'a [f32],
+    /// Stored pre-squash actions.
+    pub u: &'a [f32],
+    /// `log N(u; mu_old, sigma_old)` at rollout time.
+    pub old_logp: &'a [f32],
+    /// GAE advantages (unnormalised).
+    pub advantages: &'a [f32],
+    /// GAE returns (value targets).
+    pub returns: &'a [f32],
+    /// Values at rollout time (for value clipping).
+    pub old_values: &'a [f32],
+}
+
+impl MinibatchRef<'_> {
+    /// Checks all shapes; returns the batch size.
+    pub fn validate(&self, obs_dim: usize, act_dim: usize) -> Result<usize> {
+        let b = rows_of("obs", self.obs.len(), obs_dim)?;
+        check_len("u", self.u.len(), b * act_dim)?;
+        check_len("old_logp", self.old_logp.len(), b)?;
+        check_len("advantages", self.advantages.len(), b)?;
+        check_len("returns", self.returns.len(), b)?;
+        check_len("old_values", self.old_values.len(), b)?;
+        Ok(b)
+    }
+}
+
+/// A whole rollout flattened over time and environments, ready for [`Ppo::update`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RolloutBatch {
+    /// `[N, D]`.
+    pub obs: Vec<f32>,
+    /// `[N, A]` pre-squash actions.
+    pub u: Vec<f32>,
+    /// `[N]` Gaussian log-probs of `u` at rollout time.
+    pub logp: Vec<f32>,
+    /// `[N]` GAE advantages.
+    pub advantages: Vec<f32>,
+    /// `[N]` GAE returns.
+    pub returns: Vec<f32>,
+    /// `[N]` values at rollout time.
+    pub values: Vec<f32>,
+}
+
+impl RolloutBatch {
+    /// The whole rollout as one minibatch.
+    pub fn as_minibatch(&self) -> MinibatchRef<'_> {
+        MinibatchRef {
+            obs: &self.obs,
+            u: &self.u,
+            old_logp: &self.logp,
+            advantages: &self.advantages,
+            returns: &self.returns,
+            old_values: &self.values,
+        }
+    }
+}
+
+/// Loss terms of one minibatch (before the optimiser step).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LossStats {
+    /// Total loss that was differentiated.
+    pub loss: f32,
+    /// Clipped surrogate loss.
+    pub pg_loss: f32,
+    /// Value loss (with the 0.5 factor).
+    pub v_loss: f32,
+    /// Mean Gaussian entropy of `u`.
+    pub entropy: f32,
+    /// Mean KL(pi || pi_sft).
+    pub kl_sft: f32,
+    /// k3 estimator of KL(old || new): `mean((r - 1) - ln r)`.
+    pub approx_kl: f32,
+    /// `mean(-ln r)`.
+    pub old_approx_kl: f32,
+    /// Fraction of samples with `|r - 1| > clip_coef`.
+    pub clip_frac: f32,
+}
+
+/// Summary of one [`Ppo::update`] (loss terms are means over the minibatches that were applied).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpdateStats {
+    /// Mean loss terms.
+    pub losses: LossStats,
+    /// Mean pre-clip global gradient norm.
+    pub grad_norm: f32,
+    /// `1 - Var(returns - values) / Var(returns)` over the rollout (NaN if Var(returns) = 0).
+    pub explained_variance: f32,
+    /// Learning rate used.
+    pub learning_rate: f64,
+    /// KL-to-SFT coefficient used in this update.
+    pub kl_sft_coef: f32,
+    /// Coefficient for the next update (after adaptation).
+    pub next_kl_sft_coef: f32,
+    /// Optimiser steps taken.
+    pub minibatch_steps: usize,
+    /// Whether the target-KL rule stopped the update early.
+    pub early_stopped: bool,
+    /// Whether the actor was frozen (critic warm-up).
+    pub actor_frozen: bool,
+}
+
+/// `1 - Var(y_true - y_pred) / Var(y_true)` (population variances, f64), NaN if `Var(y_true) = 0`.
+pub fn explained_variance(y_pred: &[f32], y_true: &[f32]) -> f32 {
+    let n = y_true.len().min(y_pred.len());
+    if n == 0 {
+        return f32::NAN;
+    }
+    let (t, p) = (&y_true[..n], &y_pred[..n]);
+    let mean_var = |f: &dyn Fn(usize) -> f64| {
+        let mean = (0..n).map(f).sum::<f64>() / n as f64;
+        (0..n).map(|i| (f(i) - mean).powi(2)).sum::<f64>() / n as f64
+    };
+    let var_y = mean_var(&|i| f64::from(t[i]));
+    if var_y == 0.0 {
+        return f32::NAN;
+    }
+    let var_res = mean_var(&|i| f64::from(t[i]) - f64::from(p[i]));
+    (1.0 - var_res / var_y) as f32
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loss and analytic gradients
+// ---------------------------------------------------------------------------------------------
+
+/// Grows `v` to at least `n` elements (never shrinks: steady state allocates nothing).
+fn grow(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+}
+
+/// Preallocated per-minibatch buffers of the loss computation.
+#[derive(Clone, Debug, Default)]
+struct LossWorkspace {
+    actor: MlpWorkspace,
+    critic: MlpWorkspace,
+    logp: Vec<f32>,
+    adv: Vec<f32>,
+    dlogp: Vec<f32>,
+    dmu: Vec<f32>,
+    dv: Vec<f32>,
+    kl: Vec<f32>,
+    dkl: Vec<f32>,
+}
+
+/// Gathered (shuffled) minibatch copied out of the rollout.
+#[derive(Clone, Debug, Default)]
+struct MinibatchBuf {
+    obs: Vec<f32>,
+    u: Vec<f32>,
+    old_logp: Vec<f32>,
+    advantages: Vec<f32>,
+    returns: Vec<f32>,
+    old_values: Vec<f32>,
+    len: usize,
+}
+
+impl MinibatchBuf {
+    fn gather(&mut self, r: &RolloutBatch, idx: &[usize], d: usize, a: usize) {
+        let b = idx.len();
+        grow(&mut self.obs, b * d);
+        grow(&mut self.u, b * a);
+        for v in [
+            &mut self.old_logp,
+            &mut self.advantages,
+            &mut self.returns,
+            &mut self.old_values,
+        ] {
+            grow(v, b);
+        }
+        for (row, &k) in idx.iter().enumerate() {
+            self.obs[row * d..(row + 1) * d].copy_from_slice(&r.obs[k * d..(k + 1) * d]);
+            self.u[row * a..(row + 1) * a].copy_from_slice(&r.u[k * a..(k + 1) * a]);
+            self.old_logp[row] = r.logp[k];
+            self.advantages[row] = r.advantages[k];
+            self.returns[row] = r.returns[k];
+            self.old_values[row] = r.values[k];
+        }
+        self.len = b;
+    }
+
+    fn as_ref(&self, d: usize, a: usize) -> MinibatchRef<'_> {
+        let b = self.len;
+        MinibatchRef {
+            obs: &self.obs[..b * d],
+            u: &self.u[..b * a],
+            old_logp: &self.old_logp[..b],
+            advantages: &self.advantages[..b],
+            returns: &self.returns[..b],
+            old_values: &self.old_values[..b],
+        }
+    }
+}
+
+/// Which branch of `max(a, b)` gets the gradient, PyTorch style: all to the larger, half each
+/// on a tie. Returns the value and the combined derivative.
+#[inline]
+fn max_with_grad(a: f32, da: f32, b: f32, db: f32) -> (f32, f32) {
+    if a > b {
+        (a, da)
+    } else if a < b {
+        (b, db)
+    } else {
+        (a, 0.5 * (da + db))
+    }
+}
+
+/// Forward, loss and analytic backward for one minibatch; gradients are zeroed first.
+fn loss_and_grads(
+    cfg: &PpoConfig,
+    ac: &mut ActorCritic,
+    ws: &mut LossWorkspace,
+    mb: MinibatchRef<'_>,
+    beta: f32,
+) -> Result<LossStats> {
+    let (d, a) = (ac.obs_dim(), ac.act_dim());
+    let b = mb.validate(d, a)?;
+    if b == 0 || (cfg.norm_adv && b < 2) {
+        return Err(LearnError::Config(format!(
+            "a minibatch needs at least {} samples, got {b}",
+            if cfg.norm_adv { 2 } else { 1 }
+        )));
+    }
+    ac.zero_grad();
+    let LossWorkspace {
+        actor: wa,
+        critic: wc,
+        logp,
+        adv,
+        dlogp,
+        dmu,
+        dv,
+        kl,
+        dkl,
+    } = ws;
+    for v in [
+        &mut *logp,
+        &mut *adv,
+        &mut *dlogp,
+        &mut *dv,
+        &mut *kl,
+        &mut *dkl,
+    ] {
+        grow(v, b);
+    }
+    grow(dmu, b * a);
+    let (logp, adv, dlogp, dv, kl, dkl) = (
+        &mut logp[..b],
+        &mut adv[..b],
+        &mut dlogp[..b],
+        &mut dv[..b],
+        &mut kl[..b],
+        &mut dkl[..b],
+    );
+    let dmu = &mut dmu[..b * a];
+    let ActorCritic {
+        actor,
+        critic,
+        log_std,
+        log_std_grad,
+        ref_log_std,
+        ..
+    } = ac;
+    let inv_b = 1.0 / b as f32;
+
+    // Forward.
+    let (mu, value) = ActorCritic::forward_both(actor, critic, mb.obs, &mut *wa, &mut *wc)?;
+    dist::gaussian_log_prob(mb.u, mu, log_std, logp)?;
+
+    // Per-minibatch advantage normalisation (torch.std: Bessel's correction).
+    if cfg.norm_adv {
+        let mean = mb.advantages.iter().map(|&x| f64::from(x)).sum::<f64>() / b as f64;
+        let var = mb
+            .advantages
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / (b - 1) as f64;
+        let (mean, denom) = (mean as f32, var.sqrt() as f32 + 1e-8);
+        for (n, &x) in adv.iter_mut().zip(mb.advantages) {
+            *n = (x - mean) / denom;
+        }
+    } else {
+        adv.copy_from_slice(mb.advantages);
+    }
+
+    // Clipped surrogate and its derivative w.r.t. the new log-prob.
+    let eps = cfg.clip_coef;
+    let (lo, hi) = ((1.0 - f64::from(eps)) as f32, (1.0 + f64::from(eps)) as f32);
+    let (mut pg_sum, mut kl_k3, mut kl_old, mut clipped) = (0.0f64, 0.0f64, 0.0f64, 0usize);
+    for (((g, &lp), &old), &an) in dlogp.iter_mut().zip(&*logp).zip(mb.old_logp).zip(&*adv) {
+        let logr = lp - old;
+        let r = logr.exp();
+        let in_range = (lo..=hi).contains(&r);
+        let (pg, dpg_dr) = max_with_grad(
+            -an * r,
+            -an,
+            -an * r.clamp(lo, hi),
+            if in_range { -an } else { 0.0 },
+        );
+        pg_sum += f64::from(pg);
+        *g = dpg_dr * inv_b * r; // d ratio / d logp = ratio
+        kl_k3 += f64::from((r - 1.0) - logr);
+        kl_old += f64::from(-logr);
+        clipped += usize::from((r - 1.0).abs() > eps);
+    }
+    dmu.fill(0.0);
+    dist::gaussian_log_prob_backward(mb.u, mu, log_std, dlogp, dmu, log_std_grad)?;
+
+    // Entropy bonus: d(-ent_coef * entropy) / d log_std_j = -ent_coef.
+    let entropy = dist::entropy(log_std);
+    log_std_grad.iter_mut().for_each(|g| *g -= cfg.ent_coef);
+
+    // KL to the SFT reference policy.
+    dist::kl_to_reference(mu, log_std, ref_log_std, kl)?;
+    let kl_sft = (kl.iter().map(|&x| f64::from(x)).sum::<f64>() / b as f64) as f32;
+    if beta != 0.0 {
+        dkl.fill(beta * inv_b);
+        dist::kl_to_reference_backward(mu, log_std, ref_log_std, dkl, dmu, log_std_grad)?;
+    }
+
+    // Value loss (optionally clipped) and dL/dV.
+    let mut v_sum = 0.0f64;
+    let scale = cfg.vf_coef * 0.5 * inv_b;
+    for ((((g, &v), &ret), &v_old), _) in dv
+        .iter_mut()
+        .zip(value)
+        .zip(mb.returns)
+        .zip(mb.old_values)
+        .zip(0..b)
+    {
+        let err = v - ret;
+        let (l, dl) = if cfg.clip_vloss {
+            let diff = v - v_old;
+            let v_clipped = v_old + diff.clamp(-eps, eps);
+            let err_c = v_clipped - ret;
+            let d_c = if (-eps..=eps).contains(&diff) {
+                2.0 * err_c
+            } else {
+                0.0
+            };
+            max_with_grad(err * err, 2.0 * err, err_c * err_c, d_c)
+        } else {
+            (err * err, 2.0 * err)
+        };
+        v_sum += f64::from(l);
+        *g = scale * dl;
+    }
+    let v_loss = (0.5 * v_sum / b as f64) as f32;
+    let pg_loss = (pg_sum / b as f64) as f32;
+
+    // Backward through both networks.
+    let obs = mb.obs;
+    let (ra, rc) = if obs.len() >= PAR_MIN_FLOATS {
+        rayon::join(
+            || actor.backward(obs, wa, dmu, None),
+            || critic.backward(obs, wc, dv, None),
+        )
+    } else {
+        (
+            actor.backward(obs, wa, dmu, None),
+            critic.backward(obs, wc, dv, None),
+        )
+    };
+    ra?;
+    rc?;
+
+    Ok(LossStats {
+        loss: pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss + beta * kl_sft,
+        pg_loss,
+        v_loss,
+        entropy,
+        kl_sft,
+        approx_kl: (kl_k3 / b as f64) as f32,
+        old_approx_kl: (kl_old / b as f64) as f32,
+        clip_frac: clipped as f32 * inv_b,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// PPO trainer
+// ---------------------------------------------------------------------------------------------
+
+/// PPO trainer: the actor-critic, its optimiser, the adaptive KL coefficient and the
+/// preallocated workspaces.
+#[derive(Clone, Debug)]
+pub struct Ppo {
+    /// Hyper-parameters.
+    pub cfg: PpoConfig,
+    /// Policy and value networks.
+    pub ac: ActorCritic,
+    /// One AdamW over actor, log-std and critic (groups 0, 1, 2).
+    pub optim: AdamW,
+    /// Current KL-to-SFT coefficient beta.
+    pub kl_sft_coef: f32,
+    /// Number of completed updates (drives annealing and critic warm-up).
+    pub iteration: usize,
+    loss_ws: LossWorkspace,
+    mb: MinibatchBuf,
+    perm: Vec<usize>,
+}
+
+impl Ppo {
+    /// Trainer for `ac` with a fresh optimiser.
+    pub fn new(cfg: PpoConfig, ac: ActorCritic) -> Result<Self> {
+        cfg.validate()?;
+        let optim = AdamW::new(cfg.adamw(), &ac.param_groups());
+        Ok(Self {
+            kl_sft_coef: cfg.kl_sft_coef,
+            cfg,
+            ac,
+            optim,
+            iteration: 0,
+            loss_ws: LossWorkspace::default(),
+            mb: MinibatchBuf::default(),
+            perm: Vec::new(),
+        })
+    }
+
+    /// Loss terms and gradients (into `self.ac`'s gradient buffers, zeroed first) for one
+    /// minibatch with KL coefficient `beta`. No optimiser step.
+    pub fn minibatch_loss_and_grads(
+        &mut self,
+        batch: MinibatchRef<'_>,
+        beta: f32,
+    ) -> Result<LossStats> {
+        loss_and_grads(&self.cfg, &mut self.ac, &mut self.loss_ws, batch, beta)
+    }
+
+    /// Learning rate of the current iteration.
+    pub fn current_lr(&self) -> f64 {
+        if self.cfg.anneal_lr {
+            self.cfg.lr_at(self.iteration, self.cfg.num_iterations)
+        } else {
+            self.cfg.learning_rate
+        }
+    }
+
+    /// One PPO update: `update_epochs` passes over a seeded shuffle of the rollout in
+    /// `num_minibatches` near-equal minibatches; per minibatch loss + grads, target-KL check,
+    /// global clip, AdamW. Then adapts beta and advances the iteration counter.
+    pub fn update<R: Rng + ?Sized>(
+        &mut self,
+        rollout: &RolloutBatch,
+        rng: &mut R,
+    ) -> Result<UpdateStats> {
+        let (d, a) = (self.ac.obs_dim(), self.ac.act_dim());
+        let n = rollout.as_minibatch().validate(d, a)?;
+        let k = self.cfg.num_minibatches;
+        let min_mb = if self.cfg.norm_adv { 2 } else { 1 };
+        if n < k * min_mb {
+            return Err(LearnError::Config(format!(
+                "rollout of {n} samples is too small for {k} minibatches of at least {min_mb}"
+            )));
+        }
+        let lr = self.current_lr();
+        self.optim.set_lr(lr);
+        let actor_frozen = self.iteration < self.cfg.critic_warmup_iters;
+        let beta = self.kl_sft_coef;
+
+        self.perm.clear();
+        self.perm.extend(0..n);
+        let mut sums = [0.0f64; 9];
+        let mut steps = 0usize;
+        let mut early_stopped = false;
+        'epochs: for _ in 0..self.cfg.update_epochs {
+            for i in (1..n).rev() {
+                let j = rng.random_range(0..=i);
+                self.perm.swap(i, j);
+            }
+            for m in 0..k {
+                let idx = &self.perm[m * n / k..(m + 1) * n / k];
+                self.mb.gather(rollout, idx, d, a);
+                let s = loss_and_grads(
+                    &self.cfg,
+                    &mut self.ac,
+                    &mut self.loss_ws,
+                    self.mb.as_ref(d, a),
+                    beta,
+                )?;
+                if self.cfg.target_kl.is_some_and(|t| s.approx_kl > 1.5 * t) {
+                    early_stopped = true;
+                    break 'epochs;
+                }
+                if actor_frozen {
+                    self.ac.actor.zero_grad();
+                    self.ac.log_std_grad.fill(0.0);
+                }
+                let norm = self.ac.clip_grad_norm(self.cfg.max_grad_norm);
+                self.ac.optimizer_step(&mut self.optim, actor_frozen)?;
+                let vals = [
+                    s.loss,
+                    s.pg_loss,
+                    s.v_loss,
+                    s.entropy,
+                    s.kl_sft,
+                    s.approx_kl,
+                    s.old_approx_kl,
+                    s.clip_frac,
+                    norm,
+                ];
+                sums.iter_mut()
+                    .zip(vals)
+                    .for_each(|(t, v)| *t += f64::from(v));
+                steps += 1;
+            }
+        }
+        let mean = |i: usize| {
+            if steps == 0 {
+                0.0
+            } else {
+                (sums[i] / steps as f64) as f32
+            }
+        };
+        let losses = LossStats {
+            loss: mean(0),
+            pg_loss: mean(1),
+            v_loss: mean(2),
+            entropy: mean(3),
+            kl_sft: mean(4),
+            approx_kl: mean(5),
+            old_approx_kl: mean(6),
+            clip_frac: mean(7),
+        };
+        if let (true, Some(target)) = (self.cfg.kl_sft_adaptive, self.cfg.kl_sft_target) {
+            if steps > 0 && losses.kl_sft > 1.5 * target {
+                self.kl_sft_coef *= 2.0;
+            } else if steps > 0 && losses.kl_sft < target / 1.5 {
+                self.kl_sft_coef *= 0.5;
+            }
+        }
+        self.iteration += 1;
+        Ok(UpdateStats {
+            losses,
+            grad_norm: mean(8),
+            explained_variance: explained_variance(&rollout.values, &rollout.returns),
+            learning_rate: lr,
+            kl_sft_coef: beta,
+            next_kl_sft_coef: self.kl_sft_coef,
+            minibatch_steps: steps,
+            early_stopped,
+            actor_frozen,
+        })
+    }
+}
