@@ -1,0 +1,158 @@
+//! The privileged expert: knows the route, the lights, every agent and its intentions, and
+//! plans H waypoints executed through the same controller as every other planner.
+//!
+//! Longitudinal: IDM towards the route's allowed speed (limit and curvature), behind the
+//! nearest obstacle ahead (vehicles, cut-ins by their intended lane, stop lines, merging traffic
+//! projected onto the route), with a kinematic emergency-braking floor. Lateral: the route
+//! centreline, converging from the current offset. The plan is a constant-acceleration
+//! profile, which the controller's fit recovers exactly.
+
+use crate::geom::Vec2;
+use crate::traffic::Idm;
+use crate::world::{Leader, World};
+use serde::{Deserialize, Serialize};
+
+/// Expert driving style.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExpertConfig {
+    /// Lateral acceleration the expert accepts in bends, m/s^2.
+    pub lateral_accel: f32,
+    /// Deceleration used to slow for bends ahead, m/s^2.
+    pub comfort_brake: f32,
+    /// Time headway, s.
+    pub headway: f32,
+    /// Standstill gap, m.
+    pub min_gap: f32,
+    pub max_accel: f32,
+    /// IDM comfortable deceleration, m/s^2.
+    pub idm_brake: f32,
+    /// Braking accepted to stop for a yellow light, m/s^2.
+    pub yellow_brake: f32,
+    /// Time constant of the return to the lane centre, s.
+    pub lateral_tau: f32,
+}
+
+impl Default for ExpertConfig {
+    fn default() -> Self {
+        ExpertConfig {
+            lateral_accel: 2.5,
+            comfort_brake: 2.0,
+            headway: 1.2,
+            min_gap: 3.0,
+            max_accel: 2.0,
+            idm_brake: 2.5,
+            yellow_brake: 3.5,
+            lateral_tau: 1.0,
+        }
+    }
+}
+
+/// Longitudinal acceleration the expert wants now.
+pub fn expert_accel(w: &World) -> f32 {
+    let e = &w.cfg.expert;
+    let vp = &w.cfg.vehicle;
+    let v = w.ego.v;
+    let s = w.route_s;
+    let horizon = (v * 4.0 + 25.0).min(100.0);
+    let mut lead = w.leader_on_path(
+        w.route,
+        s,
+        0.0,
+        0.5 * vp.width,
+        0.5 * vp.length,
+        v,
+        horizon,
+        None,
+        false,
+        true,
+        e.yellow_brake,
+    );
+    if let Some(m) = w.merge {
+        if s < m.s_route_merge + 5.0 {
+            let to_merge = m.s_route_merge - s;
+            for a in w
+                .agents
+                .iter()
+                .filter(|a| a.active && a.path == m.main_path)
+            {
+                // rel > 0: the ego is ahead of the agent once both are mapped onto the route.
+                let rel = s - (a.s - m.s_main_merge + m.s_route_merge);
+                let half = 0.5 * (a.length + vp.length);
+                if crate::world::agent_yields_at_merge(a, rel, half) {
+                    continue;
+                }
+                // Gap acceptance: go first if, at the merge point, the ego will be ahead of the
+                // agent by a safe margin (half a second of the agent's travel plus 2 m).
+                let t_merge = to_merge.max(0.0) / v.max(1.0);
+                let rel_at_merge = rel + (v - a.v) * t_merge;
+                if rel > 0.0 && rel_at_merge > half + 2.0 + 0.5 * a.v {
+                    continue;
+                }
+                // Committed: too close to the merge point to fall behind safely.
+                if rel > half + 1.0 && to_merge < 20.0 {
+                    continue;
+                }
+                if rel > 60.0 || rel < -80.0 || to_merge > 80.0 {
+                    continue;
+                }
+                // The agent goes first. Ahead: a virtual leader, followed from the start of the
+                // merge zone so the ego slots in behind it smoothly. Behind: wait before the
+                // merge point until it has passed.
+                let gap = if rel < 0.0 {
+                    -rel - half
+                } else {
+                    to_merge - 6.0
+                };
+                let v_lead = if rel < 0.0 { a.v } else { 0.0 };
+                if gap < lead.gap {
+                    lead = Leader { gap, v: v_lead };
+                }
+            }
+        }
+    }
+    let v_des = w.allowed_speed(s + 0.5 * v).min(w.allowed_speed(s));
+    let idm = Idm {
+        v0: v_des.max(0.5),
+        headway: e.headway,
+        s0: e.min_gap,
+        a_max: e.max_accel,
+        b: e.idm_brake,
+    };
+    let mut a = idm.accel(v, lead.gap, lead.v, vp.max_brake);
+    if lead.gap.is_finite() && v > lead.v {
+        // Kinematic floor: the constant deceleration that matches the leader's speed within the
+        // remaining gap (less a margin). IDM alone brakes too late for a hard-braking leader.
+        let b_req = (v - lead.v) * (v - lead.v) / (2.0 * (lead.gap - 1.0).max(0.2));
+        if b_req > 2.0 {
+            a = a.min(-b_req);
+        }
+    }
+    a.clamp(-vp.max_brake, e.max_accel)
+}
+
+/// Writes the expert's H waypoints (ego frame, flattened x0,y0,...) into `out`.
+pub fn expert_plan(w: &World, out: &mut [f32]) {
+    let a = expert_accel(w);
+    let vp = &w.cfg.vehicle;
+    let cp = &w.cfg.controller;
+    let line = w.map.paths[w.route].line;
+    let v = w.ego.v;
+    let center = w.ego.center(vp);
+    let heading = Vec2::from_angle(w.ego.yaw);
+    let tau = w.cfg.expert.lateral_tau;
+    for (j, wp) in out.chunks_exact_mut(2).enumerate() {
+        let t = (j + 1) as f32 * cp.waypoint_dt;
+        let ds = if v + a * t >= 0.0 {
+            v * t + 0.5 * a * t * t
+        } else {
+            v * v / (2.0 * -a)
+        };
+        let (q, tan) = w.map.lines.sample(line, w.route_s + ds);
+        // Converge over distance, not time: a stopped plan must not move sideways.
+        let lat = w.route_lat * (-ds / (tau * v.max(5.0))).exp();
+        let p = (q + tan.perp() * lat).to_frame(center, heading);
+        wp[0] = p.x;
+        wp[1] = p.y;
+    }
+}

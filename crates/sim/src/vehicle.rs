@@ -1,0 +1,314 @@
+//! Ego vehicle: the kinematic bicycle model and the waypoint-tracking controller that every
+//! planner (expert, SFT, refined) is executed through.
+
+use crate::geom::{OrientedBox, Vec2};
+use serde::{Deserialize, Serialize};
+
+/// Physical limits of the ego vehicle.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VehicleParams {
+    pub length: f32,
+    pub width: f32,
+    /// Distance between axles; the reference point of the model is the rear axle.
+    pub wheelbase: f32,
+    /// Rear axle to box centre.
+    pub rear_to_center: f32,
+    pub max_steer: f32,
+    /// rad/s.
+    pub max_steer_rate: f32,
+    pub max_accel: f32,
+    /// Strongest braking (positive number).
+    pub max_brake: f32,
+}
+
+impl Default for VehicleParams {
+    fn default() -> Self {
+        VehicleParams {
+            length: 4.6,
+            width: 1.9,
+            wheelbase: 2.8,
+            rear_to_center: 1.4,
+            max_steer: 0.6,
+            max_steer_rate: 1.2,
+            max_accel: 3.0,
+            max_brake: 8.0,
+        }
+    }
+}
+
+/// Ego state at the rear axle.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BicycleState {
+    pub pos: Vec2,
+    pub yaw: f32,
+    /// Forward speed, never negative (no reversing).
+    pub v: f32,
+    pub steer: f32,
+    /// Acceleration realised over the last step.
+    pub accel: f32,
+    /// Yaw rate realised over the last step.
+    pub yaw_rate: f32,
+}
+
+impl BicycleState {
+    pub fn center(&self, p: &VehicleParams) -> Vec2 {
+        self.pos + Vec2::from_angle(self.yaw) * p.rear_to_center
+    }
+    pub fn bbox(&self, p: &VehicleParams) -> OrientedBox {
+        OrientedBox::new(self.center(p), self.yaw, p.length, p.width)
+    }
+}
+
+/// Advances the kinematic bicycle model by `dt` with steering command `steer_cmd` (rate- and
+/// angle-limited) and acceleration `accel_cmd` (clamped).
+///
+/// Within a step, steering and acceleration are constant, so the rear axle travels along a
+/// circular arc of curvature tan(steer)/wheelbase; the arc length is integrated exactly
+/// (including stopping mid-step), so the model has closed-form solutions the tests check.
+pub fn bicycle_step(
+    s: &mut BicycleState,
+    p: &VehicleParams,
+    steer_cmd: f32,
+    accel_cmd: f32,
+    dt: f32,
+) {
+    let max_dsteer = p.max_steer_rate * dt;
+    let steer = (s.steer + (steer_cmd - s.steer).clamp(-max_dsteer, max_dsteer))
+        .clamp(-p.max_steer, p.max_steer);
+    let a = accel_cmd.clamp(-p.max_brake, p.max_accel);
+    let v0 = s.v;
+    let v1 = v0 + a * dt;
+    let (dist, v_end) = if v1 >= 0.0 {
+        (v0 * dt + 0.5 * a * dt * dt, v1)
+    } else {
+        // Stops within the step.
+        (v0 * v0 / (2.0 * -a), 0.0)
+    };
+    let k = steer.tan() / p.wheelbase;
+    let dyaw = k * dist;
+    let (sy0, cy0) = s.yaw.sin_cos();
+    let (sy1, cy1) = (s.yaw + dyaw).sin_cos();
+    if dyaw.abs() > 1e-4 {
+        s.pos.x += (sy1 - sy0) / k;
+        s.pos.y += (cy0 - cy1) / k;
+    } else {
+        // Chord of a nearly straight arc: midpoint heading.
+        let (sm, cm) = (s.yaw + 0.5 * dyaw).sin_cos();
+        s.pos.x += cm * dist;
+        s.pos.y += sm * dist;
+    }
+    s.yaw = crate::geom::wrap_angle(s.yaw + dyaw);
+    s.steer = steer;
+    s.accel = (v_end - v0) / dt;
+    s.yaw_rate = dyaw / dt;
+    s.v = v_end;
+}
+
+/// Waypoint-tracking controller settings.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ControllerParams {
+    /// Time between consecutive waypoints, seconds; waypoint j is the planned position at
+    /// (j+1) * waypoint_dt.
+    pub waypoint_dt: f32,
+    /// Number of leading waypoints used to fit the acceleration.
+    pub fit_waypoints: usize,
+    /// Pure-pursuit look-ahead: `lookahead_base + lookahead_gain * v`, clamped.
+    pub lookahead_base: f32,
+    pub lookahead_gain: f32,
+    pub lookahead_min: f32,
+    pub lookahead_max: f32,
+}
+
+impl Default for ControllerParams {
+    fn default() -> Self {
+        ControllerParams {
+            waypoint_dt: 0.2,
+            fit_waypoints: 5,
+            lookahead_base: 2.0,
+            lookahead_gain: 0.45,
+            lookahead_min: 3.0,
+            lookahead_max: 15.0,
+        }
+    }
+}
+
+/// Turns H waypoints in the ego frame (origin at the box centre, x forward, y left, metres)
+/// into (steering, acceleration) commands.
+///
+/// Longitudinal: least-squares fit of s(t) = v t + a t^2 / 2 to the along-path distances of the
+/// first `fit_waypoints` waypoints (a constant-acceleration plan is tracked exactly; noise in a
+/// learned plan is averaged). Lateral: pure pursuit from the rear axle towards the point at the
+/// look-ahead arc length along the waypoint polyline.
+pub fn track_waypoints(
+    waypoints: &[[f32; 2]],
+    v: f32,
+    vp: &VehicleParams,
+    cp: &ControllerParams,
+) -> (f32, f32) {
+    // Along-path distances.
+    let mut num = 0.0f32;
+    let mut den = 0.0f32;
+    let mut s = 0.0f32;
+    let mut prev = Vec2::ZERO;
+    let m = cp.fit_waypoints.min(waypoints.len());
+    for (j, w) in waypoints.iter().take(m).enumerate() {
+        let p = Vec2::new(w[0], w[1]);
+        s += (p - prev).norm();
+        prev = p;
+        let t = (j + 1) as f32 * cp.waypoint_dt;
+        let basis = 0.5 * t * t;
+        num += (s - v * t) * basis;
+        den += basis * basis;
+    }
+    let mut accel = if den > 0.0 { num / den } else { 0.0 };
+    if m > 0 && s < 0.05 {
+        // A plan that stays put means stop now, not creep towards it.
+        accel = accel.min(-v / cp.waypoint_dt.min(0.1));
+    }
+
+    // Pure pursuit.
+    let ld = (cp.lookahead_base + cp.lookahead_gain * v).clamp(cp.lookahead_min, cp.lookahead_max);
+    let mut prev = Vec2::ZERO;
+    let mut acc = 0.0f32;
+    let mut target = None;
+    let mut last_dir = Vec2::new(1.0, 0.0);
+    for w in waypoints {
+        let p = Vec2::new(w[0], w[1]);
+        let seg = p - prev;
+        let l = seg.norm();
+        if l > 1e-6 {
+            last_dir = seg * (1.0 / l);
+            if acc + l >= ld {
+                target = Some(prev + last_dir * (ld - acc));
+                break;
+            }
+            acc += l;
+        }
+        prev = p;
+    }
+    let steer = if acc < 0.5 && target.is_none() {
+        // A (nearly) stationary plan carries no direction: keep the wheels straight.
+        0.0
+    } else {
+        let t = target.unwrap_or(prev + last_dir * (ld - acc));
+        let rel = t + Vec2::new(vp.rear_to_center, 0.0);
+        let dist = rel.norm().max(1e-3);
+        let sin_alpha = rel.y / dist;
+        (2.0 * vp.wheelbase * sin_alpha / dist).atan()
+    };
+    (steer, accel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DT: f32 = 0.1;
+
+    #[test]
+    fn straight_line_constant_acceleration_matches_closed_form() {
+        let p = VehicleParams::default();
+        let mut s = BicycleState {
+            v: 5.0,
+            ..Default::default()
+        };
+        for _ in 0..20 {
+            bicycle_step(&mut s, &p, 0.0, 2.0, DT);
+        }
+        // x = v0 t + a t^2 / 2 = 5*2 + 0.5*2*4 = 14, v = 9.
+        assert!((s.pos.x - 14.0).abs() < 1e-4, "{}", s.pos.x);
+        assert!((s.v - 9.0).abs() < 1e-5);
+        assert_eq!(s.pos.y, 0.0);
+    }
+
+    #[test]
+    fn braking_stops_exactly_at_v_squared_over_2a() {
+        let p = VehicleParams::default();
+        let mut s = BicycleState {
+            v: 10.0,
+            ..Default::default()
+        };
+        for _ in 0..40 {
+            bicycle_step(&mut s, &p, 0.0, -6.0, DT);
+        }
+        assert_eq!(s.v, 0.0);
+        assert!((s.pos.x - 100.0 / 12.0).abs() < 1e-4, "{}", s.pos.x);
+    }
+
+    #[test]
+    fn constant_steer_traces_circle_of_radius_l_over_tan_delta() {
+        let p = VehicleParams::default();
+        let delta = 0.3f32;
+        let r = p.wheelbase / delta.tan();
+        let mut s = BicycleState {
+            v: 8.0,
+            steer: delta,
+            ..Default::default()
+        };
+        // Centre of the circle is at (0, r) for a left turn from the origin heading +x.
+        let centre = Vec2::new(0.0, r);
+        let period_steps = (std::f32::consts::TAU * r / 8.0 / DT) as usize;
+        for _ in 0..period_steps / 3 {
+            bicycle_step(&mut s, &p, delta, 0.0, DT);
+            assert!(((s.pos - centre).norm() - r).abs() < 2e-3);
+        }
+        // Heading advanced by distance / r.
+        let dist = 8.0 * DT * (period_steps / 3) as f32;
+        let expect = crate::geom::wrap_angle(dist / r);
+        assert!((s.yaw - expect).abs() < 1e-3);
+        assert!((s.yaw_rate - 8.0 / r).abs() < 1e-4);
+    }
+
+    #[test]
+    fn steering_rate_and_angle_are_limited() {
+        let p = VehicleParams::default();
+        let mut s = BicycleState {
+            v: 5.0,
+            ..Default::default()
+        };
+        bicycle_step(&mut s, &p, 1.0, 0.0, DT);
+        assert!((s.steer - p.max_steer_rate * DT).abs() < 1e-6);
+        for _ in 0..20 {
+            bicycle_step(&mut s, &p, 1.0, 0.0, DT);
+        }
+        assert_eq!(s.steer, p.max_steer);
+    }
+
+    #[test]
+    fn controller_recovers_constant_acceleration_plan() {
+        let vp = VehicleParams::default();
+        let cp = ControllerParams::default();
+        let v = 7.0f32;
+        let a = -2.5f32;
+        let wps: Vec<[f32; 2]> = (1..=10)
+            .map(|j| {
+                let t = j as f32 * cp.waypoint_dt;
+                [v * t + 0.5 * a * t * t, 0.0]
+            })
+            .collect();
+        let (steer, accel) = track_waypoints(&wps, v, &vp, &cp);
+        assert!((accel - a).abs() < 1e-4, "{accel}");
+        assert_eq!(steer, 0.0);
+    }
+
+    #[test]
+    fn controller_steers_towards_a_left_arc() {
+        let vp = VehicleParams::default();
+        let cp = ControllerParams::default();
+        // Waypoints on a circle of radius 20 to the left, starting at the box centre.
+        let r = 20.0f32;
+        let wps: Vec<[f32; 2]> = (1..=10)
+            .map(|j| {
+                let th = j as f32 * 1.6 / r;
+                [r * th.sin(), r * (1.0 - th.cos())]
+            })
+            .collect();
+        let (steer, _) = track_waypoints(&wps, 8.0, &vp, &cp);
+        // Pure pursuit from the rear axle on a circle approximates atan(L / R).
+        let ideal = (vp.wheelbase / r).atan();
+        assert!(
+            steer > 0.0 && (steer - ideal).abs() < 0.05,
+            "{steer} vs {ideal}"
+        );
+    }
+}

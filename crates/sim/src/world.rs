@@ -1,0 +1,550 @@
+//! One driving world: map, traffic, lights, the ego, and the rules that score it.
+
+use crate::geom::{OrientedBox, Vec2};
+use crate::metrics::EpisodeStats;
+use crate::road::RoadMap;
+use crate::scenario::ScenarioSpec;
+use crate::traffic::{Agent, Behaviour, LightState, TrafficLight};
+use crate::vehicle::{
+    bicycle_step, track_waypoints, BicycleState, ControllerParams, VehicleParams,
+};
+use crate::SimConfig;
+use rand_pcg::Pcg64;
+
+/// Strongest braking traffic agents use (m/s^2); above an emergency stop of a passenger car.
+pub const AGENT_MAX_BRAKE: f32 = 9.0;
+
+/// Links a path that merges into the ego route: positions on `main_path` map to the ego route
+/// by `s_route = s_main - s_main_merge + s_route_merge`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MergeLink {
+    pub main_path: u16,
+    pub s_main_merge: f32,
+    pub s_route_merge: f32,
+}
+
+/// Whether a main-road agent lets a merging ego in: polite drivers do once the ego, mapped
+/// onto the main road, is clearly ahead of them (`rel` = ego minus agent position, `half` =
+/// half the sum of their lengths). The expert uses the same rule, so they never wait on each
+/// other.
+#[inline]
+pub fn agent_yields_at_merge(a: &Agent, rel: f32, half: f32) -> bool {
+    a.yields_to_ego && rel > half + 1.0
+}
+
+/// Why an episode ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum EndReason {
+    #[default]
+    Running,
+    RouteCompleted,
+    TimeLimit,
+    CollisionVehicle,
+    CollisionStatic,
+    OffRoad,
+    RedLight,
+    Blocked,
+}
+
+impl EndReason {
+    /// Termination (no bootstrapping) as opposed to truncation.
+    pub fn is_termination(self) -> bool {
+        matches!(
+            self,
+            EndReason::CollisionVehicle
+                | EndReason::CollisionStatic
+                | EndReason::OffRoad
+                | EndReason::RedLight
+                | EndReason::Blocked
+        )
+    }
+}
+
+/// Result of one step of one world.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepResult {
+    pub reward: f32,
+    pub end: EndReason,
+}
+
+/// The nearest obstacle ahead on a path.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Leader {
+    /// Bumper-to-bumper gap, metres.
+    pub gap: f32,
+    /// Leader speed along the path.
+    pub v: f32,
+}
+
+impl Leader {
+    pub const NONE: Leader = Leader {
+        gap: f32::INFINITY,
+        v: 0.0,
+    };
+}
+
+/// A single world. Reset fills it from a [`ScenarioSpec`]; step advances it by `dt`.
+#[derive(Clone, Debug)]
+pub struct World {
+    pub cfg: SimConfig,
+    pub spec: ScenarioSpec,
+    pub map: RoadMap,
+    pub lights: Vec<TrafficLight>,
+    pub agents: Vec<Agent>,
+    pub statics: Vec<OrientedBox>,
+    pub ego: BicycleState,
+    /// Path index of the ego route.
+    pub route: usize,
+    pub route_len: f32,
+    pub merge: Option<MergeLink>,
+    /// Ego progress along the route (projection of the box centre).
+    pub route_s: f32,
+    /// Signed lateral offset of the ego centre from the route centreline, metres (left +).
+    pub route_lat: f32,
+    /// Route tangent at `route_s`.
+    pub route_dir: Vec2,
+    pub step_count: u32,
+    pub time_limit_steps: u32,
+    /// Speed the route allows at each resampled point (limit and curvature), m/s.
+    pub speed_profile: Vec<f32>,
+    pub stats: EpisodeStats,
+    /// The plan executed in the last step (ego frame), for rendering.
+    pub last_plan: Vec<[f32; 2]>,
+    pub(crate) rng: Pcg64,
+    pub(crate) best_progress: f32,
+    pub(crate) stall_anchor: f32,
+    pub(crate) stall_steps: u32,
+    agent_accel: Vec<f32>,
+}
+
+impl World {
+    pub fn new(cfg: SimConfig) -> Self {
+        use rand::SeedableRng;
+        World {
+            cfg,
+            spec: ScenarioSpec::default(),
+            map: RoadMap::default(),
+            lights: Vec::new(),
+            agents: Vec::new(),
+            statics: Vec::new(),
+            ego: BicycleState::default(),
+            route: 0,
+            route_len: 0.0,
+            merge: None,
+            route_s: 0.0,
+            route_lat: 0.0,
+            route_dir: Vec2::new(1.0, 0.0),
+            step_count: 0,
+            time_limit_steps: 0,
+            speed_profile: Vec::new(),
+            stats: EpisodeStats::default(),
+            last_plan: Vec::new(),
+            rng: Pcg64::seed_from_u64(0),
+            best_progress: 0.0,
+            stall_anchor: 0.0,
+            stall_steps: 0,
+            agent_accel: Vec::new(),
+        }
+    }
+
+    /// Simulated time, seconds.
+    #[inline]
+    pub fn time(&self) -> f32 {
+        self.step_count as f32 * self.cfg.dt
+    }
+
+    pub fn vehicle(&self) -> &VehicleParams {
+        &self.cfg.vehicle
+    }
+
+    pub fn controller(&self) -> &ControllerParams {
+        &self.cfg.controller
+    }
+
+    pub fn ego_box(&self) -> OrientedBox {
+        self.ego.bbox(&self.cfg.vehicle)
+    }
+
+    /// Route completion so far, percent.
+    pub fn route_completion(&self) -> f32 {
+        (100.0 * self.best_progress / self.route_len).clamp(0.0, 100.0)
+    }
+
+    /// Resets to the scenario `spec` (deterministic in `spec`).
+    pub fn reset(&mut self, spec: ScenarioSpec) {
+        crate::scenario::build(self, spec);
+        self.step_count = 0;
+        self.stats = EpisodeStats::default();
+        self.stats.family = spec.family;
+        self.stats.seed = spec.seed;
+        self.update_agent_poses();
+        let c = self.ego.center(&self.cfg.vehicle);
+        let (s, _) = self
+            .map
+            .lines
+            .project_global(self.map.paths[self.route].line, c);
+        self.track_route(s);
+        self.best_progress = self.route_s;
+        self.stall_anchor = self.route_s;
+        self.stall_steps = 0;
+        self.last_plan.clear();
+        self.compute_speed_profile();
+    }
+
+    fn track_route(&mut self, hint: f32) {
+        let line = self.map.paths[self.route].line;
+        let c = self.ego.center(&self.cfg.vehicle);
+        let (s, lat, dir) = self.map.lines.project(line, c, hint);
+        self.route_s = s;
+        self.route_lat = lat;
+        self.route_dir = dir;
+    }
+
+    /// Allowed speed along the route: the lane limit, the curvature limit for a comfortable
+    /// lateral acceleration, and a backward pass so braking for a bend starts in time.
+    fn compute_speed_profile(&mut self) {
+        let route = self.route;
+        let line = self.map.paths[route].line;
+        let pts = self.map.lines.points(line);
+        let n = pts.len();
+        self.speed_profile.clear();
+        let a_lat = self.cfg.expert.lateral_accel;
+        for i in 0..n {
+            let a = pts[i.saturating_sub(2)];
+            let b = pts[i];
+            let c = pts[(i + 2).min(n - 1)];
+            // Curvature from the circumscribed circle of three points.
+            let ab = (b - a).norm();
+            let bc = (c - b).norm();
+            let ca = (a - c).norm();
+            let area2 = (b - a).cross(c - a).abs();
+            let k = if ab * bc * ca > 1e-6 {
+                2.0 * area2 / (ab * bc * ca)
+            } else {
+                0.0
+            };
+            let lane = self.map.lane_at(route, i as f32 * crate::road::SPACING);
+            let limit = self.map.lanes[lane as usize].speed_limit;
+            let v_curve = if k > 1e-4 {
+                (a_lat / k).sqrt()
+            } else {
+                f32::INFINITY
+            };
+            self.speed_profile.push(limit.min(v_curve));
+        }
+        let b = self.cfg.expert.comfort_brake;
+        for i in (0..n.saturating_sub(1)).rev() {
+            let next = self.speed_profile[i + 1];
+            let reach = (next * next + 2.0 * b * crate::road::SPACING).sqrt();
+            if reach < self.speed_profile[i] {
+                self.speed_profile[i] = reach;
+            }
+        }
+    }
+
+    /// Allowed speed at route arc length `s`.
+    pub fn allowed_speed(&self, s: f32) -> f32 {
+        let i = ((s / crate::road::SPACING).max(0.0) as usize).min(self.speed_profile.len() - 1);
+        self.speed_profile[i]
+    }
+
+    pub(crate) fn update_agent_poses(&mut self) {
+        let lines = &self.map.lines;
+        for a in self.agents.iter_mut().filter(|a| a.active) {
+            let line = self.map.paths[a.path as usize].line;
+            let (q, t) = lines.sample(line, a.s);
+            a.pos = q + t.perp() * a.d;
+            a.heading = t;
+        }
+    }
+
+    /// Nearest obstacle ahead of a vehicle on `path` at arc length `s`, lateral offset `d`,
+    /// half width `half_w` and half length `half_l`, looking `horizon` metres ahead. Considers
+    /// active agents (except `skip_agent`), the ego if `include_ego`, static obstacles, and
+    /// stop lines whose light demands a stop (`stop_decel`: the braking the driver accepts to
+    /// stop for yellow). `privileged` uses the cut-in agents' intended lateral offsets.
+    #[allow(clippy::too_many_arguments)]
+    pub fn leader_on_path(
+        &self,
+        path: usize,
+        s: f32,
+        d: f32,
+        half_w: f32,
+        half_l: f32,
+        v: f32,
+        horizon: f32,
+        skip_agent: Option<usize>,
+        include_ego: bool,
+        privileged: bool,
+        stop_decel: f32,
+    ) -> Leader {
+        let line = self.map.paths[path].line;
+        let lines = &self.map.lines;
+        let (p0, _) = lines.sample(line, s);
+        let t_now = self.time();
+        let mut best = Leader::NONE;
+        let mut consider = |c: Vec2, h: Vec2, hl: f32, hw: f32, ov: f32, od: f32| {
+            let de = (c - p0).norm();
+            if de > horizon + hl {
+                return;
+            }
+            let mut s1 = s + de;
+            let (q, t) = lines.sample(line, s1);
+            s1 += (c - q).dot(t);
+            let ds = s1 - s;
+            if ds <= 0.0 {
+                return;
+            }
+            let (q, t) = lines.sample(line, s1);
+            let lat = t.cross(c - q) - od;
+            let ext_lat = hl * t.cross(h).abs() + hw * t.dot(h).abs();
+            if (lat - d).abs() > half_w + ext_lat + 0.3 {
+                return;
+            }
+            let ext_lon = hl * t.dot(h).abs() + hw * t.cross(h).abs();
+            let gap = ds - half_l - ext_lon;
+            if gap < best.gap {
+                best = Leader {
+                    gap,
+                    v: ov * h.dot(t),
+                };
+            }
+        };
+        for (i, a) in self.agents.iter().enumerate() {
+            if !a.active || Some(i) == skip_agent {
+                continue;
+            }
+            // A privileged planner sees where a cut-in is going, not where it is.
+            let od = if privileged {
+                a.d - a.intended_d(t_now)
+            } else {
+                0.0
+            };
+            consider(a.pos, a.heading, 0.5 * a.length, 0.5 * a.width, a.v, od);
+        }
+        if include_ego {
+            let vp = &self.cfg.vehicle;
+            let h = Vec2::from_angle(self.ego.yaw);
+            consider(
+                self.ego.center(vp),
+                h,
+                0.5 * vp.length,
+                0.5 * vp.width,
+                self.ego.v,
+                0.0,
+            );
+        }
+        for b in &self.statics {
+            consider(b.center, b.heading, b.half_length, b.half_width, 0.0, 0.0);
+        }
+        for stop in self.map.path_stops(path) {
+            let gap = stop.s - (s + half_l);
+            if gap < -0.5 || gap > horizon || gap >= best.gap {
+                continue;
+            }
+            let must_stop = match self.lights[stop.light as usize].state(t_now) {
+                LightState::Green => false,
+                LightState::Red => true,
+                // Stop for yellow only if it can be done at the accepted deceleration.
+                LightState::Yellow => gap > v * v / (2.0 * stop_decel),
+            };
+            if must_stop {
+                best = Leader {
+                    gap: gap.max(0.0),
+                    v: 0.0,
+                };
+            }
+        }
+        best
+    }
+
+    /// Advances every agent by one step: behaviour scripts, IDM against the nearest obstacle
+    /// ahead (other agents, the ego, lights; merging egos for polite drivers).
+    fn step_agents(&mut self) {
+        let dt = self.cfg.dt;
+        let t = self.time();
+        let n = self.agents.len();
+        let mut acc = std::mem::take(&mut self.agent_accel);
+        acc.clear();
+        acc.resize(n, 0.0);
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            let a = self.agents[i];
+            if !a.active {
+                continue;
+            }
+            let horizon = (a.v * 3.0 + 20.0).min(80.0);
+            let mut lead = self.leader_on_path(
+                a.path as usize,
+                a.s,
+                a.d,
+                0.5 * a.width,
+                0.5 * a.length,
+                a.v,
+                horizon,
+                Some(i),
+                true,
+                false,
+                4.0,
+            );
+            // Polite drivers on the main road treat a merging ego as if it were already in
+            // their lane (virtual-vehicle projection at the merge).
+            if let Some(m) = self.merge {
+                if a.path == m.main_path
+                    && self.route_s < m.s_route_merge
+                    && m.s_main_merge - a.s < 60.0
+                {
+                    let rel = self.route_s - (a.s - m.s_main_merge + m.s_route_merge);
+                    let half = 0.5 * (a.length + self.cfg.vehicle.length);
+                    if agent_yields_at_merge(&a, rel, half) && rel - half < lead.gap {
+                        lead = Leader {
+                            gap: rel - half,
+                            v: self.ego.v,
+                        };
+                    }
+                }
+            }
+            let mut accel = a.idm.accel(a.v, lead.gap, lead.v, AGENT_MAX_BRAKE);
+            if let Behaviour::HardBrake {
+                at,
+                decel,
+                v_min,
+                hold,
+            } = a.behaviour
+            {
+                // Brake to v_min, stay there until `at + hold`, then IDM takes over again.
+                if t >= at && t < at + hold {
+                    accel = accel.min(if a.v > v_min { -decel } else { 0.0 });
+                }
+            }
+            *acc_i = accel;
+        }
+        for (a, &accel) in self.agents.iter_mut().zip(&acc) {
+            if !a.active {
+                continue;
+            }
+            let v1 = (a.v + accel * dt).max(0.0);
+            a.s += 0.5 * (a.v + v1) * dt;
+            a.accel = (v1 - a.v) / dt;
+            a.v = v1;
+            a.d = a.scripted_d(t + dt);
+            let len = self.map.path_length(a.path as usize);
+            if a.s > len - 1.0 {
+                a.active = false;
+            }
+        }
+        self.agent_accel = acc;
+        self.update_agent_poses();
+    }
+
+    /// Executes a plan of H waypoints (ego frame, flattened x0,y0,x1,y1,...) for one step.
+    pub fn step(&mut self, plan: &[f32]) -> StepResult {
+        let dt = self.cfg.dt;
+        let vp = self.cfg.vehicle;
+        self.last_plan.clear();
+        self.last_plan
+            .extend(plan.chunks_exact(2).map(|w| [w[0], w[1]]));
+        let (steer, accel) =
+            track_waypoints(&self.last_plan, self.ego.v, &vp, &self.cfg.controller);
+        let prev = self.ego;
+        let prev_front = self.route_s + 0.5 * vp.length;
+        let prev_best = self.best_progress;
+        bicycle_step(&mut self.ego, &vp, steer, accel, dt);
+        self.step_agents();
+        self.step_count += 1;
+        self.track_route(self.route_s);
+        let t = self.time();
+
+        // Progress and stalls.
+        self.best_progress = self.best_progress.max(self.route_s.min(self.route_len));
+        if self.best_progress > self.stall_anchor + 0.5 {
+            self.stall_anchor = self.best_progress;
+            self.stall_steps = 0;
+        } else {
+            self.stall_steps += 1;
+        }
+
+        // Events.
+        let ego_box = self.ego.bbox(&vp);
+        let mut end = EndReason::Running;
+        if self.agents.iter().any(|a| {
+            a.active
+                && ego_box.overlaps(&OrientedBox {
+                    center: a.pos,
+                    heading: a.heading,
+                    half_length: 0.5 * a.length,
+                    half_width: 0.5 * a.width,
+                })
+        }) {
+            end = EndReason::CollisionVehicle;
+            self.stats.collisions_vehicle += 1;
+        } else if self.statics.iter().any(|b| ego_box.overlaps(b)) {
+            end = EndReason::CollisionStatic;
+            self.stats.collisions_static += 1;
+        } else if !ego_box.corners().iter().all(|&c| self.map.is_drivable(c)) {
+            end = EndReason::OffRoad;
+            self.stats.offroad += 1;
+        } else {
+            let front = self.route_s + 0.5 * vp.length;
+            for stop in self.map.path_stops(self.route) {
+                if prev_front < stop.s
+                    && front >= stop.s
+                    && self.lights[stop.light as usize].state(t) == LightState::Red
+                {
+                    end = EndReason::RedLight;
+                    self.stats.red_lights += 1;
+                }
+            }
+        }
+        if end == EndReason::Running {
+            if self.best_progress >= self.route_len - self.cfg.route_end_tolerance {
+                end = EndReason::RouteCompleted;
+            } else if self.stall_steps as f32 * dt >= self.cfg.blocked_seconds {
+                end = EndReason::Blocked;
+                self.stats.blocked = true;
+            } else if self.step_count >= self.time_limit_steps {
+                end = EndReason::TimeLimit;
+                self.stats.timeout = true;
+            }
+        }
+
+        // Comfort (nuPlan bounds) from realised motion.
+        let comfort = crate::metrics::comfort_violations(&prev, &self.ego, dt, self.step_count > 1);
+        self.stats.record_comfort(comfort);
+
+        // Lane keeping: outside the route lane when the ego box pokes out of it.
+        let lane = self.map.lane_at(self.route, self.route_s);
+        let half_lane = 0.5 * self.map.lanes[lane as usize].width;
+        let outside = self.route_lat.abs() + 0.5 * vp.width > half_lane + 0.3;
+        let progress_gain = self.best_progress - prev_best;
+        if outside {
+            self.stats.outside_lane_distance += progress_gain;
+        }
+        self.stats.steps += 1;
+        self.stats.speed_sum += self.ego.v;
+
+        // Reward (CaRL-style): route-completion gain x soft penalties, terminal penalty.
+        let rc = &self.cfg.reward;
+        let limit = self.map.lanes[lane as usize].speed_limit;
+        let speed_factor = if self.ego.v > limit {
+            (1.0 - (self.ego.v - limit) / (rc.speeding_tolerance * limit)).max(0.0)
+        } else {
+            1.0
+        };
+        let comfort_factor = 1.0 - 0.5 * comfort.count_ones() as f32 / 6.0;
+        let lane_factor = if outside { rc.outside_lane_factor } else { 1.0 };
+        let mut reward =
+            100.0 * progress_gain / self.route_len * speed_factor * comfort_factor * lane_factor;
+        if end.is_termination() {
+            reward -= rc.terminal_penalty;
+        }
+        if end != EndReason::Running {
+            let rc = if end == EndReason::RouteCompleted {
+                100.0
+            } else {
+                self.route_completion()
+            };
+            self.stats.finish(end, rc);
+        }
+        StepResult { reward, end }
+    }
+}
