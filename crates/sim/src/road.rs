@@ -198,8 +198,6 @@ pub struct StopLine {
 struct CellItem {
     p: u32,
     lane: LaneId,
-    /// bit 0: first segment of the lane, bit 1: last segment.
-    ends: u8,
 }
 
 /// The road network of one world.
@@ -344,7 +342,6 @@ impl RoadMap {
                 let p = sp.start + k;
                 let a = self.lines.pts[p as usize];
                 let b = self.lines.pts[p as usize + 1];
-                let ends = u8::from(k == 0) | (u8::from(k == sp.len - 2) << 1);
                 let x0 = ((a.x.min(b.x) - r - origin.x) / cell).floor() as u32;
                 let x1 = ((a.x.max(b.x) + r - origin.x) / cell).floor() as u32;
                 let y0 = ((a.y.min(b.y) - r - origin.y) / cell).floor() as u32;
@@ -356,7 +353,6 @@ impl RoadMap {
                             CellItem {
                                 p,
                                 lane: li as LaneId,
-                                ends,
                             },
                         ));
                     }
@@ -378,14 +374,7 @@ impl RoadMap {
             g.start[i + 1] += g.start[i];
         }
         g.items.clear();
-        g.items.resize(
-            pairs.len(),
-            CellItem {
-                p: 0,
-                lane: 0,
-                ends: 0,
-            },
-        );
+        g.items.resize(pairs.len(), CellItem { p: 0, lane: 0 });
         // Fill using a moving cursor per cell; `start` is restored afterwards.
         for (c, item) in &pairs {
             let slot = &mut g.start[*c as usize];
@@ -400,8 +389,8 @@ impl RoadMap {
     }
 
     /// Whether `p` lies on the drivable area: within half a lane width of some lane's
-    /// centreline segment (segments are capsules, except at a lane's first and last point
-    /// where the lane ends flat).
+    /// centreline segment (segments are capsules, so bends have no gaps on their outer side;
+    /// lanes end flat at their first and last point).
     pub fn is_drivable(&self, p: Vec2) -> bool {
         let g = &self.grid;
         let fx = (p.x - g.origin.x) / g.cell;
@@ -418,11 +407,16 @@ impl RoadMap {
             let seg = b - a;
             let l2 = seg.norm_sq();
             let t = (p - a).dot(seg) / l2;
-            if (t < 0.0 && it.ends & 1 != 0) || (t > 1.0 && it.ends & 2 != 0) {
+            let q = a + seg * t.clamp(0.0, 1.0);
+            if (p - q).norm_sq() > r * r {
                 return false;
             }
-            let q = a + seg * t.clamp(0.0, 1.0);
-            (p - q).norm_sq() <= r * r
+            // Lanes end flat: beyond the plane through the first or last point, no segment's
+            // round cap counts.
+            let pts = self.lines.points(self.lanes[it.lane as usize].line);
+            let n = pts.len();
+            (p - pts[0]).dot(pts[1] - pts[0]) >= 0.0
+                && (p - pts[n - 1]).dot(pts[n - 1] - pts[n - 2]) <= 0.0
         })
     }
 
