@@ -19,6 +19,8 @@ fn main() {
     let mut w = World::new(cfg);
     w.reset(spec);
     let mut plan = vec![0.0; cfg.action_dim()];
+    let mut trail = deltaplan_sim::render::Trail::default();
+    let svg_at: Option<u32> = std::env::var("SVG_AT").ok().and_then(|s| s.parse().ok());
     println!(
         "route_len {:.1} limit_steps {}",
         w.route_len, w.time_limit_steps
@@ -27,6 +29,11 @@ fn main() {
         expert_plan(&w, &mut plan);
         let a = deltaplan_sim::expert::expert_accel(&w);
         let r = w.step(&plan);
+        trail.record(&w);
+        if svg_at == Some(w.step_count) {
+            let svg = deltaplan_sim::render::render_svg(&w, &trail, "trace", true);
+            std::fs::write("/tmp/trace.svg", svg).expect("write /tmp/trace.svg");
+        }
         if w.step_count % 10 == 0 || r.end != deltaplan_sim::EndReason::Running {
             let near: Vec<String> = w
                 .agents
