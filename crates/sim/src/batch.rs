@@ -8,7 +8,7 @@
 use crate::metrics::EpisodeStats;
 use crate::obs::{observe, OBS_DIM};
 use crate::scenario::{Difficulty, Family, ScenarioSpec, Split};
-use crate::world::{EndReason, World};
+use crate::world::{EndReason, StepResult, World};
 use crate::SimConfig;
 use rayon::prelude::*;
 
@@ -49,16 +49,38 @@ impl StepBuffers {
     }
 }
 
+/// One world and its bookkeeping.
+#[derive(Clone, Debug)]
+struct Slot {
+    world: World,
+    /// Episode number in this world (its scenario is a function of it).
+    episode: u64,
+    /// Stats of the episode that ended most recently.
+    finished: EpisodeStats,
+    /// Fixed mode: the world's single episode is over.
+    idle: bool,
+    /// Plans executed since the episode began: replaying them from the episode's spec
+    /// restores the world bit for bit (see [`BatchEnv::snapshot`]).
+    history: Vec<f32>,
+    /// Outcome of the last step.
+    last: StepResult,
+}
+
 /// N worlds.
 pub struct BatchEnv {
-    worlds: Vec<World>,
+    slots: Vec<Slot>,
     scenarios: Scenarios,
     seed: u64,
-    episodes: Vec<u64>,
-    /// Stats of the episode that ended most recently in each world.
-    finished: Vec<EpisodeStats>,
-    /// In fixed mode: whether the world's single episode is over.
-    idle: Vec<bool>,
+}
+
+/// What it takes to rebuild a training batch exactly: per world, the episode number and the
+/// plans executed since that episode began. Small (one episode of plans per world), and free of
+/// any simulator internals, so it survives refactors of the world state.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EnvSnapshot {
+    pub seed: u64,
+    pub episodes: Vec<u64>,
+    pub histories: Vec<Vec<f32>>,
 }
 
 /// The scenario of `episode` in `world`: a pure function, so thread scheduling cannot change it.
@@ -116,72 +138,125 @@ impl BatchEnv {
     }
 
     fn with(cfg: SimConfig, n: usize, seed: u64, scenarios: Scenarios) -> Self {
-        let mut env = BatchEnv {
-            worlds: (0..n).map(|_| World::new(cfg)).collect(),
+        let slots = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let mut world = World::new(cfg);
+                world.reset(spec_for(&scenarios, seed, i, 0));
+                Slot {
+                    world,
+                    episode: 0,
+                    finished: EpisodeStats::default(),
+                    idle: false,
+                    history: Vec::new(),
+                    last: StepResult {
+                        reward: 0.0,
+                        end: EndReason::Running,
+                    },
+                }
+            })
+            .collect();
+        BatchEnv {
+            slots,
             scenarios,
             seed,
-            episodes: vec![0; n],
-            finished: vec![EpisodeStats::default(); n],
-            idle: vec![false; n],
-        };
-        let specs: Vec<ScenarioSpec> = (0..n)
-            .map(|i| spec_for(&env.scenarios, seed, i, 0))
-            .collect();
-        env.worlds
+        }
+    }
+
+    /// The state needed to rebuild this batch with [`BatchEnv::restore`].
+    pub fn snapshot(&self) -> EnvSnapshot {
+        EnvSnapshot {
+            seed: self.seed,
+            episodes: self.slots.iter().map(|s| s.episode).collect(),
+            histories: self.slots.iter().map(|s| s.history.clone()).collect(),
+        }
+    }
+
+    /// Rebuilds every world from a snapshot of a batch made with the same configuration, seed
+    /// and size, by resetting to each world's episode and replaying its plans.
+    pub fn restore(&mut self, snap: &EnvSnapshot) -> Result<(), String> {
+        let n = self.slots.len();
+        if snap.seed != self.seed || snap.episodes.len() != n || snap.histories.len() != n {
+            return Err(format!(
+                "environment snapshot is for seed {} with {} worlds, this batch has seed {} with {n}",
+                snap.seed,
+                snap.episodes.len(),
+                self.seed
+            ));
+        }
+        let a = self.action_dim();
+        if let Some(h) = snap.histories.iter().find(|h| h.len() % a != 0) {
+            return Err(format!(
+                "environment snapshot history of {} floats is not a whole number of {a}-float plans",
+                h.len()
+            ));
+        }
+        let (scenarios, seed) = (&self.scenarios, self.seed);
+        self.slots
             .par_iter_mut()
-            .zip(specs)
-            .for_each(|(w, spec)| w.reset(spec));
-        env
+            .zip(&snap.episodes)
+            .zip(&snap.histories)
+            .enumerate()
+            .for_each(|(i, ((slot, &episode), history))| {
+                slot.world.reset(spec_for(scenarios, seed, i, episode));
+                for plan in history.chunks_exact(a) {
+                    slot.world.step(plan);
+                }
+                slot.episode = episode;
+                slot.history.clone_from(history);
+                slot.idle = false;
+            });
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
-        self.worlds.len()
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.worlds.is_empty()
+        self.slots.is_empty()
     }
 
-    pub fn worlds(&self) -> &[World] {
-        &self.worlds
+    pub fn world(&self, i: usize) -> &World {
+        &self.slots[i].world
     }
 
     pub fn action_dim(&self) -> usize {
-        self.worlds.first().map_or(0, |w| w.cfg.action_dim())
+        self.slots.first().map_or(0, |s| s.world.cfg.action_dim())
     }
 
     /// Stats of the episode that most recently ended in world `i`.
     pub fn finished(&self, i: usize) -> &EpisodeStats {
-        &self.finished[i]
+        &self.slots[i].finished
     }
 
     /// In fixed mode: whether world `i` has finished its episode.
     pub fn is_idle(&self, i: usize) -> bool {
-        self.idle[i]
+        self.slots[i].idle
     }
 
     /// Whether every world in fixed mode has finished.
     pub fn all_idle(&self) -> bool {
-        self.idle.iter().all(|&d| d)
+        self.slots.iter().all(|s| s.idle)
     }
 
     /// Writes the current observations into `obs` ([N, OBS_DIM]).
     pub fn observe(&self, obs: &mut [f32]) {
-        self.worlds
+        self.slots
             .par_iter()
             .zip(obs.par_chunks_mut(OBS_DIM))
             .with_min_len(8)
-            .for_each(|(w, o)| observe(w, o));
+            .for_each(|(s, o)| observe(&s.world, o));
     }
 
     /// Writes the expert's plans into `actions` ([N, 2H]).
     pub fn expert_actions(&self, actions: &mut [f32]) {
         let a = self.action_dim();
-        self.worlds
+        self.slots
             .par_iter()
             .zip(actions.par_chunks_mut(a))
             .with_min_len(8)
-            .for_each(|(w, out)| crate::expert::expert_plan(w, out));
+            .for_each(|(s, out)| crate::expert::expert_plan(&s.world, out));
     }
 
     /// Steps every world with its plan in `actions` ([N, 2H], ego-frame waypoints). Ended
@@ -190,53 +265,45 @@ impl BatchEnv {
     /// mode a finished world stays idle: its reward is 0 and its flags false from then on.
     pub fn step(&mut self, actions: &[f32], out: &mut StepBuffers) {
         let a = self.action_dim();
-        let n = self.worlds.len();
+        let n = self.slots.len();
         assert_eq!(actions.len(), n * a, "actions must be [N, 2H]");
         let fixed = matches!(self.scenarios, Scenarios::Fixed(_));
         let (scenarios, seed) = (&self.scenarios, self.seed);
-        self.worlds
+        self.slots
             .par_iter_mut()
             .zip(actions.par_chunks(a))
             .zip(out.obs.par_chunks_mut(OBS_DIM))
             .zip(out.final_obs.par_chunks_mut(OBS_DIM))
-            .zip(out.reward.par_iter_mut())
-            .zip(out.terminated.par_iter_mut())
-            .zip(out.truncated.par_iter_mut())
-            .zip(self.finished.par_iter_mut())
-            .zip(self.episodes.par_iter_mut())
-            .zip(self.idle.par_iter_mut())
             .enumerate()
             .with_min_len(8)
-            .for_each(
-                |(
-                    i,
-                    (
-                        ((((((((w, act), obs), fin_obs), rew), term), trunc), finished), episode),
-                        idle,
-                    ),
-                )| {
-                    if *idle {
-                        *rew = 0.0;
-                        *term = false;
-                        *trunc = false;
-                        return;
+            .for_each(|(i, (((slot, plan), obs), final_obs))| {
+                if slot.idle {
+                    slot.last = StepResult {
+                        reward: 0.0,
+                        end: EndReason::Running,
+                    };
+                    return;
+                }
+                slot.history.extend_from_slice(plan);
+                slot.last = slot.world.step(plan);
+                if slot.last.end != EndReason::Running {
+                    slot.finished = slot.world.stats;
+                    observe(&slot.world, final_obs);
+                    if fixed {
+                        slot.idle = true;
+                    } else {
+                        slot.episode += 1;
+                        slot.history.clear();
+                        slot.world.reset(spec_for(scenarios, seed, i, slot.episode));
                     }
-                    let r = w.step(act);
-                    *rew = r.reward;
-                    *term = r.end.is_termination();
-                    *trunc = r.end != EndReason::Running && !r.end.is_termination();
-                    if r.end != EndReason::Running {
-                        *finished = w.stats;
-                        observe(w, fin_obs);
-                        if fixed {
-                            *idle = true;
-                        } else {
-                            *episode += 1;
-                            w.reset(spec_for(scenarios, seed, i, *episode));
-                        }
-                    }
-                    observe(w, obs);
-                },
-            );
+                }
+                observe(&slot.world, obs);
+            });
+        for (i, slot) in self.slots.iter().enumerate() {
+            let end = slot.last.end;
+            out.reward[i] = slot.last.reward;
+            out.terminated[i] = end.is_termination();
+            out.truncated[i] = end != EndReason::Running && !end.is_termination();
+        }
     }
 }

@@ -21,7 +21,7 @@ pub mod traffic;
 pub mod vehicle;
 pub mod world;
 
-pub use batch::{BatchEnv, StepBuffers};
+pub use batch::{BatchEnv, EnvSnapshot, StepBuffers};
 pub use expert::{expert_plan, ExpertConfig};
 pub use metrics::EpisodeStats;
 pub use obs::{observe, OBS_DIM};
