@@ -251,6 +251,29 @@ pub fn kl_to_reference_backward(
     Ok(())
 }
 
+/// Fills `eps` with independent N(0, 1) draws in order (deterministic for a given RNG state).
+pub fn standard_normal<R: Rng + ?Sized>(rng: &mut R, eps: &mut [f32]) {
+    for e in eps.iter_mut() {
+        *e = StandardNormal.sample(rng);
+    }
+}
+
+/// In place `u[i,j] = mu[i,j] + exp(log_std[j]) * u[i,j]`: turns standard normal noise into a
+/// sample of the policy (split from the draw so the draw can overlap the forward pass).
+pub fn reparameterize(mu: &[f32], log_std: &[f32], u: &mut [f32]) -> Result<()> {
+    let a = log_std.len();
+    let b = rows_of("mu", mu.len(), a)?;
+    check_rows("u", u.len(), a, b)?;
+    with_dim_scratch(a, |j| log_std[j].exp(), |std| {
+        for (ur, mr) in u.chunks_exact_mut(a).zip(mu.chunks_exact(a)) {
+            for ((x, &m), &s) in ur.iter_mut().zip(mr).zip(std) {
+                *x = m + s * *x;
+            }
+        }
+    });
+    Ok(())
+}
+
 /// Samples `u = mu + sigma * eps`, `eps ~ N(0, 1)` drawn in row-major order (deterministic for a
 /// given RNG state).
 pub fn sample<R: Rng + ?Sized>(
@@ -262,17 +285,6 @@ pub fn sample<R: Rng + ?Sized>(
     let a = log_std.len();
     let b = rows_of("mu", mu.len(), a)?;
     check_rows("u", u.len(), a, b)?;
-    with_dim_scratch(
-        a,
-        |j| log_std[j].exp(),
-        |std| {
-            for (ur, mr) in u.chunks_exact_mut(a).zip(mu.chunks_exact(a)) {
-                for ((x, &m), &s) in ur.iter_mut().zip(mr).zip(std) {
-                    let eps: f32 = StandardNormal.sample(rng);
-                    *x = m + s * eps;
-                }
-            }
-        },
-    );
-    Ok(())
+    standard_normal(rng, u);
+    reparameterize(mu, log_std, u)
 }

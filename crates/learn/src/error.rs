@@ -32,6 +32,95 @@ pub enum LearnError {
     /// A checkpoint that could not be (de)serialised.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// A file to load does not exist.
+    #[error("`{path}` not found: {fix}")]
+    FileMissing {
+        /// The file.
+        path: String,
+        /// How to create it.
+        fix: String,
+    },
+    /// Reading or writing a file failed at the operating-system level.
+    #[error("cannot {op} `{path}`: {reason}")]
+    Io {
+        /// What was attempted ("read", "write", "rename", ...).
+        op: &'static str,
+        /// The file.
+        path: String,
+        /// The OS error, as text (io::Error is neither Clone nor PartialEq).
+        reason: String,
+    },
+    /// A file that is not a valid safetensors file written by deltaplan (cut short, overwritten,
+    /// or from another tool).
+    #[error("`{path}` is truncated or corrupt ({reason}): {fix}")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// What failed to parse.
+        reason: String,
+        /// How to recreate it.
+        fix: String,
+    },
+    /// A deltaplan file of another kind than the caller asked for (e.g. a dataset passed where a
+    /// checkpoint is expected).
+    #[error("`{path}` is {found}, not {expected}: pass the right file")]
+    WrongKind {
+        /// The file.
+        path: String,
+        /// What the caller wanted, described ("an SFT planner checkpoint (kind `sft_planner`)").
+        expected: String,
+        /// What the file holds, described.
+        found: String,
+    },
+    /// A deltaplan file written with another schema version than this build reads.
+    #[error("`{path}` ({kind}) has schema version {found}, but this build reads version {expected}: {fix}")]
+    SchemaVersion {
+        /// The file.
+        path: String,
+        /// Its kind.
+        kind: String,
+        /// Version this build reads.
+        expected: u32,
+        /// Version in the file.
+        found: u64,
+        /// How to recreate it.
+        fix: String,
+    },
+    /// A tensor the loader needs is absent from the file.
+    #[error("`{path}` has no tensor `{name}`: {fix}")]
+    MissingTensor {
+        /// The file.
+        path: String,
+        /// The tensor.
+        name: String,
+        /// How to recreate the file.
+        fix: String,
+    },
+    /// A tensor in a file has another shape than its metadata implies.
+    #[error("tensor `{name}` in `{path}` has shape {got:?}, expected {expected:?}: {fix}")]
+    TensorShape {
+        /// The file.
+        path: String,
+        /// The tensor.
+        name: String,
+        /// Shape the metadata implies.
+        expected: Vec<usize>,
+        /// Shape in the file.
+        got: Vec<usize>,
+        /// How to recreate the file.
+        fix: String,
+    },
+    /// A well-formed file that does not fit this build or its caller (observation width,
+    /// horizon, inconsistent metadata).
+    #[error("`{path}` is incompatible: {reason}: {fix}")]
+    Incompatible {
+        /// The file.
+        path: String,
+        /// What does not match, with both values.
+        reason: String,
+        /// How to fix it.
+        fix: String,
+    },
 }
 
 /// Result alias for this crate.

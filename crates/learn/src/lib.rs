@@ -6,15 +6,24 @@
 //! - [`optim`]: AdamW and global gradient-norm clipping (PyTorch semantics);
 //! - [`dist`]: tanh-squashed diagonal Gaussian, exact log-probs, entropy, KL to the SFT policy;
 //! - [`gae`]: advantages with termination and truncation kept apart;
-//! - [`ppo`]: actor-critic, PPO loss with analytic gradients, the update loop, inference.
+//! - [`ppo`]: actor-critic, PPO loss with analytic gradients, the update loop, inference;
+//! - [`checkpoint`]: atomic, validated safetensors + JSON files, weight hashes;
+//! - [`dataset`]: recorded expert demonstrations (DART-style noise), split by episode;
+//! - [`sft`]: the behaviour-cloned planner (encoder -> z -> waypoint head) and its training.
 
+pub mod checkpoint;
+pub mod dataset;
 pub mod dist;
 pub mod error;
 pub mod gae;
 pub mod nn;
 pub mod optim;
 pub mod ppo;
+pub mod refine;
+mod simd;
+pub mod sft;
 
+pub use dataset::{record_demonstrations, Dataset, DemoConfig, DemoNoise, EpisodeInfo};
 pub use error::{LearnError, Result};
 pub use gae::gae;
 pub use nn::{fast_tanh, Mlp, MlpInit, MlpWorkspace, OutputInit, TensorView};
@@ -22,4 +31,7 @@ pub use optim::{clip_grad_norm, AdamW, AdamWConfig};
 pub use ppo::{
     explained_variance, ActOutput, ActWorkspace, ActorCritic, ActorCriticConfig, LossStats,
     MinibatchRef, Ppo, PpoConfig, RolloutBatch, UpdateStats,
+};
+pub use sft::{
+    train_sft, EpochStats, SftArch, SftLoss, SftPlanner, SftReport, SftTrainConfig, SftWorkspace,
 };

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{check_len, LearnError, Result};
+use crate::simd::multiversion;
 
 /// AdamW hyper-parameters (PyTorch names; `eps` defaults to CleanRL's 1e-5, not PyTorch's 1e-8).
 /// Kept in f64 like PyTorch's Python floats, so derived scalars (`1 - beta1`, ...) round alike.
@@ -110,29 +111,69 @@ impl AdamW {
         let bias_correction2 = 1.0 - cfg.beta2.powf(step);
         let step_size = (lr / bias_correction1) as f32;
         let bc2_sqrt = bias_correction2.sqrt() as f32;
-        let decay = if state.decay && cfg.weight_decay != 0.0 {
-            Some((1.0 - lr * cfg.weight_decay) as f32)
+        // Multiplying by exactly 1.0 (no decay) leaves every bit unchanged.
+        let decay = if state.decay {
+            (1.0 - lr * cfg.weight_decay) as f32
         } else {
-            None
+            1.0
         };
-        let w1 = (1.0 - cfg.beta1) as f32; // lerp weight of exp_avg towards grad
-        let w2 = (1.0 - cfg.beta2) as f32;
-        let (beta2, eps) = (cfg.beta2 as f32, cfg.eps as f32);
-        for (((p, &g), m), v) in params
-            .iter_mut()
-            .zip(grads)
-            .zip(state.exp_avg.iter_mut())
-            .zip(state.exp_avg_sq.iter_mut())
-        {
-            if let Some(d) = decay {
-                *p *= d;
-            }
-            *m += w1 * (g - *m); // torch.lerp with weight < 0.5
-            *v = *v * beta2 + w2 * g * g; // mul_(beta2).addcmul_(g, g, 1 - beta2)
-            let denom = v.sqrt() / bc2_sqrt + eps;
-            *p += -step_size * (*m / denom);
-        }
+        let scalars = AdamScalars {
+            decay,
+            w1: (1.0 - cfg.beta1) as f32, // lerp weight of exp_avg towards grad
+            w2: (1.0 - cfg.beta2) as f32,
+            beta2: cfg.beta2 as f32,
+            eps: cfg.eps as f32,
+            bc2_sqrt,
+            step_size,
+        };
+        adamw_kernel(params, grads, &mut state.exp_avg, &mut state.exp_avg_sq, &scalars);
         Ok(())
+    }
+}
+
+/// Per-step scalars of the AdamW update, rounded to f32 as PyTorch does.
+struct AdamScalars {
+    decay: f32,
+    w1: f32,
+    w2: f32,
+    beta2: f32,
+    eps: f32,
+    bc2_sqrt: f32,
+    step_size: f32,
+}
+
+multiversion! {
+    /// The fused elementwise AdamW update (PyTorch single-tensor path, same operation order).
+    fn adamw_kernel(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &AdamScalars) {
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            *p *= k.decay; // p.mul_(1 - lr * weight_decay)
+            *m += k.w1 * (g - *m); // exp_avg.lerp_(grad, 1 - beta1)
+            *v = *v * k.beta2 + k.w2 * g * g; // exp_avg_sq.mul_(beta2).addcmul_(g, g, 1 - beta2)
+            let denom = v.sqrt() / k.bc2_sqrt + k.eps;
+            *p += -k.step_size * (*m / denom); // p.addcdiv_(exp_avg, denom, -step_size)
+        }
+    }
+}
+
+multiversion! {
+    /// `sum x^2` in f64 over 8 fixed lanes then a fixed-order reduction: vectorisable and
+    /// deterministic.
+    fn sum_sq_f64(xs: &[f32]) -> f64 {
+        let mut acc = [0.0f64; 8];
+        let chunks = xs.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for (a, &x) in acc.iter_mut().zip(c) {
+                *a += f64::from(x) * f64::from(x);
+            }
+        }
+        acc.iter().sum::<f64>() + rest.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>()
+    }
+}
+
+multiversion! {
+    fn scale_inplace(xs: &mut [f32], coef: f32) {
+        xs.iter_mut().for_each(|x| *x *= coef);
     }
 }
 
@@ -141,15 +182,12 @@ impl AdamW {
 /// `total = sqrt(sum g^2)` over all buffers (accumulated in f64, rounded to f32 once), then every
 /// gradient is scaled by `min(1, max_norm / (total + 1e-6))`. Returns the pre-clip norm.
 pub fn clip_grad_norm(grads: &mut [&mut [f32]], max_norm: f32) -> f32 {
-    let sum_sq: f64 = grads
-        .iter()
-        .map(|g| g.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
-        .sum();
+    let sum_sq: f64 = grads.iter().map(|g| sum_sq_f64(g)).sum();
     let total = sum_sq.sqrt() as f32;
     let coef = max_norm / (total + 1e-6);
     if coef < 1.0 {
         for g in grads.iter_mut() {
-            g.iter_mut().for_each(|x| *x *= coef);
+            scale_inplace(g, coef);
         }
     }
     total

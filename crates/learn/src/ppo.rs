@@ -281,7 +281,10 @@ impl ActorCritic {
 
     /// Batched rollout inference on `obs` (`[B, D]`): samples `u` (or takes `u = mu` when
     /// `deterministic`), squashes it to `delta`, and returns `log N(u; mu, sigma)` and `V(s)`.
-    pub fn act<R: Rng + ?Sized>(
+    ///
+    /// The noise is drawn (row-major, from `rng`) beside the critic's forward pass while the
+    /// actor runs on the other thread; the draws and hence the bits do not depend on that.
+    pub fn act<R: Rng + Send + ?Sized>(
         &self,
         obs: &[f32],
         deterministic: bool,
@@ -295,20 +298,36 @@ impl ActorCritic {
         check_len("delta", out.delta.len(), b * a)?;
         check_len("logp", out.logp.len(), b)?;
         check_len("value", out.value.len(), b)?;
-        let (mu, v) = Self::forward_both(
-            &self.actor,
-            &self.critic,
-            obs,
-            &mut ws.actor,
-            &mut ws.critic,
-        )?;
-        if deterministic {
-            out.u.copy_from_slice(mu);
+        let ActWorkspace { actor: wa, critic: wc } = ws;
+        let (actor, critic) = (&self.actor, &self.critic);
+        let u = &mut *out.u;
+        let mut draw = |u: &mut [f32]| {
+            if !deterministic {
+                dist::standard_normal(rng, u);
+            }
+        };
+        let (mu, v) = if obs.len() >= PAR_MIN_FLOATS {
+            let (mu, v) = rayon::join(
+                || actor.forward(obs, wa),
+                || {
+                    let v = critic.forward(obs, wc);
+                    draw(u);
+                    v
+                },
+            );
+            (mu?, v?)
         } else {
-            dist::sample(mu, &self.log_std, rng, out.u)?;
+            let (mu, v) = (actor.forward(obs, wa)?, critic.forward(obs, wc)?);
+            draw(u);
+            (mu, v)
+        };
+        if deterministic {
+            u.copy_from_slice(mu);
+        } else {
+            dist::reparameterize(mu, &self.log_std, u)?;
         }
-        dist::squash(out.u, &self.max_delta, out.delta)?;
-        dist::gaussian_log_prob(out.u, mu, &self.log_std, out.logp)?;
+        dist::squash(u, &self.max_delta, out.delta)?;
+        dist::gaussian_log_prob(u, mu, &self.log_std, out.logp)?;
         out.value.copy_from_slice(v);
         Ok(())
     }

@@ -1,0 +1,191 @@
+//! Reference workload of shared/research/stack.md: actor 64-256-256-40 (tanh), critic
+//! 64-256-256-1 (tanh), learned state-independent log-std.
+//!
+//! - PPO minibatch update, B = 512: forward both, log-prob, losses, analytic backward, global
+//!   grad-norm clip, AdamW;
+//! - batched inference (`ActorCritic::act`: forward both, sample, log-prob, squash) at B = 64 and
+//!   B = 1024.
+//!
+//! Median over many iterations after warm-up; threads = rayon's global pool (set
+//! RAYON_NUM_THREADS to change it). Run: `cargo bench -p deltaplan-learn`.
+//! Compare with `python/bench_torch.py` (same workload in PyTorch, 2 threads).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use deltaplan_learn::{
+    ActOutput, ActWorkspace, ActorCritic, ActorCriticConfig, MlpWorkspace, OutputInit, Ppo,
+    PpoConfig, RolloutBatch,
+};
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+
+const D: usize = 64;
+const A: usize = 40;
+const HIDDEN: [usize; 2] = [256, 256];
+
+struct Timing {
+    median_us: f64,
+    p10_us: f64,
+    p90_us: f64,
+}
+
+fn time(warmup: usize, iters: usize, mut f: impl FnMut()) -> Timing {
+    for _ in 0..warmup {
+        f();
+    }
+    let mut t: Vec<f64> = (0..iters)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    Timing {
+        median_us: t[iters / 2],
+        p10_us: t[iters / 10],
+        p90_us: t[iters * 9 / 10],
+    }
+}
+
+fn normal(rng: &mut rand_pcg::Pcg64, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let x: f32 = StandardNormal.sample(rng);
+            scale * x
+        })
+        .collect()
+}
+
+fn act_into(
+    ac: &ActorCritic,
+    obs: &[f32],
+    rng: &mut rand_pcg::Pcg64,
+    ws: &mut ActWorkspace,
+    bufs: &mut [Vec<f32>; 4],
+) {
+    let [u, delta, logp, value] = bufs;
+    ac.act(
+        obs,
+        false,
+        rng,
+        ws,
+        ActOutput {
+            u,
+            delta,
+            logp,
+            value,
+        },
+    )
+    .expect("act");
+}
+
+fn main() {
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(0);
+    let mut cfg = ActorCriticConfig::new(D, A, &HIDDEN, 0.5);
+    cfg.actor_output = OutputInit::Orthogonal { gain: 0.01 };
+    cfg.log_std_init = -0.5;
+    let ac = ActorCritic::new(&cfg, &mut rng).expect("actor-critic");
+    let threads = rayon::current_num_threads();
+    println!(
+        "deltaplan-learn PPO benchmark: actor {D}-256-256-{A}, critic {D}-256-256-1, tanh; \
+         {} + {} params; rayon threads {threads}",
+        ac.actor.num_params(),
+        ac.critic.num_params()
+    );
+
+    // A rollout of 512 samples from the policy itself, with stale log-probs and values.
+    let b = 512;
+    let obs = normal(&mut rng, b * D, 1.0);
+    let mut ws = ActWorkspace::new();
+    let mut bufs = [
+        vec![0.0; b * A],
+        vec![0.0; b * A],
+        vec![0.0; b],
+        vec![0.0; b],
+    ];
+    act_into(&ac, &obs, &mut rng, &mut ws, &mut bufs);
+    let [u, _, logp, values] = bufs.clone();
+    let noise = normal(&mut rng, b, 0.1);
+    let rollout = RolloutBatch {
+        obs,
+        u,
+        logp: logp.iter().zip(&noise).map(|(l, n)| l + n).collect(),
+        advantages: normal(&mut rng, b, 1.0),
+        returns: values
+            .iter()
+            .zip(normal(&mut rng, b, 1.0))
+            .map(|(v, n)| v + n)
+            .collect(),
+        values,
+    };
+
+    let mut ppo = Ppo::new(
+        PpoConfig {
+            ent_coef: 0.01,
+            ..PpoConfig::default()
+        },
+        ac,
+    )
+    .expect("ppo");
+    let mb = rollout.as_minibatch();
+    let update = time(20, 300, || {
+        let s = ppo.minibatch_loss_and_grads(mb, 0.01).expect("loss");
+        black_box(ppo.ac.clip_grad_norm(0.5));
+        ppo.ac.optimizer_step(&mut ppo.optim, false).expect("step");
+        black_box(s);
+    });
+    let loss_grad = time(10, 200, || {
+        black_box(ppo.minibatch_loss_and_grads(mb, 0.01).expect("loss"));
+    });
+    let step = time(10, 200, || {
+        black_box(ppo.ac.clip_grad_norm(0.5));
+        ppo.ac.optimizer_step(&mut ppo.optim, false).expect("step");
+    });
+    let mut fw = MlpWorkspace::new();
+    let actor_fwd = time(10, 200, || {
+        black_box(
+            ppo.ac
+                .actor
+                .forward(&rollout.obs, &mut fw)
+                .expect("forward"),
+        );
+    });
+
+    let mut rows = vec![
+        ("PPO minibatch update, B=512".to_string(), update, Some(b)),
+        ("  of which loss + backward".into(), loss_grad, None),
+        ("  of which clip + AdamW".into(), step, None),
+        ("  actor forward only, B=512".into(), actor_fwd, None),
+    ];
+    for bi in [1usize, 64, 1024] {
+        let obs = normal(&mut rng, bi * D, 1.0);
+        let mut bufs = [
+            vec![0.0; bi * A],
+            vec![0.0; bi * A],
+            vec![0.0; bi],
+            vec![0.0; bi],
+        ];
+        let mut ws = ActWorkspace::new();
+        let t = time(50, if bi > 256 { 300 } else { 2000 }, || {
+            act_into(&ppo.ac, &obs, &mut rng, &mut ws, &mut bufs);
+            black_box(&bufs);
+        });
+        rows.push((format!("inference act(), B={bi}"), t, Some(bi)));
+    }
+
+    println!(
+        "{:<34} {:>11} {:>11} {:>11} {:>14}",
+        "workload", "median", "p10", "p90", "samples/s"
+    );
+    for (name, t, samples) in rows {
+        let rate = samples.map_or(String::new(), |s| {
+            format!("{:.0}", s as f64 / (t.median_us * 1e-6))
+        });
+        println!(
+            "{name:<34} {:>8.1} us {:>8.1} us {:>8.1} us {rate:>14}",
+            t.median_us, t.p10_us, t.p90_us
+        );
+    }
+}

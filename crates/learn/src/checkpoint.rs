@@ -1,0 +1,273 @@
+//! Generic, atomic, validated safetensors + JSON file I/O shared by every artefact deltaplan
+//! writes (demonstration datasets, SFT planners, ...).
+//!
+//! Format: a plain safetensors file (F32 tensors only) whose `__metadata__` holds exactly one
+//! entry, `"deltaplan"`, the JSON text of a caller-supplied object with at least `"kind"`
+//! (string) and `"schema_version"` (integer). Any safetensors reader (Python included) can open
+//! the tensors; the JSON carries configuration and normalisation statistics.
+//!
+//! Why this shape:
+//! - writes go to `<path>.tmp`, are fsynced, then renamed over `<path>`: a crash mid-write never
+//!   leaves a half-written file under the real name (rename is atomic on POSIX filesystems);
+//! - loads check, in order, existence, parseability, kind, schema version, and hand back the
+//!   tensors for the caller to check names and shapes against its metadata, each failure with
+//!   an error that names the file, the problem and the fix ([`crate::LearnError`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
+
+use crate::error::{LearnError, Result};
+
+/// Key of the deltaplan JSON inside the safetensors `__metadata__` map.
+pub const METADATA_KEY: &str = "deltaplan";
+
+/// Tensors as loaded: name -> (shape, row-major data).
+pub type TensorMap = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// The fix to suggest for a bad file of `kind`: the command that (re)creates it.
+pub fn fix_for_kind(kind: &str) -> String {
+    match kind {
+        "demonstrations" => "re-run `deltaplan record` to recreate it".to_string(),
+        "sft_planner" => "re-run `deltaplan train-sft` to recreate it".to_string(),
+        _ => "recreate it with this version of deltaplan".to_string(),
+    }
+}
+
+/// A human description of a file kind, for wrong-kind errors.
+pub fn describe_kind(kind: &str) -> String {
+    match kind {
+        "demonstrations" => "a dataset of expert demonstrations (kind `demonstrations`)".into(),
+        "sft_planner" => "an SFT planner checkpoint (kind `sft_planner`)".into(),
+        other => format!("a file of kind `{other}`"),
+    }
+}
+
+fn io_err(op: &'static str, path: &Path, e: std::io::Error) -> LearnError {
+    LearnError::Io {
+        op,
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// `<path>.tmp` (same directory, so the final rename never crosses filesystems).
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Writes `tensors` (name, shape, data) and `metadata` to `path` atomically.
+///
+/// `metadata` must be a JSON object with a string `"kind"` and an integer `"schema_version"`;
+/// every tensor's data length must equal the product of its shape, and names must be unique.
+pub fn save_tensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, &[f32])],
+    metadata: &serde_json::Value,
+) -> Result<()> {
+    let obj = metadata.as_object().ok_or_else(|| {
+        LearnError::Config("checkpoint metadata must be a JSON object".to_string())
+    })?;
+    if !obj.get("kind").is_some_and(|k| k.is_string()) {
+        return Err(LearnError::Config(
+            "checkpoint metadata needs a string field \"kind\"".to_string(),
+        ));
+    }
+    if !obj.get("schema_version").is_some_and(|v| v.is_u64()) {
+        return Err(LearnError::Config(
+            "checkpoint metadata needs an integer field \"schema_version\"".to_string(),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, shape, data) in tensors {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(LearnError::Shape {
+                name: name.clone(),
+                expected: n,
+                got: data.len(),
+            });
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(LearnError::Config(format!(
+                "tensor name `{name}` appears twice"
+            )));
+        }
+    }
+    // safetensors stores little-endian bytes; build them explicitly (no endianness assumption).
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), b)
+                .map(|v| (name.clone(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| LearnError::Checkpoint(format!("cannot build tensor views: {e}")))?;
+    let json = serde_json::to_string(metadata)
+        .map_err(|e| LearnError::Checkpoint(format!("cannot encode metadata: {e}")))?;
+    let info = HashMap::from([(METADATA_KEY.to_string(), json)]);
+    let buf = safetensors::serialize(views, Some(info))
+        .map_err(|e| LearnError::Checkpoint(format!("cannot serialise tensors: {e}")))?;
+    drop(bytes);
+
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(|e| io_err("create the directory of", path, e))?;
+    }
+    let tmp = tmp_path(path);
+    {
+        let mut f = File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+        f.write_all(&buf).map_err(|e| io_err("write", &tmp, e))?;
+        f.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
+    }
+    fs::rename(&tmp, path).map_err(|e| io_err("rename into place", path, e))?;
+    // Persist the rename itself; best effort (not every platform can open a directory).
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Loads a file written by [`save_tensors`], checking that it exists, parses, is of
+/// `expected_kind` and has `schema_version`. Returns the metadata JSON and every tensor.
+pub fn load_tensors(
+    path: &Path,
+    expected_kind: &str,
+    schema_version: u32,
+) -> Result<(serde_json::Value, TensorMap)> {
+    let shown = path.display().to_string();
+    let fix = fix_for_kind(expected_kind);
+    let buf = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(LearnError::FileMissing { path: shown, fix });
+        }
+        Err(e) => return Err(io_err("read", path, e)),
+    };
+    let corrupt = |reason: String| LearnError::Corrupt {
+        path: shown.clone(),
+        reason,
+        fix: fix.clone(),
+    };
+    let st = SafeTensors::deserialize(&buf)
+        .map_err(|e| corrupt(format!("not a valid safetensors file: {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(&buf)
+        .map_err(|e| corrupt(format!("not a valid safetensors file: {e}")))?;
+    let text = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(METADATA_KEY))
+        .ok_or_else(|| {
+            corrupt(format!(
+                "no `{METADATA_KEY}` metadata entry, so it was not written by deltaplan"
+            ))
+        })?;
+    let meta: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| corrupt(format!("metadata is not valid JSON: {e}")))?;
+    let kind = meta
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .ok_or_else(|| corrupt("metadata has no string \"kind\"".to_string()))?;
+    if kind != expected_kind {
+        return Err(LearnError::WrongKind {
+            path: shown,
+            expected: describe_kind(expected_kind),
+            found: describe_kind(kind),
+        });
+    }
+    let found = meta
+        .get("schema_version")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| corrupt("metadata has no integer \"schema_version\"".to_string()))?;
+    if found != u64::from(schema_version) {
+        return Err(LearnError::SchemaVersion {
+            path: shown,
+            kind: kind.to_string(),
+            expected: schema_version,
+            found,
+            fix,
+        });
+    }
+    let mut tensors = TensorMap::new();
+    for (name, view) in st.iter() {
+        if view.dtype() != Dtype::F32 {
+            return Err(corrupt(format!(
+                "tensor `{name}` has dtype {:?}; deltaplan files hold F32 only",
+                view.dtype()
+            )));
+        }
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        tensors.insert(name.to_string(), (view.shape().to_vec(), data));
+    }
+    Ok((meta, tensors))
+}
+
+/// Removes tensor `name` from `tensors`, checking its shape; errors name the file and the fix.
+pub fn take_tensor(
+    tensors: &mut TensorMap,
+    path: &Path,
+    kind: &str,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>> {
+    let (got, data) = tensors
+        .remove(name)
+        .ok_or_else(|| LearnError::MissingTensor {
+            path: path.display().to_string(),
+            name: name.to_string(),
+            fix: fix_for_kind(kind),
+        })?;
+    if got != shape {
+        return Err(LearnError::TensorShape {
+            path: path.display().to_string(),
+            name: name.to_string(),
+            expected: shape.to_vec(),
+            got,
+            fix: fix_for_kind(kind),
+        });
+    }
+    Ok(data)
+}
+
+/// Hex SHA-256 over tensor names, shapes and little-endian data, in the order given. Identifies
+/// a set of weights (e.g. the frozen SFT planner a residual policy was trained on top of)
+/// independently of file layout and metadata.
+pub fn sha256_of(tensors: &[(String, Vec<usize>, &[f32])]) -> String {
+    let mut h = Sha256::new();
+    for (name, shape, data) in tensors {
+        // Length prefixes keep ("ab", [..]) and ("a", "b"..) apart.
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update((shape.len() as u64).to_le_bytes());
+        for &d in shape {
+            h.update((d as u64).to_le_bytes());
+        }
+        h.update((data.len() as u64).to_le_bytes());
+        for x in data.iter() {
+            h.update(x.to_le_bytes());
+        }
+    }
+    h.finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+}

@@ -1,0 +1,480 @@
+//! Recorded expert demonstrations: (observation, expert waypoints) pairs from closed-loop
+//! rollouts of the privileged expert, for behaviour cloning.
+//!
+//! Covariate shift (DART, Laskey et al. 2017): a planner trained only on states the expert
+//! visits never sees how to recover from its own small errors, which compound in closed loop.
+//! So in a configurable fraction of episodes the *executed* plan is the expert plan plus smooth
+//! noise (a lateral offset ramped in over the horizon, and a speed scale), pushing the ego off
+//! the expert's state distribution, while the *recorded* label is always the clean expert plan
+//! computed at the state actually reached. The planner thus learns corrections back to the
+//! expert's behaviour.
+//!
+//! Determinism: scenarios are a pure function of (seed, world, episode) in
+//! [`deltaplan_sim::BatchEnv`], and the noise of world `i` comes from its own RNG seeded from
+//! (seed, i) and advanced in a fixed order, so the same config gives the same tensors bit for
+//! bit, for any rayon thread count.
+
+use std::path::{Path, PathBuf};
+
+use deltaplan_sim::{BatchEnv, Difficulty, Family, SimConfig, StepBuffers, OBS_DIM};
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use rand_pcg::Pcg64;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{fix_for_kind, load_tensors, save_tensors, take_tensor};
+use crate::error::{LearnError, Result};
+
+/// File kind in the checkpoint metadata.
+pub const DATASET_KIND: &str = "demonstrations";
+/// Schema version this build writes and reads.
+pub const DATASET_SCHEMA_VERSION: u32 = 1;
+/// File name inside a dataset directory.
+pub const DATASET_FILE: &str = "demos.safetensors";
+
+/// Smooth perturbation of the executed plan (DART-style noise injection).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoNoise {
+    /// Probability that an episode is perturbed (drawn once per episode).
+    pub prob: f32,
+    /// Stationary standard deviation of the lateral offset, metres. The offset is added to
+    /// waypoint j scaled by (j+1)/H (a ramp), so the first waypoints barely move and the
+    /// controller steers smoothly towards the offset line.
+    pub lateral_m: f32,
+    /// Stationary standard deviation of the speed scale: executed waypoint x-coordinates are
+    /// multiplied by `1 + s`, which the controller's fit turns into a speed change.
+    pub speed_frac: f32,
+    /// Correlation time of both Ornstein-Uhlenbeck processes, seconds (smoothness).
+    pub tau_s: f32,
+}
+
+impl Default for DemoNoise {
+    fn default() -> Self {
+        DemoNoise {
+            prob: 0.5,
+            lateral_m: 0.5,
+            speed_frac: 0.1,
+            tau_s: 2.0,
+        }
+    }
+}
+
+/// What to record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    pub sim: SimConfig,
+    /// Worlds stepped together.
+    pub n_envs: usize,
+    /// Steps per world; samples = `n_envs * steps`.
+    pub steps: usize,
+    pub seed: u64,
+    pub families: Vec<Family>,
+    pub difficulty: Difficulty,
+    pub noise: DemoNoise,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            sim: SimConfig::default(),
+            n_envs: 64,
+            steps: 1500,
+            seed: 0,
+            families: Family::ALL.to_vec(),
+            difficulty: Difficulty::default(),
+            noise: DemoNoise::default(),
+        }
+    }
+}
+
+impl DemoConfig {
+    /// Checks ranges, naming the field at fault.
+    pub fn validate(&self) -> Result<()> {
+        self.sim
+            .validate()
+            .map_err(|e| LearnError::Config(e.to_string()))?;
+        self.difficulty
+            .validate()
+            .map_err(|e| LearnError::Config(e.to_string()))?;
+        let bad = |m: &str| Err(LearnError::Config(format!("demonstrations: {m}")));
+        if self.n_envs == 0 || self.steps == 0 {
+            return bad("n_envs and steps must be at least 1");
+        }
+        // Episode ids and steps are stored as f32: keep them exactly representable.
+        if self.n_envs.saturating_mul(self.steps) >= 1 << 24 {
+            return bad("n_envs * steps must stay below 16.7M samples (2^24)");
+        }
+        if self.families.is_empty() {
+            return bad("families must not be empty");
+        }
+        let n = &self.noise;
+        if !(0.0..=1.0).contains(&n.prob) {
+            return bad("noise.prob must be in [0, 1]");
+        }
+        if !(0.0..=5.0).contains(&n.lateral_m) || !(0.0..=0.5).contains(&n.speed_frac) {
+            return bad("noise.lateral_m must be in [0, 5] and noise.speed_frac in [0, 0.5]");
+        }
+        if !(n.tau_s > 0.0 && n.tau_s <= 60.0) {
+            return bad("noise.tau_s must be in (0, 60]");
+        }
+        Ok(())
+    }
+}
+
+/// One recorded episode (possibly cut short by the end of recording).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeInfo {
+    pub family: Family,
+    /// Scenario seed (train split).
+    pub seed: u64,
+    /// World index in the batch that ran it.
+    pub env: u32,
+    /// Whether the executed plans were perturbed.
+    pub noisy: bool,
+}
+
+/// Recorded demonstrations, in memory. Sample `k` is `obs[k*D..]`, `actions[k*2H..]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    pub config: DemoConfig,
+    /// [N, OBS_DIM].
+    pub obs: Vec<f32>,
+    /// [N, 2H]: the clean expert plan at the recorded state (ego frame, metres).
+    pub actions: Vec<f32>,
+    /// [N]: index into `Family::ALL`.
+    pub family: Vec<u8>,
+    /// [N]: episode id, an index into `episodes`.
+    pub episode: Vec<u32>,
+    /// [N]: step within the episode (0 = the reset state).
+    pub step: Vec<u32>,
+    /// Per episode id.
+    pub episodes: Vec<EpisodeInfo>,
+}
+
+fn family_id(f: Family) -> u8 {
+    Family::ALL.iter().position(|&g| g == f).unwrap_or(0) as u8
+}
+
+/// Per-world noise state (Ornstein-Uhlenbeck processes), advanced once per step.
+struct NoiseState {
+    rng: Pcg64,
+    noisy: bool,
+    lateral: f32,
+    speed: f32,
+}
+
+impl NoiseState {
+    fn new_episode(&mut self, n: &DemoNoise) {
+        self.noisy = self.rng.random::<f32>() < n.prob;
+        // Start from the stationary distribution, so noise is present from the first step.
+        let g1: f32 = StandardNormal.sample(&mut self.rng);
+        let g2: f32 = StandardNormal.sample(&mut self.rng);
+        self.lateral = n.lateral_m * g1;
+        self.speed = n.speed_frac * g2;
+    }
+
+    fn advance(&mut self, n: &DemoNoise, dt: f32) {
+        // Exact OU discretisation: x' = a x + sigma sqrt(1 - a^2) g.
+        let a = (-dt / n.tau_s).exp();
+        let k = (1.0 - a * a).max(0.0).sqrt();
+        let g1: f32 = StandardNormal.sample(&mut self.rng);
+        let g2: f32 = StandardNormal.sample(&mut self.rng);
+        self.lateral = a * self.lateral + n.lateral_m * k * g1;
+        self.speed = a * self.speed + n.speed_frac * k * g2;
+    }
+
+    /// Writes the executed plan: `clean` perturbed when this episode is noisy.
+    fn perturb(&self, clean: &[f32], out: &mut [f32]) {
+        out.copy_from_slice(clean);
+        if !self.noisy {
+            return;
+        }
+        let h = out.len() / 2;
+        let speed = (1.0 + self.speed).max(0.0);
+        for (j, wp) in out.chunks_exact_mut(2).enumerate() {
+            wp[0] *= speed;
+            wp[1] += self.lateral * (j + 1) as f32 / h as f32;
+        }
+    }
+}
+
+/// Records expert demonstrations. `progress` is called after every step with the number of
+/// samples recorded so far.
+pub fn record_demonstrations(cfg: &DemoConfig, mut progress: impl FnMut(usize)) -> Result<Dataset> {
+    cfg.validate()?;
+    let n = cfg.n_envs;
+    let d = OBS_DIM;
+    let a = cfg.sim.action_dim();
+    let total = n * cfg.steps;
+    let mut env = BatchEnv::train(cfg.sim, n, cfg.seed, cfg.families.clone(), cfg.difficulty);
+    let mut buf = StepBuffers::new(n);
+    env.observe(&mut buf.obs);
+    let mut clean = vec![0.0f32; n * a];
+    let mut executed = vec![0.0f32; n * a];
+    let mut ds = Dataset {
+        config: cfg.clone(),
+        obs: Vec::with_capacity(total * d),
+        actions: Vec::with_capacity(total * a),
+        family: Vec::with_capacity(total),
+        episode: Vec::with_capacity(total),
+        step: Vec::with_capacity(total),
+        episodes: Vec::new(),
+    };
+    let mut noise: Vec<NoiseState> = (0..n)
+        .map(|i| {
+            // Decorrelated per-world streams: Pcg64's stream selection from the world index.
+            let mut s = NoiseState {
+                rng: Pcg64::new(u128::from(cfg.seed) ^ 0x5eed_0f_de_0a, (i as u128) << 1 | 1),
+                noisy: false,
+                lateral: 0.0,
+                speed: 0.0,
+            };
+            s.new_episode(&cfg.noise);
+            s
+        })
+        .collect();
+    let mut current: Vec<u32> = Vec::with_capacity(n);
+    let mut step_in_ep = vec![0u32; n];
+    for (i, ns) in noise.iter().enumerate() {
+        let spec = env.world(i).spec;
+        current.push(ds.episodes.len() as u32);
+        ds.episodes.push(EpisodeInfo {
+            family: spec.family,
+            seed: spec.seed,
+            env: i as u32,
+            noisy: ns.noisy,
+        });
+    }
+    for _ in 0..cfg.steps {
+        env.expert_actions(&mut clean);
+        ds.obs.extend_from_slice(&buf.obs);
+        ds.actions.extend_from_slice(&clean);
+        for i in 0..n {
+            let ep = current[i];
+            ds.family.push(family_id(ds.episodes[ep as usize].family));
+            ds.episode.push(ep);
+            ds.step.push(step_in_ep[i]);
+            noise[i].perturb(
+                &clean[i * a..(i + 1) * a],
+                &mut executed[i * a..(i + 1) * a],
+            );
+        }
+        env.step(&executed, &mut buf);
+        for i in 0..n {
+            if buf.terminated[i] || buf.truncated[i] {
+                noise[i].new_episode(&cfg.noise);
+                let spec = env.world(i).spec;
+                current[i] = ds.episodes.len() as u32;
+                step_in_ep[i] = 0;
+                ds.episodes.push(EpisodeInfo {
+                    family: spec.family,
+                    seed: spec.seed,
+                    env: i as u32,
+                    noisy: noise[i].noisy,
+                });
+            } else {
+                step_in_ep[i] += 1;
+                noise[i].advance(&cfg.noise, cfg.sim.dt);
+            }
+        }
+        progress(ds.family.len());
+    }
+    Ok(ds)
+}
+
+/// Path of the dataset file inside `dir`.
+pub fn dataset_path(dir: &Path) -> PathBuf {
+    dir.join(DATASET_FILE)
+}
+
+impl Dataset {
+    pub fn n_samples(&self) -> usize {
+        self.family.len()
+    }
+    pub fn obs_dim(&self) -> usize {
+        OBS_DIM
+    }
+    pub fn action_dim(&self) -> usize {
+        self.config.sim.action_dim()
+    }
+    pub fn horizon(&self) -> usize {
+        self.config.sim.horizon
+    }
+    pub fn n_episodes(&self) -> usize {
+        self.episodes.len()
+    }
+
+    /// Observation row `k`.
+    pub fn obs_row(&self, k: usize) -> &[f32] {
+        &self.obs[k * OBS_DIM..(k + 1) * OBS_DIM]
+    }
+    /// Expert plan of sample `k`.
+    pub fn action_row(&self, k: usize) -> &[f32] {
+        let a = self.action_dim();
+        &self.actions[k * a..(k + 1) * a]
+    }
+
+    fn metadata(&self) -> serde_json::Value {
+        let layout: Vec<serde_json::Value> = deltaplan_sim::obs::LAYOUT
+            .iter()
+            .map(
+                |&(name, start, len)| serde_json::json!({"name": name, "start": start, "len": len}),
+            )
+            .collect();
+        serde_json::json!({
+            "kind": DATASET_KIND,
+            "schema_version": DATASET_SCHEMA_VERSION,
+            "obs_dim": OBS_DIM,
+            "action_dim": self.action_dim(),
+            "horizon": self.horizon(),
+            "waypoint_dt": self.config.sim.controller.waypoint_dt,
+            "n_samples": self.n_samples(),
+            "seed": self.config.seed,
+            "config": self.config,
+            "obs_layout": layout,
+            "families": Family::ALL.iter().map(|f| f.name()).collect::<Vec<_>>(),
+            "episodes": self.episodes,
+        })
+    }
+
+    /// Writes `dir/demos.safetensors` atomically (creating `dir`).
+    pub fn save(&self, dir: &Path) -> Result<PathBuf> {
+        let n = self.n_samples();
+        let as_f32 = |v: &[u32]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        let family: Vec<f32> = self.family.iter().map(|&x| f32::from(x)).collect();
+        let episode = as_f32(&self.episode);
+        let step = as_f32(&self.step);
+        let tensors: Vec<(String, Vec<usize>, &[f32])> = vec![
+            ("obs".into(), vec![n, OBS_DIM], &self.obs),
+            ("actions".into(), vec![n, self.action_dim()], &self.actions),
+            ("family".into(), vec![n], &family),
+            ("episode".into(), vec![n], &episode),
+            ("step".into(), vec![n], &step),
+        ];
+        let path = dataset_path(dir);
+        save_tensors(&path, &tensors, &self.metadata())?;
+        Ok(path)
+    }
+
+    /// Loads `dir/demos.safetensors` (or `dir` itself when it is a file), validating kind,
+    /// version, observation width against this build's simulator, and shapes.
+    pub fn load(dir: &Path) -> Result<Dataset> {
+        let path = if dir.is_file() {
+            dir.to_path_buf()
+        } else {
+            dataset_path(dir)
+        };
+        let (meta, mut tensors) = load_tensors(&path, DATASET_KIND, DATASET_SCHEMA_VERSION)?;
+        let shown = path.display().to_string();
+        let fix = fix_for_kind(DATASET_KIND);
+        let incompatible = |reason: String| LearnError::Incompatible {
+            path: shown.clone(),
+            reason,
+            fix: fix.clone(),
+        };
+        let obs_dim = meta.get("obs_dim").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+        if obs_dim != OBS_DIM {
+            return Err(incompatible(format!(
+                "recorded observations have {obs_dim} features (obs_dim), but this build's \
+                 simulator produces {OBS_DIM}"
+            )));
+        }
+        let config: DemoConfig = meta
+            .get("config")
+            .cloned()
+            .ok_or_else(|| incompatible("metadata has no `config`".into()))
+            .and_then(|c| {
+                serde_json::from_value(c)
+                    .map_err(|e| incompatible(format!("metadata `config` does not parse: {e}")))
+            })?;
+        let episodes: Vec<EpisodeInfo> = meta
+            .get("episodes")
+            .cloned()
+            .ok_or_else(|| incompatible("metadata has no `episodes`".into()))
+            .and_then(|c| {
+                serde_json::from_value(c)
+                    .map_err(|e| incompatible(format!("metadata `episodes` does not parse: {e}")))
+            })?;
+        let n = meta.get("n_samples").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+        let a = config.sim.action_dim();
+        if meta.get("action_dim").and_then(|v| v.as_u64()) != Some(a as u64) {
+            return Err(incompatible(format!(
+                "metadata action_dim disagrees with its sim config (2 x horizon = {a})"
+            )));
+        }
+        let obs = take_tensor(&mut tensors, &path, DATASET_KIND, "obs", &[n, OBS_DIM])?;
+        let actions = take_tensor(&mut tensors, &path, DATASET_KIND, "actions", &[n, a])?;
+        let family_f = take_tensor(&mut tensors, &path, DATASET_KIND, "family", &[n])?;
+        let episode_f = take_tensor(&mut tensors, &path, DATASET_KIND, "episode", &[n])?;
+        let step_f = take_tensor(&mut tensors, &path, DATASET_KIND, "step", &[n])?;
+        let n_fam = Family::ALL.len() as f32;
+        let n_ep = episodes.len() as f32;
+        let whole = |x: f32, below: f32| x >= 0.0 && x < below && x.fract() == 0.0;
+        if let Some(k) = (0..n).find(|&k| {
+            !whole(family_f[k], n_fam)
+                || !whole(episode_f[k], n_ep)
+                || !whole(step_f[k], (1u32 << 24) as f32)
+        }) {
+            return Err(incompatible(format!(
+                "sample {k} has an invalid family ({}), episode ({}) or step ({}) value",
+                family_f[k], episode_f[k], step_f[k]
+            )));
+        }
+        if let Some(k) = obs.iter().chain(&actions).position(|x| !x.is_finite()) {
+            return Err(incompatible(format!(
+                "non-finite value at flat index {k} of obs/actions"
+            )));
+        }
+        Ok(Dataset {
+            config,
+            obs,
+            actions,
+            family: family_f.iter().map(|&x| x as u8).collect(),
+            episode: episode_f.iter().map(|&x| x as u32).collect(),
+            step: step_f.iter().map(|&x| x as u32).collect(),
+            episodes,
+        })
+    }
+
+    /// Train/validation split by EPISODE (samples of one episode are strongly correlated, so a
+    /// per-sample split would leak). A seeded shuffle of episode ids; the first
+    /// `round(val_fraction * episodes)` (at least 1) are validation. Returns sample indices
+    /// (train, val), each ascending.
+    pub fn split(&self, val_fraction: f32, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
+        let n_ep = self.episodes.len();
+        if !(val_fraction > 0.0 && val_fraction < 1.0) {
+            return Err(LearnError::Config(format!(
+                "val_fraction must be in (0, 1), got {val_fraction}"
+            )));
+        }
+        if n_ep < 2 {
+            return Err(LearnError::Config(format!(
+                "a train/validation split by episode needs at least 2 episodes, the dataset has \
+                 {n_ep}: record more steps or worlds"
+            )));
+        }
+        let n_val = ((val_fraction * n_ep as f32).round() as usize).clamp(1, n_ep - 1);
+        let mut order: Vec<usize> = (0..n_ep).collect();
+        let mut rng = Pcg64::seed_from_u64(seed ^ 0x5711_7000);
+        // Fisher-Yates over episode ids.
+        for i in (1..n_ep).rev() {
+            let j = rng.random_range(0..=i);
+            order.swap(i, j);
+        }
+        let mut is_val = vec![false; n_ep];
+        for &e in &order[..n_val] {
+            is_val[e] = true;
+        }
+        let (mut train, mut val) = (Vec::new(), Vec::new());
+        for (k, &e) in self.episode.iter().enumerate() {
+            if is_val[e as usize] {
+                val.push(k);
+            } else {
+                train.push(k);
+            }
+        }
+        Ok((train, val))
+    }
+}

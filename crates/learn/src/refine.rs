@@ -1,0 +1,735 @@
+//! RL refinement of a frozen SFT planner: a residual delta head trained with PPO + GAE in closed
+//! loop. Read top to bottom, it is one training iteration:
+//!
+//! 1. Rollout: for `rollout_steps` steps of `num_envs` worlds, the frozen SFT planner maps each
+//!    observation to an embedding `z` and waypoints `W_sft` (computed once per step and stored);
+//!    the policy input `x = [z, W_sft / scale, obs]` feeds the actor-critic, which samples the
+//!    pre-squash action `u`; the world executes `W_sft + ramp * max_delta * tanh(u)`.
+//! 2. Bootstrap values: `V(x')` of the next observation, or of the final observation of an
+//!    episode that was truncated (route finished, time limit); none after a termination.
+//! 3. GAE(gamma, lambda) over the `[T, N]` rollout ([`crate::gae`]).
+//! 4. PPO update ([`crate::ppo::Ppo::update`]): clipped surrogate, value loss, entropy, KL to the
+//!    SFT policy with adaptive beta, critic warm-up, target-KL early stop.
+//!
+//! Everything is a pure function of the seed: the environment's scenarios, the action noise,
+//! and the minibatch shuffles. A checkpoint taken between iterations holds the networks, the
+//! optimiser moments, the RNG, the KL coefficient, the counters and the environment snapshot
+//! (episode numbers plus the plans executed since each episode began), so a resumed run
+//! continues bit for bit.
+
+use std::path::Path;
+use std::time::Instant;
+
+use deltaplan_sim::batch::StepBuffers;
+use deltaplan_sim::{BatchEnv, Difficulty, EnvSnapshot, Family, SimConfig, OBS_DIM};
+use rand::SeedableRng;
+use rand_pcg::Pcg64;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{load_tensors, save_tensors, take_tensor};
+use crate::error::{LearnError, Result};
+use crate::ppo::{ActOutput, ActWorkspace, ActorCritic, ActorCriticConfig, Ppo, PpoConfig};
+use crate::sft::{SftPlanner, SftWorkspace};
+
+/// Kind and schema version of refinement checkpoints.
+pub const CHECKPOINT_KIND: &str = "residual_policy";
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// Waypoints enter the policy input divided by these (x forward, y left), so they are O(1).
+const WAYPOINT_SCALE: [f32; 2] = [20.0, 5.0];
+
+/// Refinement settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefineConfig {
+    /// Worlds stepped together.
+    pub num_envs: usize,
+    /// Steps per world per iteration (rollout length T).
+    pub rollout_steps: usize,
+    /// Number of PPO iterations.
+    pub iterations: usize,
+    pub gamma: f32,
+    pub gae_lambda: f32,
+    /// Rewards are multiplied by this before GAE (keeps value targets O(1)).
+    pub reward_scale: f32,
+    /// Hidden widths of the delta head and the value head.
+    pub hidden: Vec<usize>,
+    /// Bound on the executed correction per waypoint coordinate, metres: (x, y).
+    pub max_delta: [f32; 2],
+    /// Initial log-std of the pre-squash action.
+    pub log_std_init: f32,
+    /// Progressive residual: the correction is scaled by min(1, (iteration + 1) / ramp_iters);
+    /// 0 disables the ramp.
+    pub ramp_iters: usize,
+    /// Scenario families and difficulty of the training worlds.
+    pub families: Vec<Family>,
+    pub difficulty: Difficulty,
+    pub ppo: PpoConfig,
+}
+
+impl Default for RefineConfig {
+    fn default() -> Self {
+        RefineConfig {
+            num_envs: 64,
+            rollout_steps: 128,
+            iterations: 60,
+            gamma: 0.99,
+            gae_lambda: 0.95,
+            reward_scale: 0.1,
+            hidden: vec![128, 128],
+            max_delta: [2.0, 1.0],
+            log_std_init: -1.5,
+            ramp_iters: 0,
+            families: Family::ALL.to_vec(),
+            difficulty: Difficulty::default(),
+            ppo: PpoConfig {
+                learning_rate: 3e-4,
+                num_iterations: 60,
+                update_epochs: 4,
+                num_minibatches: 8,
+                clip_coef: 0.2,
+                ent_coef: 0.0,
+                target_kl: Some(0.05),
+                kl_sft_coef: 0.0,
+                critic_warmup_iters: 3,
+                ..PpoConfig::default()
+            },
+        }
+    }
+}
+
+impl RefineConfig {
+    /// Rejects settings that cannot work, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(LearnError::Config(m));
+        if self.num_envs == 0 || self.rollout_steps == 0 || self.iterations == 0 {
+            return bad("refine.num_envs, refine.rollout_steps and refine.iterations must be >= 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.gamma) || !(0.0..=1.0).contains(&self.gae_lambda) {
+            return bad(format!(
+                "refine.gamma ({}) and refine.gae_lambda ({}) must be in [0, 1]",
+                self.gamma, self.gae_lambda
+            ));
+        }
+        if self.max_delta.iter().any(|&m| !(m > 0.0 && m <= 20.0)) {
+            return bad(format!("refine.max_delta {:?} must be in (0, 20] metres", self.max_delta));
+        }
+        if self.families.is_empty() {
+            return bad("refine.families must name at least one scenario family".into());
+        }
+        if !(self.reward_scale > 0.0 && self.reward_scale.is_finite()) {
+            return bad(format!("refine.reward_scale ({}) must be positive", self.reward_scale));
+        }
+        self.difficulty
+            .validate()
+            .map_err(|e| LearnError::Config(e.to_string()))?;
+        self.ppo.validate()
+    }
+}
+
+/// Width of the policy input for an SFT planner with embedding width `z_dim` and `action_dim`
+/// waypoint coordinates.
+pub fn policy_input_dim(z_dim: usize, action_dim: usize) -> usize {
+    z_dim + action_dim + OBS_DIM
+}
+
+/// Writes the policy input `x = [z, W_sft / scale, normalised obs]` for a batch (the
+/// observation normalised with the SFT planner's statistics).
+fn build_policy_input(sft: &SftPlanner, z: &[f32], wp: &[f32], obs: &[f32], x: &mut [f32]) {
+    let (z_dim, a) = (sft.z_dim(), sft.action_dim());
+    let (mean, std) = (sft.obs_mean(), sft.obs_std());
+    let d = z_dim + a + OBS_DIM;
+    for (i, row) in x.chunks_exact_mut(d).enumerate() {
+        row[..z_dim].copy_from_slice(&z[i * z_dim..(i + 1) * z_dim]);
+        for (k, (o, w)) in row[z_dim..z_dim + a]
+            .iter_mut()
+            .zip(&wp[i * a..(i + 1) * a])
+            .enumerate()
+        {
+            *o = w / WAYPOINT_SCALE[k % 2];
+        }
+        for (k, o) in row[z_dim + a..].iter_mut().enumerate() {
+            *o = (obs[i * OBS_DIM + k] - mean[k]) / std[k];
+        }
+    }
+}
+
+/// Shape of the residual actor-critic for `cfg` on top of `sft`.
+fn actor_critic_config(cfg: &RefineConfig, sft: &SftPlanner) -> ActorCriticConfig {
+    let a = sft.action_dim();
+    let mut ac = ActorCriticConfig::new(policy_input_dim(sft.z_dim(), a), a, &cfg.hidden, 1.0);
+    ac.log_std_init = cfg.log_std_init;
+    ac.max_delta = (0..a).map(|k| cfg.max_delta[k % 2]).collect();
+    ac
+}
+
+/// A trained residual policy read back from a refinement checkpoint.
+pub struct LoadedPolicy {
+    pub ac: ActorCritic,
+    /// Correction scale at the saved iteration.
+    pub ramp: f32,
+    pub iteration: usize,
+    pub iterations: usize,
+    pub env_steps: u64,
+}
+
+/// Loads the residual actor-critic from `path`, checking it was trained on `sft`.
+pub fn load_policy(path: &Path, sft: &SftPlanner) -> Result<LoadedPolicy> {
+    let (meta, mut tensors) = load_tensors(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)?;
+    let shown = path.display().to_string();
+    let get = |name: &str| -> Result<serde_json::Value> {
+        meta.get(name).cloned().ok_or_else(|| {
+            LearnError::Checkpoint(format!("{shown}: metadata field `{name}` is missing"))
+        })
+    };
+    let bad = |name: &str, e: serde_json::Error| LearnError::Checkpoint(format!("{shown}: `{name}`: {e}"));
+    let hash: String = serde_json::from_value(get("sft_hash")?).map_err(|e| bad("sft_hash", e))?;
+    check_sft_hash(&shown, &hash, sft)?;
+    let cfg: RefineConfig = serde_json::from_value(get("config")?).map_err(|e| bad("config", e))?;
+    let iteration: usize = serde_json::from_value(get("iteration")?).map_err(|e| bad("iteration", e))?;
+    let env_steps: u64 = serde_json::from_value(get("env_steps")?).map_err(|e| bad("env_steps", e))?;
+    let mut rng = Pcg64::seed_from_u64(0);
+    let mut ac = ActorCritic::new(&actor_critic_config(&cfg, sft), &mut rng)?;
+    let names: Vec<(String, Vec<usize>)> =
+        ac.named_tensors().into_iter().map(|t| (t.name, t.shape)).collect();
+    for (name, shape) in names {
+        let data = take_tensor(&mut tensors, path, CHECKPOINT_KIND, &name, &shape)?;
+        ac.set_tensor(&name, &shape, &data)?;
+    }
+    let ramp = if cfg.ramp_iters == 0 {
+        1.0
+    } else {
+        (iteration as f32 / cfg.ramp_iters as f32).min(1.0)
+    };
+    Ok(LoadedPolicy {
+        ac,
+        ramp,
+        iteration,
+        iterations: cfg.iterations,
+        env_steps,
+    })
+}
+
+fn check_sft_hash(shown: &str, hash: &str, sft: &SftPlanner) -> Result<()> {
+    let mine = sft.weights_hash();
+    if hash != mine {
+        return Err(LearnError::Checkpoint(format!(
+            "{shown} was trained on another SFT planner (weights hash {}..., this one is {}...): \
+             pass the SFT checkpoint it was trained with, or start a new refinement",
+            &hash[..12.min(hash.len())],
+            &mine[..12.min(mine.len())]
+        )));
+    }
+    Ok(())
+}
+
+/// The refined planner: frozen SFT planner plus the residual actor (and its critic).
+pub struct ResidualPlanner<'a> {
+    pub sft: &'a SftPlanner,
+    pub ac: &'a ActorCritic,
+    /// Scale on the correction (the progressive ramp's value).
+    pub ramp: f32,
+    sft_ws: SftWorkspace,
+    act_ws: ActWorkspace,
+    bufs: Buffers,
+}
+
+/// Reusable per-batch buffers of the planner pipeline.
+#[derive(Default)]
+struct Buffers {
+    z: Vec<f32>,
+    wp: Vec<f32>,
+    x: Vec<f32>,
+    u: Vec<f32>,
+    delta: Vec<f32>,
+    logp: Vec<f32>,
+    value: Vec<f32>,
+}
+
+impl Buffers {
+    fn resize(&mut self, b: usize, z_dim: usize, a: usize) {
+        let d = z_dim + a + OBS_DIM;
+        self.z.resize(b * z_dim, 0.0);
+        self.wp.resize(b * a, 0.0);
+        self.x.resize(b * d, 0.0);
+        self.u.resize(b * a, 0.0);
+        self.delta.resize(b * a, 0.0);
+        self.logp.resize(b, 0.0);
+        self.value.resize(b, 0.0);
+    }
+}
+
+impl<'a> ResidualPlanner<'a> {
+    pub fn new(sft: &'a SftPlanner, ac: &'a ActorCritic, ramp: f32) -> Self {
+        ResidualPlanner {
+            sft,
+            ac,
+            ramp,
+            sft_ws: SftWorkspace::default(),
+            act_ws: ActWorkspace::new(),
+            bufs: Buffers::default(),
+        }
+    }
+
+    /// Deterministic plans for a batch of observations: `W_sft + ramp * max_delta * tanh(mu)`.
+    pub fn plan(&mut self, obs: &[f32], out: &mut [f32]) -> Result<()> {
+        let (z_dim, a) = (self.sft.z_dim(), self.sft.action_dim());
+        let b = obs.len() / OBS_DIM;
+        self.bufs.resize(b, z_dim, a);
+        let bf = &mut self.bufs;
+        self.sft.forward(obs, &mut self.sft_ws, &mut bf.z, &mut bf.wp)?;
+        build_policy_input(self.sft, &bf.z, &bf.wp, obs, &mut bf.x);
+        // Deterministic: the RNG is not drawn from.
+        let mut rng = Pcg64::seed_from_u64(0);
+        self.ac.act(
+            &bf.x,
+            true,
+            &mut rng,
+            &mut self.act_ws,
+            ActOutput {
+                u: &mut bf.u,
+                delta: &mut bf.delta,
+                logp: &mut bf.logp,
+                value: &mut bf.value,
+            },
+        )?;
+        for ((o, w), d) in out.iter_mut().zip(&bf.wp).zip(&bf.delta) {
+            *o = w + self.ramp * d;
+        }
+        Ok(())
+    }
+}
+
+/// What one iteration measured.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct IterationStats {
+    pub iteration: usize,
+    pub env_steps: u64,
+    /// Episodes that ended during this iteration's rollout.
+    pub episodes: usize,
+    /// Mean undiscounted (unscaled) return of those episodes.
+    pub episode_return: f32,
+    pub driving_score: f32,
+    pub route_completion: f32,
+    pub collision_rate: f32,
+    pub offroad_rate: f32,
+    pub policy_loss: f32,
+    pub value_loss: f32,
+    pub entropy: f32,
+    pub approx_kl: f32,
+    pub kl_sft: f32,
+    pub kl_sft_coef: f32,
+    pub clip_frac: f32,
+    pub explained_variance: f32,
+    pub learning_rate: f64,
+    /// Mean |executed correction| per coordinate, metres.
+    pub residual_magnitude: f32,
+    pub ramp: f32,
+    pub early_stopped: bool,
+    pub actor_frozen: bool,
+    /// Environment steps per wall-clock second over the whole iteration (update included).
+    pub steps_per_second: f32,
+}
+
+/// The PPO refinement loop with its environment, buffers and state.
+pub struct Refiner<'a> {
+    pub cfg: RefineConfig,
+    pub sim: SimConfig,
+    pub seed: u64,
+    sft: &'a SftPlanner,
+    pub ppo: Ppo,
+    env: BatchEnv,
+    rng: Pcg64,
+    pub iteration: usize,
+    pub env_steps: u64,
+    // Per-step buffers.
+    obs: Vec<f32>,
+    step: StepBuffers,
+    plan: Vec<f32>,
+    bufs: Buffers,
+    sft_ws: SftWorkspace,
+    act_ws: ActWorkspace,
+    // Rollout storage, time-major [T, N, ...].
+    roll: crate::ppo::RolloutBatch,
+    rewards: Vec<f32>,
+    terminated: Vec<bool>,
+    truncated: Vec<bool>,
+    next_values: Vec<f32>,
+    running_return: Vec<f32>,
+    // Bootstrap on truncation: gathered final observations.
+    final_rows: Vec<usize>,
+    final_obs: Vec<f32>,
+    final_bufs: Buffers,
+}
+
+impl<'a> Refiner<'a> {
+    /// A fresh refinement of `sft` in `num_envs` training worlds.
+    pub fn new(cfg: RefineConfig, sim: SimConfig, sft: &'a SftPlanner, seed: u64) -> Result<Self> {
+        cfg.validate()?;
+        if sft.action_dim() != sim.action_dim() {
+            return Err(LearnError::Config(format!(
+                "the SFT planner predicts {} waypoints but the simulator is configured for {}: \
+                 retrain the SFT planner with sim.horizon = {}",
+                sft.action_dim() / 2,
+                sim.horizon,
+                sft.action_dim() / 2
+            )));
+        }
+        let mut rng = Pcg64::seed_from_u64(seed);
+        let a = sft.action_dim();
+        let ac = ActorCritic::new(&actor_critic_config(&cfg, sft), &mut rng)?;
+        let mut ppo_cfg = cfg.ppo.clone();
+        ppo_cfg.num_iterations = cfg.iterations;
+        let ppo = Ppo::new(ppo_cfg, ac)?;
+        let env = BatchEnv::train(sim, cfg.num_envs, seed, cfg.families.clone(), cfg.difficulty);
+        let n = cfg.num_envs;
+        let mut r = Refiner {
+            sim,
+            seed,
+            sft,
+            ppo,
+            env,
+            rng,
+            iteration: 0,
+            env_steps: 0,
+            obs: vec![0.0; n * OBS_DIM],
+            step: StepBuffers::new(n),
+            plan: vec![0.0; n * a],
+            bufs: Buffers::default(),
+            sft_ws: SftWorkspace::default(),
+            act_ws: ActWorkspace::new(),
+            roll: Default::default(),
+            rewards: Vec::new(),
+            terminated: Vec::new(),
+            truncated: Vec::new(),
+            next_values: Vec::new(),
+            running_return: vec![0.0; n],
+            final_rows: Vec::with_capacity(n),
+            final_obs: Vec::with_capacity(n * OBS_DIM),
+            final_bufs: Buffers::default(),
+            cfg,
+        };
+        r.env.observe(&mut r.obs);
+        Ok(r)
+    }
+
+    /// The residual actor-critic being trained.
+    pub fn actor_critic(&self) -> &ActorCritic {
+        &self.ppo.ac
+    }
+
+    /// Scale on the correction at the current iteration.
+    pub fn ramp(&self) -> f32 {
+        if self.cfg.ramp_iters == 0 {
+            1.0
+        } else {
+            ((self.iteration + 1) as f32 / self.cfg.ramp_iters as f32).min(1.0)
+        }
+    }
+
+    /// Whether every configured iteration has run.
+    pub fn done(&self) -> bool {
+        self.iteration >= self.cfg.iterations
+    }
+
+    /// SFT forward + policy input for `obs` into `bufs` (sized for its batch).
+    fn policy_input(sft: &SftPlanner, ws: &mut SftWorkspace, obs: &[f32], bufs: &mut Buffers) -> Result<()> {
+        let (z_dim, a) = (sft.z_dim(), sft.action_dim());
+        bufs.resize(obs.len() / OBS_DIM, z_dim, a);
+        sft.forward(obs, ws, &mut bufs.z, &mut bufs.wp)?;
+        build_policy_input(sft, &bufs.z, &bufs.wp, obs, &mut bufs.x);
+        Ok(())
+    }
+
+    /// One iteration: rollout, GAE, PPO update.
+    pub fn iterate(&mut self) -> Result<IterationStats> {
+        let started = Instant::now();
+        let (n, t_len) = (self.cfg.num_envs, self.cfg.rollout_steps);
+        let a = self.sft.action_dim();
+        let d = policy_input_dim(self.sft.z_dim(), a);
+        let ramp = self.ramp();
+        let total = n * t_len;
+        self.roll.obs.resize(total * d, 0.0);
+        self.roll.u.resize(total * a, 0.0);
+        self.roll.logp.resize(total, 0.0);
+        self.roll.values.resize(total, 0.0);
+        self.roll.advantages.resize(total, 0.0);
+        self.roll.returns.resize(total, 0.0);
+        self.rewards.resize(total, 0.0);
+        self.terminated.resize(total, false);
+        self.truncated.resize(total, false);
+        self.next_values.resize(total, 0.0);
+
+        let mut ended = EpisodeTally::default();
+        let mut residual_sum = 0.0f64;
+        for t in 0..t_len {
+            let (rows, r1) = (t * n, (t + 1) * n);
+            // 1. Frozen SFT once per step; its outputs are stored as part of the policy input.
+            Self::policy_input(self.sft, &mut self.sft_ws, &self.obs, &mut self.bufs)?;
+            let bf = &mut self.bufs;
+            self.roll.obs[rows * d..r1 * d].copy_from_slice(&bf.x);
+            self.ppo.ac.act(
+                &bf.x,
+                false,
+                &mut self.rng,
+                &mut self.act_ws,
+                ActOutput {
+                    u: &mut self.roll.u[rows * a..r1 * a],
+                    delta: &mut bf.delta,
+                    logp: &mut self.roll.logp[rows..r1],
+                    value: &mut self.roll.values[rows..r1],
+                },
+            )?;
+            for ((p, w), dl) in self.plan.iter_mut().zip(&bf.wp).zip(&bf.delta) {
+                *p = w + ramp * dl;
+                residual_sum += f64::from((ramp * dl).abs());
+            }
+            self.env.step(&self.plan, &mut self.step);
+            self.env_steps += n as u64;
+            self.obs.copy_from_slice(&self.step.obs);
+
+            // 2. Rewards, flags, bookkeeping of finished episodes.
+            self.final_rows.clear();
+            for i in 0..n {
+                let r = self.step.reward[i];
+                self.rewards[rows + i] = r * self.cfg.reward_scale;
+                self.terminated[rows + i] = self.step.terminated[i];
+                self.truncated[rows + i] = self.step.truncated[i];
+                self.running_return[i] += r;
+                if self.step.terminated[i] || self.step.truncated[i] {
+                    ended.add(self.env.finished(i), self.running_return[i]);
+                    self.running_return[i] = 0.0;
+                    if self.step.truncated[i] {
+                        self.final_rows.push(i);
+                    }
+                }
+            }
+            // Bootstrap values of truncated episodes' final observations.
+            if !self.final_rows.is_empty() {
+                self.final_obs.clear();
+                for &i in &self.final_rows {
+                    self.final_obs
+                        .extend_from_slice(&self.step.final_obs[i * OBS_DIM..(i + 1) * OBS_DIM]);
+                }
+                Self::policy_input(self.sft, &mut self.sft_ws, &self.final_obs, &mut self.final_bufs)?;
+                let fb = &mut self.final_bufs;
+                self.ppo.ac.value(&fb.x, &mut self.act_ws, &mut fb.value)?;
+                for (k, &i) in self.final_rows.iter().enumerate() {
+                    self.next_values[rows + i] = fb.value[k];
+                }
+            }
+        }
+        // V of the observation after the last step.
+        Self::policy_input(self.sft, &mut self.sft_ws, &self.obs, &mut self.bufs)?;
+        let bf = &mut self.bufs;
+        self.ppo.ac.value(&bf.x, &mut self.act_ws, &mut bf.value)?;
+        for t in 0..t_len {
+            for i in 0..n {
+                let k = t * n + i;
+                if self.truncated[k] {
+                    continue; // already V(final observation)
+                }
+                self.next_values[k] = if self.terminated[k] {
+                    0.0
+                } else if t + 1 < t_len {
+                    self.roll.values[k + n]
+                } else {
+                    bf.value[i]
+                };
+            }
+        }
+
+        // 3. GAE.
+        crate::gae(
+            &self.rewards,
+            &self.roll.values,
+            &self.next_values,
+            &self.terminated,
+            &self.truncated,
+            n,
+            self.cfg.gamma,
+            self.cfg.gae_lambda,
+            &mut self.roll.advantages,
+            &mut self.roll.returns,
+        )?;
+
+        // 4. PPO update.
+        let up = self.ppo.update(&self.roll, &mut self.rng)?;
+        self.iteration += 1;
+        let l = up.losses;
+        let e = ended.mean();
+        Ok(IterationStats {
+            iteration: self.iteration,
+            env_steps: self.env_steps,
+            episodes: ended.count,
+            episode_return: e.0,
+            driving_score: e.1,
+            route_completion: e.2,
+            collision_rate: e.3,
+            offroad_rate: e.4,
+            policy_loss: l.pg_loss,
+            value_loss: l.v_loss,
+            entropy: l.entropy,
+            approx_kl: l.approx_kl,
+            kl_sft: l.kl_sft,
+            kl_sft_coef: up.kl_sft_coef,
+            clip_frac: l.clip_frac,
+            explained_variance: up.explained_variance,
+            learning_rate: up.learning_rate,
+            residual_magnitude: (residual_sum / (total * a) as f64) as f32,
+            ramp,
+            early_stopped: up.early_stopped,
+            actor_frozen: up.actor_frozen,
+            steps_per_second: total as f32 / started.elapsed().as_secs_f32(),
+        })
+    }
+
+    /// Writes a checkpoint atomically (see the module docs for what it holds).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let ac = &self.ppo.ac;
+        let mut tensors: Vec<(String, Vec<usize>, &[f32])> = ac
+            .named_tensors()
+            .into_iter()
+            .map(|t| (t.name, t.shape, t.data))
+            .collect();
+        for (g, group) in self.ppo.optim.groups.iter().enumerate() {
+            let len = group.exp_avg.len();
+            tensors.push((format!("optim.{g}.exp_avg"), vec![len], &group.exp_avg));
+            tensors.push((format!("optim.{g}.exp_avg_sq"), vec![len], &group.exp_avg_sq));
+        }
+        let snap = self.env.snapshot();
+        for (i, h) in snap.histories.iter().enumerate() {
+            tensors.push((format!("env.history.{i}"), vec![h.len()], h));
+        }
+        let meta = serde_json::json!({
+            "kind": CHECKPOINT_KIND,
+            "schema_version": CHECKPOINT_VERSION,
+            "sft_hash": self.sft.weights_hash(),
+            "config": self.cfg,
+            "sim": self.sim,
+            "seed": self.seed,
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "kl_sft_coef": self.ppo.kl_sft_coef,
+            "ppo_iteration": self.ppo.iteration,
+            "optim_steps": self.ppo.optim.groups.iter().map(|g| g.step).collect::<Vec<_>>(),
+            "rng": self.rng,
+            "env_episodes": snap.episodes,
+            "running_return": self.running_return,
+            "obs_dim": OBS_DIM,
+            "horizon": self.sim.horizon,
+        });
+        save_tensors(path, &tensors, &meta)
+    }
+
+    /// Resumes from a checkpoint written by [`Refiner::save`] for this SFT planner. The run then
+    /// continues exactly as if it had never stopped.
+    pub fn resume(path: &Path, sft: &'a SftPlanner) -> Result<Self> {
+        let (meta, mut tensors) = load_tensors(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)?;
+        let shown = path.display().to_string();
+        let field = |name: &str| {
+            meta.get(name).cloned().ok_or_else(|| LearnError::Checkpoint(format!(
+                "{shown}: metadata field `{name}` is missing; the file was not written by `deltaplan refine`"
+            )))
+        };
+        macro_rules! get {
+            ($name:literal) => {
+                serde_json::from_value(field($name)?).map_err(|e| {
+                    LearnError::Checkpoint(format!("{shown}: metadata field `{}`: {e}", $name))
+                })?
+            };
+        }
+        let sft_hash: String = get!("sft_hash");
+        check_sft_hash(&shown, &sft_hash, sft)?;
+        let horizon: usize = get!("horizon");
+        if horizon * 2 != sft.action_dim() {
+            return Err(LearnError::Checkpoint(format!(
+                "{shown} plans {horizon} waypoints but the SFT planner plans {}",
+                sft.action_dim() / 2
+            )));
+        }
+        let cfg: RefineConfig = get!("config");
+        let sim: SimConfig = get!("sim");
+        let seed: u64 = get!("seed");
+        let mut r = Refiner::new(cfg, sim, sft, seed)?;
+        let names: Vec<(String, Vec<usize>)> = r
+            .ppo
+            .ac
+            .named_tensors()
+            .into_iter()
+            .map(|t| (t.name, t.shape))
+            .collect();
+        for (name, shape) in names {
+            let data = take_tensor(&mut tensors, path, CHECKPOINT_KIND, &name, &shape)?;
+            r.ppo.ac.set_tensor(&name, &shape, &data)?;
+        }
+        let steps: Vec<u64> = get!("optim_steps");
+        for (g, group) in r.ppo.optim.groups.iter_mut().enumerate() {
+            let len = group.exp_avg.len();
+            group.exp_avg = take_tensor(&mut tensors, path, CHECKPOINT_KIND, &format!("optim.{g}.exp_avg"), &[len])?;
+            group.exp_avg_sq =
+                take_tensor(&mut tensors, path, CHECKPOINT_KIND, &format!("optim.{g}.exp_avg_sq"), &[len])?;
+            group.step = *steps.get(g).ok_or_else(|| {
+                LearnError::Checkpoint(format!("{shown}: optimiser step counts are incomplete"))
+            })?;
+        }
+        let episodes: Vec<u64> = get!("env_episodes");
+        let mut histories = Vec::with_capacity(episodes.len());
+        for i in 0..episodes.len() {
+            let name = format!("env.history.{i}");
+            let (_, data) = tensors.remove(&name).ok_or_else(|| LearnError::MissingTensor {
+                path: shown.clone(),
+                name,
+                fix: "start a new refinement".into(),
+            })?;
+            histories.push(data);
+        }
+        r.env
+            .restore(&EnvSnapshot {
+                seed,
+                episodes,
+                histories,
+            })
+            .map_err(|e| LearnError::Checkpoint(format!("{shown}: {e}")))?;
+        r.env.observe(&mut r.obs);
+        r.rng = get!("rng");
+        r.iteration = get!("iteration");
+        r.env_steps = get!("env_steps");
+        r.ppo.kl_sft_coef = get!("kl_sft_coef");
+        r.ppo.iteration = get!("ppo_iteration");
+        r.running_return = get!("running_return");
+        Ok(r)
+    }
+}
+
+/// Sums over episodes that ended during a rollout.
+#[derive(Default)]
+struct EpisodeTally {
+    count: usize,
+    sums: [f64; 5],
+}
+
+impl EpisodeTally {
+    fn add(&mut self, s: &deltaplan_sim::EpisodeStats, ret: f32) {
+        self.count += 1;
+        let v = [
+            f64::from(ret),
+            f64::from(s.driving_score()),
+            f64::from(s.route_completion),
+            f64::from(u8::from(s.had_collision())),
+            f64::from(u8::from(s.offroad > 0)),
+        ];
+        self.sums.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+    }
+
+    fn mean(&self) -> (f32, f32, f32, f32, f32) {
+        let m = |i: usize| {
+            if self.count == 0 {
+                f32::NAN
+            } else {
+                (self.sums[i] / self.count as f64) as f32
+            }
+        };
+        (m(0), m(1), m(2), m(3), m(4))
+    }
+}

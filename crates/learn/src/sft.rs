@@ -1,0 +1,936 @@
+//! The SFT (behaviour-cloned) planner and its training loop.
+//!
+//! Architecture: `obs -> normalise -> encoder MLP -> tanh -> z -> head MLP -> denormalise ->
+//! waypoints`. `z` (default 128-d, in (-1, 1)) is the embedding the residual policy consumes
+//! once the planner is frozen; the tanh keeps it bounded whatever the encoder weights.
+//!
+//! Normalisation (both stored in the checkpoint, computed on the training split only):
+//! - observations: per-feature mean and std, std floored at [`OBS_STD_FLOOR`], normalised values
+//!   clipped to `+-OBS_CLIP` so a feature that was (nearly) constant in the demonstrations
+//!   cannot blow up the encoder when closed-loop driving moves it;
+//! - waypoints: per-coordinate mean, and one scale per axis (x and y each pooled over the
+//!   horizon). A per-coordinate std would weight a 5 cm error of the first lateral waypoint like
+//!   a 10 m error of the last longitudinal one; pooling per axis keeps errors along an axis in
+//!   metres (so the loss tracks ADE) while still balancing x (tens of metres) against y (metres).
+//!
+//! Loss: L1 (default) or MSE on normalised waypoints, mean over batch and coordinates. L1 is
+//! the default because it is robust to the rare label discontinuities of the expert (a light
+//! turning yellow flips the plan from "go" to "stop") and gave lower validation ADE.
+//!
+//! Determinism: single-threaded sgemm (see [`crate::nn`]), seeded init and shuffling, so the
+//! same config and dataset give the same weights bit for bit.
+
+use std::path::Path;
+
+use deltaplan_sim::{SimConfig, OBS_DIM};
+use rand::SeedableRng;
+use rand_pcg::Pcg64;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{fix_for_kind, load_tensors, save_tensors, sha256_of, take_tensor};
+use crate::dataset::Dataset;
+use crate::error::{check_len, rows_of, LearnError, Result};
+use crate::nn::{fast_tanh, Mlp, MlpInit, MlpWorkspace};
+use crate::optim::{AdamW, AdamWConfig};
+
+/// File kind of an SFT planner checkpoint.
+pub const SFT_KIND: &str = "sft_planner";
+/// Schema version this build writes and reads.
+pub const SFT_SCHEMA_VERSION: u32 = 1;
+/// Floor on per-feature observation std.
+pub const OBS_STD_FLOOR: f32 = 1e-3;
+/// Normalised observations are clipped to `[-OBS_CLIP, OBS_CLIP]`.
+pub const OBS_CLIP: f32 = 10.0;
+/// Floor on the per-axis waypoint scale, metres.
+pub const ACT_SCALE_FLOOR: f32 = 0.05;
+
+/// Shape of an [`SftPlanner`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftArch {
+    pub obs_dim: usize,
+    /// Encoder hidden widths.
+    pub hidden: Vec<usize>,
+    pub z_dim: usize,
+    /// Waypoint-head hidden widths.
+    pub head_hidden: Vec<usize>,
+    /// Waypoints H; the output is `2H` (x0, y0, x1, y1, ...).
+    pub horizon: usize,
+    /// Seconds between waypoints the planner was trained for (checked against the controller).
+    pub waypoint_dt: f32,
+}
+
+impl SftArch {
+    fn encoder_sizes(&self) -> Vec<usize> {
+        let mut s = vec![self.obs_dim];
+        s.extend(&self.hidden);
+        s.push(self.z_dim);
+        s
+    }
+    fn head_sizes(&self) -> Vec<usize> {
+        let mut s = vec![self.z_dim];
+        s.extend(&self.head_hidden);
+        s.push(2 * self.horizon);
+        s
+    }
+}
+
+/// Caller-owned buffers for [`SftPlanner::forward`] and training; grows to the largest batch
+/// seen, then allocates nothing.
+#[derive(Clone, Debug, Default)]
+pub struct SftWorkspace {
+    x: Vec<f32>,
+    z: Vec<f32>,
+    dz: Vec<f32>,
+    y: Vec<f32>,
+    pred: Vec<f32>,
+    dpred: Vec<f32>,
+    enc: MlpWorkspace,
+    head: MlpWorkspace,
+}
+
+impl SftWorkspace {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn grow(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+}
+
+/// Training loss on normalised waypoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SftLoss {
+    L1,
+    Mse,
+}
+
+/// Learning-rate schedule over the configured number of epochs (per optimiser step).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+/// The behaviour-cloned planner.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SftPlanner {
+    arch: SftArch,
+    encoder: Mlp,
+    head: Mlp,
+    obs_mean: Vec<f32>,
+    obs_std: Vec<f32>,
+    obs_inv_std: Vec<f32>,
+    act_mean: Vec<f32>,
+    act_scale: Vec<f32>,
+    /// Free-form provenance saved with the checkpoint (training config, dataset, best epoch).
+    pub info: serde_json::Value,
+}
+
+impl SftPlanner {
+    /// A freshly initialised planner (orthogonal init, identity normalisation).
+    pub fn new(arch: SftArch, seed: u64) -> Result<Self> {
+        if arch.obs_dim == 0 || arch.z_dim == 0 || arch.horizon == 0 {
+            return Err(LearnError::Config(format!(
+                "SFT planner needs positive obs_dim, z_dim and horizon, got {arch:?}"
+            )));
+        }
+        let mut rng = Pcg64::seed_from_u64(seed);
+        let encoder = Mlp::new(&arch.encoder_sizes(), MlpInit::orthogonal(1.0), &mut rng)?;
+        let head = Mlp::new(&arch.head_sizes(), MlpInit::orthogonal(1.0), &mut rng)?;
+        let (d, a) = (arch.obs_dim, 2 * arch.horizon);
+        Ok(SftPlanner {
+            encoder,
+            head,
+            obs_mean: vec![0.0; d],
+            obs_std: vec![1.0; d],
+            obs_inv_std: vec![1.0; d],
+            act_mean: vec![0.0; a],
+            act_scale: vec![1.0; a],
+            arch,
+            info: serde_json::Value::Null,
+        })
+    }
+
+    pub fn arch(&self) -> &SftArch {
+        &self.arch
+    }
+    pub fn obs_dim(&self) -> usize {
+        self.arch.obs_dim
+    }
+    pub fn z_dim(&self) -> usize {
+        self.arch.z_dim
+    }
+    pub fn action_dim(&self) -> usize {
+        2 * self.arch.horizon
+    }
+    pub fn horizon(&self) -> usize {
+        self.arch.horizon
+    }
+    pub fn encoder(&self) -> &Mlp {
+        &self.encoder
+    }
+    pub fn encoder_mut(&mut self) -> &mut Mlp {
+        &mut self.encoder
+    }
+    pub fn head(&self) -> &Mlp {
+        &self.head
+    }
+    pub fn head_mut(&mut self) -> &mut Mlp {
+        &mut self.head
+    }
+    pub fn obs_mean(&self) -> &[f32] {
+        &self.obs_mean
+    }
+    pub fn obs_std(&self) -> &[f32] {
+        &self.obs_std
+    }
+    pub fn act_mean(&self) -> &[f32] {
+        &self.act_mean
+    }
+    pub fn act_scale(&self) -> &[f32] {
+        &self.act_scale
+    }
+    /// Total trainable parameters.
+    pub fn num_params(&self) -> usize {
+        self.encoder.num_params() + self.head.num_params()
+    }
+
+    /// Sets the normalisation statistics (std floored at [`OBS_STD_FLOOR`], scale at
+    /// [`ACT_SCALE_FLOOR`]).
+    pub fn set_normalisation(
+        &mut self,
+        obs_mean: &[f32],
+        obs_std: &[f32],
+        act_mean: &[f32],
+        act_scale: &[f32],
+    ) -> Result<()> {
+        let (d, a) = (self.obs_dim(), self.action_dim());
+        check_len("obs_mean", obs_mean.len(), d)?;
+        check_len("obs_std", obs_std.len(), d)?;
+        check_len("act_mean", act_mean.len(), a)?;
+        check_len("act_scale", act_scale.len(), a)?;
+        if obs_mean
+            .iter()
+            .chain(obs_std)
+            .chain(act_mean)
+            .chain(act_scale)
+            .any(|x| !x.is_finite())
+        {
+            return Err(LearnError::Config(
+                "normalisation statistics must be finite".into(),
+            ));
+        }
+        self.obs_mean.copy_from_slice(obs_mean);
+        for (s, &x) in self.obs_std.iter_mut().zip(obs_std) {
+            *s = x.max(OBS_STD_FLOOR);
+        }
+        for (i, &s) in self.obs_inv_std.iter_mut().zip(&self.obs_std) {
+            *i = 1.0 / s;
+        }
+        self.act_mean.copy_from_slice(act_mean);
+        for (s, &x) in self.act_scale.iter_mut().zip(act_scale) {
+            *s = x.max(ACT_SCALE_FLOOR);
+        }
+        Ok(())
+    }
+
+    /// Normalisation statistics of the samples `idx` of `ds` (f64 accumulation, fixed order).
+    pub fn fit_normalisation(&mut self, ds: &Dataset, idx: &[usize]) -> Result<()> {
+        let (d, a) = (self.obs_dim(), self.action_dim());
+        check_len("dataset obs_dim vs planner", ds.obs_dim(), d)?;
+        check_len("dataset action_dim vs planner", ds.action_dim(), a)?;
+        if idx.is_empty() {
+            return Err(LearnError::Config(
+                "cannot compute normalisation from zero samples".into(),
+            ));
+        }
+        let n = idx.len() as f64;
+        let mut sum = vec![0.0f64; d];
+        let mut sum_a = vec![0.0f64; a];
+        for &k in idx {
+            for (s, &x) in sum.iter_mut().zip(ds.obs_row(k)) {
+                *s += f64::from(x);
+            }
+            for (s, &x) in sum_a.iter_mut().zip(ds.action_row(k)) {
+                *s += f64::from(x);
+            }
+        }
+        let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
+        let mean_a: Vec<f64> = sum_a.iter().map(|s| s / n).collect();
+        let mut var = vec![0.0f64; d];
+        let mut var_axis = [0.0f64; 2];
+        for &k in idx {
+            for ((v, &x), m) in var.iter_mut().zip(ds.obs_row(k)).zip(&mean) {
+                *v += (f64::from(x) - m).powi(2);
+            }
+            for (c, (&x, m)) in ds.action_row(k).iter().zip(&mean_a).enumerate() {
+                var_axis[c % 2] += (f64::from(x) - m).powi(2);
+            }
+        }
+        let std: Vec<f32> = var.iter().map(|v| (v / n).sqrt() as f32).collect();
+        let per_axis = n * self.horizon() as f64;
+        let axis_scale = var_axis.map(|v| (v / per_axis).sqrt() as f32);
+        let act_scale: Vec<f32> = (0..a).map(|c| axis_scale[c % 2]).collect();
+        let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+        let mean_a: Vec<f32> = mean_a.iter().map(|&m| m as f32).collect();
+        self.set_normalisation(&mean, &std, &mean_a, &act_scale)
+    }
+
+    /// Normalises `obs` rows into `x` (same length).
+    fn normalise_obs(&self, obs: &[f32], x: &mut [f32]) {
+        for (xr, or) in x
+            .chunks_exact_mut(self.obs_dim())
+            .zip(obs.chunks_exact(self.obs_dim()))
+        {
+            for (((xv, &o), &m), &is) in xr
+                .iter_mut()
+                .zip(or)
+                .zip(&self.obs_mean)
+                .zip(&self.obs_inv_std)
+            {
+                *xv = ((o - m) * is).clamp(-OBS_CLIP, OBS_CLIP);
+            }
+        }
+    }
+
+    /// Network pass on normalised `ws.x[..batch*D]`: leaves `z` in `ws.z` and the normalised
+    /// prediction in `ws.pred`.
+    fn forward_normalised(&self, ws: &mut SftWorkspace, batch: usize) -> Result<()> {
+        let (d, zd, a) = (self.obs_dim(), self.z_dim(), self.action_dim());
+        grow(&mut ws.z, batch * zd);
+        grow(&mut ws.pred, batch * a);
+        let pre = self.encoder.forward(&ws.x[..batch * d], &mut ws.enc)?;
+        for (z, &p) in ws.z[..batch * zd].iter_mut().zip(pre) {
+            *z = fast_tanh(p);
+        }
+        let out = self.head.forward(&ws.z[..batch * zd], &mut ws.head)?;
+        ws.pred[..batch * a].copy_from_slice(out);
+        Ok(())
+    }
+
+    /// Batched inference: `obs` `[B, obs_dim]` -> `z_out` `[B, z_dim]`, `waypoints_out`
+    /// `[B, 2H]` (ego frame, metres). Deterministic; allocates nothing once `ws` has seen a
+    /// batch this large.
+    pub fn forward(
+        &self,
+        obs: &[f32],
+        ws: &mut SftWorkspace,
+        z_out: &mut [f32],
+        waypoints_out: &mut [f32],
+    ) -> Result<()> {
+        let batch = rows_of("sft obs", obs.len(), self.obs_dim())?;
+        check_len("sft z_out", z_out.len(), batch * self.z_dim())?;
+        check_len(
+            "sft waypoints_out",
+            waypoints_out.len(),
+            batch * self.action_dim(),
+        )?;
+        grow(&mut ws.x, batch * self.obs_dim());
+        let x = &mut ws.x[..batch * self.obs_dim()];
+        self.normalise_obs(obs, x);
+        self.forward_normalised(ws, batch)?;
+        z_out.copy_from_slice(&ws.z[..batch * self.z_dim()]);
+        self.denormalise(&ws.pred[..batch * self.action_dim()], waypoints_out);
+        Ok(())
+    }
+
+    fn denormalise(&self, pred: &[f32], out: &mut [f32]) {
+        for (orow, prow) in out
+            .chunks_exact_mut(self.action_dim())
+            .zip(pred.chunks_exact(self.action_dim()))
+        {
+            for (((o, &p), &m), &s) in orow
+                .iter_mut()
+                .zip(prow)
+                .zip(&self.act_mean)
+                .zip(&self.act_scale)
+            {
+                *o = m + s * p;
+            }
+        }
+    }
+
+    /// Loss of the planner on raw `obs` `[B, D]` and expert `actions` `[B, 2H]` (metres), with
+    /// its gradient ACCUMULATED into the encoder's and head's gradient buffers (call
+    /// [`SftPlanner::zero_grad`] first). The loss is the mean over batch and coordinates of
+    /// `|e|` (L1) or `e^2` (MSE), `e` = normalised prediction minus normalised target.
+    pub fn loss_and_grad(
+        &mut self,
+        obs: &[f32],
+        actions: &[f32],
+        loss: SftLoss,
+        ws: &mut SftWorkspace,
+    ) -> Result<f32> {
+        let batch = rows_of("sft obs", obs.len(), self.obs_dim())?;
+        check_len("sft actions", actions.len(), batch * self.action_dim())?;
+        grow(&mut ws.x, batch * self.obs_dim());
+        grow(&mut ws.y, batch * self.action_dim());
+        self.normalise_obs(obs, &mut ws.x[..batch * self.obs_dim()]);
+        self.normalise_actions(actions, &mut ws.y[..batch * self.action_dim()]);
+        self.step_normalised(ws, batch, loss)
+    }
+
+    fn normalise_actions(&self, actions: &[f32], y: &mut [f32]) {
+        for (yr, ar) in y
+            .chunks_exact_mut(self.action_dim())
+            .zip(actions.chunks_exact(self.action_dim()))
+        {
+            for (((yv, &v), &m), &s) in yr
+                .iter_mut()
+                .zip(ar)
+                .zip(&self.act_mean)
+                .zip(&self.act_scale)
+            {
+                *yv = (v - m) / s;
+            }
+        }
+    }
+
+    /// Forward + backward on normalised `ws.x`, `ws.y` (first `batch` rows); returns the loss.
+    fn step_normalised(
+        &mut self,
+        ws: &mut SftWorkspace,
+        batch: usize,
+        loss: SftLoss,
+    ) -> Result<f32> {
+        let (d, zd, a) = (self.obs_dim(), self.z_dim(), self.action_dim());
+        self.forward_normalised(ws, batch)?;
+        grow(&mut ws.dpred, batch * a);
+        grow(&mut ws.dz, batch * zd);
+        let pred = &ws.pred[..batch * a];
+        let inv = 1.0 / (batch * a) as f32;
+        let mut total = 0.0f64;
+        for ((g, &p), &t) in ws.dpred[..batch * a]
+            .iter_mut()
+            .zip(pred)
+            .zip(&ws.y[..batch * a])
+        {
+            let e = p - t;
+            match loss {
+                SftLoss::L1 => {
+                    total += f64::from(e.abs());
+                    *g = if e > 0.0 {
+                        inv
+                    } else if e < 0.0 {
+                        -inv
+                    } else {
+                        0.0
+                    };
+                }
+                SftLoss::Mse => {
+                    total += f64::from(e) * f64::from(e);
+                    *g = 2.0 * e * inv;
+                }
+            }
+        }
+        let SftWorkspace {
+            x,
+            z,
+            dz,
+            dpred,
+            enc,
+            head,
+            ..
+        } = ws;
+        self.head.backward(
+            &z[..batch * zd],
+            head,
+            &dpred[..batch * a],
+            Some(&mut dz[..batch * zd]),
+        )?;
+        for (g, &zv) in dz[..batch * zd].iter_mut().zip(&z[..batch * zd]) {
+            *g *= 1.0 - zv * zv;
+        }
+        self.encoder
+            .backward(&x[..batch * d], enc, &dz[..batch * zd], None)?;
+        Ok((total / (batch * a) as f64) as f32)
+    }
+
+    /// Zeroes the gradients of encoder and head.
+    pub fn zero_grad(&mut self) {
+        self.encoder.zero_grad();
+        self.head.zero_grad();
+    }
+
+    /// Named tensors in checkpoint order: encoder, head, normalisation.
+    pub fn named_tensors(&self) -> Vec<(String, Vec<usize>, &[f32])> {
+        let mut out: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
+        for (prefix, m) in [("encoder", &self.encoder), ("head", &self.head)] {
+            for t in m.named_tensors() {
+                out.push((format!("{prefix}.{}", t.name), t.shape, t.data));
+            }
+        }
+        let (d, a) = (self.obs_dim(), self.action_dim());
+        out.push(("obs_mean".into(), vec![d], &self.obs_mean));
+        out.push(("obs_std".into(), vec![d], &self.obs_std));
+        out.push(("act_mean".into(), vec![a], &self.act_mean));
+        out.push(("act_scale".into(), vec![a], &self.act_scale));
+        out
+    }
+
+    /// SHA-256 of weights and normalisation: identifies the frozen planner a residual policy
+    /// was trained on.
+    pub fn weights_hash(&self) -> String {
+        sha256_of(&self.named_tensors())
+    }
+
+    /// Fails unless the planner plans for this simulator configuration (horizon and
+    /// waypoint spacing).
+    pub fn check_compatible(&self, sim: &SimConfig) -> Result<()> {
+        if self.arch.horizon != sim.horizon
+            || (self.arch.waypoint_dt - sim.controller.waypoint_dt).abs() > 1e-6
+        {
+            return Err(LearnError::Config(format!(
+                "the SFT planner plans {} waypoints {} s apart, the simulator expects {} waypoints \
+                 {} s apart: retrain the planner on demonstrations recorded with this sim config",
+                self.arch.horizon,
+                self.arch.waypoint_dt,
+                sim.horizon,
+                sim.controller.waypoint_dt
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes the checkpoint atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tensors = self.named_tensors();
+        let meta = serde_json::json!({
+            "kind": SFT_KIND,
+            "schema_version": SFT_SCHEMA_VERSION,
+            "arch": self.arch,
+            "weights_sha256": sha256_of(&tensors),
+            "obs_layout": deltaplan_sim::obs::LAYOUT
+                .iter()
+                .map(|&(n, s, l)| serde_json::json!({"name": n, "start": s, "len": l}))
+                .collect::<Vec<_>>(),
+            "info": self.info,
+        });
+        save_tensors(path, &tensors, &meta)
+    }
+
+    /// Loads a checkpoint, checking kind, version, that its observation width matches this
+    /// build's simulator ([`OBS_DIM`]), every tensor's shape, and the stored weights hash.
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::load_expecting(path, OBS_DIM)
+    }
+
+    /// [`SftPlanner::load`] for planners of another observation width (tests, toy envs).
+    pub fn load_expecting(path: &Path, obs_dim: usize) -> Result<Self> {
+        let (meta, mut tensors) = load_tensors(path, SFT_KIND, SFT_SCHEMA_VERSION)?;
+        let shown = path.display().to_string();
+        let fix = fix_for_kind(SFT_KIND);
+        let incompatible = |reason: String| LearnError::Incompatible {
+            path: shown.clone(),
+            reason,
+            fix: fix.clone(),
+        };
+        let arch: SftArch = meta
+            .get("arch")
+            .cloned()
+            .ok_or_else(|| incompatible("metadata has no `arch`".into()))
+            .and_then(|v| {
+                serde_json::from_value(v)
+                    .map_err(|e| incompatible(format!("metadata `arch` does not parse: {e}")))
+            })?;
+        if arch.obs_dim != obs_dim {
+            return Err(incompatible(format!(
+                "the planner takes observations of {} features (obs_dim), but this build's \
+                 simulator produces {obs_dim}",
+                arch.obs_dim
+            )));
+        }
+        let mut p = SftPlanner::new(arch, 0)?;
+        for (prefix, which) in [("encoder", 0), ("head", 1)] {
+            let m = if which == 0 {
+                &mut p.encoder
+            } else {
+                &mut p.head
+            };
+            let names: Vec<(String, Vec<usize>)> = m
+                .named_tensors()
+                .into_iter()
+                .map(|t| (t.name, t.shape))
+                .collect();
+            for (name, shape) in names {
+                let full = format!("{prefix}.{name}");
+                let data = take_tensor(&mut tensors, path, SFT_KIND, &full, &shape)?;
+                m.set_tensor(&name, &shape, &data)?;
+            }
+        }
+        let (d, a) = (p.obs_dim(), p.action_dim());
+        let om = take_tensor(&mut tensors, path, SFT_KIND, "obs_mean", &[d])?;
+        let os = take_tensor(&mut tensors, path, SFT_KIND, "obs_std", &[d])?;
+        let am = take_tensor(&mut tensors, path, SFT_KIND, "act_mean", &[a])?;
+        let asc = take_tensor(&mut tensors, path, SFT_KIND, "act_scale", &[a])?;
+        p.set_normalisation(&om, &os, &am, &asc)
+            .map_err(|e| incompatible(e.to_string()))?;
+        p.info = meta.get("info").cloned().unwrap_or(serde_json::Value::Null);
+        if let Some(stored) = meta.get("weights_sha256").and_then(|v| v.as_str()) {
+            let got = p.weights_hash();
+            if stored != got {
+                return Err(LearnError::Corrupt {
+                    path: shown,
+                    reason: format!("weights hash {got} differs from the stored {stored}"),
+                    fix,
+                });
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// Behaviour-cloning hyper-parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftTrainConfig {
+    /// Encoder hidden widths.
+    pub hidden: Vec<usize>,
+    pub z_dim: usize,
+    /// Waypoint-head hidden widths.
+    pub head_hidden: Vec<usize>,
+    pub loss: SftLoss,
+    pub lr: f64,
+    pub lr_schedule: LrSchedule,
+    /// Final learning rate as a fraction of `lr` (linear and cosine schedules).
+    pub min_lr_frac: f64,
+    pub weight_decay: f64,
+    pub batch_size: usize,
+    /// Maximum epochs (the schedule spans all of them).
+    pub epochs: usize,
+    /// Fraction of EPISODES held out for validation.
+    pub val_fraction: f32,
+    /// Seeds init, split and shuffling.
+    pub seed: u64,
+    /// Stop after this many epochs without a new best validation loss (None: never).
+    pub patience: Option<usize>,
+    /// Use at most this many training samples (a prefix of the recording, i.e. as if fewer
+    /// steps had been recorded): a knob to make a deliberately weaker planner.
+    pub max_train_samples: Option<usize>,
+}
+
+impl Default for SftTrainConfig {
+    fn default() -> Self {
+        SftTrainConfig {
+            hidden: vec![256, 256],
+            z_dim: 128,
+            head_hidden: vec![128],
+            loss: SftLoss::L1,
+            lr: 1e-3,
+            lr_schedule: LrSchedule::Cosine,
+            min_lr_frac: 0.02,
+            weight_decay: 1e-4,
+            batch_size: 256,
+            epochs: 30,
+            val_fraction: 0.1,
+            seed: 0,
+            patience: Some(8),
+            max_train_samples: None,
+        }
+    }
+}
+
+impl SftTrainConfig {
+    /// Checks ranges, naming the field at fault.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(LearnError::Config(format!("sft: {m}")));
+        if self.hidden.contains(&0) || self.head_hidden.contains(&0) || self.z_dim == 0 {
+            return bad("hidden, head_hidden and z_dim must be positive".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("lr must be positive, got {}", self.lr));
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_frac) {
+            return bad(format!(
+                "min_lr_frac must be in [0, 1], got {}",
+                self.min_lr_frac
+            ));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay < 1.0) {
+            return bad(format!(
+                "weight_decay must be in [0, 1), got {}",
+                self.weight_decay
+            ));
+        }
+        if self.batch_size == 0 || self.epochs == 0 {
+            return bad("batch_size and epochs must be at least 1".into());
+        }
+        if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
+            return bad(format!(
+                "val_fraction must be in (0, 1), got {}",
+                self.val_fraction
+            ));
+        }
+        if self.max_train_samples == Some(0) {
+            return bad("max_train_samples must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn lr_at(&self, step: usize, total: usize) -> f64 {
+        let frac = if total <= 1 {
+            0.0
+        } else {
+            step as f64 / (total - 1) as f64
+        };
+        let lo = self.lr * self.min_lr_frac;
+        match self.lr_schedule {
+            LrSchedule::Constant => self.lr,
+            LrSchedule::Linear => self.lr + (lo - self.lr) * frac,
+            LrSchedule::Cosine => {
+                lo + 0.5 * (self.lr - lo) * (1.0 + (std::f64::consts::PI * frac).cos())
+            }
+        }
+    }
+}
+
+/// Metrics after one epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochStats {
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's minibatches.
+    pub train_loss: f32,
+    pub val_loss: f32,
+    /// Average displacement error over all waypoints, metres.
+    pub val_ade: f32,
+    /// Final-waypoint displacement error, metres.
+    pub val_fde: f32,
+    /// Learning rate at the epoch's last step.
+    pub lr: f64,
+}
+
+/// Summary of a training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SftReport {
+    pub epochs: Vec<EpochStats>,
+    /// Epoch whose weights were kept (best validation loss).
+    pub best_epoch: usize,
+    pub best_val_ade: f32,
+    pub best_val_fde: f32,
+    /// Validation ADE/FDE of the untrained planner (after normalisation was fitted).
+    pub initial_val_ade: f32,
+    pub initial_val_fde: f32,
+    /// Validation ADE/FDE of always predicting the training-set mean waypoints.
+    pub mean_baseline_val_ade: f32,
+    pub mean_baseline_val_fde: f32,
+    pub train_samples: usize,
+    pub val_samples: usize,
+    pub stopped_early: bool,
+}
+
+/// Validation metrics of `p` on samples `idx`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EvalStats {
+    pub loss: f32,
+    pub ade: f32,
+    pub fde: f32,
+}
+
+/// Loss (normalised), ADE and FDE (metres) of the planner on samples `idx` of `ds`.
+pub fn evaluate(
+    p: &SftPlanner,
+    ds: &Dataset,
+    idx: &[usize],
+    loss: SftLoss,
+    ws: &mut SftWorkspace,
+) -> Result<EvalStats> {
+    const CHUNK: usize = 1024;
+    let (d, a, zd) = (p.obs_dim(), p.action_dim(), p.z_dim());
+    let h = p.horizon();
+    let mut obs = vec![0.0f32; CHUNK * d];
+    let mut z = vec![0.0f32; CHUNK * zd];
+    let mut wp = vec![0.0f32; CHUNK * a];
+    let (mut l_sum, mut ade_sum, mut fde_sum) = (0.0f64, 0.0f64, 0.0f64);
+    for chunk in idx.chunks(CHUNK) {
+        let b = chunk.len();
+        for (r, &k) in chunk.iter().enumerate() {
+            obs[r * d..(r + 1) * d].copy_from_slice(ds.obs_row(k));
+        }
+        p.forward(&obs[..b * d], ws, &mut z[..b * zd], &mut wp[..b * a])?;
+        for (r, &k) in chunk.iter().enumerate() {
+            let target = ds.action_row(k);
+            let pred = &wp[r * a..(r + 1) * a];
+            for c in 0..a {
+                let e = (pred[c] - target[c]) / p.act_scale[c];
+                l_sum += match loss {
+                    SftLoss::L1 => f64::from(e.abs()),
+                    SftLoss::Mse => f64::from(e) * f64::from(e),
+                };
+            }
+            for j in 0..h {
+                let dx = f64::from(pred[2 * j] - target[2 * j]);
+                let dy = f64::from(pred[2 * j + 1] - target[2 * j + 1]);
+                let dist = (dx * dx + dy * dy).sqrt();
+                ade_sum += dist / h as f64;
+                if j == h - 1 {
+                    fde_sum += dist;
+                }
+            }
+        }
+    }
+    let n = idx.len().max(1) as f64;
+    Ok(EvalStats {
+        loss: (l_sum / (n * a as f64)) as f32,
+        ade: (ade_sum / n) as f32,
+        fde: (fde_sum / n) as f32,
+    })
+}
+
+/// ADE/FDE of predicting `mean` (per coordinate) for every sample in `idx`.
+fn constant_baseline(ds: &Dataset, idx: &[usize], mean: &[f32]) -> (f32, f32) {
+    let h = mean.len() / 2;
+    let (mut ade, mut fde) = (0.0f64, 0.0f64);
+    for &k in idx {
+        let t = ds.action_row(k);
+        for j in 0..h {
+            let dx = f64::from(mean[2 * j] - t[2 * j]);
+            let dy = f64::from(mean[2 * j + 1] - t[2 * j + 1]);
+            let dist = (dx * dx + dy * dy).sqrt();
+            ade += dist / h as f64;
+            if j == h - 1 {
+                fde += dist;
+            }
+        }
+    }
+    let n = idx.len().max(1) as f64;
+    ((ade / n) as f32, (fde / n) as f32)
+}
+
+/// Behaviour cloning: minibatch AdamW on the episode-level training split, validation after
+/// every epoch, the best-validation-loss weights kept, early stopping after `patience` epochs
+/// without improvement. `progress` sees each epoch's stats.
+pub fn train_sft(
+    cfg: &SftTrainConfig,
+    ds: &Dataset,
+    mut progress: impl FnMut(&EpochStats),
+) -> Result<(SftPlanner, SftReport)> {
+    cfg.validate()?;
+    let (mut train_idx, val_idx) = ds.split(cfg.val_fraction, cfg.seed)?;
+    if let Some(m) = cfg.max_train_samples {
+        train_idx.truncate(m);
+    }
+    let arch = SftArch {
+        obs_dim: ds.obs_dim(),
+        hidden: cfg.hidden.clone(),
+        z_dim: cfg.z_dim,
+        head_hidden: cfg.head_hidden.clone(),
+        horizon: ds.horizon(),
+        waypoint_dt: ds.config.sim.controller.waypoint_dt,
+    };
+    let mut p = SftPlanner::new(arch, cfg.seed)?;
+    p.fit_normalisation(ds, &train_idx)?;
+    let mut ws = SftWorkspace::new();
+    let initial = evaluate(&p, ds, &val_idx, cfg.loss, &mut ws)?;
+    let (base_ade, base_fde) = constant_baseline(ds, &val_idx, &p.act_mean);
+
+    let mut opt = AdamW::new(
+        AdamWConfig {
+            lr: cfg.lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: cfg.weight_decay,
+        },
+        &[(p.encoder.num_params(), true), (p.head.num_params(), true)],
+    );
+    let (d, a, bs) = (p.obs_dim(), p.action_dim(), cfg.batch_size);
+    let steps_per_epoch = train_idx.len().div_ceil(bs);
+    let total_steps = steps_per_epoch * cfg.epochs;
+    let mut rng = Pcg64::seed_from_u64(cfg.seed ^ 0xB1_0C10_4E);
+    let mut order = train_idx.clone();
+    let mut obs = vec![0.0f32; bs * d];
+    let mut act = vec![0.0f32; bs * a];
+    let mut best: Option<(f32, usize, EvalStats, Mlp, Mlp)> = None;
+    let mut epochs = Vec::with_capacity(cfg.epochs);
+    let mut step = 0usize;
+    let mut stopped_early = false;
+    for epoch in 1..=cfg.epochs {
+        for i in (1..order.len()).rev() {
+            let j = rand::RngExt::random_range(&mut rng, 0..=i);
+            order.swap(i, j);
+        }
+        let mut loss_sum = 0.0f64;
+        let mut lr = cfg.lr;
+        for batch in order.chunks(bs) {
+            let b = batch.len();
+            for (r, &k) in batch.iter().enumerate() {
+                obs[r * d..(r + 1) * d].copy_from_slice(ds.obs_row(k));
+                act[r * a..(r + 1) * a].copy_from_slice(ds.action_row(k));
+            }
+            p.zero_grad();
+            let l = p.loss_and_grad(&obs[..b * d], &act[..b * a], cfg.loss, &mut ws)?;
+            if !l.is_finite() {
+                return Err(LearnError::Config(format!(
+                    "SFT loss became {l} at epoch {epoch}: lower lr"
+                )));
+            }
+            loss_sum += f64::from(l);
+            lr = cfg.lr_at(step, total_steps);
+            opt.set_lr(lr);
+            let (ep, eg) = p.encoder.params_and_grads_mut();
+            opt.step_group(0, ep, eg)?;
+            let (hp, hg) = p.head.params_and_grads_mut();
+            opt.step_group(1, hp, hg)?;
+            step += 1;
+        }
+        let v = evaluate(&p, ds, &val_idx, cfg.loss, &mut ws)?;
+        let stats = EpochStats {
+            epoch,
+            train_loss: (loss_sum / steps_per_epoch.max(1) as f64) as f32,
+            val_loss: v.loss,
+            val_ade: v.ade,
+            val_fde: v.fde,
+            lr,
+        };
+        progress(&stats);
+        epochs.push(stats);
+        if best.as_ref().is_none_or(|b| v.loss < b.0) {
+            best = Some((v.loss, epoch, v, p.encoder.clone(), p.head.clone()));
+        }
+        if let (Some(pat), Some(b)) = (cfg.patience, best.as_ref()) {
+            if epoch - b.1 >= pat {
+                stopped_early = epoch < cfg.epochs;
+                break;
+            }
+        }
+    }
+    let (_, best_epoch, bv, enc, head) =
+        best.ok_or_else(|| LearnError::Config("no epoch was run".into()))?;
+    p.encoder = enc;
+    p.head = head;
+    p.zero_grad();
+    let report = SftReport {
+        epochs,
+        best_epoch,
+        best_val_ade: bv.ade,
+        best_val_fde: bv.fde,
+        initial_val_ade: initial.ade,
+        initial_val_fde: initial.fde,
+        mean_baseline_val_ade: base_ade,
+        mean_baseline_val_fde: base_fde,
+        train_samples: train_idx.len(),
+        val_samples: val_idx.len(),
+        stopped_early,
+    };
+    p.info = serde_json::json!({
+        "train_config": cfg,
+        "dataset": {
+            "n_samples": ds.n_samples(),
+            "seed": ds.config.seed,
+            "n_envs": ds.config.n_envs,
+            "steps": ds.config.steps,
+        },
+        "best_epoch": report.best_epoch,
+        "best_val_ade": report.best_val_ade,
+        "best_val_fde": report.best_val_fde,
+    });
+    Ok((p, report))
+}
