@@ -209,6 +209,9 @@ pub struct RoadMap {
     pub path_lanes: Vec<PathLane>,
     pub stops: Vec<StopLine>,
     grid: Grid,
+    /// Per lane: bit 0 = the start is open (no predecessor), bit 1 = the end is open (no
+    /// successor). Only open ends are flat; connected ends join their neighbour seamlessly.
+    open_ends: Vec<u8>,
     scratch_dense: Vec<Vec2>,
     scratch_pairs: Vec<(u32, CellItem)>,
 }
@@ -316,8 +319,19 @@ impl RoadMap {
         lanes[i].lane
     }
 
-    /// Builds the drivable-area index. Call once after all lanes are added.
+    /// Builds the drivable-area index. Call once after all lanes are added and linked.
     pub fn build_index(&mut self) {
+        self.open_ends.clear();
+        self.open_ends.resize(self.lanes.len(), 3);
+        for i in 0..self.lanes.len() {
+            let l = self.lanes[i];
+            if l.successor_count > 0 {
+                self.open_ends[i] &= !2;
+            }
+            for &succ in &l.successors[..l.successor_count as usize] {
+                self.open_ends[succ as usize] &= !1;
+            }
+        }
         let mut lo = Vec2::new(f32::INFINITY, f32::INFINITY);
         let mut hi = Vec2::new(f32::NEG_INFINITY, f32::NEG_INFINITY);
         let mut max_w: f32 = 0.0;
@@ -389,8 +403,8 @@ impl RoadMap {
     }
 
     /// Whether `p` lies on the drivable area: within half a lane width of some lane's
-    /// centreline segment (segments are capsules, so bends have no gaps on their outer side;
-    /// lanes end flat at their first and last point).
+    /// centreline segment (segments are capsules, so bends and lane joints have no gaps;
+    /// lanes end flat where nothing continues them).
     pub fn is_drivable(&self, p: Vec2) -> bool {
         let g = &self.grid;
         let fx = (p.x - g.origin.x) / g.cell;
@@ -411,12 +425,16 @@ impl RoadMap {
             if (p - q).norm_sq() > r * r {
                 return false;
             }
-            // Lanes end flat: beyond the plane through the first or last point, no segment's
-            // round cap counts.
+            // Open lane ends are flat: beyond the plane through the first or last point, no
+            // segment's round cap counts.
+            let open = self.open_ends[it.lane as usize];
+            if open == 0 {
+                return true;
+            }
             let pts = self.lines.points(self.lanes[it.lane as usize].line);
             let n = pts.len();
-            (p - pts[0]).dot(pts[1] - pts[0]) >= 0.0
-                && (p - pts[n - 1]).dot(pts[n - 1] - pts[n - 2]) <= 0.0
+            (open & 1 == 0 || (p - pts[0]).dot(pts[1] - pts[0]) >= 0.0)
+                && (open & 2 == 0 || (p - pts[n - 1]).dot(pts[n - 1] - pts[n - 2]) <= 0.0)
         })
     }
 
@@ -578,6 +596,30 @@ mod tests {
             assert!(!m.is_drivable(q - t.perp() * 1.85), "leak at s={s}");
             s += 0.1;
         }
+    }
+
+    #[test]
+    fn joint_between_linked_lanes_has_no_gap_but_open_ends_are_flat() {
+        // Two lanes meeting at (20, 0) with a 20-degree kink: the outer side of the joint is
+        // covered only if the connected ends are not cut flat.
+        let mut m = RoadMap::default();
+        let a: Vec<Vec2> = (0..=20).map(|i| Vec2::new(i as f32, 0.0)).collect();
+        let dir = Vec2::from_angle(0.35);
+        let b: Vec<Vec2> = (0..=20)
+            .map(|i| Vec2::new(20.0, 0.0) + dir * i as f32)
+            .collect();
+        let la = m.add_lane(&a, 3.5, 10.0);
+        let lb = m.add_lane(&b, 3.5, 10.0);
+        m.link(la, lb);
+        m.build_index();
+        // Just inside the outer (right) edge at the joint, in the wedge between the two lanes.
+        let wedge =
+            Vec2::new(20.0, 0.0) + Vec2::from_angle(-std::f32::consts::FRAC_PI_2 + 0.17) * 1.7;
+        assert!(m.is_drivable(wedge));
+        assert!(!m.is_drivable(Vec2::new(20.0, -1.8)));
+        // The open ends stay flat.
+        assert!(!m.is_drivable(Vec2::new(-0.05, 0.0)));
+        assert!(!m.is_drivable(Vec2::new(20.0, 0.0) + dir * 20.05));
     }
 
     #[test]

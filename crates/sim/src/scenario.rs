@@ -364,12 +364,15 @@ pub(crate) fn build(world: &mut World, spec: ScenarioSpec) {
     let rng = b.rng;
     world.rng = rng;
     world.map.build_index();
-    world.route_len = world.map.path_length(world.route);
     world.stats.route_length = world.route_len;
 }
 
+/// The route's finish line lies this far before the end of its last lane, so a vehicle that
+/// finishes at speed never drives off the end of the mapped road.
+pub const ROUTE_END_MARGIN: f32 = 15.0;
+
 fn time_limit(w: &mut World, extra_seconds: f32) {
-    w.route_len = w.map.path_length(w.route);
+    w.route_len = w.map.path_length(w.route) - ROUTE_END_MARGIN;
     let lane = w.map.lane_at(w.route, 0.0);
     let limit = w.map.lanes[lane as usize].speed_limit;
     let seconds = w.route_len / (0.4 * limit) + extra_seconds;
@@ -390,7 +393,6 @@ fn curvy(b: &mut Builder) {
         .collect();
     let ego_lane = b.rng.random_range(0..n);
     b.w.route = paths[ego_lane];
-    b.w.route_len = b.w.map.path_length(b.w.route);
     let s0 = 20.0;
     for (k, &p) in paths.iter().enumerate() {
         let len = b.w.map.path_length(p);

@@ -29,7 +29,7 @@ fn summarise(split: &str, stats: &[EpisodeStats]) -> f32 {
         let rc: f32 = v.iter().map(|s| s.route_completion).sum::<f32>() / v.len() as f32;
         let fails: Vec<String> = v
             .iter()
-            .filter(|s| s.driving_score() < 99.0)
+            .filter(|s| s.driving_score() < 99.0 || s.offroad > 0 || s.had_collision())
             .map(|s| {
                 format!(
                     "{}:{:?}:{:.0}",
@@ -49,6 +49,14 @@ fn summarise(split: &str, stats: &[EpisodeStats]) -> f32 {
     stats.iter().map(|s| s.driving_score()).sum::<f32>() / stats.len() as f32
 }
 
+fn failure_rate(stats: &[EpisodeStats]) -> f32 {
+    stats
+        .iter()
+        .filter(|s| s.had_collision() || s.offroad > 0)
+        .count() as f32
+        / stats.len() as f32
+}
+
 #[test]
 fn expert_driving_score_on_eval_suite_is_at_least_95() {
     let d = Difficulty::default();
@@ -56,7 +64,12 @@ fn expert_driving_score_on_eval_suite_is_at_least_95() {
     let ds = summarise("eval", &eval);
     let hard = run_expert(Split::Hard.suite(&Family::ALL, 20, d));
     let ds_hard = summarise("hard", &hard);
-    println!("expert driving score: eval {ds:.2}, hard {ds_hard:.2}");
+    let (fail, fail_hard) = (failure_rate(&eval), failure_rate(&hard));
+    println!("expert driving score: eval {ds:.2}, hard {ds_hard:.2}; collision or off-road: eval {fail:.3}, hard {fail_hard:.3}");
+    assert!(
+        fail <= 0.03,
+        "expert collides or leaves the road in {fail} of eval episodes"
+    );
     assert!(ds >= 95.0, "expert eval driving score {ds}");
     assert!(ds_hard >= 90.0, "expert hard driving score {ds_hard}");
 }
