@@ -268,7 +268,9 @@ pub struct Mlp {
 }
 
 /// Caller-owned activations and scratch for one [`Mlp`]. Grows to the largest batch seen and is
-/// reused: after the first call at a given batch size, forward/backward allocate nothing.
+/// reused: after the first call at a given batch size, forward/backward allocate nothing
+/// themselves (matrixmultiply still allocates and frees one packing buffer inside each sgemm
+/// call; its API takes no caller buffer; `tests/alloc.rs` tells the two apart).
 #[derive(Clone, Debug, Default)]
 pub struct MlpWorkspace {
     batch: usize,
