@@ -14,7 +14,9 @@ use std::time::Instant;
 
 use deltaplan_learn::dataset::{dataset_path, record_demonstrations, Dataset, DemoConfig};
 use deltaplan_learn::sft::{train_sft, SftPlanner, SftTrainConfig, SftWorkspace};
-use deltaplan_sim::{BatchEnv, Difficulty, EndReason, EpisodeStats, Family, SimConfig, Split, StepBuffers, OBS_DIM};
+use deltaplan_sim::{
+    BatchEnv, Difficulty, EndReason, EpisodeStats, Family, SimConfig, Split, StepBuffers, OBS_DIM,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -77,7 +79,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let sim = SimConfig::default();
     planner.check_compatible(&sim)?;
-    println!("planner {} ({} params)", &planner.weights_hash()[..16], planner.num_params());
+    println!(
+        "planner {} ({} params)",
+        &planner.weights_hash()[..16],
+        planner.num_params()
+    );
 
     let specs = Split::Eval.suite(&Family::ALL, per_family, Difficulty::default());
     let t = Instant::now();
@@ -94,7 +100,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|f| {
             (
                 f.name(),
-                (0..specs.len()).filter(|&i| specs[i].family == *f).collect(),
+                (0..specs.len())
+                    .filter(|&i| specs[i].family == *f)
+                    .collect(),
             )
         })
         .collect();
@@ -117,7 +125,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// at a red light / blocked / at the time limit].
 fn summary(stats: &[EpisodeStats], idx: &[usize]) -> [f64; 8] {
     let n = idx.len().max(1) as f64;
-    let mean = |f: &dyn Fn(&EpisodeStats) -> f64| idx.iter().map(|&i| f(&stats[i])).sum::<f64>() / n;
+    let mean =
+        |f: &dyn Fn(&EpisodeStats) -> f64| idx.iter().map(|&i| f(&stats[i])).sum::<f64>() / n;
     let frac = |f: &dyn Fn(&EpisodeStats) -> bool| mean(&|e| f64::from(u8::from(f(e))));
     [
         mean(&|e| f64::from(e.driving_score())),

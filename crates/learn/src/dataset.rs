@@ -141,8 +141,12 @@ pub struct Dataset {
     pub config: DemoConfig,
     /// [N, OBS_DIM].
     pub obs: Vec<f32>,
-    /// [N, 2H]: the clean expert plan at the recorded state (ego frame, metres).
+    /// [N, 2H]: the clean expert plan at the recorded state (ego frame, metres): the label.
     pub actions: Vec<f32>,
+    /// [N, 2H]: the plan actually executed from that state (`actions` plus noise in noisy
+    /// episodes, identical otherwise). Replaying these from an episode's scenario spec
+    /// reproduces the recorded states exactly, so every label can be audited.
+    pub executed: Vec<f32>,
     /// [N]: index into `Family::ALL`.
     pub family: Vec<u8>,
     /// [N]: episode id, an index into `episodes`.
@@ -151,6 +155,13 @@ pub struct Dataset {
     pub step: Vec<u32>,
     /// Per episode id.
     pub episodes: Vec<EpisodeInfo>,
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 fn family_id(f: Family) -> u8 {
@@ -217,6 +228,7 @@ pub fn record_demonstrations(cfg: &DemoConfig, mut progress: impl FnMut(usize)) 
         config: cfg.clone(),
         obs: Vec::with_capacity(total * d),
         actions: Vec::with_capacity(total * a),
+        executed: Vec::with_capacity(total * a),
         family: Vec::with_capacity(total),
         episode: Vec::with_capacity(total),
         step: Vec::with_capacity(total),
@@ -224,9 +236,11 @@ pub fn record_demonstrations(cfg: &DemoConfig, mut progress: impl FnMut(usize)) 
     };
     let mut noise: Vec<NoiseState> = (0..n)
         .map(|i| {
-            // Decorrelated per-world streams: Pcg64's stream selection from the world index.
+            // One generator per world, seeded through SplitMix64 so neighbouring worlds and
+            // seeds are decorrelated (PCG streams differing only in increment are not, at
+            // first).
             let mut s = NoiseState {
-                rng: Pcg64::new(u128::from(cfg.seed) ^ 0x5eed_0f_de_0a, (i as u128) << 1 | 1),
+                rng: Pcg64::seed_from_u64(splitmix(splitmix(cfg.seed ^ 0x0D5A_4E01) ^ i as u64)),
                 noisy: false,
                 lateral: 0.0,
                 speed: 0.0,
@@ -261,6 +275,7 @@ pub fn record_demonstrations(cfg: &DemoConfig, mut progress: impl FnMut(usize)) 
                 &mut executed[i * a..(i + 1) * a],
             );
         }
+        ds.executed.extend_from_slice(&executed);
         env.step(&executed, &mut buf);
         for i in 0..n {
             if buf.terminated[i] || buf.truncated[i] {
@@ -349,6 +364,11 @@ impl Dataset {
         let tensors: Vec<(String, Vec<usize>, &[f32])> = vec![
             ("obs".into(), vec![n, OBS_DIM], &self.obs),
             ("actions".into(), vec![n, self.action_dim()], &self.actions),
+            (
+                "executed".into(),
+                vec![n, self.action_dim()],
+                &self.executed,
+            ),
             ("family".into(), vec![n], &family),
             ("episode".into(), vec![n], &episode),
             ("step".into(), vec![n], &step),
@@ -406,6 +426,7 @@ impl Dataset {
         }
         let obs = take_tensor(&mut tensors, &path, DATASET_KIND, "obs", &[n, OBS_DIM])?;
         let actions = take_tensor(&mut tensors, &path, DATASET_KIND, "actions", &[n, a])?;
+        let executed = take_tensor(&mut tensors, &path, DATASET_KIND, "executed", &[n, a])?;
         let family_f = take_tensor(&mut tensors, &path, DATASET_KIND, "family", &[n])?;
         let episode_f = take_tensor(&mut tensors, &path, DATASET_KIND, "episode", &[n])?;
         let step_f = take_tensor(&mut tensors, &path, DATASET_KIND, "step", &[n])?;
@@ -422,15 +443,21 @@ impl Dataset {
                 family_f[k], episode_f[k], step_f[k]
             )));
         }
-        if let Some(k) = obs.iter().chain(&actions).position(|x| !x.is_finite()) {
+        if let Some(k) = obs
+            .iter()
+            .chain(&actions)
+            .chain(&executed)
+            .position(|x| !x.is_finite())
+        {
             return Err(incompatible(format!(
-                "non-finite value at flat index {k} of obs/actions"
+                "non-finite value at flat index {k} of obs/actions/executed"
             )));
         }
         Ok(Dataset {
             config,
             obs,
             actions,
+            executed,
             family: family_f.iter().map(|&x| x as u8).collect(),
             episode: episode_f.iter().map(|&x| x as u32).collect(),
             step: step_f.iter().map(|&x| x as u32).collect(),

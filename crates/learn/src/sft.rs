@@ -844,7 +844,7 @@ pub fn train_sft(
     let (d, a, bs) = (p.obs_dim(), p.action_dim(), cfg.batch_size);
     let steps_per_epoch = train_idx.len().div_ceil(bs);
     let total_steps = steps_per_epoch * cfg.epochs;
-    let mut rng = Pcg64::seed_from_u64(cfg.seed ^ 0xB1_0C10_4E);
+    let mut rng = Pcg64::seed_from_u64(cfg.seed ^ 0xB10C_104E);
     let mut order = train_idx.clone();
     let mut obs = vec![0.0f32; bs * d];
     let mut act = vec![0.0f32; bs * a];
