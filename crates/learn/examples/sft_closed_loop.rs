@@ -1,13 +1,13 @@
 //! Closed-loop evaluation of the SFT planner next to the privileged expert.
 //!
-//! `cargo run --release -p deltaplan-learn --example sft_closed_loop -- [DATA_DIR] [CKPT] [PER_FAMILY]`
+//! `cargo run --release -p deltaplan-learn --example sft_closed_loop -- [DATA_DIR] [CKPT] [PER_FAMILY] [TRAIN_JSON]`
 //!
 //! Records the default demonstrations into DATA_DIR (default `runs/demos`) unless a dataset is
 //! already there, trains the default SFT planner into CKPT (default `runs/sft.safetensors`)
 //! unless it exists, then drives the eval-split suite (PER_FAMILY scenarios per family, default
 //! 20) with the planner and with the expert, printing per-family driving score, route
 //! completion and collision / off-road fractions. Wall times of recording and training are
-//! printed when they run.
+//! printed when they run. TRAIN_JSON overrides the training config, e.g. `'{"epochs": 60}'`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -47,7 +47,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let planner = if ckpt.exists() {
         SftPlanner::load(&ckpt)?
     } else {
-        let cfg = SftTrainConfig::default();
+        let cfg: SftTrainConfig = match args.get(3) {
+            Some(json) => serde_json::from_str(json)?,
+            None => SftTrainConfig::default(),
+        };
         let t = Instant::now();
         let (p, report) = train_sft(&cfg, &ds, |e| {
             println!(

@@ -603,7 +603,10 @@ pub struct SftTrainConfig {
     pub min_lr_frac: f64,
     pub weight_decay: f64,
     pub batch_size: usize,
-    /// Maximum epochs (the schedule spans all of them).
+    /// Maximum epochs (the schedule spans all of them). Default 80: on the default 96k-sample
+    /// recording one epoch takes ~0.75 s on one core, val ADE is flat to within 1 cm after ~80
+    /// epochs of a cosine schedule, and closed-loop DS on the eval suite rose from 86 (30
+    /// epochs) to 93 (100 epochs), so short training leaves closed-loop performance behind.
     pub epochs: usize,
     /// Fraction of EPISODES held out for validation.
     pub val_fraction: f32,
@@ -628,10 +631,10 @@ impl Default for SftTrainConfig {
             min_lr_frac: 0.02,
             weight_decay: 1e-4,
             batch_size: 256,
-            epochs: 30,
+            epochs: 80,
             val_fraction: 0.1,
             seed: 0,
-            patience: Some(8),
+            patience: Some(10),
             max_train_samples: None,
         }
     }
