@@ -153,7 +153,14 @@ pub fn track_waypoints(
     let m = cp.fit_waypoints.min(waypoints.len());
     for (j, w) in waypoints.iter().take(m).enumerate() {
         let p = Vec2::new(w[0], w[1]);
-        s += (p - prev).norm();
+        // Signed along-path distance: a waypoint step backwards (x decreasing) counts as
+        // negative progress, so a plan slightly behind the vehicle means "stop", never "go".
+        let step = p - prev;
+        s += if step.x >= 0.0 {
+            step.norm()
+        } else {
+            -step.norm()
+        };
         prev = p;
         let t = (j + 1) as f32 * cp.waypoint_dt;
         let basis = 0.5 * t * t;
@@ -162,6 +169,7 @@ pub fn track_waypoints(
     }
     let mut accel = if den > 0.0 { num / den } else { 0.0 };
     if m > 0 && s < 0.05 {
+        // (also covers plans that point backwards: this vehicle does not reverse)
         // A plan that stays put means stop now, not creep towards it.
         accel = accel.min(-v / cp.waypoint_dt.min(0.1));
     }
@@ -289,6 +297,19 @@ mod tests {
         let (steer, accel) = track_waypoints(&wps, v, &vp, &cp);
         assert!((accel - a).abs() < 1e-4, "{accel}");
         assert_eq!(steer, 0.0);
+    }
+
+    #[test]
+    fn plan_behind_the_vehicle_brakes_instead_of_creeping_forward() {
+        let vp = VehicleParams::default();
+        let cp = ControllerParams::default();
+        // A stopped vehicle whose plan drifts 5 cm backwards: the unsigned path length would
+        // read this as 5 cm of forward progress and creep towards it.
+        let wps: Vec<[f32; 2]> = (1..=10).map(|j| [-0.01 * j as f32, 0.0]).collect();
+        let (_, accel) = track_waypoints(&wps, 0.0, &vp, &cp);
+        assert!(accel <= 0.0, "{accel}");
+        let (_, accel) = track_waypoints(&wps, 0.5, &vp, &cp);
+        assert!(accel < -1.0, "{accel}");
     }
 
     #[test]
