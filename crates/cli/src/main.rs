@@ -1,1 +1,150 @@
-fn main() {}
+//! `deltaplan`: record expert demonstrations, train the SFT planner, refine it with PPO,
+//! evaluate in closed loop, and report. `deltaplan run` does every stage with embedded defaults.
+
+mod config;
+mod pipeline;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "deltaplan",
+    version,
+    about = "RL refinement of an imitation-learned driving planner"
+)]
+struct Cli {
+    /// TOML configuration file (defaults are embedded; `deltaplan config` prints them).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Override any configuration field, e.g. `--set refine.iterations=20` (repeatable).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Seed of every stage (overrides the config's `seed`).
+    #[arg(long, global = true)]
+    seed: Option<u64>,
+    /// Output directory: each stage reads and writes its files here.
+    #[arg(long, global = true, default_value = "runs/default")]
+    out: PathBuf,
+    /// Worker threads (0: all cores). Results are identical for a given thread count.
+    #[arg(long, global = true, default_value_t = 0)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PolicyArg {
+    Expert,
+    Sft,
+    Rl,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SplitArg {
+    Eval,
+    Hard,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every stage in order (record, train-sft, refine, evaluate, report), resuming where a
+    /// previous run of the same configuration stopped.
+    Run,
+    /// Record expert demonstrations to OUT/demos.safetensors.
+    Record,
+    /// Train the SFT planner by behaviour cloning to OUT/sft.safetensors.
+    TrainSft,
+    /// Refine the SFT planner with PPO; checkpoints to OUT/rl.safetensors every iteration.
+    Refine,
+    /// Evaluate a policy in closed loop on a split; writes OUT/eval/SPLIT_POLICY.json.
+    Evaluate {
+        #[arg(long, value_enum)]
+        policy: PolicyArg,
+        #[arg(long, value_enum, default_value = "eval")]
+        split: SplitArg,
+    },
+    /// Compare two evaluation files of the same split (paired differences, B minus A).
+    Compare { a: PathBuf, b: PathBuf },
+    /// Render one evaluation episode of a policy to SVG.
+    Render {
+        #[arg(long, value_enum)]
+        policy: PolicyArg,
+        #[arg(long, value_enum, default_value = "eval")]
+        split: SplitArg,
+        /// Scenario family (curvy, hard_brake, cut_in, intersection, merge).
+        #[arg(long)]
+        family: String,
+        /// Index of the scenario within the family's suite.
+        #[arg(long, default_value_t = 0)]
+        index: usize,
+    },
+    /// Write the report from the evaluation files (OUT/report.md, report.json, figures/).
+    Report,
+    /// Print the effective configuration as TOML.
+    Config,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(match e.downcast_ref::<pipeline::Interrupted>() {
+            Some(_) => 130,
+            None => 1,
+        });
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    if cli.threads > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(cli.threads)
+            .build_global()?;
+    }
+    let cfg = Config::load(cli.config.as_deref(), &cli.sets, cli.seed)?;
+    let out = cli.out;
+    pipeline::install_interrupt_handler();
+    match cli.command {
+        Command::Config => {
+            print!("{}", cfg.to_toml());
+            Ok(())
+        }
+        Command::Run => pipeline::run_all(&cfg, &out),
+        Command::Record => pipeline::guard(&cfg, &out).and_then(|_| pipeline::record(&cfg, &out)),
+        Command::TrainSft => {
+            pipeline::guard(&cfg, &out).and_then(|_| pipeline::train_sft(&cfg, &out))
+        }
+        Command::Refine => pipeline::guard(&cfg, &out).and_then(|_| pipeline::refine(&cfg, &out)),
+        Command::Evaluate { policy, split } => {
+            pipeline::guard(&cfg, &out)?;
+            let path = pipeline::evaluate(&cfg, &out, policy, split)?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
+        Command::Compare { a, b } => pipeline::compare(&a, &b),
+        Command::Render {
+            policy,
+            split,
+            family,
+            index,
+        } => pipeline::render(&cfg, &out, policy, split, &family, index),
+        Command::Report => {
+            pipeline::guard(&cfg, &out)?;
+            let path = pipeline::report(&cfg, &out, None)?;
+            println!("report: {}", path.display());
+            Ok(())
+        }
+    }
+}

@@ -20,8 +20,8 @@ pub mod nn;
 pub mod optim;
 pub mod ppo;
 pub mod refine;
-mod simd;
 pub mod sft;
+mod simd;
 
 pub use dataset::{record_demonstrations, Dataset, DemoConfig, DemoNoise, EpisodeInfo};
 pub use error::{LearnError, Result};

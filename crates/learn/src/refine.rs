@@ -11,9 +11,9 @@
 //! 4. PPO update ([`crate::ppo::Ppo::update`]): clipped surrogate, value loss, entropy, KL to the
 //!    SFT policy with adaptive beta, critic warm-up, target-KL early stop.
 //!
-//! Everything is a pure function of the seed: the environment's scenarios, the action noise,
-//! and the minibatch shuffles. A checkpoint taken between iterations holds the networks, the
-//! optimiser moments, the RNG, the KL coefficient, the counters and the environment snapshot
+//! Everything is a pure function of the seed: the environment's scenarios, and the action noise
+//! and minibatch shuffles (drawn from an RNG seeded by seed and iteration number). A checkpoint taken between iterations holds the networks, the
+//! optimiser moments, the KL coefficient, the counters and the environment snapshot
 //! (episode numbers plus the plans executed since each episode began), so a resumed run
 //! continues bit for bit.
 
@@ -103,7 +103,9 @@ impl RefineConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(LearnError::Config(m));
         if self.num_envs == 0 || self.rollout_steps == 0 || self.iterations == 0 {
-            return bad("refine.num_envs, refine.rollout_steps and refine.iterations must be >= 1".into());
+            return bad(
+                "refine.num_envs, refine.rollout_steps and refine.iterations must be >= 1".into(),
+            );
         }
         if !(0.0..=1.0).contains(&self.gamma) || !(0.0..=1.0).contains(&self.gae_lambda) {
             return bad(format!(
@@ -112,13 +114,19 @@ impl RefineConfig {
             ));
         }
         if self.max_delta.iter().any(|&m| !(m > 0.0 && m <= 20.0)) {
-            return bad(format!("refine.max_delta {:?} must be in (0, 20] metres", self.max_delta));
+            return bad(format!(
+                "refine.max_delta {:?} must be in (0, 20] metres",
+                self.max_delta
+            ));
         }
         if self.families.is_empty() {
             return bad("refine.families must name at least one scenario family".into());
         }
         if !(self.reward_scale > 0.0 && self.reward_scale.is_finite()) {
-            return bad(format!("refine.reward_scale ({}) must be positive", self.reward_scale));
+            return bad(format!(
+                "refine.reward_scale ({}) must be positive",
+                self.reward_scale
+            ));
         }
         self.difficulty
             .validate()
@@ -182,16 +190,23 @@ pub fn load_policy(path: &Path, sft: &SftPlanner) -> Result<LoadedPolicy> {
             LearnError::Checkpoint(format!("{shown}: metadata field `{name}` is missing"))
         })
     };
-    let bad = |name: &str, e: serde_json::Error| LearnError::Checkpoint(format!("{shown}: `{name}`: {e}"));
+    let bad = |name: &str, e: serde_json::Error| {
+        LearnError::Checkpoint(format!("{shown}: `{name}`: {e}"))
+    };
     let hash: String = serde_json::from_value(get("sft_hash")?).map_err(|e| bad("sft_hash", e))?;
     check_sft_hash(&shown, &hash, sft)?;
     let cfg: RefineConfig = serde_json::from_value(get("config")?).map_err(|e| bad("config", e))?;
-    let iteration: usize = serde_json::from_value(get("iteration")?).map_err(|e| bad("iteration", e))?;
-    let env_steps: u64 = serde_json::from_value(get("env_steps")?).map_err(|e| bad("env_steps", e))?;
+    let iteration: usize =
+        serde_json::from_value(get("iteration")?).map_err(|e| bad("iteration", e))?;
+    let env_steps: u64 =
+        serde_json::from_value(get("env_steps")?).map_err(|e| bad("env_steps", e))?;
     let mut rng = Pcg64::seed_from_u64(0);
     let mut ac = ActorCritic::new(&actor_critic_config(&cfg, sft), &mut rng)?;
-    let names: Vec<(String, Vec<usize>)> =
-        ac.named_tensors().into_iter().map(|t| (t.name, t.shape)).collect();
+    let names: Vec<(String, Vec<usize>)> = ac
+        .named_tensors()
+        .into_iter()
+        .map(|t| (t.name, t.shape))
+        .collect();
     for (name, shape) in names {
         let data = take_tensor(&mut tensors, path, CHECKPOINT_KIND, &name, &shape)?;
         ac.set_tensor(&name, &shape, &data)?;
@@ -277,7 +292,8 @@ impl<'a> ResidualPlanner<'a> {
         let b = obs.len() / OBS_DIM;
         self.bufs.resize(b, z_dim, a);
         let bf = &mut self.bufs;
-        self.sft.forward(obs, &mut self.sft_ws, &mut bf.z, &mut bf.wp)?;
+        self.sft
+            .forward(obs, &mut self.sft_ws, &mut bf.z, &mut bf.wp)?;
         build_policy_input(self.sft, &bf.z, &bf.wp, obs, &mut bf.x);
         // Deterministic: the RNG is not drawn from.
         let mut rng = Pcg64::seed_from_u64(0);
@@ -381,7 +397,13 @@ impl<'a> Refiner<'a> {
         let mut ppo_cfg = cfg.ppo.clone();
         ppo_cfg.num_iterations = cfg.iterations;
         let ppo = Ppo::new(ppo_cfg, ac)?;
-        let env = BatchEnv::train(sim, cfg.num_envs, seed, cfg.families.clone(), cfg.difficulty);
+        let env = BatchEnv::train(
+            sim,
+            cfg.num_envs,
+            seed,
+            cfg.families.clone(),
+            cfg.difficulty,
+        );
         let n = cfg.num_envs;
         let mut r = Refiner {
             sim,
@@ -433,7 +455,12 @@ impl<'a> Refiner<'a> {
     }
 
     /// SFT forward + policy input for `obs` into `bufs` (sized for its batch).
-    fn policy_input(sft: &SftPlanner, ws: &mut SftWorkspace, obs: &[f32], bufs: &mut Buffers) -> Result<()> {
+    fn policy_input(
+        sft: &SftPlanner,
+        ws: &mut SftWorkspace,
+        obs: &[f32],
+        bufs: &mut Buffers,
+    ) -> Result<()> {
         let (z_dim, a) = (sft.z_dim(), sft.action_dim());
         bufs.resize(obs.len() / OBS_DIM, z_dim, a);
         sft.forward(obs, ws, &mut bufs.z, &mut bufs.wp)?;
@@ -443,6 +470,7 @@ impl<'a> Refiner<'a> {
 
     /// One iteration: rollout, GAE, PPO update.
     pub fn iterate(&mut self) -> Result<IterationStats> {
+        self.rng = iteration_rng(self.seed, self.iteration);
         let started = Instant::now();
         let (n, t_len) = (self.cfg.num_envs, self.cfg.rollout_steps);
         let a = self.sft.action_dim();
@@ -511,7 +539,12 @@ impl<'a> Refiner<'a> {
                     self.final_obs
                         .extend_from_slice(&self.step.final_obs[i * OBS_DIM..(i + 1) * OBS_DIM]);
                 }
-                Self::policy_input(self.sft, &mut self.sft_ws, &self.final_obs, &mut self.final_bufs)?;
+                Self::policy_input(
+                    self.sft,
+                    &mut self.sft_ws,
+                    &self.final_obs,
+                    &mut self.final_bufs,
+                )?;
                 let fb = &mut self.final_bufs;
                 self.ppo.ac.value(&fb.x, &mut self.act_ws, &mut fb.value)?;
                 for (k, &i) in self.final_rows.iter().enumerate() {
@@ -595,7 +628,11 @@ impl<'a> Refiner<'a> {
         for (g, group) in self.ppo.optim.groups.iter().enumerate() {
             let len = group.exp_avg.len();
             tensors.push((format!("optim.{g}.exp_avg"), vec![len], &group.exp_avg));
-            tensors.push((format!("optim.{g}.exp_avg_sq"), vec![len], &group.exp_avg_sq));
+            tensors.push((
+                format!("optim.{g}.exp_avg_sq"),
+                vec![len],
+                &group.exp_avg_sq,
+            ));
         }
         let snap = self.env.snapshot();
         for (i, h) in snap.histories.iter().enumerate() {
@@ -613,7 +650,6 @@ impl<'a> Refiner<'a> {
             "kl_sft_coef": self.ppo.kl_sft_coef,
             "ppo_iteration": self.ppo.iteration,
             "optim_steps": self.ppo.optim.groups.iter().map(|g| g.step).collect::<Vec<_>>(),
-            "rng": self.rng,
             "env_episodes": snap.episodes,
             "running_return": self.running_return,
             "obs_dim": OBS_DIM,
@@ -666,9 +702,20 @@ impl<'a> Refiner<'a> {
         let steps: Vec<u64> = get!("optim_steps");
         for (g, group) in r.ppo.optim.groups.iter_mut().enumerate() {
             let len = group.exp_avg.len();
-            group.exp_avg = take_tensor(&mut tensors, path, CHECKPOINT_KIND, &format!("optim.{g}.exp_avg"), &[len])?;
-            group.exp_avg_sq =
-                take_tensor(&mut tensors, path, CHECKPOINT_KIND, &format!("optim.{g}.exp_avg_sq"), &[len])?;
+            group.exp_avg = take_tensor(
+                &mut tensors,
+                path,
+                CHECKPOINT_KIND,
+                &format!("optim.{g}.exp_avg"),
+                &[len],
+            )?;
+            group.exp_avg_sq = take_tensor(
+                &mut tensors,
+                path,
+                CHECKPOINT_KIND,
+                &format!("optim.{g}.exp_avg_sq"),
+                &[len],
+            )?;
             group.step = *steps.get(g).ok_or_else(|| {
                 LearnError::Checkpoint(format!("{shown}: optimiser step counts are incomplete"))
             })?;
@@ -677,11 +724,13 @@ impl<'a> Refiner<'a> {
         let mut histories = Vec::with_capacity(episodes.len());
         for i in 0..episodes.len() {
             let name = format!("env.history.{i}");
-            let (_, data) = tensors.remove(&name).ok_or_else(|| LearnError::MissingTensor {
-                path: shown.clone(),
-                name,
-                fix: "start a new refinement".into(),
-            })?;
+            let (_, data) = tensors
+                .remove(&name)
+                .ok_or_else(|| LearnError::MissingTensor {
+                    path: shown.clone(),
+                    name,
+                    fix: "start a new refinement".into(),
+                })?;
             histories.push(data);
         }
         r.env
@@ -692,7 +741,7 @@ impl<'a> Refiner<'a> {
             })
             .map_err(|e| LearnError::Checkpoint(format!("{shown}: {e}")))?;
         r.env.observe(&mut r.obs);
-        r.rng = get!("rng");
+        r.rng = iteration_rng(seed, r.iteration);
         r.iteration = get!("iteration");
         r.env_steps = get!("env_steps");
         r.ppo.kl_sft_coef = get!("kl_sft_coef");
@@ -700,6 +749,12 @@ impl<'a> Refiner<'a> {
         r.running_return = get!("running_return");
         Ok(r)
     }
+}
+
+/// The RNG of one iteration (action noise, minibatch shuffles): a function of the seed and the
+/// iteration number, so a checkpoint needs no RNG state to resume exactly.
+fn iteration_rng(seed: u64, iteration: usize) -> Pcg64 {
+    Pcg64::seed_from_u64(seed ^ (iteration as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// Sums over episodes that ended during a rollout.
