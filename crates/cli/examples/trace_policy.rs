@@ -42,7 +42,7 @@ fn main() {
                 plan.copy_from_slice(&sft_plan);
             }
             let r = w.step(&plan);
-            if w.step_count % 10 == 0 || r.end != deltaplan_sim::EndReason::Running {
+            if w.step_count.is_multiple_of(10) || r.end != deltaplan_sim::EndReason::Running {
                 let light = &obs[120..125];
                 println!(
                     "t {:5.1} s {:6.1} v {:5.2} a {:5.2} light {:?} d {:5.1} | sft x1s {:6.2} exec x1s {:6.2} y1s {:5.2} {:?}",

@@ -54,12 +54,9 @@ fn tick_step(range: f64) -> f64 {
 
 fn axes(
     s: &mut String,
-    x0: f64,
-    x1: f64,
-    y0: f64,
-    y1: f64,
-    xlabel: &str,
-    ylabel: &str,
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+    (xlabel, ylabel): (&str, &str),
     x_ticks: bool,
 ) {
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
@@ -158,7 +155,7 @@ pub fn line_chart(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) ->
     y0 -= pad;
     y1 += pad;
     let mut s = header(title);
-    axes(&mut s, x0, x1, y0, y1, xlabel, ylabel, true);
+    axes(&mut s, (x0, x1), (y0, y1), (xlabel, ylabel), true);
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     for (k, ser) in series.iter().enumerate() {
         let colour = PALETTE[k % PALETTE.len()];
@@ -207,7 +204,7 @@ pub fn grouped_bars(
     y_max: f64,
 ) -> String {
     let mut s = header(title);
-    axes(&mut s, 0.0, 1.0, 0.0, y_max, "", ylabel, false);
+    axes(&mut s, (0.0, 1.0), (0.0, y_max), ("", ylabel), false);
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let gw = pw / groups.len().max(1) as f64;
     let bw = gw * 0.8 / names.len().max(1) as f64;

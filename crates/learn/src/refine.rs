@@ -70,21 +70,21 @@ pub struct RefineConfig {
 impl Default for RefineConfig {
     fn default() -> Self {
         RefineConfig {
-            num_envs: 64,
+            num_envs: 128,
             rollout_steps: 128,
-            iterations: 60,
+            iterations: 150,
             gamma: 0.99,
             gae_lambda: 0.95,
             reward_scale: 0.1,
             hidden: vec![128, 128],
-            max_delta: [2.0, 1.0],
+            max_delta: [4.0, 1.0],
             log_std_init: -1.5,
             ramp_iters: 0,
             families: Family::ALL.to_vec(),
             difficulty: Difficulty::default(),
             ppo: PpoConfig {
                 learning_rate: 3e-4,
-                num_iterations: 60,
+                num_iterations: 150,
                 update_epochs: 4,
                 num_minibatches: 8,
                 clip_coef: 0.2,

@@ -34,7 +34,7 @@ fn main() {
             let svg = deltaplan_sim::render::render_svg(&w, &trail, "trace", true);
             std::fs::write("/tmp/trace.svg", svg).expect("write /tmp/trace.svg");
         }
-        if w.step_count % 10 == 0 || r.end != deltaplan_sim::EndReason::Running {
+        if w.step_count.is_multiple_of(10) || r.end != deltaplan_sim::EndReason::Running {
             let near: Vec<String> = w
                 .agents
                 .iter()

@@ -93,7 +93,7 @@ pub fn expert_accel(w: &World) -> f32 {
                 if rel > half + 1.0 && to_merge < 20.0 {
                     continue;
                 }
-                if rel > 60.0 || rel < -80.0 || to_merge > 80.0 {
+                if !(-80.0..=60.0).contains(&rel) || to_merge > 80.0 {
                     continue;
                 }
                 // The agent goes first. Ahead: a virtual leader, followed from the start of the

@@ -624,7 +624,7 @@ fn intersection(b: &mut Builder) {
     b.w.route = path_for(b, 3, m);
     let s0 = b.u(15.0, 40.0);
     // Traffic on every approach, with random turns; on the ego's approach keep clear.
-    for k in 0..4 {
+    for (k, &out_lane) in outgoing.iter().enumerate() {
         let mk = [(k + 2) % 4, (k + 1) % 4, (k + 3) % 4, (k + 2) % 4][b.rng.random_range(0..4)];
         let p = path_for(b, k, mk);
         let clear = if k == 3 {
@@ -641,7 +641,7 @@ fn intersection(b: &mut Builder) {
             clear,
         );
         // Some vehicles already leaving on the outgoing lane.
-        let out_path = b.w.map.add_path(&[outgoing[k]], &[None]);
+        let out_path = b.w.map.add_path(&[out_lane], &[None]);
         b.populate(
             out_path,
             0.0,

@@ -131,8 +131,10 @@ fn final_obs_and_reset_on_episode_end() {
     // One fixed scenario driven by a plan that brakes to a stop: the ego is blocked and the
     // episode terminates; in training mode the world resets and the next obs differs from the
     // final one.
-    let mut cfg = SimConfig::default();
-    cfg.blocked_seconds = 2.0;
+    let cfg = SimConfig {
+        blocked_seconds: 2.0,
+        ..Default::default()
+    };
     let n = 2;
     let mut env = BatchEnv::train(cfg, n, 1, vec![Family::Curvy], Difficulty::default());
     let mut buf = StepBuffers::new(n);

@@ -34,8 +34,7 @@ fn intersection_episode_renders_to_valid_svg_with_every_object() {
     assert_eq!(count("polyline"), 2 * w.map.lanes.len() + 2);
     let trail_node = root
         .children()
-        .filter(|n| n.has_tag_name("polyline"))
-        .last()
+        .rfind(|n| n.has_tag_name("polyline"))
         .unwrap();
     let points = trail_node
         .attribute("points")
