@@ -14,7 +14,12 @@ fn main() {
         .expect("family");
     let index: usize = args[3].parse().expect("index");
     let per: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(20);
-    let spec = Split::Eval
+    let split = if std::env::var("SPLIT").as_deref() == Ok("hard") {
+        Split::Hard
+    } else {
+        Split::Eval
+    };
+    let spec = split
         .suite(&Family::ALL, per, Difficulty::default())
         .into_iter()
         .filter(|s| s.family == family)
@@ -44,9 +49,21 @@ fn main() {
             let r = w.step(&plan);
             if w.step_count.is_multiple_of(10) || r.end != deltaplan_sim::EndReason::Running {
                 let light = &obs[120..125];
+                let near: Vec<String> = w
+                    .agents
+                    .iter()
+                    .filter(|a| a.active && (a.pos - w.ego.center(&cfg.vehicle)).norm() < 15.0)
+                    .map(|a| {
+                        let p = a.pos.to_frame(
+                            w.ego.center(&cfg.vehicle),
+                            deltaplan_sim::geom::Vec2::from_angle(w.ego.yaw),
+                        );
+                        format!("({:.1},{:.1} v{:.1})", p.x, p.y, a.v)
+                    })
+                    .collect();
                 println!(
-                    "t {:5.1} s {:6.1} v {:5.2} a {:5.2} light {:?} d {:5.1} | sft x1s {:6.2} exec x1s {:6.2} y1s {:5.2} {:?}",
-                    w.time(), w.route_s, w.ego.v, w.ego.accel, &light[..4].iter().map(|x| *x as u8).collect::<Vec<_>>(), light[4] * 50.0,
+                    "{} t {:5.1} s {:6.1} v {:5.2} a {:5.2} light {:?} d {:5.1} | sft x1s {:6.2} exec x1s {:6.2} y1s {:5.2} {:?}",
+                    near.join(""), w.time(), w.route_s, w.ego.v, w.ego.accel, &light[..4].iter().map(|x| *x as u8).collect::<Vec<_>>(), light[4] * 50.0,
                     sft_plan[8], plan[8], plan[9], r.end
                 );
             }

@@ -72,6 +72,10 @@ pub struct DemoConfig {
     pub seed: u64,
     pub families: Vec<Family>,
     pub difficulty: Difficulty,
+    /// Episodes draw their difficulty uniformly from `difficulty` up to this fraction of the
+    /// way to `difficulty.harder()` (0: always `difficulty`). Same meaning as in refinement, so
+    /// imitation and RL see the same scenario distribution.
+    pub difficulty_mix: f32,
     pub noise: DemoNoise,
 }
 
@@ -84,6 +88,7 @@ impl Default for DemoConfig {
             seed: 0,
             families: Family::ALL.to_vec(),
             difficulty: Difficulty::default(),
+            difficulty_mix: 1.0,
             noise: DemoNoise::default(),
         }
     }
@@ -99,6 +104,9 @@ impl DemoConfig {
             .validate()
             .map_err(|e| LearnError::Config(e.to_string()))?;
         let bad = |m: &str| Err(LearnError::Config(format!("demonstrations: {m}")));
+        if !(0.0..=1.0).contains(&self.difficulty_mix) {
+            return bad("difficulty_mix must be in [0, 1]");
+        }
         if self.n_envs == 0 || self.steps == 0 {
             return bad("n_envs and steps must be at least 1");
         }
@@ -219,7 +227,13 @@ pub fn record_demonstrations(cfg: &DemoConfig, mut progress: impl FnMut(usize)) 
     let d = OBS_DIM;
     let a = cfg.sim.action_dim();
     let total = n * cfg.steps;
-    let mut env = BatchEnv::train(cfg.sim, n, cfg.seed, cfg.families.clone(), cfg.difficulty);
+    let mut env = BatchEnv::train_mixed(
+        cfg.sim,
+        n,
+        cfg.seed,
+        cfg.families.clone(),
+        cfg.difficulty.training_range(cfg.difficulty_mix),
+    );
     let mut buf = StepBuffers::new(n);
     env.observe(&mut buf.obs);
     let mut clean = vec![0.0f32; n * a];

@@ -61,9 +61,12 @@ pub struct RefineConfig {
     /// Progressive residual: the correction is scaled by min(1, (iteration + 1) / ramp_iters);
     /// 0 disables the ramp.
     pub ramp_iters: usize,
-    /// Scenario families and difficulty of the training worlds.
+    /// Scenario families of the training worlds.
     pub families: Vec<Family>,
+    /// Training episodes draw their difficulty uniformly from `difficulty` up to
+    /// `difficulty_mix` of the way to `difficulty.harder()` (0: always `difficulty`).
     pub difficulty: Difficulty,
+    pub difficulty_mix: f32,
     pub ppo: PpoConfig,
 }
 
@@ -82,6 +85,7 @@ impl Default for RefineConfig {
             ramp_iters: 0,
             families: Family::ALL.to_vec(),
             difficulty: Difficulty::default(),
+            difficulty_mix: 1.0,
             ppo: PpoConfig {
                 learning_rate: 3e-4,
                 num_iterations: 150,
@@ -117,6 +121,12 @@ impl RefineConfig {
             return bad(format!(
                 "refine.max_delta {:?} must be in (0, 20] metres",
                 self.max_delta
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.difficulty_mix) {
+            return bad(format!(
+                "refine.difficulty_mix ({}) must be in [0, 1]",
+                self.difficulty_mix
             ));
         }
         if self.families.is_empty() {
@@ -397,12 +407,12 @@ impl<'a> Refiner<'a> {
         let mut ppo_cfg = cfg.ppo.clone();
         ppo_cfg.num_iterations = cfg.iterations;
         let ppo = Ppo::new(ppo_cfg, ac)?;
-        let env = BatchEnv::train(
+        let env = BatchEnv::train_mixed(
             sim,
             cfg.num_envs,
             seed,
             cfg.families.clone(),
-            cfg.difficulty,
+            cfg.difficulty.training_range(cfg.difficulty_mix),
         );
         let n = cfg.num_envs;
         let mut r = Refiner {

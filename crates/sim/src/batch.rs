@@ -15,10 +15,13 @@ use rayon::prelude::*;
 /// Where a world's next scenario comes from.
 #[derive(Clone, Debug)]
 pub enum Scenarios {
-    /// Random training scenarios: families and seeds drawn from the training split.
+    /// Random training scenarios: families and seeds drawn from the training split, and each
+    /// episode's difficulty drawn uniformly between `easiest` and `hardest` (knob by knob, on
+    /// one line between them).
     Train {
         families: Vec<Family>,
-        difficulty: Difficulty,
+        easiest: Difficulty,
+        hardest: Difficulty,
     },
     /// A fixed list, one episode per world, no reset (evaluation).
     Fixed(Vec<ScenarioSpec>),
@@ -89,16 +92,19 @@ fn spec_for(scenarios: &Scenarios, seed: u64, world: usize, episode: u64) -> Sce
         Scenarios::Fixed(specs) => specs[world],
         Scenarios::Train {
             families,
-            difficulty,
+            easiest,
+            hardest,
         } => {
             let h =
                 mix(mix(seed ^ 0xD1B5_4A32_D192_ED03).wrapping_add(mix(world as u64)) ^ episode);
             let family = families[(h % families.len() as u64) as usize];
             let seed = Split::Train.seed_base() + (mix(h) % Split::SPLIT_SIZE);
+            // 24 bits of another mix: a uniform t in [0, 1).
+            let t = (mix(h ^ 0x5851_F42D_4C95_7F2D) >> 40) as f32 / (1u64 << 24) as f32;
             ScenarioSpec {
                 family,
                 seed,
-                difficulty: *difficulty,
+                difficulty: easiest.lerp(hardest, t),
             }
         }
     }
@@ -112,7 +118,7 @@ fn mix(mut z: u64) -> u64 {
 }
 
 impl BatchEnv {
-    /// `n` training worlds.
+    /// `n` training worlds at one difficulty.
     pub fn train(
         cfg: SimConfig,
         n: usize,
@@ -120,13 +126,26 @@ impl BatchEnv {
         families: Vec<Family>,
         difficulty: Difficulty,
     ) -> Self {
+        Self::train_mixed(cfg, n, seed, families, (difficulty, difficulty))
+    }
+
+    /// `n` training worlds whose episodes draw their difficulty uniformly from
+    /// `range = (easiest, hardest)`.
+    pub fn train_mixed(
+        cfg: SimConfig,
+        n: usize,
+        seed: u64,
+        families: Vec<Family>,
+        range: (Difficulty, Difficulty),
+    ) -> Self {
         Self::with(
             cfg,
             n,
             seed,
             Scenarios::Train {
                 families,
-                difficulty,
+                easiest: range.0,
+                hardest: range.1,
             },
         )
     }

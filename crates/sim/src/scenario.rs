@@ -115,6 +115,22 @@ impl Difficulty {
         Ok(())
     }
 
+    /// Interpolates every knob: `t = 0` gives `self`, `t = 1` gives `other`.
+    pub fn lerp(&self, other: &Difficulty, t: f32) -> Difficulty {
+        let l = |a: f32, b: f32| a + (b - a) * t;
+        Difficulty {
+            traffic_density: l(self.traffic_density, other.traffic_density),
+            curvature: l(self.curvature, other.curvature),
+            speed: l(self.speed, other.speed),
+            aggressiveness: l(self.aggressiveness, other.aggressiveness),
+        }
+    }
+
+    /// The range training draws from: from `self` up to `mix` of the way to [`Self::harder`].
+    pub fn training_range(&self, mix: f32) -> (Difficulty, Difficulty) {
+        (*self, self.lerp(&self.harder(), mix))
+    }
+
     /// The harder evaluation split's difficulty derived from a base.
     pub fn harder(&self) -> Difficulty {
         Difficulty {

@@ -183,3 +183,26 @@ fn snapshot_restore_continues_bit_for_bit() {
     let mut c = BatchEnv::train(cfg, n, 10, Family::ALL.to_vec(), Difficulty::default());
     assert!(c.restore(&snap).unwrap_err().contains("seed 9"));
 }
+
+#[test]
+fn mixed_training_difficulty_spans_its_range() {
+    let cfg = SimConfig::default();
+    let lo = Difficulty::default();
+    let hi = lo.harder();
+    let env = BatchEnv::train_mixed(cfg, 64, 3, Family::ALL.to_vec(), (lo, hi));
+    let t: Vec<f32> = (0..64)
+        .map(|i| {
+            let d = env.world(i).spec.difficulty;
+            // Every knob sits at the same fraction t of the way from lo to hi.
+            let t = (d.curvature - lo.curvature) / (hi.curvature - lo.curvature);
+            let t2 = (d.traffic_density - lo.traffic_density)
+                / (hi.traffic_density - lo.traffic_density);
+            assert!((t - t2).abs() < 1e-4);
+            d.validate().unwrap();
+            t
+        })
+        .collect();
+    assert!(t.iter().all(|&x| (0.0..=1.0).contains(&x)));
+    assert!(t.iter().cloned().fold(1.0, f32::min) < 0.15);
+    assert!(t.iter().cloned().fold(0.0, f32::max) > 0.85);
+}
