@@ -1,0 +1,211 @@
+//! The command-line tool as a user runs it: a small end-to-end run, Ctrl-C and resume, and the
+//! errors for a bad config field and for an output directory that holds another run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const SMALL: &[&str] = &[
+    "--set",
+    "demos.steps=150",
+    "--set",
+    "demos.n_envs=16",
+    "--set",
+    "sft.epochs=2",
+    "--set",
+    "refine.num_envs=8",
+    "--set",
+    "refine.rollout_steps=32",
+    "--set",
+    "eval.per_family=2",
+    "--set",
+    "eval.examples=1",
+];
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_deltaplan"));
+    c.env("RUST_LOG", "warn").env("CI", "1");
+    c
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("deltaplan-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn run(args: &[&str], out: &Path, extra: &[&str]) -> Output {
+    bin()
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .args(SMALL)
+        .args(extra)
+        .output()
+        .expect("run deltaplan")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn run_writes_the_report_with_every_required_field() {
+    let out = tmp("run");
+    let o = run(&["run"], &out, &["--set", "refine.iterations=2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("report.md"),
+        "run must print where the report is"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    for split in ["eval", "hard"] {
+        for policy in ["expert", "sft", "rl"] {
+            for m in [
+                "driving_score",
+                "route_completion",
+                "infraction_penalty",
+                "collision_rate",
+                "offroad_rate",
+                "red_light_rate",
+                "comfort_pass_rate",
+                "ade",
+                "fde",
+            ] {
+                let v = &report["splits"][split][policy][m];
+                assert!(v.is_number(), "splits.{split}.{policy}.{m} = {v}");
+            }
+        }
+        let ds = report["splits"][split]["expert"]["driving_score"]
+            .as_f64()
+            .unwrap();
+        assert!((0.0..=100.0).contains(&ds));
+    }
+    assert!(report["wall_seconds"].as_f64().unwrap() > 0.0);
+    assert!(report["env_steps"].as_u64().unwrap() > 0);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("figures/families_eval.svg") && out.join("figures/learning_curve.svg").exists()
+    );
+    // Rerunning the finished run does no work and changes nothing.
+    let before = std::fs::read(out.join("rl.safetensors")).unwrap();
+    let o = run(&["run"], &out, &["--set", "refine.iterations=2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(before, std::fs::read(out.join("rl.safetensors")).unwrap());
+    std::fs::remove_dir_all(out).ok();
+}
+
+#[test]
+fn ctrl_c_saves_and_the_rerun_resumes() {
+    let out = tmp("interrupt");
+    let iters = ["--set", "refine.iterations=400"];
+    for stage in ["record", "train-sft"] {
+        let o = run(&[stage], &out, &iters);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let mut child = bin()
+        .arg("refine")
+        .arg("--out")
+        .arg(&out)
+        .args(SMALL)
+        .args(iters)
+        .spawn()
+        .unwrap();
+    let metrics = out.join("metrics.jsonl");
+    let start = Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "refinement made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(130), "Ctrl-C exits with 130 after saving");
+    let done: Vec<u64> = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["iteration"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(done.len() < 400, "interrupted before the end");
+    // Resume with fewer total iterations is refused (another configuration) ...
+    let o = run(&["refine"], &out, &["--set", "refine.iterations=3"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("another run"), "{}", text(&o));
+    // ... the same configuration resumes and finishes, every iteration logged once, in order.
+    let o = run(&["refine"], &out, &iters);
+    assert!(o.status.success(), "{}", text(&o));
+    let all: Vec<u64> = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["iteration"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(all, (1..=400).collect::<Vec<u64>>());
+    std::fs::remove_dir_all(out).ok();
+}
+
+#[test]
+fn bad_config_fields_are_named() {
+    let out = tmp("badcfg");
+    let o = run(&["record"], &out, &["--set", "refine.iteratons=3"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("iteratons"), "{}", text(&o));
+    let o = run(
+        &["record"],
+        &out,
+        &["--set", "demos.difficulty.traffic_density=9"],
+    );
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(t.contains("traffic_density") && t.contains("0 to 5"), "{t}");
+    let cfg = out.with_extension("toml");
+    std::fs::write(&cfg, "[refine\niterations = 3").unwrap();
+    let o = bin()
+        .arg("config")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("not valid TOML"), "{}", text(&o));
+    std::fs::remove_file(cfg).ok();
+}
+
+#[test]
+fn missing_inputs_and_foreign_directories_are_refused_with_the_fix() {
+    let out = tmp("missing");
+    let o = run(&["train-sft"], &out, &[]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("deltaplan record"), "{}", text(&o));
+    let o = run(&["refine"], &out, &[]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("train-sft"), "{}", text(&o));
+    // A directory with someone else's files.
+    let foreign = tmp("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    let o = run(&["record"], &foreign, &[]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("not a deltaplan run"), "{}", text(&o));
+    std::fs::remove_dir_all(out).ok();
+    std::fs::remove_dir_all(foreign).ok();
+}
