@@ -43,7 +43,7 @@ class Agent(nn.Module):
         self.actor_logstd = nn.Parameter(torch.full((1, A), -0.5))
 
 
-def timeit(fn, warmup, iters, rounds=5):
+def timeit(fn, warmup, iters, rounds=15):
     """Median of `iters` calls, best of `rounds` rounds (same rule as the Rust bench)."""
     for _ in range(warmup):
         fn()
@@ -112,7 +112,7 @@ def main():
         opt.step()
         return approx_kl, clipfrac
 
-    rows = [("PPO minibatch update, B=512", timeit(update, 20, 100), B)]
+    rows = [("PPO minibatch update, B=512", timeit(update, 20, 40), B)]
 
     for bi in (1, 64, 1024):
         x = torch.randn(bi, D)
@@ -128,7 +128,7 @@ def main():
                 delta = 0.5 * torch.tanh(u)
                 return delta, lp, v
 
-        rows.append((f"inference act(), B={bi}", timeit(act, 50, 100 if bi > 256 else 500), bi))
+        rows.append((f"inference act(), B={bi}", timeit(act, 50, 40 if bi > 256 else 200), bi))
 
     print(f"{'workload':<34} {'median':>11} {'p10':>11} {'p90':>11} {'samples/s':>14}")
     for name, (med, p10, p90), n in rows:

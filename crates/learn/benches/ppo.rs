@@ -6,7 +6,7 @@
 //! - batched inference (`ActorCritic::act`: forward both, sample, log-prob, squash) at B = 64 and
 //!   B = 1024.
 //!
-//! Median over many iterations after warm-up, best of 5 rounds; threads = rayon's global pool (set
+//! Median over many iterations after warm-up, best of 15 rounds; threads = rayon's global pool (set
 //! RAYON_NUM_THREADS to change it). Run: `cargo bench -p deltaplan-learn`.
 //! Compare with `python/bench_torch.py` (same workload in PyTorch, 2 threads).
 
@@ -33,7 +33,7 @@ struct Timing {
 /// Median of `iters` timed calls after `warmup`, repeated for `ROUNDS` rounds; the round with
 /// the lowest median is reported (robust to other processes on a shared 2-core machine).
 fn time(warmup: usize, iters: usize, mut f: impl FnMut()) -> Timing {
-    const ROUNDS: usize = 5;
+    const ROUNDS: usize = 15;
     for _ in 0..warmup {
         f();
     }
@@ -140,21 +140,21 @@ fn main() {
     )
     .expect("ppo");
     let mb = rollout.as_minibatch();
-    let update = time(20, 100, || {
+    let update = time(20, 40, || {
         let s = ppo.minibatch_loss_and_grads(mb, 0.01).expect("loss");
         black_box(ppo.ac.clip_grad_norm(0.5));
         ppo.ac.optimizer_step(&mut ppo.optim, false).expect("step");
         black_box(s);
     });
-    let loss_grad = time(10, 60, || {
+    let loss_grad = time(10, 30, || {
         black_box(ppo.minibatch_loss_and_grads(mb, 0.01).expect("loss"));
     });
-    let step = time(10, 60, || {
+    let step = time(10, 30, || {
         black_box(ppo.ac.clip_grad_norm(0.5));
         ppo.ac.optimizer_step(&mut ppo.optim, false).expect("step");
     });
     let mut fw = MlpWorkspace::new();
-    let actor_fwd = time(10, 60, || {
+    let actor_fwd = time(10, 30, || {
         black_box(
             ppo.ac
                 .actor
@@ -178,7 +178,7 @@ fn main() {
             vec![0.0; bi],
         ];
         let mut ws = ActWorkspace::new();
-        let t = time(50, if bi > 256 { 100 } else { 500 }, || {
+        let t = time(50, if bi > 256 { 40 } else { 200 }, || {
             act_into(&ppo.ac, &obs, &mut rng, &mut ws, &mut bufs);
             black_box(&bufs);
         });

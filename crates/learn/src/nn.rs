@@ -11,8 +11,9 @@
 //!   optimiser, global clipping and checkpoints are loops over one slice;
 //! - matmuls go through single-threaded `matrixmultiply::sgemm` (bit-identical whatever the rayon
 //!   thread count; parallelism comes from running independent networks side by side);
-//! - bias add + tanh is one fused pass with a rational tanh the compiler vectorises, and the tanh
-//!   derivative is computed from the stored activations (`1 - a^2`), never recomputed.
+//! - bias add + tanh is one fused pass with a branch-free exp-based tanh the compiler vectorises
+//!   (AVX-512/AVX2 chosen at run time, same bits), and the tanh derivative is computed from the
+//!   stored activations (`1 - a^2`), never recomputed.
 
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
