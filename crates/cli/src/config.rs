@@ -43,6 +43,9 @@ pub struct Config {
     pub demos: DemoConfig,
     pub sft: SftTrainConfig,
     pub refine: RefineConfig,
+    /// Write the refinement checkpoint every this many iterations (and always at the end and
+    /// on Ctrl-C).
+    pub checkpoint_every: usize,
     pub eval: EvalConfig,
 }
 
@@ -54,6 +57,7 @@ impl Default for Config {
             demos: DemoConfig::default(),
             sft: SftTrainConfig::default(),
             refine: RefineConfig::default(),
+            checkpoint_every: 10,
             eval: EvalConfig::default(),
         }
     }

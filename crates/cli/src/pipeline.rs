@@ -238,7 +238,12 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
                     s.iteration, s.policy_loss, s.value_loss, path.display()
                 );
             }
-            r.save(&path)?;
+            // Checkpoint every `checkpoint_every` iterations, at the end, and on Ctrl-C; a
+            // resumed run drops the metrics lines written after its checkpoint.
+            let stopping = STOP.load(Ordering::SeqCst);
+            if r.done() || stopping || s.iteration.is_multiple_of(cfg.checkpoint_every.max(1)) {
+                r.save(&path)?;
+            }
             writeln!(metrics, "{}", serde_json::to_string(&s)?)?;
             pb.set_position(s.iteration as u64);
             pb.set_message(format!(
@@ -249,7 +254,7 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
                 s.approx_kl,
                 s.steps_per_second
             ));
-            if STOP.load(Ordering::SeqCst) {
+            if stopping {
                 return Err(Interrupted.into());
             }
         }

@@ -66,7 +66,7 @@ pub fn expert_accel(w: &World) -> f32 {
         None,
         false,
         true,
-        e.yellow_brake,
+        Some(e.yellow_brake),
     );
     if let Some(m) = w.merge {
         if s < m.s_route_merge + 5.0 {

@@ -42,6 +42,10 @@ pub struct RewardConfig {
     pub speeding_tolerance: f32,
     /// Factor applied to progress made with the ego box outside the route lane.
     pub outside_lane_factor: f32,
+    /// Progress made while the time to collision with the vehicle or obstacle ahead is below
+    /// `ttc_threshold` seconds is multiplied by `ttc_factor` (CaRL: 0.5). 0 disables.
+    pub ttc_threshold: f32,
+    pub ttc_factor: f32,
 }
 
 impl Default for RewardConfig {
@@ -50,6 +54,8 @@ impl Default for RewardConfig {
             terminal_penalty: 20.0,
             speeding_tolerance: 0.25,
             outside_lane_factor: 0.0,
+            ttc_threshold: 0.0,
+            ttc_factor: 0.5,
         }
     }
 }

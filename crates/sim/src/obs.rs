@@ -187,7 +187,7 @@ pub fn observe(w: &World, out: &mut [f32]) {
         None,
         false,
         false,
-        w.cfg.expert.yellow_brake,
+        Some(w.cfg.expert.yellow_brake),
     );
     let lb = light_base + 5;
     if lead.gap.is_finite() {

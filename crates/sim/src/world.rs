@@ -262,7 +262,7 @@ impl World {
     /// half width `half_w` and half length `half_l`, looking `horizon` metres ahead. Considers
     /// active agents (except `skip_agent`), the ego if `include_ego`, static obstacles, and
     /// stop lines whose light demands a stop (`stop_decel`: the braking the driver accepts to
-    /// stop for yellow). `privileged` uses the cut-in agents' intended lateral offsets.
+    /// stop for yellow; `None` ignores lights). `privileged` uses the cut-in agents' intended lateral offsets.
     #[allow(clippy::too_many_arguments)]
     pub fn leader_on_path(
         &self,
@@ -276,7 +276,7 @@ impl World {
         skip_agent: Option<usize>,
         include_ego: bool,
         privileged: bool,
-        stop_decel: f32,
+        stop_decel: Option<f32>,
     ) -> Leader {
         let line = self.map.paths[path].line;
         let lines = &self.map.lines;
@@ -337,6 +337,9 @@ impl World {
         for b in &self.statics {
             consider(b.center, b.heading, b.half_length, b.half_width, 0.0, 0.0);
         }
+        let Some(stop_decel) = stop_decel else {
+            return best;
+        };
         for stop in self.map.path_stops(path) {
             let gap = stop.s - (s + half_l);
             if gap < -0.5 || gap > horizon || gap >= best.gap {
@@ -384,7 +387,7 @@ impl World {
                 Some(i),
                 true,
                 false,
-                4.0,
+                Some(4.0),
             );
             // Polite drivers on the main road treat a merging ego as if it were already in
             // their lane (virtual-vehicle projection at the merge).
@@ -531,6 +534,30 @@ impl World {
             1.0
         };
         let comfort_factor = 1.0 - 0.5 * comfort.count_ones() as f32 / 6.0;
+        // Time to collision with the vehicle or obstacle ahead on the route (lights ignored).
+        let ttc_factor = if rc.ttc_threshold > 0.0 {
+            let lead = self.leader_on_path(
+                self.route,
+                self.route_s,
+                self.route_lat,
+                0.5 * vp.width,
+                0.5 * vp.length,
+                self.ego.v,
+                (self.ego.v * rc.ttc_threshold * 2.0).max(10.0),
+                None,
+                false,
+                false,
+                None,
+            );
+            let closing = self.ego.v - lead.v;
+            if closing > 0.0 && lead.gap < closing * rc.ttc_threshold {
+                rc.ttc_factor
+            } else {
+                1.0
+            }
+        } else {
+            1.0
+        };
         let lane_factor = if outside { rc.outside_lane_factor } else { 1.0 };
         let mut reward =
             100.0 * progress_gain / self.route_len * speed_factor * comfort_factor * lane_factor;
