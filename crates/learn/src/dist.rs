@@ -264,13 +264,17 @@ pub fn reparameterize(mu: &[f32], log_std: &[f32], u: &mut [f32]) -> Result<()> 
     let a = log_std.len();
     let b = rows_of("mu", mu.len(), a)?;
     check_rows("u", u.len(), a, b)?;
-    with_dim_scratch(a, |j| log_std[j].exp(), |std| {
-        for (ur, mr) in u.chunks_exact_mut(a).zip(mu.chunks_exact(a)) {
-            for ((x, &m), &s) in ur.iter_mut().zip(mr).zip(std) {
-                *x = m + s * *x;
+    with_dim_scratch(
+        a,
+        |j| log_std[j].exp(),
+        |std| {
+            for (ur, mr) in u.chunks_exact_mut(a).zip(mu.chunks_exact(a)) {
+                for ((x, &m), &s) in ur.iter_mut().zip(mr).zip(std) {
+                    *x = m + s * *x;
+                }
             }
-        }
-    });
+        },
+    );
     Ok(())
 }
 

@@ -126,7 +126,13 @@ impl AdamW {
             bc2_sqrt,
             step_size,
         };
-        adamw_kernel(params, grads, &mut state.exp_avg, &mut state.exp_avg_sq, &scalars);
+        adamw_kernel(
+            params,
+            grads,
+            &mut state.exp_avg,
+            &mut state.exp_avg_sq,
+            &scalars,
+        );
         Ok(())
     }
 }

@@ -298,7 +298,10 @@ impl ActorCritic {
         check_len("delta", out.delta.len(), b * a)?;
         check_len("logp", out.logp.len(), b)?;
         check_len("value", out.value.len(), b)?;
-        let ActWorkspace { actor: wa, critic: wc } = ws;
+        let ActWorkspace {
+            actor: wa,
+            critic: wc,
+        } = ws;
         let (actor, critic) = (&self.actor, &self.critic);
         let u = &mut *out.u;
         let mut draw = |u: &mut [f32]| {
