@@ -137,6 +137,8 @@ pub struct EpisodeInfo {
     pub family: Family,
     /// Scenario seed (train split).
     pub seed: u64,
+    /// The episode's difficulty (drawn per episode from the configured range).
+    pub difficulty: Difficulty,
     /// World index in the batch that ran it.
     pub env: u32,
     /// Whether the executed plans were perturbed.
@@ -271,6 +273,7 @@ pub fn record_demonstrations(cfg: &DemoConfig, mut progress: impl FnMut(usize)) 
         ds.episodes.push(EpisodeInfo {
             family: spec.family,
             seed: spec.seed,
+            difficulty: spec.difficulty,
             env: i as u32,
             noisy: ns.noisy,
         });
@@ -300,6 +303,7 @@ pub fn record_demonstrations(cfg: &DemoConfig, mut progress: impl FnMut(usize)) 
                 ds.episodes.push(EpisodeInfo {
                     family: spec.family,
                     seed: spec.seed,
+                    difficulty: spec.difficulty,
                     env: i as u32,
                     noisy: noise[i].noisy,
                 });

@@ -69,7 +69,7 @@ fn labels_are_the_expert_plan_at_the_recorded_state() {
         let spec = deltaplan_sim::ScenarioSpec {
             family: info.family,
             seed: info.seed,
-            difficulty: cfg.difficulty,
+            difficulty: info.difficulty,
         };
         let mut w = World::new(cfg.sim);
         w.reset(spec);

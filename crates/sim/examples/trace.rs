@@ -15,7 +15,10 @@ fn main() {
         seed: Split::Eval.seed_base() + fi * 1_000_003 + k,
         difficulty: Difficulty::default(),
     };
-    let cfg = SimConfig::default();
+    let mut cfg = SimConfig::default();
+    if let Some(t) = std::env::var("TTC").ok().and_then(|s| s.parse().ok()) {
+        cfg.reward.ttc_threshold = t;
+    }
     let mut w = World::new(cfg);
     w.reset(spec);
     let mut plan = vec![0.0; cfg.action_dim()];

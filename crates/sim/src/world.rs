@@ -559,8 +559,11 @@ impl World {
             1.0
         };
         let lane_factor = if outside { rc.outside_lane_factor } else { 1.0 };
-        let mut reward =
-            100.0 * progress_gain / self.route_len * speed_factor * comfort_factor * lane_factor;
+        let mut reward = 100.0 * progress_gain / self.route_len
+            * speed_factor
+            * comfort_factor
+            * lane_factor
+            * ttc_factor;
         if end.is_termination() {
             reward -= rc.terminal_penalty;
         }
