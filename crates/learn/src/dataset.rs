@@ -137,7 +137,9 @@ pub struct EpisodeInfo {
     pub family: Family,
     /// Scenario seed (train split).
     pub seed: u64,
-    /// The episode's difficulty (drawn per episode from the configured range).
+    /// The episode's difficulty (drawn per episode from the configured range). Recordings made
+    /// before difficulties were mixed lack it and read as the default.
+    #[serde(default)]
     pub difficulty: Difficulty,
     /// World index in the batch that ran it.
     pub env: u32,
