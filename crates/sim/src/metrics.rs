@@ -76,6 +76,76 @@ pub fn comfort_violations(prev: &BicycleState, cur: &BicycleState, dt: f32, has_
     bits
 }
 
+/// Samples in the comfort filter's window (0.5 s at 10 Hz).
+pub const COMFORT_WINDOW: usize = 5;
+
+/// nuPlan checks comfort on a filtered ego trajectory (Savitzky-Golay derivatives), not on raw
+/// step-to-step differences, which would flag almost every step of any controller at 10 Hz.
+/// This filter does the same over a sliding window of [`COMFORT_WINDOW`] steps: accelerations
+/// and yaw rate are window means, jerks and yaw acceleration are least-squares slopes (the
+/// first-order Savitzky-Golay derivative). Fixed-size state: no allocation.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ComfortFilter {
+    /// Ring of (longitudinal acceleration, lateral acceleration, yaw rate).
+    ring: [[f32; 3]; COMFORT_WINDOW],
+    len: usize,
+    head: usize,
+}
+
+impl ComfortFilter {
+    /// Adds one step of realised motion; returns the violated bounds (bits as in
+    /// [`comfort_violations`]) once the window is full, 0 before.
+    pub fn push(&mut self, cur: &BicycleState, dt: f32) -> u8 {
+        use nuplan_comfort::*;
+        self.ring[self.head] = [cur.accel, cur.v * cur.yaw_rate, cur.yaw_rate];
+        self.head = (self.head + 1) % COMFORT_WINDOW;
+        self.len = (self.len + 1).min(COMFORT_WINDOW);
+        if self.len < COMFORT_WINDOW {
+            return 0;
+        }
+        // Oldest first.
+        let at = |k: usize| self.ring[(self.head + k) % COMFORT_WINDOW];
+        let n = COMFORT_WINDOW as f32;
+        let t_mean = 0.5 * (n - 1.0);
+        let denom: f32 = (0..COMFORT_WINDOW)
+            .map(|k| (k as f32 - t_mean).powi(2))
+            .sum::<f32>()
+            * dt;
+        let mut mean = [0.0f32; 3];
+        let mut slope = [0.0f32; 3];
+        for k in 0..COMFORT_WINDOW {
+            let v = at(k);
+            for c in 0..3 {
+                mean[c] += v[c] / n;
+                slope[c] += (k as f32 - t_mean) * v[c];
+            }
+        }
+        slope.iter_mut().for_each(|x| *x /= denom);
+        let [lon, lat, yaw_rate] = mean;
+        let [lon_jerk, lat_jerk, yaw_accel] = slope;
+        let mut bits = 0u8;
+        if !(MIN_LON_ACCEL..=MAX_LON_ACCEL).contains(&lon) {
+            bits |= 1;
+        }
+        if lat.abs() > MAX_ABS_LAT_ACCEL {
+            bits |= 2;
+        }
+        if (lon_jerk * lon_jerk + lat_jerk * lat_jerk).sqrt() > MAX_ABS_JERK {
+            bits |= 4;
+        }
+        if lon_jerk.abs() > MAX_ABS_LON_JERK {
+            bits |= 8;
+        }
+        if yaw_rate.abs() > MAX_ABS_YAW_RATE {
+            bits |= 16;
+        }
+        if yaw_accel.abs() > MAX_ABS_YAW_ACCEL {
+            bits |= 32;
+        }
+        bits
+    }
+}
+
 /// Everything recorded about one episode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpisodeStats {
@@ -93,7 +163,8 @@ pub struct EpisodeStats {
     pub timeout: bool,
     /// Route metres gained while the ego box was outside the route lane.
     pub outside_lane_distance: f32,
-    /// Steps violating each nuPlan comfort bound (order of `nuplan_comfort::NAMES`).
+    /// Steps at which the filtered trajectory ([`ComfortFilter`]) violates each nuPlan comfort
+    /// bound (order of `nuplan_comfort::NAMES`).
     pub comfort_steps: [u32; 6],
     pub speed_sum: f32,
     /// Route length, metres.
@@ -169,6 +240,42 @@ mod tests {
         assert!((e.driving_score() - 33.6 * 0.9).abs() < 1e-4);
         e.collisions_static = 2;
         assert!((e.infraction_penalty() - 0.6 * 0.7 * 0.65 * 0.65 * 0.9).abs() < 1e-6);
+    }
+
+    #[test]
+    fn comfort_filter_measures_slopes_and_ignores_step_noise() {
+        let dt = 0.1;
+        // A constant longitudinal jerk of 5 m/s^3 (above 4.13): the filter's slope is exact.
+        let mut f = ComfortFilter::default();
+        let mut bits = 0;
+        for k in 0..8 {
+            let s = BicycleState {
+                v: 10.0,
+                accel: -2.0 + 5.0 * dt * k as f32,
+                ..Default::default()
+            };
+            bits = f.push(&s, dt);
+            if k < COMFORT_WINDOW - 1 {
+                assert_eq!(bits, 0, "no verdict before the window is full");
+            }
+        }
+        assert_eq!(bits, 8, "lon jerk only");
+        // Accelerations alternating +-0.3 m/s^2 step to step: raw differences read 6 m/s^3 of
+        // jerk, the filtered trajectory is smooth.
+        let mut f = ComfortFilter::default();
+        let mut raw = 0;
+        let mut prev = BicycleState::default();
+        for k in 0..20 {
+            let s = BicycleState {
+                v: 10.0,
+                accel: if k % 2 == 0 { 0.3 } else { -0.3 },
+                ..Default::default()
+            };
+            assert_eq!(f.push(&s, dt), 0);
+            raw |= comfort_violations(&prev, &s, dt, k > 0);
+            prev = s;
+        }
+        assert_ne!(raw & 8, 0);
     }
 
     #[test]

@@ -115,6 +115,7 @@ pub struct World {
     pub(crate) stall_anchor: f32,
     pub(crate) stall_steps: u32,
     agent_accel: Vec<f32>,
+    comfort_filter: crate::metrics::ComfortFilter,
 }
 
 impl World {
@@ -144,6 +145,7 @@ impl World {
             stall_anchor: 0.0,
             stall_steps: 0,
             agent_accel: Vec::new(),
+            comfort_filter: Default::default(),
         }
     }
 
@@ -175,6 +177,7 @@ impl World {
         crate::scenario::build(self, spec);
         self.step_count = 0;
         self.stats = EpisodeStats::default();
+        self.comfort_filter = Default::default();
         self.stats.family = spec.family;
         self.stats.seed = spec.seed;
         self.update_agent_poses();
@@ -511,8 +514,10 @@ impl World {
         }
 
         // Comfort (nuPlan bounds) from realised motion.
+        // Reward: per-step comfort (CaRL); metric: nuPlan's filtered trajectory check.
         let comfort = crate::metrics::comfort_violations(&prev, &self.ego, dt, self.step_count > 1);
-        self.stats.record_comfort(comfort);
+        let filtered = self.comfort_filter.push(&self.ego, dt);
+        self.stats.record_comfort(filtered);
 
         // Lane keeping: outside the route lane when the ego box pokes out of it.
         let lane = self.map.lane_at(self.route, self.route_s);

@@ -65,7 +65,15 @@ fn expert_driving_score_on_eval_suite_is_at_least_95() {
     let hard = run_expert(Split::Hard.suite(&Family::ALL, 20, d));
     let ds_hard = summarise("hard", &hard);
     let (fail, fail_hard) = (failure_rate(&eval), failure_rate(&hard));
-    println!("expert driving score: eval {ds:.2}, hard {ds_hard:.2}; collision or off-road: eval {fail:.3}, hard {fail_hard:.3}");
+    let comfort = eval.iter().filter(|s| s.comfort_pass()).count() as f32 / eval.len() as f32;
+    let mut per_bound = [0u32; 6];
+    for s in &eval {
+        for (b, c) in per_bound.iter_mut().zip(s.comfort_steps) {
+            *b += u32::from(c > 0);
+        }
+    }
+    println!("episodes violating each comfort bound {:?}: {per_bound:?}", deltaplan_sim::metrics::nuplan_comfort::NAMES);
+    println!("expert driving score: eval {ds:.2}, hard {ds_hard:.2}; collision or off-road: eval {fail:.3}, hard {fail_hard:.3}; comfort pass (eval) {comfort:.2}");
     assert!(
         fail <= 0.03,
         "expert collides or leaves the road in {fail} of eval episodes"
