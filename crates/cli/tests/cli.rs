@@ -114,6 +114,7 @@ fn ctrl_c_saves_and_the_rerun_resumes() {
         .arg(&out)
         .args(SMALL)
         .args(iters)
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let metrics = out.join("metrics.jsonl");

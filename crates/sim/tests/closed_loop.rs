@@ -72,7 +72,10 @@ fn expert_driving_score_on_eval_suite_is_at_least_95() {
             *b += u32::from(c > 0);
         }
     }
-    println!("episodes violating each comfort bound {:?}: {per_bound:?}", deltaplan_sim::metrics::nuplan_comfort::NAMES);
+    println!(
+        "episodes violating each comfort bound {:?}: {per_bound:?}",
+        deltaplan_sim::metrics::nuplan_comfort::NAMES
+    );
     println!("expert driving score: eval {ds:.2}, hard {ds_hard:.2}; collision or off-road: eval {fail:.3}, hard {fail_hard:.3}; comfort pass (eval) {comfort:.2}");
     assert!(
         fail <= 0.03,
