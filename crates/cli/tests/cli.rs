@@ -100,6 +100,19 @@ fn run_writes_the_report_with_every_required_field() {
     std::fs::remove_dir_all(out).ok();
 }
 
+/// The `iteration` of every line of a metrics.jsonl file, in order.
+fn logged_iterations(metrics: &Path) -> Vec<u64> {
+    std::fs::read_to_string(metrics)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["iteration"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
 #[test]
 fn ctrl_c_saves_and_the_rerun_resumes() {
     let out = tmp("interrupt");
@@ -134,15 +147,7 @@ fn ctrl_c_saves_and_the_rerun_resumes() {
     assert!(status.success());
     let code = child.wait().unwrap().code();
     assert_eq!(code, Some(130), "Ctrl-C exits with 130 after saving");
-    let done: Vec<u64> = std::fs::read_to_string(&metrics)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["iteration"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let done = logged_iterations(&metrics);
     assert!(done.len() < 400, "interrupted before the end");
     // Resume with fewer total iterations is refused (another configuration) ...
     let o = run(&["refine"], &out, &["--set", "refine.iterations=3"]);
@@ -151,15 +156,7 @@ fn ctrl_c_saves_and_the_rerun_resumes() {
     // ... the same configuration resumes and finishes, every iteration logged once, in order.
     let o = run(&["refine"], &out, &iters);
     assert!(o.status.success(), "{}", text(&o));
-    let all: Vec<u64> = std::fs::read_to_string(&metrics)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["iteration"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let all = logged_iterations(&metrics);
     assert_eq!(all, (1..=400).collect::<Vec<u64>>());
     std::fs::remove_dir_all(out).ok();
 }

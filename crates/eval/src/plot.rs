@@ -237,12 +237,13 @@ pub fn grouped_bars(
             esc(label)
         );
     }
+    // Legend in one row under the plot, clear of the bars.
     for (k, name) in names.iter().enumerate() {
         let _ = writeln!(
             s,
             "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"{}\">{}</text>",
-            W - RIGHT - 120.0,
-            TOP + 16.0 + 15.0 * k as f64,
+            LEFT + 90.0 * k as f64,
+            H - 12.0,
             PALETTE[k % PALETTE.len()],
             esc(name)
         );

@@ -75,7 +75,7 @@ impl Default for RefineConfig {
         RefineConfig {
             num_envs: 128,
             rollout_steps: 128,
-            iterations: 150,
+            iterations: 800,
             gamma: 0.99,
             gae_lambda: 0.95,
             reward_scale: 0.1,
@@ -88,7 +88,7 @@ impl Default for RefineConfig {
             difficulty_mix: 1.0,
             ppo: PpoConfig {
                 learning_rate: 3e-4,
-                num_iterations: 150,
+                num_iterations: 800,
                 update_epochs: 4,
                 num_minibatches: 8,
                 clip_coef: 0.2,
@@ -212,15 +212,7 @@ pub fn load_policy(path: &Path, sft: &SftPlanner) -> Result<LoadedPolicy> {
         serde_json::from_value(get("env_steps")?).map_err(|e| bad("env_steps", e))?;
     let mut rng = Pcg64::seed_from_u64(0);
     let mut ac = ActorCritic::new(&actor_critic_config(&cfg, sft), &mut rng)?;
-    let names: Vec<(String, Vec<usize>)> = ac
-        .named_tensors()
-        .into_iter()
-        .map(|t| (t.name, t.shape))
-        .collect();
-    for (name, shape) in names {
-        let data = take_tensor(&mut tensors, path, CHECKPOINT_KIND, &name, &shape)?;
-        ac.set_tensor(&name, &shape, &data)?;
-    }
+    load_actor_critic(&mut ac, &mut tensors, path)?;
     let ramp = if cfg.ramp_iters == 0 {
         1.0
     } else {
@@ -233,6 +225,24 @@ pub fn load_policy(path: &Path, sft: &SftPlanner) -> Result<LoadedPolicy> {
         iterations: cfg.iterations,
         env_steps,
     })
+}
+
+/// Overwrites every tensor of `ac` from a checkpoint's tensors, checking names and shapes.
+fn load_actor_critic(
+    ac: &mut ActorCritic,
+    tensors: &mut crate::checkpoint::TensorMap,
+    path: &Path,
+) -> Result<()> {
+    let names: Vec<(String, Vec<usize>)> = ac
+        .named_tensors()
+        .into_iter()
+        .map(|t| (t.name, t.shape))
+        .collect();
+    for (name, shape) in names {
+        let data = take_tensor(tensors, path, CHECKPOINT_KIND, &name, &shape)?;
+        ac.set_tensor(&name, &shape, &data)?;
+    }
+    Ok(())
 }
 
 fn check_sft_hash(shown: &str, hash: &str, sft: &SftPlanner) -> Result<()> {
@@ -698,17 +708,7 @@ impl<'a> Refiner<'a> {
         let sim: SimConfig = get!("sim");
         let seed: u64 = get!("seed");
         let mut r = Refiner::new(cfg, sim, sft, seed)?;
-        let names: Vec<(String, Vec<usize>)> = r
-            .ppo
-            .ac
-            .named_tensors()
-            .into_iter()
-            .map(|t| (t.name, t.shape))
-            .collect();
-        for (name, shape) in names {
-            let data = take_tensor(&mut tensors, path, CHECKPOINT_KIND, &name, &shape)?;
-            r.ppo.ac.set_tensor(&name, &shape, &data)?;
-        }
+        load_actor_critic(&mut r.ppo.ac, &mut tensors, path)?;
         let steps: Vec<u64> = get!("optim_steps");
         for (g, group) in r.ppo.optim.groups.iter_mut().enumerate() {
             let len = group.exp_avg.len();
