@@ -92,26 +92,69 @@ fn act_into(
 }
 
 fn main() {
+    // The reference workload of stack.md, then deltaplan's default heads: input
+    // [z (128), SFT waypoints (20), observation (128)] = 276, hidden 128-128, 10 waypoints.
+    workload(D, &HIDDEN, A);
+    workload(276, &[128, 128], 20);
+    sft_inference();
+}
+
+/// The frozen SFT planner's batched forward (default architecture), once per rollout step.
+fn sft_inference() {
+    use deltaplan_learn::sft::{SftArch, SftPlanner, SftWorkspace};
+    let arch = SftArch {
+        obs_dim: deltaplan_sim::OBS_DIM,
+        hidden: vec![256, 256],
+        z_dim: 128,
+        head_hidden: vec![128],
+        horizon: 10,
+        waypoint_dt: 0.2,
+    };
+    let p = SftPlanner::new(arch, 0).expect("sft");
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(1);
+    println!(
+        "\nSFT planner forward (obs {} -> 256 -> 256 -> z 128 -> 128 -> 20)",
+        deltaplan_sim::OBS_DIM
+    );
+    for bi in [64usize, 1024] {
+        let obs = normal(&mut rng, bi * deltaplan_sim::OBS_DIM, 1.0);
+        let (mut z, mut wp) = (vec![0.0; bi * 128], vec![0.0; bi * 20]);
+        let mut ws = SftWorkspace::new();
+        let t = time(20, if bi > 256 { 40 } else { 200 }, || {
+            p.forward(&obs, &mut ws, &mut z, &mut wp).expect("forward");
+            black_box(&wp);
+        });
+        println!(
+            "  B={bi:<5} median {:>8.1} us  {:>10.0} samples/s",
+            t.median_us,
+            bi as f64 / (t.median_us * 1e-6)
+        );
+    }
+}
+
+fn workload(d: usize, hidden: &[usize], a: usize) {
     let mut rng = rand_pcg::Pcg64::seed_from_u64(0);
-    let mut cfg = ActorCriticConfig::new(D, A, &HIDDEN, 0.5);
+    let mut cfg = ActorCriticConfig::new(d, a, hidden, 0.5);
     cfg.actor_output = OutputInit::Orthogonal { gain: 0.01 };
     cfg.log_std_init = -0.5;
     let ac = ActorCritic::new(&cfg, &mut rng).expect("actor-critic");
     let threads = rayon::current_num_threads();
+    let hs: Vec<String> = hidden.iter().map(|h| h.to_string()).collect();
+    let hs = hs.join("-");
     println!(
-        "deltaplan-learn PPO benchmark: actor {D}-256-256-{A}, critic {D}-256-256-1, tanh; \
+        "\nPPO benchmark: actor {d}-{hs}-{a}, critic {d}-{hs}-1, tanh; \
          {} + {} params; rayon threads {threads}",
         ac.actor.num_params(),
         ac.critic.num_params()
     );
 
-    // A rollout of 512 samples from the policy itself, with stale log-probs and values.
+    // a rollout of 512 samples from the policy itself, with stale log-probs and values.
     let b = 512;
-    let obs = normal(&mut rng, b * D, 1.0);
+    let obs = normal(&mut rng, b * d, 1.0);
     let mut ws = ActWorkspace::new();
     let mut bufs = [
-        vec![0.0; b * A],
-        vec![0.0; b * A],
+        vec![0.0; b * a],
+        vec![0.0; b * a],
         vec![0.0; b],
         vec![0.0; b],
     ];
@@ -170,10 +213,10 @@ fn main() {
         ("  actor forward only, B=512".into(), actor_fwd, None),
     ];
     for bi in [1usize, 64, 1024] {
-        let obs = normal(&mut rng, bi * D, 1.0);
+        let obs = normal(&mut rng, bi * d, 1.0);
         let mut bufs = [
-            vec![0.0; bi * A],
-            vec![0.0; bi * A],
+            vec![0.0; bi * a],
+            vec![0.0; bi * a],
             vec![0.0; bi],
             vec![0.0; bi],
         ];
