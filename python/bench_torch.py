@@ -65,13 +65,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--fused", action="store_true", help="AdamW(fused=True), PyTorch's fastest setting")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dims", default="64,256,40",
+                    help="input,hidden,actions: 64,256,40 is stack.md's reference; 276,128,20 deltaplan's default heads")
     args = ap.parse_args()
+    global D, H, A
+    D, H, A = (int(x) for x in args.dims.split(","))
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     agent = Agent()
     opt = torch.optim.AdamW(agent.parameters(), lr=3e-4, eps=1e-5, weight_decay=0.0,
                             **({"fused": True} if args.fused else {}))
-    print(f"PyTorch {torch.__version__} PPO benchmark: actor {D}-256-256-{A}, critic {D}-256-256-1, tanh; "
+    print(f"PyTorch {torch.__version__} PPO benchmark: actor {D}-{H}-{H}-{A}, critic {D}-{H}-{H}-1, tanh; "
           f"threads {torch.get_num_threads()}; AdamW fused={args.fused}")
 
     B = 512
