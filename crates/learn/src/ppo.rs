@@ -541,6 +541,23 @@ pub struct LossStats {
     pub clip_frac: f32,
 }
 
+impl LossStats {
+    /// The terms in declaration order: loss, pg_loss, v_loss, entropy, kl_sft, approx_kl,
+    /// old_approx_kl, clip_frac (for averaging and comparisons).
+    pub fn as_array(&self) -> [f32; 8] {
+        [
+            self.loss,
+            self.pg_loss,
+            self.v_loss,
+            self.entropy,
+            self.kl_sft,
+            self.approx_kl,
+            self.old_approx_kl,
+            self.clip_frac,
+        ]
+    }
+}
+
 /// Summary of one [`Ppo::update`] (loss terms are means over the minibatches that were applied).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateStats {
@@ -953,17 +970,8 @@ impl Ppo {
                 }
                 let norm = self.ac.clip_grad_norm(self.cfg.max_grad_norm);
                 self.ac.optimizer_step(&mut self.optim, actor_frozen)?;
-                let vals = [
-                    s.loss,
-                    s.pg_loss,
-                    s.v_loss,
-                    s.entropy,
-                    s.kl_sft,
-                    s.approx_kl,
-                    s.old_approx_kl,
-                    s.clip_frac,
-                    norm,
-                ];
+                let [l0, l1, l2, l3, l4, l5, l6, l7] = s.as_array();
+                let vals = [l0, l1, l2, l3, l4, l5, l6, l7, norm];
                 sums.iter_mut()
                     .zip(vals)
                     .for_each(|(t, v)| *t += f64::from(v));

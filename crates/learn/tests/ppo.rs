@@ -258,16 +258,7 @@ fn full_loss_gradients_match_finite_differences() {
             .minibatch_loss_and_grads(ro.as_minibatch(), beta)
             .unwrap();
         let want = ppo_loss_f64(&asz, &ap, &ls, &csz, &cp, &rls, &mb64, &rcfg);
-        let got = [
-            s.loss,
-            s.pg_loss,
-            s.v_loss,
-            s.entropy,
-            s.kl_sft,
-            s.approx_kl,
-            s.old_approx_kl,
-            s.clip_frac,
-        ];
+        let got = s.as_array();
         for (k, (g, w)) in got.iter().zip(want).enumerate() {
             assert!(
                 (f64::from(*g) - w).abs() < 1e-5,
