@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use deltaplan_eval::{Metric, Policy};
+use deltaplan_sim::Split;
+
 use crate::config::Config;
 
 #[derive(Parser)]
@@ -38,16 +41,35 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-pub enum PolicyArg {
+enum PolicyArg {
     Expert,
     Sft,
     Rl,
 }
 
+impl From<PolicyArg> for Policy {
+    fn from(p: PolicyArg) -> Policy {
+        match p {
+            PolicyArg::Expert => Policy::Expert,
+            PolicyArg::Sft => Policy::Sft,
+            PolicyArg::Rl => Policy::Rl,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
-pub enum SplitArg {
+enum SplitArg {
     Eval,
     Hard,
+}
+
+impl From<SplitArg> for Split {
+    fn from(s: SplitArg) -> Split {
+        match s {
+            SplitArg::Eval => Split::Eval,
+            SplitArg::Hard => Split::Hard,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -69,7 +91,15 @@ enum Command {
         split: SplitArg,
     },
     /// Compare two evaluation files of the same split (paired differences, B minus A).
-    Compare { a: PathBuf, b: PathBuf },
+    Compare {
+        a: PathBuf,
+        b: PathBuf,
+        /// Only this metric (repeatable; default: every metric): driving_score,
+        /// route_completion, infraction_penalty, collision_rate, offroad_rate, red_light_rate,
+        /// failure_rate, comfort_pass_rate, mean_speed.
+        #[arg(long = "metric")]
+        metrics: Vec<Metric>,
+    },
     /// Render one evaluation episode of a policy to SVG.
     Render {
         #[arg(long, value_enum)]
@@ -129,20 +159,20 @@ fn real_main() -> Result<()> {
         Command::Refine => pipeline::guard(&cfg, &out).and_then(|_| pipeline::refine(&cfg, &out)),
         Command::Evaluate { policy, split } => {
             pipeline::guard(&cfg, &out)?;
-            let path = pipeline::evaluate(&cfg, &out, policy, split)?;
+            let path = pipeline::evaluate(&cfg, &out, policy.into(), split.into())?;
             println!("wrote {}", path.display());
             Ok(())
         }
-        Command::Compare { a, b } => pipeline::compare(&a, &b),
+        Command::Compare { a, b, metrics } => pipeline::compare(&a, &b, &metrics),
         Command::Render {
             policy,
             split,
             family,
             index,
-        } => pipeline::render(&cfg, &out, policy, split, &family, index),
+        } => pipeline::render(&cfg, &out, policy.into(), split.into(), &family, index),
         Command::Report => {
             pipeline::guard(&cfg, &out)?;
-            let path = pipeline::report(&cfg, &out, None)?;
+            let (path, _) = pipeline::report(&cfg, &out, None)?;
             println!("report: {}", path.display());
             Ok(())
         }

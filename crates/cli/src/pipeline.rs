@@ -8,8 +8,12 @@
 //! | evaluate | sft, rl | `eval/<split>_<policy>.json` |
 //! | report | eval files, metrics | `report.md`, `report.json`, `figures/` |
 //!
-//! Every file is written atomically, so an interrupted stage leaves either the old file or
-//! the new one; rerunning the same command continues from what is on disk.
+//! Every file is written atomically (`deltaplan_stdx::fs::write_atomic`: temporary file,
+//! fsync, rename), so an interrupted stage leaves either the old file or the new one; rerunning
+//! the same command continues from what is on disk. The one exception is `metrics.jsonl`,
+//! which grows by one line per iteration: lines are appended and fsynced before the checkpoint
+//! that covers them is written, and a resumed run keeps only the complete lines up to its
+//! checkpoint (rewritten atomically), so a torn last line never survives a resume.
 
 use std::fs;
 use std::io::Write;
@@ -18,17 +22,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use deltaplan_eval::report::{write_report, CurvePoint, Example, PolicyRun, ReportInput, SplitRun};
-use deltaplan_eval::{closed_loop, render_episode, Driver};
+use deltaplan_eval::report::{
+    write_report, CurvePoint, Example, PolicyRun, Report, ReportInput, SplitRun,
+};
+use deltaplan_eval::{
+    closed_loop, fixed_failures, render_episode, DisplacementError, DisplacementSums, Driver,
+    Estimate, Metric, Policy,
+};
 use deltaplan_learn::dataset::{dataset_path, record_demonstrations, Dataset};
 use deltaplan_learn::refine::{load_policy, IterationStats, Refiner, ResidualPlanner};
 use deltaplan_learn::sft::{self, SftPlanner, SftWorkspace};
 use deltaplan_sim::{EpisodeStats, Family, ScenarioSpec, Split, OBS_DIM};
+use deltaplan_stdx::fs::write_atomic;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::{PolicyArg, SplitArg};
 
 /// Set by Ctrl-C while a refinement is running: it saves and stops after the current iteration.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -75,12 +84,9 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} into place", tmp.display()))?;
-    Ok(())
+/// Writes `bytes` to `path` atomically (see the module docs), naming the file on error.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn config_hash(cfg: &Config) -> String {
@@ -108,7 +114,7 @@ pub fn guard(cfg: &Config, out: &Path) -> Result<()> {
                     out.display()
                 );
             }
-            write_atomic(&marker, ours.as_bytes())
+            write_file(&marker, ours.as_bytes())
         }
     }
 }
@@ -167,7 +173,7 @@ pub fn train_sft(cfg: &Config, out: &Path) -> Result<()> {
     })?;
     pb.finish_and_clear();
     planner.save(&path)?;
-    write_atomic(
+    write_file(
         &out.join("sft_report.json"),
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
@@ -220,7 +226,7 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
     if !text.is_empty() {
         text.push('\n');
     }
-    write_atomic(&metrics_path, text.as_bytes())?;
+    write_file(&metrics_path, text.as_bytes())?;
     if r.done() {
         tracing::info!("refinement already complete: {}", path.display());
         return Ok(());
@@ -238,13 +244,18 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
                     s.iteration, s.policy_loss, s.value_loss, path.display()
                 );
             }
-            // Checkpoint every `checkpoint_every` iterations, at the end, and on Ctrl-C; a
-            // resumed run drops the metrics lines written after its checkpoint.
+            // Checkpoint every `checkpoint_every` iterations, at the end, and on Ctrl-C. The
+            // metrics line is appended first and fsynced before the checkpoint, so a checkpoint
+            // never covers an iteration whose line could be lost; a resumed run drops the
+            // lines written after its checkpoint.
+            writeln!(metrics, "{}", serde_json::to_string(&s)?)?;
             let stopping = STOP.load(Ordering::SeqCst);
             if r.done() || stopping || s.iteration.is_multiple_of(cfg.checkpoint_every.max(1)) {
+                metrics
+                    .sync_data()
+                    .with_context(|| format!("cannot write {}", metrics_path.display()))?;
                 r.save(&path)?;
             }
-            writeln!(metrics, "{}", serde_json::to_string(&s)?)?;
             pb.set_position(s.iteration as u64);
             pb.set_message(format!(
                 "DS {:.1} fail {:.0}% |delta| {:.2} m kl {:.3} {:.0} steps/s",
@@ -272,21 +283,6 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn split_of(s: SplitArg) -> Split {
-    match s {
-        SplitArg::Eval => Split::Eval,
-        SplitArg::Hard => Split::Hard,
-    }
-}
-
-fn policy_name(p: PolicyArg) -> &'static str {
-    match p {
-        PolicyArg::Expert => "expert",
-        PolicyArg::Sft => "sft",
-        PolicyArg::Rl => "rl",
-    }
-}
-
 fn suite(cfg: &Config, split: Split) -> Vec<ScenarioSpec> {
     split.suite(&Family::ALL, cfg.eval.per_family, cfg.eval.difficulty)
 }
@@ -295,12 +291,12 @@ fn suite(cfg: &Config, split: Split) -> Vec<ScenarioSpec> {
 fn with_driver<T>(
     cfg: &Config,
     out: &Path,
-    policy: PolicyArg,
+    policy: Policy,
     f: impl FnOnce(&mut Driver) -> Result<T>,
 ) -> Result<T> {
     match policy {
-        PolicyArg::Expert => f(&mut Driver::Expert),
-        PolicyArg::Sft => {
+        Policy::Expert => f(&mut Driver::Expert),
+        Policy::Sft => {
             let sft = load_sft(cfg, out)?;
             let mut ws = SftWorkspace::new();
             let (mut z, zd) = (Vec::new(), sft.z_dim());
@@ -311,7 +307,7 @@ fn with_driver<T>(
             };
             f(&mut Driver::Planner(&mut planner))
         }
-        PolicyArg::Rl => {
+        Policy::Rl => {
             let sft = load_sft(cfg, out)?;
             let path = rl_path(out);
             if !path.exists() {
@@ -338,29 +334,25 @@ fn with_driver<T>(
     }
 }
 
-fn eval_path(out: &Path, policy: PolicyArg, split: SplitArg) -> PathBuf {
-    out.join("eval").join(format!(
-        "{}_{}.json",
-        split_of(split).name(),
-        policy_name(policy)
-    ))
+fn eval_path(out: &Path, policy: Policy, split: Split) -> PathBuf {
+    out.join("eval")
+        .join(format!("{}_{}.json", split.name(), policy.name()))
 }
 
-pub fn evaluate(cfg: &Config, out: &Path, policy: PolicyArg, split: SplitArg) -> Result<PathBuf> {
-    let specs = suite(cfg, split_of(split));
+pub fn evaluate(cfg: &Config, out: &Path, policy: Policy, split: Split) -> Result<PathBuf> {
+    let specs = suite(cfg, split);
     let t = Instant::now();
     let episodes = with_driver(cfg, out, policy, |d| Ok(closed_loop(cfg.sim, &specs, d)?))?;
     let path = eval_path(out, policy, split);
-    fs::create_dir_all(path.parent().unwrap_or(out))?;
-    write_atomic(&path, serde_json::to_string(&episodes)?.as_bytes())?;
-    let (s, _) = deltaplan_eval::summarize(&episodes);
+    write_file(&path, serde_json::to_string(&episodes)?.as_bytes())?;
+    let s = deltaplan_eval::summarize(&episodes).overall;
     tracing::info!(
         "{} on {}: driving score {:.1}, route completion {:.1}, failures {:.1}% ({} episodes, {:.1} s)",
-        policy_name(policy),
-        split_of(split).name(),
-        s.metrics["driving_score"].mean,
-        s.metrics["route_completion"].mean,
-        100.0 * s.metrics["failure_rate"].mean,
+        policy.name(),
+        split.name(),
+        s[Metric::DrivingScore].mean,
+        s[Metric::RouteCompletion].mean,
+        100.0 * s[Metric::FailureRate].mean,
         episodes.len(),
         t.elapsed().as_secs_f64()
     );
@@ -382,15 +374,28 @@ fn load_eval(path: &Path) -> Result<Vec<EpisodeStats>> {
     })
 }
 
-pub fn compare(a: &Path, b: &Path) -> Result<()> {
+/// Prints the paired differences B - A of `metrics` (every metric when empty).
+pub fn compare(a: &Path, b: &Path, metrics: &[Metric]) -> Result<()> {
     let (ea, eb) = (load_eval(a)?, load_eval(b)?);
+    let d = deltaplan_eval::paired_differences(&ea, &eb)?;
     println!(
         "paired difference B - A over {} scenarios (95% bootstrap CI)",
         ea.len()
     );
-    for m in deltaplan_eval::METRICS.iter().chain(&["failure_rate"]) {
-        let d = deltaplan_eval::paired_difference(&ea, &eb, m)?;
-        println!("{m:>20}: {:+9.3} [{:+9.3}, {:+9.3}]", d.mean, d.lo, d.hi);
+    let chosen = if metrics.is_empty() {
+        &Metric::ALL[..]
+    } else {
+        metrics
+    };
+    for &m in chosen {
+        let e = d[m];
+        println!(
+            "{:>20}: {:+9.3} [{:+9.3}, {:+9.3}]",
+            m.name(),
+            e.mean,
+            e.lo,
+            e.hi
+        );
     }
     Ok(())
 }
@@ -398,8 +403,8 @@ pub fn compare(a: &Path, b: &Path) -> Result<()> {
 pub fn render(
     cfg: &Config,
     out: &Path,
-    policy: PolicyArg,
-    split: SplitArg,
+    policy: Policy,
+    split: Split,
     family: &str,
     index: usize,
 ) -> Result<()> {
@@ -417,12 +422,12 @@ pub fn render(
             cfg.eval.per_family
         );
     }
-    let spec = suite(cfg, split_of(split))
+    let spec = suite(cfg, split)
         .into_iter()
         .filter(|s| s.family == fam)
         .nth(index)
         .context("scenario not in suite")?;
-    let title = format!("{} {} #{index}", policy_name(policy), family);
+    let title = format!("{} {} #{index}", policy.name(), family);
     let (stats, svg) = with_driver(cfg, out, policy, |d| {
         Ok(render_episode(cfg.sim, spec, d, &title)?)
     })?;
@@ -430,11 +435,11 @@ pub fn render(
     fs::create_dir_all(&dir)?;
     let path = dir.join(format!(
         "{}_{}_{index}_{}.svg",
-        split_of(split).name(),
+        split.name(),
         family,
-        policy_name(policy)
+        policy.name()
     ));
-    write_atomic(&path, svg.as_bytes())?;
+    write_file(&path, svg.as_bytes())?;
     println!(
         "{}: {:?}, route completion {:.1}, driving score {:.1}",
         path.display(),
@@ -445,9 +450,15 @@ pub fn render(
     Ok(())
 }
 
+/// Open-loop errors of the learned planners against the expert.
+struct OpenLoopErrors {
+    sft: DisplacementError,
+    rl: DisplacementError,
+}
+
 /// Open-loop ADE/FDE of the SFT and refined planners against the expert on the held-out
 /// demonstrations (the SFT validation episodes).
-fn open_loop_errors(cfg: &Config, out: &Path) -> Result<[(f64, f64); 2]> {
+fn open_loop_errors(cfg: &Config, out: &Path) -> Result<OpenLoopErrors> {
     let ds = Dataset::load(out)?;
     let (_, val) = ds.split(cfg.sft.val_fraction, cfg.sft.seed)?;
     let sft = load_sft(cfg, out)?;
@@ -455,8 +466,8 @@ fn open_loop_errors(cfg: &Config, out: &Path) -> Result<[(f64, f64); 2]> {
     let s = sft::evaluate(&sft, &ds, &val, cfg.sft.loss, &mut ws)?;
     let loaded = load_policy(&rl_path(out), &sft)?;
     let mut rp = ResidualPlanner::new(&sft, &loaded.ac, loaded.ramp);
-    let (a, h) = (sft.action_dim(), sft.horizon());
-    let (mut ade, mut fde) = (0.0f64, 0.0f64);
+    let a = sft.action_dim();
+    let mut rl = DisplacementSums::default();
     let mut obs = Vec::new();
     let mut plans = Vec::new();
     for chunk in val.chunks(1024) {
@@ -466,80 +477,70 @@ fn open_loop_errors(cfg: &Config, out: &Path) -> Result<[(f64, f64); 2]> {
             .for_each(|&k| obs.extend_from_slice(ds.obs_row(k)));
         plans.resize(chunk.len() * a, 0.0);
         rp.plan(&obs, &mut plans)?;
-        for (r, &k) in chunk.iter().enumerate() {
-            let (p, t) = (&plans[r * a..(r + 1) * a], ds.action_row(k));
-            for j in 0..h {
-                let d = f64::from((p[2 * j] - t[2 * j]).hypot(p[2 * j + 1] - t[2 * j + 1]));
-                ade += d / h as f64;
-                if j + 1 == h {
-                    fde += d;
-                }
-            }
+        for (plan, &k) in plans.chunks_exact(a).zip(chunk) {
+            rl.add(plan, ds.action_row(k));
         }
     }
-    let n = val.len().max(1) as f64;
-    Ok([(f64::from(s.ade), f64::from(s.fde)), (ade / n, fde / n)])
+    Ok(OpenLoopErrors {
+        sft: DisplacementError {
+            ade: f64::from(s.ade),
+            fde: f64::from(s.fde),
+        },
+        rl: rl.mean(),
+    })
 }
 
-pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<PathBuf> {
-    let [sft_err, rl_err] = open_loop_errors(cfg, out)?;
+/// The splits the report evaluates on, in report order.
+const REPORT_SPLITS: [Split; 2] = [Split::Eval, Split::Hard];
+
+/// Writes the report (evaluating what is missing) and returns it with the path of report.md.
+pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<(PathBuf, Report)> {
+    let errors = open_loop_errors(cfg, out)?;
     let mut splits = Vec::new();
-    for split in [SplitArg::Eval, SplitArg::Hard] {
-        let mut policies = Vec::new();
-        for (p, err) in [
-            (PolicyArg::Expert, (0.0, 0.0)),
-            (PolicyArg::Sft, sft_err),
-            (PolicyArg::Rl, rl_err),
-        ] {
-            let path = eval_path(out, p, split);
+    for split in REPORT_SPLITS {
+        let run = |policy: Policy, open_loop: DisplacementError| -> Result<PolicyRun> {
+            let path = eval_path(out, policy, split);
             if !path.exists() {
-                evaluate(cfg, out, p, split)?;
+                evaluate(cfg, out, policy, split)?;
             }
-            policies.push(PolicyRun {
-                name: policy_name(p).into(),
+            Ok(PolicyRun {
                 episodes: load_eval(&path)?,
-                ade: err.0,
-                fde: err.1,
-            });
-        }
+                open_loop,
+            })
+        };
         splits.push(SplitRun {
-            name: split_of(split).name().into(),
-            policies,
+            name: split.name().into(),
+            // The expert is the reference of the open-loop errors: zero by definition.
+            expert: run(Policy::Expert, DisplacementError::default())?,
+            sft: run(Policy::Sft, errors.sft)?,
+            rl: run(Policy::Rl, errors.rl)?,
         });
     }
-    // Example episodes: SFT collides or leaves the road, RL does not.
+    // Example episodes: the SFT planner fails, the refined one does not.
     let mut examples = Vec::new();
-    let eval_split = &splits[0];
     let specs = suite(cfg, Split::Eval);
-    let fails = |e: &EpisodeStats| e.had_collision() || e.offroad > 0;
-    let picks: Vec<usize> = (0..specs.len())
-        .filter(|&i| {
-            fails(&eval_split.policies[1].episodes[i])
-                && !fails(&eval_split.policies[2].episodes[i])
-        })
-        .take(cfg.eval.examples)
-        .collect();
+    let eval_split = &splits[0];
+    let picks = fixed_failures(&eval_split.sft.episodes, &eval_split.rl.episodes)?;
     let dir = out.join("figures").join("episodes");
-    fs::create_dir_all(&dir)?;
-    for i in picks {
+    for i in picks.into_iter().take(cfg.eval.examples) {
         let spec = specs[i];
         let mut images = Vec::new();
-        for p in [PolicyArg::Sft, PolicyArg::Rl] {
+        for p in [Policy::Sft, Policy::Rl] {
             let title = format!(
                 "{} {} seed {}",
-                policy_name(p),
+                p.name(),
                 spec.family.name(),
                 spec.seed - Split::Eval.seed_base()
             );
             let (stats, svg) = with_driver(cfg, out, p, |d| {
                 Ok(render_episode(cfg.sim, spec, d, &title)?)
             })?;
-            let name = format!("eval_{}_{}_{}.svg", spec.family.name(), i, policy_name(p));
-            write_atomic(&dir.join(&name), svg.as_bytes())?;
+            let name = format!("eval_{}_{}_{}.svg", spec.family.name(), i, p.name());
+            write_file(&dir.join(&name), svg.as_bytes())?;
             images.push((
                 format!(
                     "{} ({:?}, route completion {:.0}%)",
-                    policy_name(p).to_uppercase(),
+                    p.name().to_uppercase(),
                     stats.end,
                     stats.route_completion
                 ),
@@ -565,11 +566,7 @@ pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<PathBu
     let env_steps = curve.last().map_or(0, |c| c.env_steps as u64);
     let wall_seconds = match wall {
         Some(w) => w.as_secs_f64(),
-        None => fs::read_to_string(out.join("report.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["wall_seconds"].as_f64())
-            .unwrap_or(f64::NAN),
+        None => previous_wall_seconds(out),
     };
     let input = ReportInput {
         splits,
@@ -585,8 +582,22 @@ pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<PathBu
             ),
         ],
     };
-    write_report(out, &input)?;
-    Ok(out.join("report.md"))
+    let report = write_report(out, input)?;
+    Ok((out.join("report.md"), report))
+}
+
+/// The wall time of the whole run, as a previous `run` recorded it in report.json (a
+/// standalone `report` does not know it); NaN when there is none.
+fn previous_wall_seconds(out: &Path) -> f64 {
+    #[derive(serde::Deserialize)]
+    struct WallTime {
+        wall_seconds: Option<f64>,
+    }
+    fs::read_to_string(out.join("report.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<WallTime>(&t).ok())
+        .and_then(|w| w.wall_seconds)
+        .unwrap_or(f64::NAN)
 }
 
 pub fn run_all(cfg: &Config, out: &Path) -> Result<()> {
@@ -595,25 +606,31 @@ pub fn run_all(cfg: &Config, out: &Path) -> Result<()> {
     record(cfg, out)?;
     train_sft(cfg, out)?;
     refine(cfg, out)?;
-    for split in [SplitArg::Eval, SplitArg::Hard] {
-        for p in [PolicyArg::Expert, PolicyArg::Sft, PolicyArg::Rl] {
+    for split in REPORT_SPLITS {
+        for p in Policy::ALL {
             evaluate(cfg, out, p, split)?;
         }
     }
-    let path = report(cfg, out, Some(t.elapsed()))?;
-    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(out.join("report.json"))?)?;
-    for split in ["eval", "hard"] {
-        let s = &v["splits"][split];
+    let (path, report) = report(cfg, out, Some(t.elapsed()))?;
+    for split in &report.splits {
+        let score = |p: Policy| split.policy(p).summaries.overall[Metric::DrivingScore].mean;
+        let failures =
+            |p: Policy| 100.0 * split.policy(p).summaries.overall[Metric::FailureRate].mean;
+        let gain = split
+            .paired(Policy::Sft, Policy::Rl)
+            .map(|d| d[Metric::DrivingScore])
+            .unwrap_or(Estimate::UNDEFINED);
         println!(
-            "{split:>5}: driving score expert {:.1} | SFT {:.1} | RL {:.1}   (RL - SFT {:+.1} [{:+.1}, {:+.1}]); collision or off-road SFT {:.1}% -> RL {:.1}%",
-            s["expert"]["driving_score"].as_f64().unwrap_or(f64::NAN),
-            s["sft"]["driving_score"].as_f64().unwrap_or(f64::NAN),
-            s["rl"]["driving_score"].as_f64().unwrap_or(f64::NAN),
-            s["paired"]["rl_minus_sft"]["driving_score"]["mean"].as_f64().unwrap_or(f64::NAN),
-            s["paired"]["rl_minus_sft"]["driving_score"]["lo"].as_f64().unwrap_or(f64::NAN),
-            s["paired"]["rl_minus_sft"]["driving_score"]["hi"].as_f64().unwrap_or(f64::NAN),
-            100.0 * s["sft"]["failure_rate"].as_f64().unwrap_or(f64::NAN),
-            100.0 * s["rl"]["failure_rate"].as_f64().unwrap_or(f64::NAN),
+            "{:>5}: driving score expert {:.1} | SFT {:.1} | RL {:.1}   (RL - SFT {:+.1} [{:+.1}, {:+.1}]); collision or off-road SFT {:.1}% -> RL {:.1}%",
+            split.name,
+            score(Policy::Expert),
+            score(Policy::Sft),
+            score(Policy::Rl),
+            gain.mean,
+            gain.lo,
+            gain.hi,
+            failures(Policy::Sft),
+            failures(Policy::Rl),
         );
     }
     println!(

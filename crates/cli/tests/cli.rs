@@ -92,6 +92,40 @@ fn run_writes_the_report_with_every_required_field() {
     assert!(
         md.contains("figures/families_eval.svg") && out.join("figures/learning_curve.svg").exists()
     );
+    // `compare` reads two evaluation files; metrics are named from the registry.
+    let (sft, rl) = (
+        out.join("eval/eval_sft.json"),
+        out.join("eval/eval_rl.json"),
+    );
+    let o = bin()
+        .arg("compare")
+        .args([&sft, &rl])
+        .args(["--metric", "failure_rate", "--metric", "driving_score"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<&str> = stdout.lines().skip(1).map(|l| l.trim()).collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert!(rows[0].starts_with("failure_rate:") && rows[1].starts_with("driving_score:"));
+    let o = bin()
+        .arg("compare")
+        .args([&sft, &rl])
+        .args(["--metric", "failure_rte"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("unknown metric `failure_rte`") && text(&o).contains("failure_rate"),
+        "{}",
+        text(&o)
+    );
+    // A standalone `report` rewrites the same numbers and keeps the run's wall time.
+    let o = run(&["report"], &out, &["--set", "refine.iterations=2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(again, report);
     // Rerunning the finished run does no work and changes nothing.
     let before = std::fs::read(out.join("rl.safetensors")).unwrap();
     let o = run(&["run"], &out, &["--set", "refine.iterations=2"]);

@@ -1,0 +1,84 @@
+//! Driving scenarios in closed loop: every scenario once, with the privileged expert or a
+//! planner that sees only observations.
+
+use deltaplan_sim::batch::StepBuffers;
+use deltaplan_sim::render::{render_svg, Trail};
+use deltaplan_sim::{BatchEnv, EndReason, EpisodeStats, ScenarioSpec, SimConfig, World, OBS_DIM};
+
+use crate::{EvalError, Result};
+
+/// A planner that maps a batch of observations `[B, OBS_DIM]` to plans `[B, 2H]`.
+pub trait Planner {
+    fn plan(&mut self, obs: &[f32], out: &mut [f32]) -> std::result::Result<(), String>;
+}
+
+impl<F: FnMut(&[f32], &mut [f32]) -> std::result::Result<(), String>> Planner for F {
+    fn plan(&mut self, obs: &[f32], out: &mut [f32]) -> std::result::Result<(), String> {
+        self(obs, out)
+    }
+}
+
+/// Who drives.
+pub enum Driver<'a> {
+    /// The privileged expert.
+    Expert,
+    /// A planner that sees only observations.
+    Planner(&'a mut dyn Planner),
+}
+
+/// Runs every scenario once, in parallel worlds, and returns their records in input order.
+pub fn closed_loop(
+    sim: SimConfig,
+    specs: &[ScenarioSpec],
+    driver: &mut Driver,
+) -> Result<Vec<EpisodeStats>> {
+    if specs.is_empty() {
+        return Err(EvalError::Empty);
+    }
+    let n = specs.len();
+    let mut env = BatchEnv::fixed(sim, specs.to_vec());
+    let mut buf = StepBuffers::new(n);
+    let mut obs = vec![0.0; n * OBS_DIM];
+    let mut plans = vec![0.0; n * sim.action_dim()];
+    env.observe(&mut obs);
+    while !env.all_idle() {
+        match driver {
+            Driver::Expert => env.expert_actions(&mut plans),
+            Driver::Planner(p) => p.plan(&obs, &mut plans).map_err(EvalError::Planner)?,
+        }
+        env.step(&plans, &mut buf);
+        obs.copy_from_slice(&buf.obs);
+    }
+    Ok((0..n).map(|i| *env.finished(i)).collect())
+}
+
+/// Drives one scenario and renders its last frame with the driven path as SVG.
+pub fn render_episode(
+    sim: SimConfig,
+    spec: ScenarioSpec,
+    driver: &mut Driver,
+    title: &str,
+) -> Result<(EpisodeStats, String)> {
+    let mut w = World::new(sim);
+    w.reset(spec);
+    let mut trail = Trail::default();
+    trail.record(&w);
+    let mut obs = vec![0.0; OBS_DIM];
+    let mut plan = vec![0.0; sim.action_dim()];
+    loop {
+        match driver {
+            Driver::Expert => deltaplan_sim::expert_plan(&w, &mut plan),
+            Driver::Planner(p) => {
+                deltaplan_sim::observe(&w, &mut obs);
+                p.plan(&obs, &mut plan).map_err(EvalError::Planner)?;
+            }
+        }
+        let r = w.step(&plan);
+        trail.record(&w);
+        if r.end != EndReason::Running {
+            break;
+        }
+    }
+    let svg = render_svg(&w, &trail, title, false);
+    Ok((w.stats, svg))
+}
