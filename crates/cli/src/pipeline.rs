@@ -30,7 +30,9 @@ use deltaplan_eval::{
     Estimate, Metric, Policy,
 };
 use deltaplan_learn::dataset::{dataset_path, record_demonstrations, Dataset};
-use deltaplan_learn::refine::{load_policy, IterationStats, Refiner, ResidualPlanner};
+use deltaplan_learn::refine::{
+    load_policy, IterationStats, LoadedPolicy, Refiner, ResidualPlanner,
+};
 use deltaplan_learn::sft::{self, SftPlanner, SftWorkspace};
 use deltaplan_sim::{EpisodeStats, Family, ScenarioSpec, Split, OBS_DIM};
 use deltaplan_stdx::fs::write_atomic;
@@ -458,14 +460,17 @@ struct OpenLoopErrors {
 
 /// Open-loop ADE/FDE of the SFT and refined planners against the expert on the held-out
 /// demonstrations (the SFT validation episodes).
-fn open_loop_errors(cfg: &Config, out: &Path) -> Result<OpenLoopErrors> {
+fn open_loop_errors(
+    cfg: &Config,
+    out: &Path,
+    sft: &SftPlanner,
+    refined: &LoadedPolicy,
+) -> Result<OpenLoopErrors> {
     let ds = Dataset::load(out)?;
     let (_, val) = ds.split(cfg.sft.val_fraction, cfg.sft.seed)?;
-    let sft = load_sft(cfg, out)?;
     let mut ws = SftWorkspace::new();
-    let s = sft::evaluate(&sft, &ds, &val, cfg.sft.loss, &mut ws)?;
-    let loaded = load_policy(&rl_path(out), &sft)?;
-    let mut rp = ResidualPlanner::new(&sft, &loaded.ac, loaded.ramp);
+    let s = sft::evaluate(sft, &ds, &val, cfg.sft.loss, &mut ws)?;
+    let mut rp = ResidualPlanner::new(sft, &refined.ac, refined.ramp);
     let a = sft.action_dim();
     let mut rl = DisplacementSums::default();
     let mut obs = Vec::new();
@@ -495,7 +500,9 @@ const REPORT_SPLITS: [Split; 2] = [Split::Eval, Split::Hard];
 
 /// Writes the report (evaluating what is missing) and returns it with the path of report.md.
 pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<(PathBuf, Report)> {
-    let errors = open_loop_errors(cfg, out)?;
+    let sft = load_sft(cfg, out)?;
+    let refined = load_policy(&rl_path(out), &sft)?;
+    let errors = open_loop_errors(cfg, out, &sft, &refined)?;
     let mut splits = Vec::new();
     for split in REPORT_SPLITS {
         let run = |policy: Policy, open_loop: DisplacementError| -> Result<PolicyRun> {
@@ -563,7 +570,8 @@ pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<(PathB
             failure_rate: f64::from(s.collision_rate + s.offroad_rate),
         })
         .collect();
-    let env_steps = curve.last().map_or(0, |c| c.env_steps as u64);
+    // From the evaluated checkpoint: the curve skips iterations in which no episode ended.
+    let env_steps = refined.env_steps;
     let wall_seconds = match wall {
         Some(w) => w.as_secs_f64(),
         None => previous_wall_seconds(out),
