@@ -194,7 +194,8 @@ impl FromStr for Metric {
 }
 
 /// The one definition of a failed episode: a collision or an off-road event.
-// TODO(sim): use EpisodeStats::is_failure (which also counts a non-finite state).
+// TODO(sim): use EpisodeStats::is_failure (which also counts a non-finite state), and add
+// "or non-finite state" to FailureRate's label and to report.md's "How to read this".
 pub(crate) fn is_failure(s: &EpisodeStats) -> bool {
     s.had_collision() || s.offroad > 0
 }
