@@ -27,7 +27,7 @@ use deltaplan_eval::report::{
 };
 use deltaplan_eval::{
     closed_loop, fixed_failures, render_episode, DisplacementError, DisplacementSums, Driver,
-    Estimate, Metric, Policy,
+    Estimate, Metric, PlannerError, Policy,
 };
 use deltaplan_learn::dataset::{dataset_path, record_demonstrations, Dataset};
 use deltaplan_learn::refine::{
@@ -305,7 +305,7 @@ fn with_driver<T>(
             let mut planner = |obs: &[f32], plans: &mut [f32]| {
                 z.resize(obs.len() / OBS_DIM * zd, 0.0);
                 sft.forward(obs, &mut ws, &mut z, plans)
-                    .map_err(|e| e.to_string())
+                    .map_err(PlannerError::new)
             };
             f(&mut Driver::Planner(&mut planner))
         }
@@ -330,7 +330,7 @@ fn with_driver<T>(
             }
             let mut rp = ResidualPlanner::new(&sft, &loaded.ac, loaded.ramp);
             let mut planner =
-                |obs: &[f32], plans: &mut [f32]| rp.plan(obs, plans).map_err(|e| e.to_string());
+                |obs: &[f32], plans: &mut [f32]| rp.plan(obs, plans).map_err(PlannerError::new);
             f(&mut Driver::Planner(&mut planner))
         }
     }

@@ -9,12 +9,30 @@ use crate::{EvalError, Result};
 
 /// A planner that maps a batch of observations `[B, OBS_DIM]` to plans `[B, 2H]`.
 pub trait Planner {
-    fn plan(&mut self, obs: &[f32], out: &mut [f32]) -> std::result::Result<(), String>;
+    fn plan(&mut self, obs: &[f32], out: &mut [f32]) -> std::result::Result<(), PlannerError>;
 }
 
-impl<F: FnMut(&[f32], &mut [f32]) -> std::result::Result<(), String>> Planner for F {
-    fn plan(&mut self, obs: &[f32], out: &mut [f32]) -> std::result::Result<(), String> {
+impl<F: FnMut(&[f32], &mut [f32]) -> std::result::Result<(), PlannerError>> Planner for F {
+    fn plan(&mut self, obs: &[f32], out: &mut [f32]) -> std::result::Result<(), PlannerError> {
         self(obs, out)
+    }
+}
+
+/// Why a planner could not plan: the planner's own error, kept whole (its message and its
+/// sources), whatever crate it comes from.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct PlannerError(Box<dyn std::error::Error + Send + Sync>);
+
+impl PlannerError {
+    /// Wraps any error (or a message).
+    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        PlannerError(error.into())
+    }
+
+    /// The planner's own error, for callers that know its type (`downcast_ref`).
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self.0.as_ref()
     }
 }
 
@@ -44,7 +62,7 @@ pub fn closed_loop(
     while !env.all_idle() {
         match driver {
             Driver::Expert => env.expert_actions(&mut plans),
-            Driver::Planner(p) => p.plan(&obs, &mut plans).map_err(EvalError::Planner)?,
+            Driver::Planner(p) => p.plan(&obs, &mut plans)?,
         }
         env.step(&plans, &mut buf);
         obs.copy_from_slice(&buf.obs);
@@ -70,7 +88,7 @@ pub fn render_episode(
             Driver::Expert => deltaplan_sim::expert_plan(&w, &mut plan),
             Driver::Planner(p) => {
                 deltaplan_sim::observe(&w, &mut obs);
-                p.plan(&obs, &mut plan).map_err(EvalError::Planner)?;
+                p.plan(&obs, &mut plan)?;
             }
         }
         let r = w.step(&plan);
@@ -81,4 +99,35 @@ pub fn render_episode(
     }
     let svg = render_svg(&w, &trail, title, false);
     Ok((w.stats, svg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltaplan_sim::{Difficulty, Family, Split};
+    use std::error::Error;
+
+    #[test]
+    fn a_planner_error_keeps_its_message_and_type() {
+        let specs = Split::Eval.suite(&[Family::Curvy], 1, Difficulty::default());
+        let mut broken = |_: &[f32], _: &mut [f32]| -> std::result::Result<(), PlannerError> {
+            Err(PlannerError::new(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "weights missing",
+            )))
+        };
+        let err = closed_loop(
+            SimConfig::default(),
+            &specs,
+            &mut Driver::Planner(&mut broken),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "the planner failed");
+        let source = err.source().expect("the planner's error is the source");
+        assert_eq!(source.to_string(), "weights missing");
+        let io = source
+            .downcast_ref::<PlannerError>()
+            .and_then(|p| p.get_ref().downcast_ref::<std::io::Error>());
+        assert_eq!(io.map(|e| e.kind()), Some(std::io::ErrorKind::NotFound));
+    }
 }

@@ -22,7 +22,7 @@ pub mod plot;
 pub mod report;
 pub mod stats;
 
-pub use drive::{closed_loop, render_episode, Driver, Planner};
+pub use drive::{closed_loop, render_episode, Driver, Planner, PlannerError};
 pub use metric::{Metric, PerMetric, Unit, UnknownMetric};
 pub use open_loop::{DisplacementError, DisplacementSums};
 pub use report::Policy;
@@ -34,8 +34,8 @@ pub use stats::{
 /// Errors of evaluation.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
-    #[error("the planner failed: {0}")]
-    Planner(String),
+    #[error("the planner failed")]
+    Planner(#[from] PlannerError),
     #[error("nothing to evaluate: the scenario list is empty")]
     Empty,
     #[error("paired comparison needs the same scenarios in the same order ({0})")]

@@ -1,7 +1,7 @@
 //! Evaluation cannot be fooled: a planner whose plans are NaN must score as a failure on every
 //! scenario, never as a perfect driver.
 
-use deltaplan_eval::{closed_loop, summarize, Driver, Metric};
+use deltaplan_eval::{closed_loop, summarize, Driver, Metric, PlannerError};
 use deltaplan_sim::{Difficulty, Family, SimConfig, Split};
 
 #[test]
@@ -9,7 +9,7 @@ use deltaplan_sim::{Difficulty, Family, SimConfig, Split};
 fn a_nan_planner_fails_every_episode() {
     let sim = SimConfig::default();
     let specs = Split::Eval.suite(&Family::ALL, 2, Difficulty::default());
-    let mut nan_planner = |_obs: &[f32], plans: &mut [f32]| -> Result<(), String> {
+    let mut nan_planner = |_obs: &[f32], plans: &mut [f32]| -> Result<(), PlannerError> {
         plans.fill(f32::NAN);
         Ok(())
     };
