@@ -523,12 +523,39 @@ pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<(PathB
             rl: run(Policy::Rl, errors.rl)?,
         });
     }
-    // Example episodes: the SFT planner fails, the refined one does not.
-    let mut examples = Vec::new();
+    let examples = render_examples(cfg, out, &splits[0])?;
+    let curve = learning_curve(out);
+    // From the evaluated checkpoint: the curve skips iterations in which no episode ended.
+    let env_steps = refined.env_steps;
+    let wall_seconds = match wall {
+        Some(w) => w.as_secs_f64(),
+        None => previous_wall_seconds(out),
+    };
+    let input = ReportInput {
+        splits,
+        curve,
+        wall_seconds,
+        env_steps,
+        examples,
+        notes: vec![
+            format!("seed {}, configuration hash {} (`{}/run.toml`)", cfg.seed, config_hash(cfg), out.display()),
+            format!(
+                "{} scenarios per family and split; `eval` and `hard` seeds are disjoint from training seeds",
+                cfg.eval.per_family
+            ),
+        ],
+    };
+    let report = write_report(out, input)?;
+    Ok((out.join("report.md"), report))
+}
+
+/// Renders up to `eval.examples` episodes of the eval split where the SFT planner fails and
+/// the refined one does not, for both planners.
+fn render_examples(cfg: &Config, out: &Path, eval_split: &SplitRun) -> Result<Vec<Example>> {
     let specs = suite(cfg, Split::Eval);
-    let eval_split = &splits[0];
     let picks = fixed_failures(&eval_split.sft.episodes, &eval_split.rl.episodes)?;
     let dir = out.join("figures").join("episodes");
+    let mut examples = Vec::new();
     for i in picks.into_iter().take(cfg.eval.examples) {
         let spec = specs[i];
         let mut images = Vec::new();
@@ -559,7 +586,13 @@ pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<(PathB
             images,
         });
     }
-    let curve: Vec<CurvePoint> = fs::read_to_string(out.join("metrics.jsonl"))
+    Ok(examples)
+}
+
+/// The learning curve from metrics.jsonl: iterations in which at least one episode ended
+/// (the others log null statistics).
+fn learning_curve(out: &Path) -> Vec<CurvePoint> {
+    fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str::<IterationStats>(l).ok())
@@ -569,29 +602,7 @@ pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<(PathB
             episode_return: f64::from(s.episode_return),
             failure_rate: f64::from(s.collision_rate + s.offroad_rate),
         })
-        .collect();
-    // From the evaluated checkpoint: the curve skips iterations in which no episode ended.
-    let env_steps = refined.env_steps;
-    let wall_seconds = match wall {
-        Some(w) => w.as_secs_f64(),
-        None => previous_wall_seconds(out),
-    };
-    let input = ReportInput {
-        splits,
-        curve,
-        wall_seconds,
-        env_steps,
-        examples,
-        notes: vec![
-            format!("seed {}, configuration hash {} (`{}/run.toml`)", cfg.seed, config_hash(cfg), out.display()),
-            format!(
-                "{} scenarios per family and split; `eval` and `hard` seeds are disjoint from training seeds",
-                cfg.eval.per_family
-            ),
-        ],
-    };
-    let report = write_report(out, input)?;
-    Ok((out.join("report.md"), report))
+        .collect()
 }
 
 /// The wall time of the whole run, as a previous `run` recorded it in report.json (a

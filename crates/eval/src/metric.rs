@@ -193,13 +193,6 @@ impl FromStr for Metric {
     }
 }
 
-/// The one definition of a failed episode: a collision or an off-road event.
-// TODO(sim): use EpisodeStats::is_failure (which also counts a non-finite state), and add
-// "or non-finite state" to FailureRate's label and to report.md's "How to read this".
-pub(crate) fn is_failure(s: &EpisodeStats) -> bool {
-    s.had_collision() || s.offroad > 0
-}
-
 /// One value per [`Metric`], indexed by the metric.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct PerMetric<T>([T; Metric::COUNT]);
@@ -222,6 +215,13 @@ impl<T> std::ops::Index<Metric> for PerMetric<T> {
     fn index(&self, m: Metric) -> &T {
         &self.0[m.index()]
     }
+}
+
+/// The one definition of a failed episode: a collision or an off-road event.
+// TODO(sim): use EpisodeStats::is_failure (which also counts a non-finite state), and add
+// "or non-finite state" to FailureRate's label and to report.md's "How to read this".
+pub(crate) fn is_failure(s: &EpisodeStats) -> bool {
+    s.had_collision() || s.offroad > 0
 }
 
 #[cfg(test)]

@@ -104,13 +104,6 @@ pub fn fixed_failures(before: &[EpisodeStats], after: &[EpisodeStats]) -> Result
         .collect())
 }
 
-const BOOTSTRAP_SAMPLES: usize = 2000;
-/// Bootstrap streams are `stdx::seed::rng(BOOTSTRAP_SEED, tag)`: independent of the run's
-/// seed, so a report's intervals depend only on its episodes.
-const BOOTSTRAP_SEED: u64 = 0;
-/// The stream tag of paired differences (every metric uses it).
-const PAIRED_STREAM: u64 = 99;
-
 /// Percentile bootstrap 95% interval of the mean of `values` (resampling indices from the
 /// fixed stream `stream`, so reports are reproducible).
 pub fn bootstrap_mean(values: &[f64], stream: u64) -> Estimate {
@@ -130,6 +123,13 @@ pub fn bootstrap_mean(values: &[f64], stream: u64) -> Estimate {
         hi: means[((0.975 * BOOTSTRAP_SAMPLES as f64) as usize).min(BOOTSTRAP_SAMPLES - 1)],
     }
 }
+
+const BOOTSTRAP_SAMPLES: usize = 2000;
+/// Bootstrap streams are `stdx::seed::rng(BOOTSTRAP_SEED, tag)`: independent of the run's
+/// seed, so a report's intervals depend only on its episodes.
+const BOOTSTRAP_SEED: u64 = 0;
+/// The stream tag of paired differences (every metric uses it).
+const PAIRED_STREAM: u64 = 99;
 
 fn summary(eps: &[&EpisodeStats]) -> Summary {
     Summary {
