@@ -44,6 +44,9 @@ pub enum EndReason {
     OffRoad,
     RedLight,
     Blocked,
+    /// The plan or the vehicle state stopped being finite numbers (a NaN or infinite
+    /// waypoint, or a state the dynamics could not represent): the planner is broken.
+    NonFinite,
 }
 
 impl EndReason {
@@ -56,6 +59,7 @@ impl EndReason {
                 | EndReason::OffRoad
                 | EndReason::RedLight
                 | EndReason::Blocked
+                | EndReason::NonFinite
         )
     }
 }
