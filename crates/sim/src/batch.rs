@@ -5,11 +5,11 @@
 //! specs, which are a pure function of (base seed, world index, episode number). Threads only
 //! decide who computes which world, so results are bit-identical for any thread count.
 
+use crate::config::SimConfig;
 use crate::metrics::EpisodeStats;
 use crate::obs::{observe, OBS_DIM};
 use crate::scenario::{Difficulty, Family, ScenarioSpec, Split};
 use crate::world::{EndReason, StepResult, World};
-use crate::SimConfig;
 use rayon::prelude::*;
 
 /// Where a world's next scenario comes from.

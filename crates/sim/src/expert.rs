@@ -10,43 +10,6 @@
 use crate::geom::Vec2;
 use crate::traffic::Idm;
 use crate::world::{Leader, World};
-use serde::{Deserialize, Serialize};
-
-/// Expert driving style.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ExpertConfig {
-    /// Lateral acceleration the expert accepts in bends, m/s^2.
-    pub lateral_accel: f32,
-    /// Deceleration used to slow for bends ahead, m/s^2.
-    pub comfort_brake: f32,
-    /// Time headway, s.
-    pub headway: f32,
-    /// Standstill gap, m.
-    pub min_gap: f32,
-    pub max_accel: f32,
-    /// IDM comfortable deceleration, m/s^2.
-    pub idm_brake: f32,
-    /// Braking accepted to stop for a yellow light, m/s^2.
-    pub yellow_brake: f32,
-    /// Time constant of the return to the lane centre, s.
-    pub lateral_tau: f32,
-}
-
-impl Default for ExpertConfig {
-    fn default() -> Self {
-        ExpertConfig {
-            lateral_accel: 2.5,
-            comfort_brake: 2.0,
-            headway: 1.2,
-            min_gap: 3.0,
-            max_accel: 2.0,
-            idm_brake: 2.5,
-            yellow_brake: 3.5,
-            lateral_tau: 1.0,
-        }
-    }
-}
 
 /// Longitudinal acceleration the expert wants now.
 pub fn expert_accel(w: &World) -> f32 {

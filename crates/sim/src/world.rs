@@ -1,14 +1,12 @@
 //! One driving world: map, traffic, lights, the ego, and the rules that score it.
 
+use crate::config::{ControllerParams, SimConfig, VehicleParams};
 use crate::geom::{OrientedBox, Vec2};
 use crate::metrics::EpisodeStats;
 use crate::road::RoadMap;
 use crate::scenario::ScenarioSpec;
 use crate::traffic::{Agent, Behaviour, LightState, TrafficLight};
-use crate::vehicle::{
-    bicycle_step, track_waypoints, BicycleState, ControllerParams, VehicleParams,
-};
-use crate::SimConfig;
+use crate::vehicle::{bicycle_step, track_waypoints, BicycleState};
 use rand_pcg::Pcg64;
 
 /// Strongest braking traffic agents use (m/s^2); above an emergency stop of a passenger car.
