@@ -6,10 +6,11 @@
 //! decide who computes which world, so results are bit-identical for any thread count.
 
 use crate::config::SimConfig;
+use crate::events::{EndReason, StepResult};
 use crate::metrics::EpisodeStats;
 use crate::obs::{observe, OBS_DIM};
-use crate::scenario::{Difficulty, Family, ScenarioSpec, Split};
-use crate::world::{EndReason, StepResult, World};
+use crate::spec::{Difficulty, Family, ScenarioSpec, Split};
+use crate::world::World;
 use rayon::prelude::*;
 
 /// Where a world's next scenario comes from.

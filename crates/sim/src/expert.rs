@@ -8,7 +8,7 @@
 //! profile, which the controller's fit recovers exactly.
 
 use crate::geom::Vec2;
-use crate::traffic::Idm;
+use crate::traffic::{agent_yields_at_merge, Idm};
 use crate::world::{Leader, World};
 
 /// Longitudinal acceleration the expert wants now.
@@ -42,7 +42,7 @@ pub fn expert_accel(w: &World) -> f32 {
                 // rel > 0: the ego is ahead of the agent once both are mapped onto the route.
                 let rel = s - (a.s - m.s_main_merge + m.s_route_merge);
                 let half = 0.5 * (a.length + vp.length);
-                if crate::world::agent_yields_at_merge(a, rel, half) {
+                if agent_yields_at_merge(a, rel, half) {
                     continue;
                 }
                 // Gap acceptance: go first if, at the merge point, the ego will be ahead of the

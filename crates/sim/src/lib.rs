@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod events;
 pub mod expert;
 pub mod geom;
 pub mod metrics;
@@ -17,6 +18,7 @@ pub mod obs;
 pub mod render;
 pub mod road;
 pub mod scenario;
+pub mod spec;
 pub mod toy;
 pub mod traffic;
 pub mod vehicle;
@@ -26,8 +28,10 @@ pub use batch::{BatchEnv, EnvSnapshot, StepBuffers};
 pub use config::{
     ControllerParams, ExpertConfig, RewardConfig, SimConfig, SimConfigError, VehicleParams,
 };
+pub use events::{EndReason, StepResult};
 pub use expert::expert_plan;
 pub use metrics::EpisodeStats;
 pub use obs::{observe, OBS_DIM};
-pub use scenario::{Difficulty, Family, RangeError, ScenarioSpec, Split};
-pub use world::{EndReason, StepResult, World};
+pub use scenario::Scenario;
+pub use spec::{Difficulty, Family, RangeError, ScenarioSpec, Split};
+pub use world::World;

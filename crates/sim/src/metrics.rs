@@ -9,9 +9,9 @@
 //!
 //! Comfort uses nuPlan's bounds on the ego's realised motion.
 
-use crate::scenario::Family;
+use crate::events::EndReason;
+use crate::spec::Family;
 use crate::vehicle::BicycleState;
-use crate::world::EndReason;
 use serde::{Deserialize, Serialize};
 
 /// CARLA Leaderboard 2.x infraction multipliers.

@@ -1,73 +1,17 @@
 //! One driving world: map, traffic, lights, the ego, and the rules that score it.
 
 use crate::config::{ControllerParams, SimConfig, VehicleParams};
+use crate::events::{EndReason, StepResult};
 use crate::geom::{OrientedBox, Vec2};
-use crate::metrics::EpisodeStats;
-use crate::road::RoadMap;
-use crate::scenario::ScenarioSpec;
-use crate::traffic::{Agent, Behaviour, LightState, TrafficLight};
+use crate::metrics::{comfort_violations, ComfortFilter, EpisodeStats};
+use crate::road::{RoadMap, SPACING};
+use crate::scenario::{MergeLink, Scenario};
+use crate::spec::ScenarioSpec;
+use crate::traffic::{agent_yields_at_merge, Agent, Behaviour, LightState, TrafficLight};
 use crate::vehicle::{bicycle_step, track_waypoints, BicycleState};
-use rand_pcg::Pcg64;
 
 /// Strongest braking traffic agents use (m/s^2); above an emergency stop of a passenger car.
 pub const AGENT_MAX_BRAKE: f32 = 9.0;
-
-/// Links a path that merges into the ego route: positions on `main_path` map to the ego route
-/// by `s_route = s_main - s_main_merge + s_route_merge`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct MergeLink {
-    pub main_path: u16,
-    pub s_main_merge: f32,
-    pub s_route_merge: f32,
-}
-
-/// Whether a main-road agent lets a merging ego in: polite drivers do once the ego, mapped
-/// onto the main road, is clearly ahead of them (`rel` = ego minus agent position, `half` =
-/// half the sum of their lengths). The expert uses the same rule, so they never wait on each
-/// other.
-#[inline]
-pub fn agent_yields_at_merge(a: &Agent, rel: f32, half: f32) -> bool {
-    a.yields_to_ego && rel > half + 1.0
-}
-
-/// Why an episode ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub enum EndReason {
-    #[default]
-    Running,
-    RouteCompleted,
-    TimeLimit,
-    CollisionVehicle,
-    CollisionStatic,
-    OffRoad,
-    RedLight,
-    Blocked,
-    /// The plan or the vehicle state stopped being finite numbers (a NaN or infinite
-    /// waypoint, or a state the dynamics could not represent): the planner is broken.
-    NonFinite,
-}
-
-impl EndReason {
-    /// Termination (no bootstrapping) as opposed to truncation.
-    pub fn is_termination(self) -> bool {
-        matches!(
-            self,
-            EndReason::CollisionVehicle
-                | EndReason::CollisionStatic
-                | EndReason::OffRoad
-                | EndReason::RedLight
-                | EndReason::Blocked
-                | EndReason::NonFinite
-        )
-    }
-}
-
-/// Result of one step of one world.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct StepResult {
-    pub reward: f32,
-    pub end: EndReason,
-}
 
 /// The nearest obstacle ahead on a path.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -85,7 +29,8 @@ impl Leader {
     };
 }
 
-/// A single world. Reset fills it from a [`ScenarioSpec`]; step advances it by `dt`.
+/// A single world. Reset fills it from a [`Scenario`] (generated from a [`ScenarioSpec`]);
+/// step advances it by `dt`.
 #[derive(Clone, Debug)]
 pub struct World {
     pub cfg: SimConfig,
@@ -112,17 +57,15 @@ pub struct World {
     pub stats: EpisodeStats,
     /// The plan executed in the last step (ego frame), for rendering.
     pub last_plan: Vec<[f32; 2]>,
-    pub(crate) rng: Pcg64,
-    pub(crate) best_progress: f32,
-    pub(crate) stall_anchor: f32,
-    pub(crate) stall_steps: u32,
+    best_progress: f32,
+    stall_anchor: f32,
+    stall_steps: u32,
     agent_accel: Vec<f32>,
-    comfort_filter: crate::metrics::ComfortFilter,
+    comfort_filter: ComfortFilter,
 }
 
 impl World {
     pub fn new(cfg: SimConfig) -> Self {
-        use rand::SeedableRng;
         World {
             cfg,
             spec: ScenarioSpec::default(),
@@ -142,7 +85,6 @@ impl World {
             speed_profile: Vec::new(),
             stats: EpisodeStats::default(),
             last_plan: Vec::new(),
-            rng: Pcg64::seed_from_u64(0),
             best_progress: 0.0,
             stall_anchor: 0.0,
             stall_steps: 0,
@@ -176,12 +118,41 @@ impl World {
 
     /// Resets to the scenario `spec` (deterministic in `spec`).
     pub fn reset(&mut self, spec: ScenarioSpec) {
-        crate::scenario::build(self, spec);
+        self.reset_from(Scenario::generate(spec, &self.cfg));
+    }
+
+    /// Resets to a generated scenario: the world takes its map, traffic and ego, and starts a
+    /// new episode record.
+    pub fn reset_from(&mut self, scenario: Scenario) {
+        let Scenario {
+            spec,
+            map,
+            lights,
+            agents,
+            statics,
+            ego,
+            route,
+            route_len,
+            merge,
+            time_limit_steps,
+        } = scenario;
+        self.spec = spec;
+        self.map = map;
+        self.lights = lights;
+        self.agents = agents;
+        self.statics = statics;
+        self.ego = ego;
+        self.route = route;
+        self.route_len = route_len;
+        self.merge = merge;
+        self.time_limit_steps = time_limit_steps;
         self.step_count = 0;
-        self.stats = EpisodeStats::default();
-        self.comfort_filter = Default::default();
-        self.stats.family = spec.family;
-        self.stats.seed = spec.seed;
+        self.stats = EpisodeStats {
+            family: spec.family,
+            seed: spec.seed,
+            ..Default::default()
+        };
+        self.comfort_filter = ComfortFilter::default();
         self.update_agent_poses();
         let c = self.ego.center(&self.cfg.vehicle);
         let (s, _) = self
@@ -228,7 +199,7 @@ impl World {
             } else {
                 0.0
             };
-            let lane = self.map.lane_at(route, i as f32 * crate::road::SPACING);
+            let lane = self.map.lane_at(route, i as f32 * SPACING);
             let limit = self.map.lanes[lane as usize].speed_limit;
             let v_curve = if k > 1e-4 {
                 (a_lat / k).sqrt()
@@ -240,7 +211,7 @@ impl World {
         let b = self.cfg.expert.comfort_brake;
         for i in (0..n.saturating_sub(1)).rev() {
             let next = self.speed_profile[i + 1];
-            let reach = (next * next + 2.0 * b * crate::road::SPACING).sqrt();
+            let reach = (next * next + 2.0 * b * SPACING).sqrt();
             if reach < self.speed_profile[i] {
                 self.speed_profile[i] = reach;
             }
@@ -249,7 +220,7 @@ impl World {
 
     /// Allowed speed at route arc length `s`.
     pub fn allowed_speed(&self, s: f32) -> f32 {
-        let i = ((s / crate::road::SPACING).max(0.0) as usize).min(self.speed_profile.len() - 1);
+        let i = ((s / SPACING).max(0.0) as usize).min(self.speed_profile.len() - 1);
         self.speed_profile[i]
     }
 
@@ -517,7 +488,7 @@ impl World {
 
         // Comfort (nuPlan bounds) from realised motion.
         // Reward: per-step comfort (CaRL); metric: nuPlan's filtered trajectory check.
-        let comfort = crate::metrics::comfort_violations(&prev, &self.ego, dt, self.step_count > 1);
+        let comfort = comfort_violations(&prev, &self.ego, dt, self.step_count > 1);
         let filtered = self.comfort_filter.push(&self.ego, dt);
         self.stats.record_comfort(filtered);
 

@@ -2,7 +2,7 @@
 //! allocation in the per-step path.
 
 use deltaplan_sim::batch::StepBuffers;
-use deltaplan_sim::scenario::{Difficulty, Family};
+use deltaplan_sim::spec::{Difficulty, Family};
 use deltaplan_sim::{expert_plan, observe, BatchEnv, ScenarioSpec, SimConfig, World, OBS_DIM};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

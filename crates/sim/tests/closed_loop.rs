@@ -2,7 +2,7 @@
 //! near-perfectly, and batches are bit-identical across thread counts.
 
 use deltaplan_sim::batch::StepBuffers;
-use deltaplan_sim::scenario::{Difficulty, Family, Split};
+use deltaplan_sim::spec::{Difficulty, Family, Split};
 use deltaplan_sim::{BatchEnv, EpisodeStats, SimConfig};
 use std::collections::BTreeMap;
 
