@@ -38,3 +38,29 @@ pub struct StepResult {
     pub reward: f32,
     pub end: EndReason,
 }
+
+/// What one step of one world produced, as the world measured it: the only input of the
+/// reward (`reward::compute`), so a reward can be tested, and changed, without a world.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepEvents {
+    /// How the episode ended this step, or `Running`.
+    pub end: EndReason,
+    /// Route metres gained this step (best progress after minus before; never negative).
+    pub progress_gain: f32,
+    /// Length of the route, metres.
+    pub route_length: f32,
+    /// Ego speed after the step, m/s.
+    pub speed: f32,
+    /// Speed limit of the route lane at the ego's position, m/s.
+    pub speed_limit: f32,
+    /// nuPlan comfort bounds violated by this step's raw motion (bits in the order of
+    /// `metrics::nuplan_comfort::NAMES`).
+    pub comfort_violations: u8,
+    /// Whether the ego box pokes out of the route lane (by more than 0.3 m).
+    pub outside_lane: bool,
+    /// Bumper-to-bumper gap to the vehicle or obstacle ahead on the route, metres; infinite
+    /// when none is within range or the reward does not look (`ttc_threshold` 0).
+    pub lead_gap: f32,
+    /// That leader's speed along the route, m/s (0 when none).
+    pub lead_speed: f32,
+}

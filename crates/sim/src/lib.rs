@@ -16,6 +16,7 @@ pub mod geom;
 pub mod metrics;
 pub mod obs;
 pub mod render;
+pub mod reward;
 pub mod road;
 pub mod scenario;
 pub mod spec;
@@ -28,7 +29,7 @@ pub use batch::{BatchEnv, EnvSnapshot, StepBuffers};
 pub use config::{
     ControllerParams, ExpertConfig, RewardConfig, SimConfig, SimConfigError, VehicleParams,
 };
-pub use events::{EndReason, StepResult};
+pub use events::{EndReason, StepEvents, StepResult};
 pub use expert::expert_plan;
 pub use metrics::EpisodeStats;
 pub use obs::{observe, OBS_DIM};

@@ -1,10 +1,11 @@
 //! One driving world: map, traffic, lights, the ego, and the rules that score it.
 
 use crate::config::{ControllerParams, SimConfig, VehicleParams};
-use crate::events::{EndReason, StepResult};
+use crate::events::{EndReason, StepEvents, StepResult};
 use crate::geom::{OrientedBox, Vec2};
 use crate::metrics::{comfort_violations, ComfortFilter, EpisodeStats};
-use crate::road::{RoadMap, SPACING};
+use crate::reward;
+use crate::road::{Lane, RoadMap, SPACING};
 use crate::scenario::{MergeLink, Scenario};
 use crate::spec::ScenarioSpec;
 use crate::traffic::{agent_yields_at_merge, Agent, Behaviour, LightState, TrafficLight};
@@ -415,25 +416,70 @@ impl World {
         self.update_agent_poses();
     }
 
-    /// Executes a plan of H waypoints (ego frame, flattened x0,y0,x1,y1,...) for one step.
+    /// Executes a plan of H waypoints (ego frame, flattened x0,y0,x1,y1,...) for one step:
+    /// control, dynamics, traffic, progress, events, metrics, reward.
     pub fn step(&mut self, plan: &[f32]) -> StepResult {
-        let dt = self.cfg.dt;
-        let vp = self.cfg.vehicle;
+        let before = BeforeStep {
+            ego: self.ego,
+            front: self.route_s + 0.5 * self.cfg.vehicle.length,
+            best_progress: self.best_progress,
+        };
+        let (steer, accel) = self.control(plan);
+        self.dynamics(steer, accel);
+        self.step_agents();
+        self.step_count += 1;
+        self.progress();
+        let end = self.events(&before);
+        let progress_gain = self.best_progress - before.best_progress;
+        let comfort_violations = self.comfort_metrics(&before.ego);
+        let lane = self.map.lanes[self.map.lane_at(self.route, self.route_s) as usize];
+        let outside_lane = self.lane_metrics(&lane, progress_gain);
+        let lead = self.reward_leader();
+        let events = StepEvents {
+            end,
+            progress_gain,
+            route_length: self.route_len,
+            speed: self.ego.v,
+            speed_limit: lane.speed_limit,
+            comfort_violations,
+            outside_lane,
+            lead_gap: lead.gap,
+            lead_speed: lead.v,
+        };
+        let reward = reward::compute(&events, &self.cfg.reward);
+        if end != EndReason::Running {
+            let rc = if end == EndReason::RouteCompleted {
+                100.0
+            } else {
+                self.route_completion()
+            };
+            self.stats.finish(end, rc);
+        }
+        StepResult { reward, end }
+    }
+
+    /// Control: the waypoint controller turns the plan into steering and acceleration.
+    fn control(&mut self, plan: &[f32]) -> (f32, f32) {
         self.last_plan.clear();
         self.last_plan
             .extend(plan.chunks_exact(2).map(|w| [w[0], w[1]]));
-        let (steer, accel) =
-            track_waypoints(&self.last_plan, self.ego.v, &vp, &self.cfg.controller);
-        let prev = self.ego;
-        let prev_front = self.route_s + 0.5 * vp.length;
-        let prev_best = self.best_progress;
-        bicycle_step(&mut self.ego, &vp, steer, accel, dt);
-        self.step_agents();
-        self.step_count += 1;
-        self.track_route(self.route_s);
-        let t = self.time();
+        track_waypoints(
+            &self.last_plan,
+            self.ego.v,
+            &self.cfg.vehicle,
+            &self.cfg.controller,
+        )
+    }
 
-        // Progress and stalls.
+    /// Dynamics: the kinematic bicycle advances the ego by one step.
+    fn dynamics(&mut self, steer: f32, accel: f32) {
+        bicycle_step(&mut self.ego, &self.cfg.vehicle, steer, accel, self.cfg.dt);
+    }
+
+    /// Progress along the route: the best progress so far and the stall counter behind
+    /// `blocked_seconds` (progress of less than 0.5 m does not reset it).
+    fn progress(&mut self) {
+        self.track_route(self.route_s);
         self.best_progress = self.best_progress.max(self.route_s.min(self.route_len));
         if self.best_progress > self.stall_anchor + 0.5 {
             self.stall_anchor = self.best_progress;
@@ -441,9 +487,14 @@ impl World {
         } else {
             self.stall_steps += 1;
         }
+    }
 
-        // Events.
-        let ego_box = self.ego.bbox(&vp);
+    /// Events: a collision, leaving the road or running a red light ends the episode and is
+    /// counted in the record; otherwise completing the route, being blocked or the time limit
+    /// ends it.
+    fn events(&mut self, before: &BeforeStep) -> EndReason {
+        let vp = &self.cfg.vehicle;
+        let ego_box = self.ego.bbox(vp);
         let mut end = EndReason::Running;
         if self.agents.iter().any(|a| {
             a.active
@@ -463,9 +514,10 @@ impl World {
             end = EndReason::OffRoad;
             self.stats.offroad += 1;
         } else {
+            let t = self.time();
             let front = self.route_s + 0.5 * vp.length;
             for stop in self.map.path_stops(self.route) {
-                if prev_front < stop.s
+                if before.front < stop.s
                     && front >= stop.s
                     && self.lights[stop.light as usize].state(t) == LightState::Red
                 {
@@ -477,7 +529,7 @@ impl World {
         if end == EndReason::Running {
             if self.best_progress >= self.route_len - self.cfg.route_end_tolerance {
                 end = EndReason::RouteCompleted;
-            } else if self.stall_steps as f32 * dt >= self.cfg.blocked_seconds {
+            } else if self.stall_steps as f32 * self.cfg.dt >= self.cfg.blocked_seconds {
                 end = EndReason::Blocked;
                 self.stats.blocked = true;
             } else if self.step_count >= self.time_limit_steps {
@@ -485,36 +537,42 @@ impl World {
                 self.stats.timeout = true;
             }
         }
+        end
+    }
 
-        // Comfort (nuPlan bounds) from realised motion.
-        // Reward: per-step comfort (CaRL); metric: nuPlan's filtered trajectory check.
-        let comfort = comfort_violations(&prev, &self.ego, dt, self.step_count > 1);
+    /// Comfort metrics from the realised motion: nuPlan's filtered check goes into the
+    /// episode record; the raw step-to-step violations (CaRL's per-step comfort) are returned
+    /// for the reward.
+    fn comfort_metrics(&mut self, prev: &BicycleState) -> u8 {
+        let dt = self.cfg.dt;
+        let raw = comfort_violations(prev, &self.ego, dt, self.step_count > 1);
         let filtered = self.comfort_filter.push(&self.ego, dt);
         self.stats.record_comfort(filtered);
+        raw
+    }
 
-        // Lane keeping: outside the route lane when the ego box pokes out of it.
-        let lane = self.map.lane_at(self.route, self.route_s);
-        let half_lane = 0.5 * self.map.lanes[lane as usize].width;
-        let outside = self.route_lat.abs() + 0.5 * vp.width > half_lane + 0.3;
-        let progress_gain = self.best_progress - prev_best;
+    /// Lane metrics: whether the ego box pokes out of the route lane `lane` (the route metres
+    /// gained meanwhile count against the CARLA outside-lanes factor), the step count and the
+    /// speed sum of the record.
+    fn lane_metrics(&mut self, lane: &Lane, progress_gain: f32) -> bool {
+        let half_lane = 0.5 * lane.width;
+        let outside = self.route_lat.abs() + 0.5 * self.cfg.vehicle.width > half_lane + 0.3;
         if outside {
             self.stats.outside_lane_distance += progress_gain;
         }
         self.stats.steps += 1;
         self.stats.speed_sum += self.ego.v;
+        outside
+    }
 
-        // Reward (CaRL-style): route-completion gain x soft penalties, terminal penalty.
+    /// The vehicle or obstacle ahead on the route that the time-to-collision penalty looks
+    /// at (lights ignored), within twice the distance covered in `ttc_threshold`; none when
+    /// the penalty is off.
+    fn reward_leader(&self) -> Leader {
         let rc = &self.cfg.reward;
-        let limit = self.map.lanes[lane as usize].speed_limit;
-        let speed_factor = if self.ego.v > limit {
-            (1.0 - (self.ego.v - limit) / (rc.speeding_tolerance * limit)).max(0.0)
-        } else {
-            1.0
-        };
-        let comfort_factor = 1.0 - 0.5 * comfort.count_ones() as f32 / 6.0;
-        // Time to collision with the vehicle or obstacle ahead on the route (lights ignored).
-        let ttc_factor = if rc.ttc_threshold > 0.0 {
-            let lead = self.leader_on_path(
+        let vp = &self.cfg.vehicle;
+        if rc.ttc_threshold > 0.0 {
+            self.leader_on_path(
                 self.route,
                 self.route_s,
                 self.route_lat,
@@ -526,33 +584,17 @@ impl World {
                 false,
                 false,
                 None,
-            );
-            let closing = self.ego.v - lead.v;
-            if closing > 0.0 && lead.gap < closing * rc.ttc_threshold {
-                rc.ttc_factor
-            } else {
-                1.0
-            }
+            )
         } else {
-            1.0
-        };
-        let lane_factor = if outside { rc.outside_lane_factor } else { 1.0 };
-        let mut reward = 100.0 * progress_gain / self.route_len
-            * speed_factor
-            * comfort_factor
-            * lane_factor
-            * ttc_factor;
-        if end.is_termination() {
-            reward -= rc.terminal_penalty;
+            Leader::NONE
         }
-        if end != EndReason::Running {
-            let rc = if end == EndReason::RouteCompleted {
-                100.0
-            } else {
-                self.route_completion()
-            };
-            self.stats.finish(end, rc);
-        }
-        StepResult { reward, end }
     }
+}
+
+/// The ego before a step, for the events and metrics that compare before and after.
+struct BeforeStep {
+    ego: BicycleState,
+    /// Route position of the front bumper.
+    front: f32,
+    best_progress: f32,
 }
