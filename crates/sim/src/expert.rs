@@ -9,7 +9,7 @@
 
 use crate::geom::Vec2;
 use crate::traffic::{agent_yields_at_merge, Idm};
-use crate::world::{Leader, World};
+use crate::world::{Leader, LeaderQuery, Observer, StopLines, World};
 
 /// Longitudinal acceleration the expert wants now.
 pub fn expert_accel(w: &World) -> f32 {
@@ -18,19 +18,15 @@ pub fn expert_accel(w: &World) -> f32 {
     let v = w.ego.v;
     let s = w.route_s;
     let horizon = (v * 4.0 + 25.0).min(100.0);
-    let mut lead = w.leader_on_path(
-        w.route,
-        s,
-        0.0,
-        0.5 * vp.width,
-        0.5 * vp.length,
-        v,
-        horizon,
-        None,
-        false,
-        true,
-        Some(e.yellow_brake),
-    );
+    // The route centreline ahead (the plan converges to it), seeing cut-ins by intention.
+    let mut lead = w.leader_on_path(&LeaderQuery {
+        d: 0.0,
+        observer: Observer::PrivilegedEgo,
+        stop_lines: StopLines::Obey {
+            yellow_decel: e.yellow_brake,
+        },
+        ..w.ego_leader_query(horizon)
+    });
     if let Some(m) = w.merge {
         if s < m.s_route_merge + 5.0 {
             let to_merge = m.s_route_merge - s;

@@ -12,7 +12,7 @@
 
 use crate::geom::{wrap_angle, Vec2};
 use crate::traffic::LightState;
-use crate::world::World;
+use crate::world::{LeaderQuery, StopLines, World};
 
 pub const K_AGENTS: usize = 8;
 pub const AGENT_FEATURES: usize = 11;
@@ -176,19 +176,12 @@ pub fn observe(w: &World, out: &mut [f32]) {
     }
 
     // Leader.
-    let lead = w.leader_on_path(
-        w.route,
-        w.route_s,
-        w.route_lat,
-        0.5 * vp.width,
-        0.5 * vp.length,
-        ego.v,
-        80.0,
-        None,
-        false,
-        false,
-        Some(w.cfg.expert.yellow_brake),
-    );
+    let lead = w.leader_on_path(&LeaderQuery {
+        stop_lines: StopLines::Obey {
+            yellow_decel: w.cfg.expert.yellow_brake,
+        },
+        ..w.ego_leader_query(80.0)
+    });
     let lb = light_base + 5;
     if lead.gap.is_finite() {
         out[lb] = (lead.gap / 50.0).clamp(-0.2, 1.6);

@@ -14,6 +14,9 @@ use crate::vehicle::{bicycle_step, track_waypoints, BicycleState};
 /// Strongest braking traffic agents use (m/s^2); above an emergency stop of a passenger car.
 pub const AGENT_MAX_BRAKE: f32 = 9.0;
 
+/// Braking traffic agents accept to stop for a yellow light (m/s^2).
+pub const AGENT_YELLOW_DECEL: f32 = 4.0;
+
 /// The nearest obstacle ahead on a path.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Leader {
@@ -28,6 +31,50 @@ impl Leader {
         gap: f32::INFINITY,
         v: 0.0,
     };
+}
+
+/// A search for the nearest obstacle ahead of a vehicle on a path ([`World::leader_on_path`]).
+/// [`World::ego_leader_query`] fills in the ego on its route.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LeaderQuery {
+    /// Path index the vehicle follows.
+    pub path: usize,
+    /// Arc length of the vehicle's centre on `path`, metres.
+    pub s: f32,
+    /// Lateral offset of the vehicle's centre from the path centreline (left +), metres.
+    pub d: f32,
+    pub half_width: f32,
+    pub half_length: f32,
+    /// The vehicle's speed: whether it can still stop for a yellow light.
+    pub speed: f32,
+    /// How far ahead to look, metres.
+    pub horizon: f32,
+    /// Who looks: decides which vehicles are seen and where.
+    pub observer: Observer,
+    /// Whether stop lines whose light demands a stop count as obstacles.
+    pub stop_lines: StopLines,
+}
+
+/// Who searches for a leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observer {
+    /// The ego as any planner sees it: every active agent where it is now.
+    Ego,
+    /// The privileged expert: cut-in agents where they are going (their intended lateral
+    /// offset), not where they are.
+    PrivilegedEgo,
+    /// Traffic agent `i`: every other active agent, and the ego.
+    Agent(usize),
+}
+
+/// Whether a leader search stops at traffic lights.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StopLines {
+    /// Lights are not obstacles.
+    Ignore,
+    /// A stop line is an obstacle at red, and at yellow when stopping before it needs no
+    /// more than `yellow_decel` (m/s^2).
+    Obey { yellow_decel: f32 },
 }
 
 /// A single world. Reset fills it from a [`Scenario`] (generated from a [`ScenarioSpec`]);
@@ -235,26 +282,43 @@ impl World {
         }
     }
 
-    /// Nearest obstacle ahead of a vehicle on `path` at arc length `s`, lateral offset `d`,
-    /// half width `half_w` and half length `half_l`, looking `horizon` metres ahead. Considers
-    /// active agents (except `skip_agent`), the ego if `include_ego`, static obstacles, and
-    /// stop lines whose light demands a stop (`stop_decel`: the braking the driver accepts to
-    /// stop for yellow; `None` ignores lights). `privileged` uses the cut-in agents' intended lateral offsets.
-    #[allow(clippy::too_many_arguments)]
-    pub fn leader_on_path(
-        &self,
-        path: usize,
-        s: f32,
-        d: f32,
-        half_w: f32,
-        half_l: f32,
-        v: f32,
-        horizon: f32,
-        skip_agent: Option<usize>,
-        include_ego: bool,
-        privileged: bool,
-        stop_decel: Option<f32>,
-    ) -> Leader {
+    /// The ego on its route looking `horizon` metres ahead, as any planner sees it, lights
+    /// ignored; change fields for other views.
+    pub fn ego_leader_query(&self, horizon: f32) -> LeaderQuery {
+        let vp = &self.cfg.vehicle;
+        LeaderQuery {
+            path: self.route,
+            s: self.route_s,
+            d: self.route_lat,
+            half_width: 0.5 * vp.width,
+            half_length: 0.5 * vp.length,
+            speed: self.ego.v,
+            horizon,
+            observer: Observer::Ego,
+            stop_lines: StopLines::Ignore,
+        }
+    }
+
+    /// Nearest obstacle ahead of the vehicle described by `q`: active agents (as `q.observer`
+    /// sees them), the ego when an agent looks, static obstacles, and (per `q.stop_lines`)
+    /// stop lines whose light demands a stop.
+    pub fn leader_on_path(&self, q: &LeaderQuery) -> Leader {
+        let LeaderQuery {
+            path,
+            s,
+            d,
+            half_width: half_w,
+            half_length: half_l,
+            speed: v,
+            horizon,
+            observer,
+            stop_lines,
+        } = *q;
+        let (skip_agent, include_ego, privileged) = match observer {
+            Observer::Ego => (None, false, false),
+            Observer::PrivilegedEgo => (None, false, true),
+            Observer::Agent(i) => (Some(i), true, false),
+        };
         let line = self.map.paths[path].line;
         let lines = &self.map.lines;
         let (p0, _) = lines.sample(line, s);
@@ -314,7 +378,10 @@ impl World {
         for b in &self.statics {
             consider(b.center, b.heading, b.half_length, b.half_width, 0.0, 0.0);
         }
-        let Some(stop_decel) = stop_decel else {
+        let StopLines::Obey {
+            yellow_decel: stop_decel,
+        } = stop_lines
+        else {
             return best;
         };
         for stop in self.map.path_stops(path) {
@@ -353,19 +420,19 @@ impl World {
                 continue;
             }
             let horizon = (a.v * 3.0 + 20.0).min(80.0);
-            let mut lead = self.leader_on_path(
-                a.path as usize,
-                a.s,
-                a.d,
-                0.5 * a.width,
-                0.5 * a.length,
-                a.v,
+            let mut lead = self.leader_on_path(&LeaderQuery {
+                path: a.path as usize,
+                s: a.s,
+                d: a.d,
+                half_width: 0.5 * a.width,
+                half_length: 0.5 * a.length,
+                speed: a.v,
                 horizon,
-                Some(i),
-                true,
-                false,
-                Some(4.0),
-            );
+                observer: Observer::Agent(i),
+                stop_lines: StopLines::Obey {
+                    yellow_decel: AGENT_YELLOW_DECEL,
+                },
+            });
             // Polite drivers on the main road treat a merging ego as if it were already in
             // their lane (virtual-vehicle projection at the merge).
             if let Some(m) = self.merge {
@@ -570,21 +637,9 @@ impl World {
     /// the penalty is off.
     fn reward_leader(&self) -> Leader {
         let rc = &self.cfg.reward;
-        let vp = &self.cfg.vehicle;
         if rc.ttc_threshold > 0.0 {
-            self.leader_on_path(
-                self.route,
-                self.route_s,
-                self.route_lat,
-                0.5 * vp.width,
-                0.5 * vp.length,
-                self.ego.v,
-                (self.ego.v * rc.ttc_threshold * 2.0).max(10.0),
-                None,
-                false,
-                false,
-                None,
-            )
+            let horizon = (self.ego.v * rc.ttc_threshold * 2.0).max(10.0);
+            self.leader_on_path(&self.ego_leader_query(horizon))
         } else {
             Leader::NONE
         }
@@ -597,4 +652,109 @@ struct BeforeStep {
     /// Route position of the front bumper.
     front: f32,
     best_progress: f32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traffic::Idm;
+
+    fn agent(s: f32, d: f32, behaviour: Behaviour) -> Agent {
+        Agent {
+            path: 0,
+            s,
+            d,
+            v: 5.0,
+            accel: 0.0,
+            length: 4.0,
+            width: 2.0,
+            idm: Idm {
+                v0: 10.0,
+                headway: 1.0,
+                s0: 2.0,
+                a_max: 1.0,
+                b: 2.0,
+            },
+            behaviour,
+            yields_to_ego: true,
+            active: true,
+            pos: Vec2::ZERO,
+            heading: Vec2::new(1.0, 0.0),
+        }
+    }
+
+    /// A straight 200 m lane along x; the ego's centre at x = 20, standing; agents as given.
+    fn straight_road(agents: Vec<Agent>) -> World {
+        let cfg = SimConfig::default();
+        let mut map = RoadMap::default();
+        let lane = map.add_lane(&[Vec2::ZERO, Vec2::new(200.0, 0.0)], 3.5, 15.0);
+        let route = map.add_path(&[lane], &[None]);
+        map.build_index();
+        let rc = cfg.vehicle.rear_to_center;
+        let mut w = World::new(cfg);
+        w.reset_from(Scenario {
+            map,
+            agents,
+            ego: BicycleState {
+                pos: Vec2::new(20.0 - rc, 0.0),
+                ..Default::default()
+            },
+            route,
+            route_len: 185.0,
+            time_limit_steps: 100,
+            ..Default::default()
+        });
+        w
+    }
+
+    #[test]
+    fn leader_search_sees_what_its_observer_sees() {
+        // Agent 0 ahead of the ego, agent 1 behind it, agent 2 cutting in from the left lane
+        // (3.5 m left of the centreline) 12 m ahead of the ego, its manoeuvre due at t = 0.
+        let cut_in = Behaviour::CutIn {
+            at: 0.0,
+            duration: 2.0,
+            d_from: 3.5,
+            d_to: 0.0,
+        };
+        let w = straight_road(vec![
+            agent(50.0, 0.0, Behaviour::Idm),
+            agent(10.0, 0.0, Behaviour::Idm),
+            agent(32.0, 3.5, cut_in),
+        ]);
+        let ego = w.ego_leader_query(100.0);
+        // Bumper to bumper: 50 - 20 - 4.6 / 2 - 4 / 2 = 25.7 m; the cut-in is still in its lane.
+        let lead = w.leader_on_path(&ego);
+        assert!((lead.gap - 25.7).abs() < 1e-3, "{lead:?}");
+        assert_eq!(lead.v, 5.0);
+        // The privileged expert sees the cut-in where it is going: 32 - 20 - 2.3 - 2 = 7.7 m.
+        let expert = LeaderQuery {
+            observer: Observer::PrivilegedEgo,
+            ..ego
+        };
+        assert!((w.leader_on_path(&expert).gap - 7.7).abs() < 1e-3);
+        // Nothing within a 20 m horizon for the ego.
+        let short = LeaderQuery {
+            horizon: 20.0,
+            ..ego
+        };
+        assert_eq!(w.leader_on_path(&short), Leader::NONE);
+        // Agent 1 sees the ego (standing) 20 - 10 - 2 - 2.3 = 5.7 m ahead; agent 0 sees nobody,
+        // least of all itself.
+        let from_agent = |i: usize| LeaderQuery {
+            path: 0,
+            s: w.agents[i].s,
+            d: 0.0,
+            half_width: 1.0,
+            half_length: 2.0,
+            speed: 5.0,
+            horizon: 100.0,
+            observer: Observer::Agent(i),
+            stop_lines: StopLines::Ignore,
+        };
+        let behind = w.leader_on_path(&from_agent(1));
+        assert!((behind.gap - 5.7).abs() < 1e-3, "{behind:?}");
+        assert_eq!(behind.v, 0.0);
+        assert_eq!(w.leader_on_path(&from_agent(0)), Leader::NONE);
+    }
 }
