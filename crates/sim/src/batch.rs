@@ -11,6 +11,7 @@ use crate::metrics::EpisodeStats;
 use crate::obs::{observe, OBS_DIM};
 use crate::spec::{Difficulty, Family, ScenarioSpec, Split};
 use crate::world::World;
+use deltaplan_stdx::seed::mix64;
 use rayon::prelude::*;
 
 /// Where a world's next scenario comes from.
@@ -96,12 +97,14 @@ fn spec_for(scenarios: &Scenarios, seed: u64, world: usize, episode: u64) -> Sce
             easiest,
             hardest,
         } => {
-            let h =
-                mix(mix(seed ^ 0xD1B5_4A32_D192_ED03).wrapping_add(mix(world as u64)) ^ episode);
+            // SplitMix64 finalisers decorrelate (seed, world, episode) triples.
+            let h = mix64(
+                mix64(seed ^ 0xD1B5_4A32_D192_ED03).wrapping_add(mix64(world as u64)) ^ episode,
+            );
             let family = families[(h % families.len() as u64) as usize];
-            let seed = Split::Train.seed_base() + (mix(h) % Split::SPLIT_SIZE);
+            let seed = Split::Train.seed_base() + (mix64(h) % Split::SPLIT_SIZE);
             // 24 bits of another mix: a uniform t in [0, 1).
-            let t = (mix(h ^ 0x5851_F42D_4C95_7F2D) >> 40) as f32 / (1u64 << 24) as f32;
+            let t = (mix64(h ^ 0x5851_F42D_4C95_7F2D) >> 40) as f32 / (1u64 << 24) as f32;
             ScenarioSpec {
                 family,
                 seed,
@@ -109,13 +112,6 @@ fn spec_for(scenarios: &Scenarios, seed: u64, world: usize, episode: u64) -> Sce
             }
         }
     }
-}
-
-fn mix(mut z: u64) -> u64 {
-    // SplitMix64 finaliser: decorrelates (seed, world, episode) triples.
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 impl BatchEnv {

@@ -8,7 +8,8 @@ use crate::road::{clothoid_free_road, hermite, offset_polyline, LaneId, RoadMap}
 use crate::spec::{Difficulty, Family, ScenarioSpec};
 use crate::traffic::{Agent, Behaviour, Idm, TrafficLight};
 use crate::vehicle::BicycleState;
-use rand::{RngExt, SeedableRng};
+use deltaplan_stdx::seed;
+use rand::RngExt;
 use rand_pcg::Pcg64;
 use std::f32::consts::{FRAC_PI_2, PI};
 
@@ -50,7 +51,7 @@ impl Scenario {
     /// Generates the scenario of `spec` for a simulation with `cfg` (its step length sets the
     /// time limit in steps, its vehicle the ego's placement).
     pub fn generate(spec: ScenarioSpec, cfg: &SimConfig) -> Scenario {
-        let mut rng = Pcg64::seed_from_u64(spec.seed ^ 0x9E37_79B9_7F4A_7C15);
+        let mut rng = seed::rng(spec.seed, seed::GOLDEN_GAMMA);
         // Decorrelate families that share a seed index.
         for _ in 0..(spec.family as u32) {
             let _: u64 = rng.random();
