@@ -88,6 +88,23 @@ pub struct EnvSnapshot {
     pub histories: Vec<Vec<f32>>,
 }
 
+/// Why an [`EnvSnapshot`] cannot be restored into a batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// The snapshot was taken of a batch with another seed or size.
+    #[error("environment snapshot is for seed {snapshot_seed} with {snapshot_worlds} worlds, this batch has seed {seed} with {worlds}")]
+    OtherBatch {
+        snapshot_seed: u64,
+        snapshot_worlds: usize,
+        seed: u64,
+        worlds: usize,
+    },
+    /// A world's history is not a whole number of plans: it belongs to another horizon or
+    /// the file is damaged.
+    #[error("environment snapshot history of {floats} floats is not a whole number of {action_dim}-float plans")]
+    PartialPlan { floats: usize, action_dim: usize },
+}
+
 /// The scenario of `episode` in `world`: a pure function, so thread scheduling cannot change it.
 fn spec_for(scenarios: &Scenarios, seed: u64, world: usize, episode: u64) -> ScenarioSpec {
     match scenarios {
@@ -190,22 +207,22 @@ impl BatchEnv {
 
     /// Rebuilds every world from a snapshot of a batch made with the same configuration, seed
     /// and size, by resetting to each world's episode and replaying its plans.
-    pub fn restore(&mut self, snap: &EnvSnapshot) -> Result<(), String> {
+    pub fn restore(&mut self, snap: &EnvSnapshot) -> Result<(), SnapshotError> {
         let n = self.slots.len();
         if snap.seed != self.seed || snap.episodes.len() != n || snap.histories.len() != n {
-            return Err(format!(
-                "environment snapshot is for seed {} with {} worlds, this batch has seed {} with {n}",
-                snap.seed,
-                snap.episodes.len(),
-                self.seed
-            ));
+            return Err(SnapshotError::OtherBatch {
+                snapshot_seed: snap.seed,
+                snapshot_worlds: snap.episodes.len(),
+                seed: self.seed,
+                worlds: n,
+            });
         }
         let a = self.action_dim();
         if let Some(h) = snap.histories.iter().find(|h| h.len() % a != 0) {
-            return Err(format!(
-                "environment snapshot history of {} floats is not a whole number of {a}-float plans",
-                h.len()
-            ));
+            return Err(SnapshotError::PartialPlan {
+                floats: h.len(),
+                action_dim: a,
+            });
         }
         let (scenarios, seed) = (&self.scenarios, self.seed);
         self.slots

@@ -25,7 +25,7 @@ pub mod traffic;
 pub mod vehicle;
 pub mod world;
 
-pub use batch::{BatchEnv, EnvSnapshot, StepBuffers};
+pub use batch::{BatchEnv, EnvSnapshot, SnapshotError, StepBuffers};
 pub use config::{
     ControllerParams, ExpertConfig, RewardConfig, SimConfig, SimConfigError, VehicleParams,
 };
