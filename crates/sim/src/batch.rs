@@ -43,13 +43,19 @@ pub struct StepBuffers {
 }
 
 impl StepBuffers {
+    /// Buffers for `n` worlds of this simulator (observations of [`OBS_DIM`] floats).
     pub fn new(n: usize) -> Self {
+        Self::with_obs_dim(n, OBS_DIM)
+    }
+
+    /// Buffers for `n` worlds with observations of `obs_dim` floats.
+    pub fn with_obs_dim(n: usize, obs_dim: usize) -> Self {
         StepBuffers {
-            obs: vec![0.0; n * OBS_DIM],
+            obs: vec![0.0; n * obs_dim],
             reward: vec![0.0; n],
             terminated: vec![false; n],
             truncated: vec![false; n],
-            final_obs: vec![0.0; n * OBS_DIM],
+            final_obs: vec![0.0; n * obs_dim],
         }
     }
 }

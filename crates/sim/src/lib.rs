@@ -6,10 +6,20 @@
 //! learning: planners hand it H waypoints per ego and step; it hands back observations,
 //! rewards, termination/truncation flags and per-episode infraction records.
 //!
-//! Start at [`BatchEnv`] (N worlds stepped together) or [`World`] (one).
+//! Start at [`BatchEnv`] (N worlds stepped together, behind the [`VecEnv`] seam) or [`World`]
+//! (one; [`World::step`] is one simulation step).
+//!
+//! Layers, bottom-up (a module imports only modules of lower layers):
+//! 1. `config`, `spec`, `events`: configuration and plain value types;
+//! 2. `geom`, `road`, `vehicle`, `traffic`, `reward`, `metrics`;
+//! 3. `scenario`: generation of a [`Scenario`] value from a [`ScenarioSpec`];
+//! 4. `world`: one world, reset from a [`Scenario`];
+//! 5. `expert`, `obs`, `render`: read a [`World`];
+//! 6. `batch`: [`BatchEnv`]; 7. `env`: the [`VecEnv`] seam over it.
 
 pub mod batch;
 pub mod config;
+pub mod env;
 pub mod events;
 pub mod expert;
 pub mod geom;
@@ -29,6 +39,7 @@ pub use batch::{BatchEnv, EnvSnapshot, SnapshotError, StepBuffers};
 pub use config::{
     ControllerParams, ExpertConfig, RewardConfig, SimConfig, SimConfigError, VehicleParams,
 };
+pub use env::{ExpertEnv, ResumableEnv, VecEnv};
 pub use events::{EndReason, StepEvents, StepResult};
 pub use expert::expert_plan;
 pub use metrics::EpisodeStats;
