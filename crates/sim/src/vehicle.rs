@@ -26,6 +26,21 @@ impl BicycleState {
     pub fn bbox(&self, p: &VehicleParams) -> OrientedBox {
         OrientedBox::new(self.center(p), self.yaw, p.length, p.width)
     }
+
+    /// Whether every component is a finite number.
+    pub fn is_finite(&self) -> bool {
+        [
+            self.pos.x,
+            self.pos.y,
+            self.yaw,
+            self.v,
+            self.steer,
+            self.accel,
+            self.yaw_rate,
+        ]
+        .iter()
+        .all(|x| x.is_finite())
+    }
 }
 
 /// Advances the kinematic bicycle model by `dt` with steering command `steer_cmd` (rate- and

@@ -485,7 +485,14 @@ impl World {
 
     /// Executes a plan of H waypoints (ego frame, flattened x0,y0,x1,y1,...) for one step:
     /// control, dynamics, traffic, progress, events, metrics, reward.
+    ///
+    /// A plan with a non-finite waypoint, or one that drives the ego into a non-finite state,
+    /// is not executed: the episode ends with [`EndReason::NonFinite`] (a termination and a
+    /// failure) and the world stays as it was before the step.
     pub fn step(&mut self, plan: &[f32]) -> StepResult {
+        if !plan.iter().all(|x| x.is_finite()) {
+            return self.end_non_finite();
+        }
         let before = BeforeStep {
             ego: self.ego,
             front: self.route_s + 0.5 * self.cfg.vehicle.length,
@@ -493,6 +500,10 @@ impl World {
         };
         let (steer, accel) = self.control(plan);
         self.dynamics(steer, accel);
+        if !self.ego.is_finite() {
+            self.ego = before.ego;
+            return self.end_non_finite();
+        }
         self.step_agents();
         self.step_count += 1;
         self.progress();
@@ -522,6 +533,27 @@ impl World {
             };
             self.stats.finish(end, rc);
         }
+        StepResult { reward, end }
+    }
+
+    /// Ends the episode on a plan or state that is not finite. Nothing is driven: no progress,
+    /// so the reward is the terminal penalty and the route completion what was driven before.
+    fn end_non_finite(&mut self) -> StepResult {
+        let end = EndReason::NonFinite;
+        let lane = self.map.lanes[self.map.lane_at(self.route, self.route_s) as usize];
+        let events = StepEvents {
+            end,
+            progress_gain: 0.0,
+            route_length: self.route_len,
+            speed: self.ego.v,
+            speed_limit: lane.speed_limit,
+            comfort_violations: 0,
+            outside_lane: false,
+            lead_gap: f32::INFINITY,
+            lead_speed: 0.0,
+        };
+        let reward = reward::compute(&events, &self.cfg.reward);
+        self.stats.finish(end, self.route_completion());
         StepResult { reward, end }
     }
 
