@@ -51,16 +51,31 @@ impl Scenario {
     /// Generates the scenario of `spec` for a simulation with `cfg` (its step length sets the
     /// time limit in steps, its vehicle the ego's placement).
     pub fn generate(spec: ScenarioSpec, cfg: &SimConfig) -> Scenario {
+        let mut scenario = Scenario::default();
+        scenario.regenerate(spec, cfg);
+        scenario
+    }
+
+    /// Same as [`Scenario::generate`], into this value: its map, traffic and obstacle buffers
+    /// are cleared and reused, so resetting a world does not grow the heap.
+    pub fn regenerate(&mut self, spec: ScenarioSpec, cfg: &SimConfig) {
+        self.spec = spec;
+        self.map.clear();
+        self.lights.clear();
+        self.agents.clear();
+        self.statics.clear();
+        self.ego = BicycleState::default();
+        self.route = 0;
+        self.route_len = 0.0;
+        self.merge = None;
+        self.time_limit_steps = 0;
         let mut rng = seed::rng(spec.seed, seed::GOLDEN_GAMMA);
         // Decorrelate families that share a seed index.
         for _ in 0..(spec.family as u32) {
             let _: u64 = rng.random();
         }
         let mut b = Builder {
-            sc: Scenario {
-                spec,
-                ..Default::default()
-            },
+            sc: self,
             cfg,
             rng,
             dense: Vec::new(),
@@ -74,16 +89,14 @@ impl Scenario {
             Family::Intersection => intersection(&mut b),
             Family::Merge => merge(&mut b),
         }
-        let mut scenario = b.sc;
-        scenario.map.build_index();
-        scenario
+        self.map.build_index();
     }
 }
 
 const LANE_WIDTH: f32 = 3.5;
 
 struct Builder<'a> {
-    sc: Scenario,
+    sc: &'a mut Scenario,
     cfg: &'a SimConfig,
     rng: Pcg64,
     dense: Vec<Vec2>,
@@ -223,7 +236,7 @@ impl Builder<'_> {
 /// Sets the route length and the time limit: the route at 40 % of its first lane's speed
 /// limit, plus `extra_seconds`.
 fn time_limit(b: &mut Builder, extra_seconds: f32) {
-    let sc = &mut b.sc;
+    let sc = &mut *b.sc;
     sc.route_len = sc.map.path_length(sc.route) - ROUTE_END_MARGIN;
     let lane = sc.map.lane_at(sc.route, 0.0);
     let limit = sc.map.lanes[lane as usize].speed_limit;

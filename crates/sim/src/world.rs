@@ -166,7 +166,16 @@ impl World {
 
     /// Resets to the scenario `spec` (deterministic in `spec`).
     pub fn reset(&mut self, spec: ScenarioSpec) {
-        self.reset_from(Scenario::generate(spec, &self.cfg));
+        // The last scenario's buffers, reused: resets do not grow the heap.
+        let mut scenario = Scenario {
+            map: std::mem::take(&mut self.map),
+            lights: std::mem::take(&mut self.lights),
+            agents: std::mem::take(&mut self.agents),
+            statics: std::mem::take(&mut self.statics),
+            ..Scenario::default()
+        };
+        scenario.regenerate(spec, &self.cfg);
+        self.reset_from(scenario);
     }
 
     /// Resets to a generated scenario: the world takes its map, traffic and ego, and starts a
