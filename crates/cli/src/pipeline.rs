@@ -640,7 +640,7 @@ pub fn run_all(cfg: &Config, out: &Path) -> Result<()> {
             .map(|d| d[Metric::DrivingScore])
             .unwrap_or(Estimate::UNDEFINED);
         println!(
-            "{:>5}: driving score expert {:.1} | SFT {:.1} | RL {:.1}   (RL - SFT {:+.1} [{:+.1}, {:+.1}]); collision or off-road SFT {:.1}% -> RL {:.1}%",
+            "{:>5}: driving score expert {:.1} | SFT {:.1} | RL {:.1}   (RL - SFT {:+.1} [{:+.1}, {:+.1}]); failures SFT {:.1}% -> RL {:.1}%",
             split.name,
             score(Policy::Expert),
             score(Policy::Sft),

@@ -22,8 +22,8 @@ pub enum Metric {
     OffroadRate,
     /// Whether the ego ran a red light.
     RedLightRate,
-    /// Whether the episode failed: a collision or an off-road event (one definition, used
-    /// wherever deltaplan-eval counts failures).
+    /// Whether the episode failed: a collision, an off-road event or a non-finite plan or state
+    /// ([`EpisodeStats::is_failure`], the one definition).
     FailureRate,
     /// Whether every nuPlan comfort bound held on every step.
     ComfortPassRate,
@@ -94,7 +94,7 @@ impl Metric {
             Metric::CollisionRate => "Episodes with a collision",
             Metric::OffroadRate => "Episodes off-road",
             Metric::RedLightRate => "Episodes running a red light",
-            Metric::FailureRate => "Episodes with collision or off-road",
+            Metric::FailureRate => "Episodes with collision, off-road or non-finite state",
             Metric::ComfortPassRate => "Comfort pass rate (nuPlan)",
             Metric::MeanSpeed => "Mean speed (m/s)",
         }
@@ -141,7 +141,7 @@ impl Metric {
             Metric::CollisionRate => indicator(e.had_collision()),
             Metric::OffroadRate => indicator(e.offroad > 0),
             Metric::RedLightRate => indicator(e.red_lights > 0),
-            Metric::FailureRate => indicator(is_failure(e)),
+            Metric::FailureRate => indicator(e.is_failure()),
             Metric::ComfortPassRate => indicator(e.comfort_pass()),
             Metric::MeanSpeed => f64::from(e.mean_speed()),
         }
@@ -215,13 +215,6 @@ impl<T> std::ops::Index<Metric> for PerMetric<T> {
     fn index(&self, m: Metric) -> &T {
         &self.0[m.index()]
     }
-}
-
-/// The one definition of a failed episode: a collision or an off-road event.
-// TODO(sim): use EpisodeStats::is_failure (which also counts a non-finite state), and add
-// "or non-finite state" to FailureRate's label and to report.md's "How to read this".
-pub(crate) fn is_failure(s: &EpisodeStats) -> bool {
-    s.had_collision() || s.offroad > 0
 }
 
 #[cfg(test)]

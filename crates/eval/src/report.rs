@@ -226,7 +226,7 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "## How to read this\n\nDriving score is the CARLA Leaderboard 2.x score (route completion x infraction multipliers: vehicle collision 0.60, static collision 0.65, red light 0.70, times the fraction of the route driven inside the route lanes). Rates are fractions of episodes with at least one event. Intervals are 95% percentile bootstraps over scenarios; the RL - SFT column is the paired difference on the same scenarios. Episodes end on a collision, leaving the road, running a red light or being blocked for 60 s; finishing the route or the time limit ends them without a penalty."
+            "## How to read this\n\nDriving score is the CARLA Leaderboard 2.x score (route completion x infraction multipliers: vehicle collision 0.60, static collision 0.65, red light 0.70, times the fraction of the route driven inside the route lanes). Rates are fractions of episodes with at least one event. Intervals are 95% percentile bootstraps over scenarios; the RL - SFT column is the paired difference on the same scenarios. A failure is an episode with a collision, an off-road event or a non-finite plan or vehicle state (a broken planner fails; it never scores). Episodes end on a collision, leaving the road, running a red light, being blocked for 60 s or a non-finite plan or state; finishing the route or the time limit ends them without a penalty."
         );
         s
     }
@@ -481,7 +481,7 @@ fn learning_returns_svg(curve: &[CurvePoint]) -> String {
                     .collect(),
             },
             Series {
-                name: "collision or off-road, % of episodes",
+                name: "failures (collision, off-road or non-finite), % of episodes",
                 points: curve
                     .iter()
                     .map(|p| (p.env_steps, 100.0 * p.failure_rate))

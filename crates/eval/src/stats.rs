@@ -5,7 +5,7 @@ use deltaplan_sim::{EpisodeStats, Family};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
-use crate::metric::{is_failure, Metric, PerMetric};
+use crate::metric::{Metric, PerMetric};
 use crate::{EvalError, Result};
 
 /// A mean with a 95% confidence interval.
@@ -99,7 +99,7 @@ pub fn fixed_failures(before: &[EpisodeStats], after: &[EpisodeStats]) -> Result
         .iter()
         .zip(after)
         .enumerate()
-        .filter(|(_, (b, a))| is_failure(b) && !is_failure(a))
+        .filter(|(_, (b, a))| b.is_failure() && !a.is_failure())
         .map(|(i, _)| i)
         .collect())
 }

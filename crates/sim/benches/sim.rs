@@ -4,7 +4,7 @@
 //! `cargo bench -p deltaplan-sim` (or `cargo bench -p deltaplan-sim -- --quick`).
 
 use deltaplan_sim::batch::StepBuffers;
-use deltaplan_sim::scenario::{Difficulty, Family};
+use deltaplan_sim::spec::{Difficulty, Family};
 use deltaplan_sim::{BatchEnv, SimConfig};
 use std::time::Instant;
 

@@ -1,5 +1,5 @@
 //! Prints a trace of the expert driving one scenario: `cargo run --example trace -- FAMILY SEED`.
-use deltaplan_sim::scenario::{Difficulty, Family, Split};
+use deltaplan_sim::spec::{Difficulty, Family, Split};
 use deltaplan_sim::{expert_plan, ScenarioSpec, SimConfig, World};
 
 fn main() {

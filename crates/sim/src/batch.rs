@@ -5,11 +5,13 @@
 //! specs, which are a pure function of (base seed, world index, episode number). Threads only
 //! decide who computes which world, so results are bit-identical for any thread count.
 
+use crate::config::SimConfig;
+use crate::events::{EndReason, StepResult};
 use crate::metrics::EpisodeStats;
 use crate::obs::{observe, OBS_DIM};
-use crate::scenario::{Difficulty, Family, ScenarioSpec, Split};
-use crate::world::{EndReason, StepResult, World};
-use crate::SimConfig;
+use crate::spec::{Difficulty, Family, ScenarioSpec, Split};
+use crate::world::World;
+use deltaplan_stdx::seed::mix64;
 use rayon::prelude::*;
 
 /// Where a world's next scenario comes from.
@@ -41,13 +43,19 @@ pub struct StepBuffers {
 }
 
 impl StepBuffers {
+    /// Buffers for `n` worlds of this simulator (observations of [`OBS_DIM`] floats).
     pub fn new(n: usize) -> Self {
+        Self::with_obs_dim(n, OBS_DIM)
+    }
+
+    /// Buffers for `n` worlds with observations of `obs_dim` floats.
+    pub fn with_obs_dim(n: usize, obs_dim: usize) -> Self {
         StepBuffers {
-            obs: vec![0.0; n * OBS_DIM],
+            obs: vec![0.0; n * obs_dim],
             reward: vec![0.0; n],
             terminated: vec![false; n],
             truncated: vec![false; n],
-            final_obs: vec![0.0; n * OBS_DIM],
+            final_obs: vec![0.0; n * obs_dim],
         }
     }
 }
@@ -86,6 +94,23 @@ pub struct EnvSnapshot {
     pub histories: Vec<Vec<f32>>,
 }
 
+/// Why an [`EnvSnapshot`] cannot be restored into a batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// The snapshot was taken of a batch with another seed or size.
+    #[error("environment snapshot is for seed {snapshot_seed} with {snapshot_worlds} worlds, this batch has seed {seed} with {worlds}")]
+    OtherBatch {
+        snapshot_seed: u64,
+        snapshot_worlds: usize,
+        seed: u64,
+        worlds: usize,
+    },
+    /// A world's history is not a whole number of plans: it belongs to another horizon or
+    /// the file is damaged.
+    #[error("environment snapshot history of {floats} floats is not a whole number of {action_dim}-float plans")]
+    PartialPlan { floats: usize, action_dim: usize },
+}
+
 /// The scenario of `episode` in `world`: a pure function, so thread scheduling cannot change it.
 fn spec_for(scenarios: &Scenarios, seed: u64, world: usize, episode: u64) -> ScenarioSpec {
     match scenarios {
@@ -95,12 +120,14 @@ fn spec_for(scenarios: &Scenarios, seed: u64, world: usize, episode: u64) -> Sce
             easiest,
             hardest,
         } => {
-            let h =
-                mix(mix(seed ^ 0xD1B5_4A32_D192_ED03).wrapping_add(mix(world as u64)) ^ episode);
+            // SplitMix64 finalisers decorrelate (seed, world, episode) triples.
+            let h = mix64(
+                mix64(seed ^ 0xD1B5_4A32_D192_ED03).wrapping_add(mix64(world as u64)) ^ episode,
+            );
             let family = families[(h % families.len() as u64) as usize];
-            let seed = Split::Train.seed_base() + (mix(h) % Split::SPLIT_SIZE);
+            let seed = Split::Train.seed_base() + (mix64(h) % Split::SPLIT_SIZE);
             // 24 bits of another mix: a uniform t in [0, 1).
-            let t = (mix(h ^ 0x5851_F42D_4C95_7F2D) >> 40) as f32 / (1u64 << 24) as f32;
+            let t = (mix64(h ^ 0x5851_F42D_4C95_7F2D) >> 40) as f32 / (1u64 << 24) as f32;
             ScenarioSpec {
                 family,
                 seed,
@@ -108,13 +135,6 @@ fn spec_for(scenarios: &Scenarios, seed: u64, world: usize, episode: u64) -> Sce
             }
         }
     }
-}
-
-fn mix(mut z: u64) -> u64 {
-    // SplitMix64 finaliser: decorrelates (seed, world, episode) triples.
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 impl BatchEnv {
@@ -193,22 +213,22 @@ impl BatchEnv {
 
     /// Rebuilds every world from a snapshot of a batch made with the same configuration, seed
     /// and size, by resetting to each world's episode and replaying its plans.
-    pub fn restore(&mut self, snap: &EnvSnapshot) -> Result<(), String> {
+    pub fn restore(&mut self, snap: &EnvSnapshot) -> Result<(), SnapshotError> {
         let n = self.slots.len();
         if snap.seed != self.seed || snap.episodes.len() != n || snap.histories.len() != n {
-            return Err(format!(
-                "environment snapshot is for seed {} with {} worlds, this batch has seed {} with {n}",
-                snap.seed,
-                snap.episodes.len(),
-                self.seed
-            ));
+            return Err(SnapshotError::OtherBatch {
+                snapshot_seed: snap.seed,
+                snapshot_worlds: snap.episodes.len(),
+                seed: self.seed,
+                worlds: n,
+            });
         }
         let a = self.action_dim();
         if let Some(h) = snap.histories.iter().find(|h| h.len() % a != 0) {
-            return Err(format!(
-                "environment snapshot history of {} floats is not a whole number of {a}-float plans",
-                h.len()
-            ));
+            return Err(SnapshotError::PartialPlan {
+                floats: h.len(),
+                action_dim: a,
+            });
         }
         let (scenarios, seed) = (&self.scenarios, self.seed);
         self.slots

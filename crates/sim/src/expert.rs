@@ -8,45 +8,8 @@
 //! profile, which the controller's fit recovers exactly.
 
 use crate::geom::Vec2;
-use crate::traffic::Idm;
-use crate::world::{Leader, World};
-use serde::{Deserialize, Serialize};
-
-/// Expert driving style.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ExpertConfig {
-    /// Lateral acceleration the expert accepts in bends, m/s^2.
-    pub lateral_accel: f32,
-    /// Deceleration used to slow for bends ahead, m/s^2.
-    pub comfort_brake: f32,
-    /// Time headway, s.
-    pub headway: f32,
-    /// Standstill gap, m.
-    pub min_gap: f32,
-    pub max_accel: f32,
-    /// IDM comfortable deceleration, m/s^2.
-    pub idm_brake: f32,
-    /// Braking accepted to stop for a yellow light, m/s^2.
-    pub yellow_brake: f32,
-    /// Time constant of the return to the lane centre, s.
-    pub lateral_tau: f32,
-}
-
-impl Default for ExpertConfig {
-    fn default() -> Self {
-        ExpertConfig {
-            lateral_accel: 2.5,
-            comfort_brake: 2.0,
-            headway: 1.2,
-            min_gap: 3.0,
-            max_accel: 2.0,
-            idm_brake: 2.5,
-            yellow_brake: 3.5,
-            lateral_tau: 1.0,
-        }
-    }
-}
+use crate::traffic::{agent_yields_at_merge, Idm};
+use crate::world::{Leader, LeaderQuery, Observer, StopLines, World};
 
 /// Longitudinal acceleration the expert wants now.
 pub fn expert_accel(w: &World) -> f32 {
@@ -55,19 +18,15 @@ pub fn expert_accel(w: &World) -> f32 {
     let v = w.ego.v;
     let s = w.route_s;
     let horizon = (v * 4.0 + 25.0).min(100.0);
-    let mut lead = w.leader_on_path(
-        w.route,
-        s,
-        0.0,
-        0.5 * vp.width,
-        0.5 * vp.length,
-        v,
-        horizon,
-        None,
-        false,
-        true,
-        Some(e.yellow_brake),
-    );
+    // The route centreline ahead (the plan converges to it), seeing cut-ins by intention.
+    let mut lead = w.leader_on_path(&LeaderQuery {
+        d: 0.0,
+        observer: Observer::PrivilegedEgo,
+        stop_lines: StopLines::Obey {
+            yellow_decel: e.yellow_brake,
+        },
+        ..w.ego_leader_query(horizon)
+    });
     if let Some(m) = w.merge {
         if s < m.s_route_merge + 5.0 {
             let to_merge = m.s_route_merge - s;
@@ -79,7 +38,7 @@ pub fn expert_accel(w: &World) -> f32 {
                 // rel > 0: the ego is ahead of the agent once both are mapped onto the route.
                 let rel = s - (a.s - m.s_main_merge + m.s_route_merge);
                 let half = 0.5 * (a.length + vp.length);
-                if crate::world::agent_yields_at_merge(a, rel, half) {
+                if agent_yields_at_merge(a, rel, half) {
                     continue;
                 }
                 // Gap acceptance: go first if, at the merge point, the ego will be ahead of the

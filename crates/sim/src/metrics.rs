@@ -9,9 +9,9 @@
 //!
 //! Comfort uses nuPlan's bounds on the ego's realised motion.
 
-use crate::scenario::Family;
+use crate::events::EndReason;
+use crate::spec::Family;
 use crate::vehicle::BicycleState;
-use crate::world::EndReason;
 use serde::{Deserialize, Serialize};
 
 /// CARLA Leaderboard 2.x infraction multipliers.
@@ -211,6 +211,13 @@ impl EpisodeStats {
         self.collisions_vehicle + self.collisions_static > 0
     }
 
+    /// The one definition of a failed episode: a collision, leaving the road, or a planner
+    /// that produced non-finite numbers. Red lights and being blocked are infractions or
+    /// stalls, not failures.
+    pub fn is_failure(&self) -> bool {
+        self.had_collision() || self.offroad > 0 || self.end == EndReason::NonFinite
+    }
+
     pub fn mean_speed(&self) -> f32 {
         if self.steps == 0 {
             0.0
@@ -240,6 +247,41 @@ mod tests {
         assert!((e.driving_score() - 33.6 * 0.9).abs() < 1e-4);
         e.collisions_static = 2;
         assert!((e.infraction_penalty() - 0.6 * 0.7 * 0.65 * 0.65 * 0.9).abs() < 1e-6);
+    }
+
+    #[test]
+    fn failure_is_collision_offroad_or_non_finite() {
+        let clean = EpisodeStats {
+            end: EndReason::RouteCompleted,
+            red_lights: 1,
+            blocked: true,
+            ..Default::default()
+        };
+        assert!(
+            !clean.is_failure(),
+            "red lights and stalls are not failures"
+        );
+        for failed in [
+            EpisodeStats {
+                collisions_vehicle: 1,
+                ..clean
+            },
+            EpisodeStats {
+                collisions_static: 1,
+                ..clean
+            },
+            EpisodeStats {
+                offroad: 1,
+                ..clean
+            },
+            EpisodeStats {
+                end: EndReason::NonFinite,
+                ..clean
+            },
+        ] {
+            assert!(failed.is_failure(), "{failed:?}");
+        }
+        assert!(EndReason::NonFinite.is_termination());
     }
 
     #[test]

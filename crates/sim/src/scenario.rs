@@ -1,220 +1,103 @@
-//! Scenario families, their difficulty knobs, the train/eval/hard seed splits, and the
-//! deterministic generator that builds a [`World`] from a [`ScenarioSpec`].
+//! Scenario generation: the five families, built deterministically from a [`ScenarioSpec`]
+//! into a [`Scenario`] value (map, traffic, lights, obstacles, the ego's start and its route)
+//! that a `World` is reset from.
 
+use crate::config::SimConfig;
 use crate::geom::{OrientedBox, Vec2};
-use crate::road::{clothoid_free_road, hermite, offset_polyline, LaneId};
+use crate::road::{clothoid_free_road, hermite, offset_polyline, LaneId, RoadMap};
+use crate::spec::{Difficulty, Family, ScenarioSpec};
 use crate::traffic::{Agent, Behaviour, Idm, TrafficLight};
 use crate::vehicle::BicycleState;
-use crate::world::{MergeLink, World};
-use rand::{RngExt, SeedableRng};
+use deltaplan_stdx::seed;
+use rand::RngExt;
 use rand_pcg::Pcg64;
-use serde::{Deserialize, Serialize};
 use std::f32::consts::{FRAC_PI_2, PI};
 
-/// The scenario families.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Family {
-    /// Curvy multi-lane road with sharp bends and traffic.
-    #[default]
-    Curvy,
-    /// Car following behind a lead vehicle that brakes hard.
-    HardBrake,
-    /// A vehicle from an adjacent lane cuts in ahead of the ego.
-    CutIn,
-    /// Signalised 4-way intersection with crossing traffic; the route goes straight or turns.
-    Intersection,
-    /// Merge from an on-ramp onto a busier road.
-    Merge,
+/// A generated scenario: everything a world is reset from. A pure function of its spec and
+/// the simulation config: generating twice gives the same value, bit for bit.
+#[derive(Clone, Debug, Default)]
+pub struct Scenario {
+    pub spec: ScenarioSpec,
+    pub map: RoadMap,
+    pub lights: Vec<TrafficLight>,
+    pub agents: Vec<Agent>,
+    pub statics: Vec<OrientedBox>,
+    /// The ego's initial state.
+    pub ego: BicycleState,
+    /// Path index of the ego route.
+    pub route: usize,
+    /// Route length up to the finish line ([`ROUTE_END_MARGIN`] before the end of the mapped
+    /// road), metres.
+    pub route_len: f32,
+    /// Where a main road merges into the ego route (merge family only).
+    pub merge: Option<MergeLink>,
+    pub time_limit_steps: u32,
 }
 
-impl Family {
-    pub const ALL: [Family; 5] = [
-        Family::Curvy,
-        Family::HardBrake,
-        Family::CutIn,
-        Family::Intersection,
-        Family::Merge,
-    ];
+/// Links a path that merges into the ego route: positions on `main_path` map to the ego route
+/// by `s_route = s_main - s_main_merge + s_route_merge`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MergeLink {
+    pub main_path: u16,
+    pub s_main_merge: f32,
+    pub s_route_merge: f32,
+}
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Curvy => "curvy",
-            Family::HardBrake => "hard_brake",
-            Family::CutIn => "cut_in",
-            Family::Intersection => "intersection",
-            Family::Merge => "merge",
+/// The route's finish line lies this far before the end of its last lane, so a vehicle that
+/// finishes at speed never drives off the end of the mapped road.
+pub const ROUTE_END_MARGIN: f32 = 15.0;
+
+impl Scenario {
+    /// Generates the scenario of `spec` for a simulation with `cfg` (its step length sets the
+    /// time limit in steps, its vehicle the ego's placement).
+    pub fn generate(spec: ScenarioSpec, cfg: &SimConfig) -> Scenario {
+        let mut scenario = Scenario::default();
+        scenario.regenerate(spec, cfg);
+        scenario
+    }
+
+    /// Same as [`Scenario::generate`], into this value: its map, traffic and obstacle buffers
+    /// are cleared and reused, so resetting a world does not grow the heap.
+    pub fn regenerate(&mut self, spec: ScenarioSpec, cfg: &SimConfig) {
+        self.spec = spec;
+        self.map.clear();
+        self.lights.clear();
+        self.agents.clear();
+        self.statics.clear();
+        self.ego = BicycleState::default();
+        self.route = 0;
+        self.route_len = 0.0;
+        self.merge = None;
+        self.time_limit_steps = 0;
+        let mut rng = seed::rng(spec.seed, seed::GOLDEN_GAMMA);
+        // Decorrelate families that share a seed index.
+        for _ in 0..(spec.family as u32) {
+            let _: u64 = rng.random();
         }
-    }
-}
-
-/// Difficulty knobs shared by all families.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Difficulty {
-    /// Vehicles per 100 m of lane.
-    pub traffic_density: f32,
-    /// 0 = gentle bends (minimum radius 150 m), 1 = sharpest (minimum radius 25 m).
-    pub curvature: f32,
-    /// Scale on speed limits.
-    pub speed: f32,
-    /// 0 = mild (soft braking, late and slow cut-ins, polite drivers), 1 = aggressive.
-    pub aggressiveness: f32,
-}
-
-impl Default for Difficulty {
-    fn default() -> Self {
-        Difficulty {
-            traffic_density: 1.5,
-            curvature: 0.6,
-            speed: 1.0,
-            aggressiveness: 0.4,
-        }
-    }
-}
-
-/// A difficulty knob outside its allowed range.
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error("scenario field `{field}` = {value} is out of range: allowed {min} to {max}")]
-pub struct RangeError {
-    pub field: &'static str,
-    pub value: f32,
-    pub min: f32,
-    pub max: f32,
-}
-
-impl Difficulty {
-    /// Allowed ranges, by field name.
-    pub const RANGES: [(&'static str, f32, f32); 4] = [
-        ("traffic_density", 0.0, 5.0),
-        ("curvature", 0.0, 1.0),
-        ("speed", 0.5, 1.5),
-        ("aggressiveness", 0.0, 1.0),
-    ];
-
-    /// Checks every field against [`Difficulty::RANGES`]; NaN is out of every range.
-    pub fn validate(&self) -> Result<(), RangeError> {
-        let values = [
-            self.traffic_density,
-            self.curvature,
-            self.speed,
-            self.aggressiveness,
-        ];
-        for ((field, min, max), value) in Self::RANGES.into_iter().zip(values) {
-            if !(min..=max).contains(&value) {
-                return Err(RangeError {
-                    field,
-                    value,
-                    min,
-                    max,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Interpolates every knob: `t = 0` gives `self`, `t = 1` gives `other`.
-    pub fn lerp(&self, other: &Difficulty, t: f32) -> Difficulty {
-        let l = |a: f32, b: f32| a + (b - a) * t;
-        Difficulty {
-            traffic_density: l(self.traffic_density, other.traffic_density),
-            curvature: l(self.curvature, other.curvature),
-            speed: l(self.speed, other.speed),
-            aggressiveness: l(self.aggressiveness, other.aggressiveness),
-        }
-    }
-
-    /// The range training draws from: from `self` up to `mix` of the way to [`Self::harder`].
-    pub fn training_range(&self, mix: f32) -> (Difficulty, Difficulty) {
-        (*self, self.lerp(&self.harder(), mix))
-    }
-
-    /// The harder evaluation split's difficulty derived from a base.
-    pub fn harder(&self) -> Difficulty {
-        Difficulty {
-            traffic_density: (self.traffic_density * 1.5).min(5.0),
-            curvature: (self.curvature + 0.3).min(1.0),
-            speed: (self.speed * 1.1).min(1.5),
-            aggressiveness: (self.aggressiveness + 0.4).min(1.0),
-        }
-    }
-}
-
-/// Everything that determines a scenario: generating twice from the same spec gives the
-/// same world, bit for bit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ScenarioSpec {
-    pub family: Family,
-    pub seed: u64,
-    pub difficulty: Difficulty,
-}
-
-/// Disjoint seed ranges for training and the two evaluation splits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Split {
-    Train,
-    Eval,
-    Hard,
-}
-
-impl Split {
-    /// First seed of the split; each split owns `SPLIT_SIZE` seeds.
-    pub fn seed_base(self) -> u64 {
-        match self {
-            Split::Train => 0,
-            Split::Eval => 1 << 40,
-            Split::Hard => 2 << 40,
-        }
-    }
-
-    pub const SPLIT_SIZE: u64 = 1 << 40;
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Split::Train => "train",
-            Split::Eval => "eval",
-            Split::Hard => "hard",
-        }
-    }
-
-    /// Whether a seed belongs to this split.
-    pub fn contains(self, seed: u64) -> bool {
-        (self.seed_base()..self.seed_base() + Self::SPLIT_SIZE).contains(&seed)
-    }
-
-    /// The fixed evaluation suite of this split: `per_family` scenarios of every family in
-    /// `families`, with the split's difficulty (the hard split makes `base` harder).
-    pub fn suite(
-        self,
-        families: &[Family],
-        per_family: usize,
-        base: Difficulty,
-    ) -> Vec<ScenarioSpec> {
-        let difficulty = match self {
-            Split::Hard => base.harder(),
-            _ => base,
+        let mut b = Builder {
+            sc: self,
+            cfg,
+            rng,
+            dense: Vec::new(),
+            dense2: Vec::new(),
+            d: spec.difficulty,
         };
-        let mut out = Vec::with_capacity(families.len() * per_family);
-        for (fi, &family) in families.iter().enumerate() {
-            for k in 0..per_family {
-                out.push(ScenarioSpec {
-                    family,
-                    seed: self.seed_base() + (fi * 1_000_003 + k) as u64,
-                    difficulty,
-                });
-            }
+        match spec.family {
+            Family::Curvy => curvy(&mut b),
+            Family::HardBrake => hard_brake(&mut b),
+            Family::CutIn => cut_in(&mut b),
+            Family::Intersection => intersection(&mut b),
+            Family::Merge => merge(&mut b),
         }
-        out
+        self.map.build_index();
     }
 }
 
 const LANE_WIDTH: f32 = 3.5;
 
 struct Builder<'a> {
-    w: &'a mut World,
+    sc: &'a mut Scenario,
+    cfg: &'a SimConfig,
     rng: Pcg64,
     dense: Vec<Vec2>,
     dense2: Vec<Vec2>,
@@ -249,7 +132,7 @@ impl Builder<'_> {
             Behaviour::CutIn { d_from, .. } => d_from,
             _ => 0.0,
         };
-        self.w.agents.push(Agent {
+        self.sc.agents.push(Agent {
             path: path as u16,
             s,
             d,
@@ -264,7 +147,7 @@ impl Builder<'_> {
             pos: Vec2::ZERO,
             heading: Vec2::new(1.0, 0.0),
         });
-        self.w.agents.len() - 1
+        self.sc.agents.len() - 1
     }
 
     /// Fills a path with IDM traffic at the configured density, keeping `keep_clear` (an
@@ -290,8 +173,8 @@ impl Builder<'_> {
                 break;
             }
             if !(keep_clear.0..=keep_clear.1).contains(&s) {
-                let lane = self.w.map.lane_at(path, s);
-                let limit = self.w.map.lanes[lane as usize].speed_limit;
+                let lane = self.sc.map.lane_at(path, s);
+                let limit = self.sc.map.lanes[lane as usize].speed_limit;
                 let v0 = limit * self.u(v_frac.0, v_frac.1);
                 self.agent(path, s, v0 * 0.9, v0, Behaviour::Idm);
             }
@@ -306,10 +189,10 @@ impl Builder<'_> {
         for k in 0..n {
             let offset = ((n as f32 - 1.0) * 0.5 - k as f32) * LANE_WIDTH;
             offset_polyline(&reference, offset, &mut self.dense2);
-            lanes.push(self.w.map.add_lane(&self.dense2, LANE_WIDTH, limit));
+            lanes.push(self.sc.map.add_lane(&self.dense2, LANE_WIDTH, limit));
         }
         for k in 1..n {
-            self.w.map.set_neighbours(lanes[k - 1], lanes[k]);
+            self.sc.map.set_neighbours(lanes[k - 1], lanes[k]);
         }
         self.dense = reference;
         lanes
@@ -317,13 +200,13 @@ impl Builder<'_> {
 
     /// Places the ego on its route at arc length `s` with a small pose perturbation.
     fn place_ego(&mut self, s: f32, v: f32) {
-        let line = self.w.map.paths[self.w.route].line;
-        let (q, t) = self.w.map.lines.sample(line, s);
+        let line = self.sc.map.paths[self.sc.route].line;
+        let (q, t) = self.sc.map.lines.sample(line, s);
         let lat = self.u(-0.3, 0.3);
         let yaw = t.y.atan2(t.x) + self.u(-0.03, 0.03);
         let center = q + t.perp() * lat;
-        let rc = self.w.cfg.vehicle.rear_to_center;
-        self.w.ego = BicycleState {
+        let rc = self.cfg.vehicle.rear_to_center;
+        self.sc.ego = BicycleState {
             pos: center - Vec2::from_angle(yaw) * rc,
             yaw,
             v,
@@ -350,49 +233,15 @@ impl Builder<'_> {
     }
 }
 
-/// Fills `world` from `spec`. Called by [`World::reset`].
-pub(crate) fn build(world: &mut World, spec: ScenarioSpec) {
-    world.spec = spec;
-    world.map.clear();
-    world.lights.clear();
-    world.agents.clear();
-    world.statics.clear();
-    world.merge = None;
-    let mut rng = Pcg64::seed_from_u64(spec.seed ^ 0x9E37_79B9_7F4A_7C15);
-    // Decorrelate families that share a seed index.
-    for _ in 0..(spec.family as u32) {
-        let _: u64 = rng.random();
-    }
-    let mut b = Builder {
-        w: world,
-        rng,
-        dense: Vec::new(),
-        dense2: Vec::new(),
-        d: spec.difficulty,
-    };
-    match spec.family {
-        Family::Curvy => curvy(&mut b),
-        Family::HardBrake => hard_brake(&mut b),
-        Family::CutIn => cut_in(&mut b),
-        Family::Intersection => intersection(&mut b),
-        Family::Merge => merge(&mut b),
-    }
-    let rng = b.rng;
-    world.rng = rng;
-    world.map.build_index();
-    world.stats.route_length = world.route_len;
-}
-
-/// The route's finish line lies this far before the end of its last lane, so a vehicle that
-/// finishes at speed never drives off the end of the mapped road.
-pub const ROUTE_END_MARGIN: f32 = 15.0;
-
-fn time_limit(w: &mut World, extra_seconds: f32) {
-    w.route_len = w.map.path_length(w.route) - ROUTE_END_MARGIN;
-    let lane = w.map.lane_at(w.route, 0.0);
-    let limit = w.map.lanes[lane as usize].speed_limit;
-    let seconds = w.route_len / (0.4 * limit) + extra_seconds;
-    w.time_limit_steps = (seconds / w.cfg.dt).ceil() as u32;
+/// Sets the route length and the time limit: the route at 40 % of its first lane's speed
+/// limit, plus `extra_seconds`.
+fn time_limit(b: &mut Builder, extra_seconds: f32) {
+    let sc = &mut *b.sc;
+    sc.route_len = sc.map.path_length(sc.route) - ROUTE_END_MARGIN;
+    let lane = sc.map.lane_at(sc.route, 0.0);
+    let limit = sc.map.lanes[lane as usize].speed_limit;
+    let seconds = sc.route_len / (0.4 * limit) + extra_seconds;
+    sc.time_limit_steps = (seconds / b.cfg.dt).ceil() as u32;
 }
 
 fn curvy(b: &mut Builder) {
@@ -405,13 +254,13 @@ fn curvy(b: &mut Builder) {
     let lanes = b.parallel_lanes(n, limit);
     let paths: Vec<usize> = lanes
         .iter()
-        .map(|&l| b.w.map.add_path(&[l], &[None]))
+        .map(|&l| b.sc.map.add_path(&[l], &[None]))
         .collect();
     let ego_lane = b.rng.random_range(0..n);
-    b.w.route = paths[ego_lane];
+    b.sc.route = paths[ego_lane];
     let s0 = 20.0;
     for (k, &p) in paths.iter().enumerate() {
-        let len = b.w.map.path_length(p);
+        let len = b.sc.map.path_length(p);
         let clear = if k == ego_lane {
             (s0 - 20.0, s0 + 25.0)
         } else {
@@ -432,14 +281,14 @@ fn curvy(b: &mut Builder) {
             let t = t * (1.0 / t.norm());
             let outside = if k > 0.0 { -t.perp() } else { t.perp() };
             let c = q + outside * (half_road + 1.2);
-            b.w.statics
+            b.sc.statics
                 .push(OrientedBox::new(c, t.y.atan2(t.x), 6.0, 0.8));
         }
         s += len;
     }
     let v = b.u(0.5, 0.8) * limit;
     b.place_ego(s0, v);
-    time_limit(b.w, 10.0);
+    time_limit(b, 10.0);
 }
 
 fn straight_ish_road(b: &mut Builder, n: usize, limit: f32) -> Vec<usize> {
@@ -450,7 +299,7 @@ fn straight_ish_road(b: &mut Builder, n: usize, limit: f32) -> Vec<usize> {
     let lanes = b.parallel_lanes(n, limit);
     lanes
         .iter()
-        .map(|&l| b.w.map.add_path(&[l], &[None]))
+        .map(|&l| b.sc.map.add_path(&[l], &[None]))
         .collect()
 }
 
@@ -458,7 +307,7 @@ fn hard_brake(b: &mut Builder) {
     let limit = 19.4 * b.d.speed;
     let paths = straight_ish_road(b, 2, limit);
     let ego_lane = b.rng.random_range(0..2);
-    b.w.route = paths[ego_lane];
+    b.sc.route = paths[ego_lane];
     let s0 = 15.0;
     let v = b.u(0.65, 0.85) * limit;
     let agg = b.d.aggressiveness;
@@ -469,7 +318,7 @@ fn hard_brake(b: &mut Builder) {
     let hold = (v - v_min) / decel + b.u(2.0, 4.0);
     let lead_s = s0 + gap + 4.6;
     let lead = b.agent(
-        b.w.route,
+        b.sc.route,
         lead_s,
         v,
         v,
@@ -480,10 +329,10 @@ fn hard_brake(b: &mut Builder) {
             hold,
         },
     );
-    b.w.agents[lead].idm.headway = 1.2;
-    let len = b.w.map.path_length(b.w.route);
+    b.sc.agents[lead].idm.headway = 1.2;
+    let len = b.sc.map.path_length(b.sc.route);
     b.populate(
-        b.w.route,
+        b.sc.route,
         lead_s + 30.0,
         len,
         b.d.traffic_density * 0.5,
@@ -491,7 +340,7 @@ fn hard_brake(b: &mut Builder) {
         (0.0, 0.0),
     );
     let other = paths[1 - ego_lane];
-    let olen = b.w.map.path_length(other);
+    let olen = b.sc.map.path_length(other);
     b.populate(
         other,
         0.0,
@@ -501,7 +350,7 @@ fn hard_brake(b: &mut Builder) {
         (s0 - 8.0, s0 + 8.0),
     );
     b.place_ego(s0, v);
-    time_limit(b.w, 15.0);
+    time_limit(b, 15.0);
 }
 
 fn cut_in(b: &mut Builder) {
@@ -509,7 +358,7 @@ fn cut_in(b: &mut Builder) {
     let n = if b.rng.random::<bool>() { 2 } else { 3 };
     let paths = straight_ish_road(b, n, limit);
     let ego_lane = b.rng.random_range(0..n);
-    b.w.route = paths[ego_lane];
+    b.sc.route = paths[ego_lane];
     let s0 = 15.0;
     let agg = b.d.aggressiveness;
     let v = b.u(0.65, 0.85) * limit;
@@ -528,7 +377,7 @@ fn cut_in(b: &mut Builder) {
     let cut_s = s0 + 4.6 + gap_at_cut + (v - v_cut) * at;
     let duration = Builder::lerp(3.0, 1.6, agg) + b.u(0.0, 0.5);
     b.agent(
-        b.w.route,
+        b.sc.route,
         cut_s,
         v_cut,
         v_cut,
@@ -539,9 +388,9 @@ fn cut_in(b: &mut Builder) {
             d_to: 0.0,
         },
     );
-    let len = b.w.map.path_length(b.w.route);
+    let len = b.sc.map.path_length(b.sc.route);
     b.populate(
-        b.w.route,
+        b.sc.route,
         cut_s + 35.0,
         len,
         b.d.traffic_density * 0.5,
@@ -552,7 +401,7 @@ fn cut_in(b: &mut Builder) {
         if k == ego_lane {
             continue;
         }
-        let plen = b.w.map.path_length(p);
+        let plen = b.sc.map.path_length(p);
         let adjacent = (k as isize - ego_lane as isize).abs() == 1;
         let clear = if adjacent {
             (s0 - 10.0, cut_s + 25.0)
@@ -562,7 +411,7 @@ fn cut_in(b: &mut Builder) {
         b.populate(p, 0.0, plen, b.d.traffic_density, (0.6, 1.0), clear);
     }
     b.place_ego(s0, v);
-    time_limit(b.w, 15.0);
+    time_limit(b, 15.0);
 }
 
 fn intersection(b: &mut Builder) {
@@ -579,11 +428,11 @@ fn intersection(b: &mut Builder) {
         b.dense.clear();
         b.dense.push(u * (arm_len + j) + n * (0.5 * w));
         b.dense.push(u * j + n * (0.5 * w));
-        incoming[k] = b.w.map.add_lane(&b.dense, w, limit);
+        incoming[k] = b.sc.map.add_lane(&b.dense, w, limit);
         b.dense.clear();
         b.dense.push(u * j - n * (0.5 * w));
         b.dense.push(u * (arm_len + j) - n * (0.5 * w));
-        outgoing[k] = b.w.map.add_lane(&b.dense, w, limit);
+        outgoing[k] = b.sc.map.add_lane(&b.dense, w, limit);
     }
     // Connectors: conn[k][m] from incoming arm k to outgoing arm m.
     let mut conn = [[0 as LaneId; 4]; 4];
@@ -603,9 +452,9 @@ fn intersection(b: &mut Builder) {
                 m as f32 * FRAC_PI_2,
                 &mut b.dense,
             );
-            conn[k][m] = b.w.map.add_lane(&b.dense, w, limit);
-            b.w.map.link(incoming[k], conn[k][m]);
-            b.w.map.link(conn[k][m], outgoing[m]);
+            conn[k][m] = b.sc.map.add_lane(&b.dense, w, limit);
+            b.sc.map.link(incoming[k], conn[k][m]);
+            b.sc.map.link(conn[k][m], outgoing[m]);
         }
     }
     // Exclusive phases: each approach in turn, with an all-red clearance.
@@ -615,7 +464,7 @@ fn intersection(b: &mut Builder) {
     let offset0 = b.u(0.0, cycle);
     for k in 0..4 {
         let uk = Vec2::from_angle(k as f32 * FRAC_PI_2);
-        b.w.lights.push(TrafficLight {
+        b.sc.lights.push(TrafficLight {
             pos: uk * j + uk.perp() * (0.5 * w),
             heading: -uk,
             offset: (offset0 - k as f32 * slot).rem_euclid(cycle),
@@ -625,7 +474,7 @@ fn intersection(b: &mut Builder) {
         });
     }
     let path_for = |b: &mut Builder, k: usize, m: usize| {
-        b.w.map.add_path(
+        b.sc.map.add_path(
             &[incoming[k], conn[k][m], outgoing[m]],
             &[Some(k as u16), None, None],
         )
@@ -637,7 +486,7 @@ fn intersection(b: &mut Builder) {
         2 => 2,
         _ => 0,
     };
-    b.w.route = path_for(b, 3, m);
+    b.sc.route = path_for(b, 3, m);
     let s0 = b.u(15.0, 40.0);
     // Traffic on every approach, with random turns; on the ego's approach keep clear.
     for (k, &out_lane) in outgoing.iter().enumerate() {
@@ -657,7 +506,7 @@ fn intersection(b: &mut Builder) {
             clear,
         );
         // Some vehicles already leaving on the outgoing lane.
-        let out_path = b.w.map.add_path(&[out_lane], &[None]);
+        let out_path = b.sc.map.add_path(&[out_lane], &[None]);
         b.populate(
             out_path,
             0.0,
@@ -669,7 +518,7 @@ fn intersection(b: &mut Builder) {
     }
     let v = b.u(0.5, 0.8) * limit;
     b.place_ego(s0, v);
-    time_limit(b.w, cycle);
+    time_limit(b, cycle);
 }
 
 fn merge(b: &mut Builder) {
@@ -685,14 +534,14 @@ fn merge(b: &mut Builder) {
         b.dense.push(Vec2::new(x1, y));
     };
     line(b, 0.0, road_len, 0.5 * w);
-    let left = b.w.map.add_lane(&b.dense, w, limit);
+    let left = b.sc.map.add_lane(&b.dense, w, limit);
     line(b, 0.0, x_merge, -0.5 * w);
-    let right_a = b.w.map.add_lane(&b.dense, w, limit);
+    let right_a = b.sc.map.add_lane(&b.dense, w, limit);
     line(b, x_merge, road_len, -0.5 * w);
-    let right_b = b.w.map.add_lane(&b.dense, w, limit);
-    b.w.map.link(right_a, right_b);
-    b.w.map.set_neighbours(left, right_a);
-    b.w.map.set_neighbours(left, right_b);
+    let right_b = b.sc.map.add_lane(&b.dense, w, limit);
+    b.sc.map.link(right_a, right_b);
+    b.sc.map.set_neighbours(left, right_a);
+    b.sc.map.set_neighbours(left, right_b);
     // On-ramp from below, then a parallel acceleration lane, then a taper into the right lane.
     hermite(
         Vec2::new(x_acc_start - 110.0, -1.5 * w - 30.0),
@@ -701,9 +550,9 @@ fn merge(b: &mut Builder) {
         0.0,
         &mut b.dense,
     );
-    let ramp = b.w.map.add_lane(&b.dense, w, 0.8 * limit);
+    let ramp = b.sc.map.add_lane(&b.dense, w, 0.8 * limit);
     line(b, x_acc_start, x_taper, -1.5 * w);
-    let accel_lane = b.w.map.add_lane(&b.dense, w, limit);
+    let accel_lane = b.sc.map.add_lane(&b.dense, w, limit);
     hermite(
         Vec2::new(x_taper, -1.5 * w),
         0.0,
@@ -711,19 +560,19 @@ fn merge(b: &mut Builder) {
         0.0,
         &mut b.dense,
     );
-    let taper = b.w.map.add_lane(&b.dense, w, limit);
-    b.w.map.link(ramp, accel_lane);
-    b.w.map.link(accel_lane, taper);
-    b.w.map.link(taper, right_b);
-    b.w.map.set_neighbours(right_a, accel_lane);
-    b.w.route =
-        b.w.map
+    let taper = b.sc.map.add_lane(&b.dense, w, limit);
+    b.sc.map.link(ramp, accel_lane);
+    b.sc.map.link(accel_lane, taper);
+    b.sc.map.link(taper, right_b);
+    b.sc.map.set_neighbours(right_a, accel_lane);
+    b.sc.route =
+        b.sc.map
             .add_path(&[ramp, accel_lane, taper, right_b], &[None; 4]);
-    let main = b.w.map.add_path(&[right_a, right_b], &[None, None]);
-    let left_path = b.w.map.add_path(&[left], &[None]);
-    let route_lanes = b.w.map.path_lanes(b.w.route);
+    let main = b.sc.map.add_path(&[right_a, right_b], &[None, None]);
+    let left_path = b.sc.map.add_path(&[left], &[None]);
+    let route_lanes = b.sc.map.path_lanes(b.sc.route);
     let s_route_merge = route_lanes[3].s_start;
-    b.w.merge = Some(MergeLink {
+    b.sc.merge = Some(MergeLink {
         main_path: main as u16,
         s_main_merge: x_merge,
         s_route_merge,
@@ -732,66 +581,10 @@ fn merge(b: &mut Builder) {
     b.populate(main, 0.0, road_len, density, (0.6, 0.9), (-1.0, -1.0));
     b.populate(left_path, 0.0, road_len, density, (0.7, 1.0), (-1.0, -1.0));
     let polite = Builder::lerp(0.9, 0.3, b.d.aggressiveness);
-    for i in 0..b.w.agents.len() {
-        b.w.agents[i].yields_to_ego = b.rng.random::<f32>() < polite;
+    for i in 0..b.sc.agents.len() {
+        b.sc.agents[i].yields_to_ego = b.rng.random::<f32>() < polite;
     }
     let v = b.u(0.5, 0.7) * limit;
     b.place_ego(10.0, v);
-    time_limit(b.w, 20.0);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn invalid_difficulty_names_field_and_range() {
-        let d = Difficulty {
-            curvature: 1.7,
-            ..Default::default()
-        };
-        let e = d.validate().unwrap_err();
-        assert_eq!(e.field, "curvature");
-        assert_eq!((e.min, e.max), (0.0, 1.0));
-        let msg = e.to_string();
-        assert!(
-            msg.contains("curvature") && msg.contains("1.7") && msg.contains("0 to 1"),
-            "{msg}"
-        );
-        let nan = Difficulty {
-            speed: f32::NAN,
-            ..Default::default()
-        };
-        assert_eq!(nan.validate().unwrap_err().field, "speed");
-        assert!(Difficulty::default().validate().is_ok());
-        assert!(Difficulty::default().harder().validate().is_ok());
-    }
-
-    #[test]
-    fn difficulty_from_toml_rejects_unknown_fields() {
-        let ok: Difficulty = toml::from_str("traffic_density = 2.0").unwrap();
-        assert_eq!(ok.traffic_density, 2.0);
-        assert_eq!(ok.curvature, Difficulty::default().curvature);
-        let err = toml::from_str::<Difficulty>("trafic_density = 2.0").unwrap_err();
-        assert!(err.to_string().contains("trafic_density"), "{err}");
-    }
-
-    #[test]
-    fn splits_are_disjoint_and_suites_stay_inside() {
-        let d = Difficulty::default();
-        for split in [Split::Train, Split::Eval, Split::Hard] {
-            for spec in split.suite(&Family::ALL, 50, d) {
-                assert!(split.contains(spec.seed));
-                for other in [Split::Train, Split::Eval, Split::Hard] {
-                    if other != split {
-                        assert!(!other.contains(spec.seed));
-                    }
-                }
-            }
-        }
-        assert_eq!(
-            Split::Hard.suite(&Family::ALL, 1, d)[0].difficulty,
-            d.harder()
-        );
-    }
+    time_limit(b, 20.0);
 }

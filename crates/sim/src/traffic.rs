@@ -113,6 +113,15 @@ impl Agent {
     }
 }
 
+/// Whether a main-road agent lets a merging ego in: polite drivers do once the ego, mapped
+/// onto the main road, is clearly ahead of them (`rel` = ego minus agent position, `half` =
+/// half the sum of their lengths). The expert uses the same rule, so they never wait on each
+/// other.
+#[inline]
+pub fn agent_yields_at_merge(a: &Agent, rel: f32, half: f32) -> bool {
+    a.yields_to_ego && rel > half + 1.0
+}
+
 /// Colour of a traffic light.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LightState {

@@ -1,40 +1,9 @@
 //! Ego vehicle: the kinematic bicycle model and the waypoint-tracking controller that every
 //! planner (expert, SFT, refined) is executed through.
 
+use crate::config::{ControllerParams, VehicleParams};
 use crate::geom::{OrientedBox, Vec2};
 use serde::{Deserialize, Serialize};
-
-/// Physical limits of the ego vehicle.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
-pub struct VehicleParams {
-    pub length: f32,
-    pub width: f32,
-    /// Distance between axles; the reference point of the model is the rear axle.
-    pub wheelbase: f32,
-    /// Rear axle to box centre.
-    pub rear_to_center: f32,
-    pub max_steer: f32,
-    /// rad/s.
-    pub max_steer_rate: f32,
-    pub max_accel: f32,
-    /// Strongest braking (positive number).
-    pub max_brake: f32,
-}
-
-impl Default for VehicleParams {
-    fn default() -> Self {
-        VehicleParams {
-            length: 4.6,
-            width: 1.9,
-            wheelbase: 2.8,
-            rear_to_center: 1.4,
-            max_steer: 0.6,
-            max_steer_rate: 1.2,
-            max_accel: 3.0,
-            max_brake: 8.0,
-        }
-    }
-}
 
 /// Ego state at the rear axle.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -56,6 +25,21 @@ impl BicycleState {
     }
     pub fn bbox(&self, p: &VehicleParams) -> OrientedBox {
         OrientedBox::new(self.center(p), self.yaw, p.length, p.width)
+    }
+
+    /// Whether every component is a finite number.
+    pub fn is_finite(&self) -> bool {
+        [
+            self.pos.x,
+            self.pos.y,
+            self.yaw,
+            self.v,
+            self.steer,
+            self.accel,
+            self.yaw_rate,
+        ]
+        .iter()
+        .all(|x| x.is_finite())
     }
 }
 
@@ -102,34 +86,6 @@ pub fn bicycle_step(
     s.accel = (v_end - v0) / dt;
     s.yaw_rate = dyaw / dt;
     s.v = v_end;
-}
-
-/// Waypoint-tracking controller settings.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
-pub struct ControllerParams {
-    /// Time between consecutive waypoints, seconds; waypoint j is the planned position at
-    /// (j+1) * waypoint_dt.
-    pub waypoint_dt: f32,
-    /// Number of leading waypoints used to fit the acceleration.
-    pub fit_waypoints: usize,
-    /// Pure-pursuit look-ahead: `lookahead_base + lookahead_gain * v`, clamped.
-    pub lookahead_base: f32,
-    pub lookahead_gain: f32,
-    pub lookahead_min: f32,
-    pub lookahead_max: f32,
-}
-
-impl Default for ControllerParams {
-    fn default() -> Self {
-        ControllerParams {
-            waypoint_dt: 0.2,
-            fit_waypoints: 5,
-            lookahead_base: 2.0,
-            lookahead_gain: 0.45,
-            lookahead_min: 3.0,
-            lookahead_max: 15.0,
-        }
-    }
 }
 
 /// Turns H waypoints in the ego frame (origin at the box centre, x forward, y left, metres)

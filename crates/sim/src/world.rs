@@ -1,71 +1,21 @@
 //! One driving world: map, traffic, lights, the ego, and the rules that score it.
 
+use crate::config::{ControllerParams, SimConfig, VehicleParams};
+use crate::events::{EndReason, StepEvents, StepResult};
 use crate::geom::{OrientedBox, Vec2};
-use crate::metrics::EpisodeStats;
-use crate::road::RoadMap;
-use crate::scenario::ScenarioSpec;
-use crate::traffic::{Agent, Behaviour, LightState, TrafficLight};
-use crate::vehicle::{
-    bicycle_step, track_waypoints, BicycleState, ControllerParams, VehicleParams,
-};
-use crate::SimConfig;
-use rand_pcg::Pcg64;
+use crate::metrics::{comfort_violations, ComfortFilter, EpisodeStats};
+use crate::reward;
+use crate::road::{Lane, RoadMap, SPACING};
+use crate::scenario::{MergeLink, Scenario};
+use crate::spec::ScenarioSpec;
+use crate::traffic::{agent_yields_at_merge, Agent, Behaviour, LightState, TrafficLight};
+use crate::vehicle::{bicycle_step, track_waypoints, BicycleState};
 
 /// Strongest braking traffic agents use (m/s^2); above an emergency stop of a passenger car.
 pub const AGENT_MAX_BRAKE: f32 = 9.0;
 
-/// Links a path that merges into the ego route: positions on `main_path` map to the ego route
-/// by `s_route = s_main - s_main_merge + s_route_merge`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct MergeLink {
-    pub main_path: u16,
-    pub s_main_merge: f32,
-    pub s_route_merge: f32,
-}
-
-/// Whether a main-road agent lets a merging ego in: polite drivers do once the ego, mapped
-/// onto the main road, is clearly ahead of them (`rel` = ego minus agent position, `half` =
-/// half the sum of their lengths). The expert uses the same rule, so they never wait on each
-/// other.
-#[inline]
-pub fn agent_yields_at_merge(a: &Agent, rel: f32, half: f32) -> bool {
-    a.yields_to_ego && rel > half + 1.0
-}
-
-/// Why an episode ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub enum EndReason {
-    #[default]
-    Running,
-    RouteCompleted,
-    TimeLimit,
-    CollisionVehicle,
-    CollisionStatic,
-    OffRoad,
-    RedLight,
-    Blocked,
-}
-
-impl EndReason {
-    /// Termination (no bootstrapping) as opposed to truncation.
-    pub fn is_termination(self) -> bool {
-        matches!(
-            self,
-            EndReason::CollisionVehicle
-                | EndReason::CollisionStatic
-                | EndReason::OffRoad
-                | EndReason::RedLight
-                | EndReason::Blocked
-        )
-    }
-}
-
-/// Result of one step of one world.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct StepResult {
-    pub reward: f32,
-    pub end: EndReason,
-}
+/// Braking traffic agents accept to stop for a yellow light (m/s^2).
+pub const AGENT_YELLOW_DECEL: f32 = 4.0;
 
 /// The nearest obstacle ahead on a path.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -83,7 +33,52 @@ impl Leader {
     };
 }
 
-/// A single world. Reset fills it from a [`ScenarioSpec`]; step advances it by `dt`.
+/// A search for the nearest obstacle ahead of a vehicle on a path ([`World::leader_on_path`]).
+/// [`World::ego_leader_query`] fills in the ego on its route.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LeaderQuery {
+    /// Path index the vehicle follows.
+    pub path: usize,
+    /// Arc length of the vehicle's centre on `path`, metres.
+    pub s: f32,
+    /// Lateral offset of the vehicle's centre from the path centreline (left +), metres.
+    pub d: f32,
+    pub half_width: f32,
+    pub half_length: f32,
+    /// The vehicle's speed: whether it can still stop for a yellow light.
+    pub speed: f32,
+    /// How far ahead to look, metres.
+    pub horizon: f32,
+    /// Who looks: decides which vehicles are seen and where.
+    pub observer: Observer,
+    /// Whether stop lines whose light demands a stop count as obstacles.
+    pub stop_lines: StopLines,
+}
+
+/// Who searches for a leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observer {
+    /// The ego as any planner sees it: every active agent where it is now.
+    Ego,
+    /// The privileged expert: cut-in agents where they are going (their intended lateral
+    /// offset), not where they are.
+    PrivilegedEgo,
+    /// Traffic agent `i`: every other active agent, and the ego.
+    Agent(usize),
+}
+
+/// Whether a leader search stops at traffic lights.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StopLines {
+    /// Lights are not obstacles.
+    Ignore,
+    /// A stop line is an obstacle at red, and at yellow when stopping before it needs no
+    /// more than `yellow_decel` (m/s^2).
+    Obey { yellow_decel: f32 },
+}
+
+/// A single world. Reset fills it from a [`Scenario`] (generated from a [`ScenarioSpec`]);
+/// step advances it by `dt`.
 #[derive(Clone, Debug)]
 pub struct World {
     pub cfg: SimConfig,
@@ -110,17 +105,15 @@ pub struct World {
     pub stats: EpisodeStats,
     /// The plan executed in the last step (ego frame), for rendering.
     pub last_plan: Vec<[f32; 2]>,
-    pub(crate) rng: Pcg64,
-    pub(crate) best_progress: f32,
-    pub(crate) stall_anchor: f32,
-    pub(crate) stall_steps: u32,
+    best_progress: f32,
+    stall_anchor: f32,
+    stall_steps: u32,
     agent_accel: Vec<f32>,
-    comfort_filter: crate::metrics::ComfortFilter,
+    comfort_filter: ComfortFilter,
 }
 
 impl World {
     pub fn new(cfg: SimConfig) -> Self {
-        use rand::SeedableRng;
         World {
             cfg,
             spec: ScenarioSpec::default(),
@@ -140,7 +133,6 @@ impl World {
             speed_profile: Vec::new(),
             stats: EpisodeStats::default(),
             last_plan: Vec::new(),
-            rng: Pcg64::seed_from_u64(0),
             best_progress: 0.0,
             stall_anchor: 0.0,
             stall_steps: 0,
@@ -174,12 +166,51 @@ impl World {
 
     /// Resets to the scenario `spec` (deterministic in `spec`).
     pub fn reset(&mut self, spec: ScenarioSpec) {
-        crate::scenario::build(self, spec);
+        // The last scenario's buffers, reused: resets do not grow the heap.
+        let mut scenario = Scenario {
+            map: std::mem::take(&mut self.map),
+            lights: std::mem::take(&mut self.lights),
+            agents: std::mem::take(&mut self.agents),
+            statics: std::mem::take(&mut self.statics),
+            ..Scenario::default()
+        };
+        scenario.regenerate(spec, &self.cfg);
+        self.reset_from(scenario);
+    }
+
+    /// Resets to a generated scenario: the world takes its map, traffic and ego, and starts a
+    /// new episode record.
+    pub fn reset_from(&mut self, scenario: Scenario) {
+        let Scenario {
+            spec,
+            map,
+            lights,
+            agents,
+            statics,
+            ego,
+            route,
+            route_len,
+            merge,
+            time_limit_steps,
+        } = scenario;
+        self.spec = spec;
+        self.map = map;
+        self.lights = lights;
+        self.agents = agents;
+        self.statics = statics;
+        self.ego = ego;
+        self.route = route;
+        self.route_len = route_len;
+        self.merge = merge;
+        self.time_limit_steps = time_limit_steps;
         self.step_count = 0;
-        self.stats = EpisodeStats::default();
-        self.comfort_filter = Default::default();
-        self.stats.family = spec.family;
-        self.stats.seed = spec.seed;
+        self.stats = EpisodeStats {
+            family: spec.family,
+            seed: spec.seed,
+            route_length: route_len,
+            ..Default::default()
+        };
+        self.comfort_filter = ComfortFilter::default();
         self.update_agent_poses();
         let c = self.ego.center(&self.cfg.vehicle);
         let (s, _) = self
@@ -226,7 +257,7 @@ impl World {
             } else {
                 0.0
             };
-            let lane = self.map.lane_at(route, i as f32 * crate::road::SPACING);
+            let lane = self.map.lane_at(route, i as f32 * SPACING);
             let limit = self.map.lanes[lane as usize].speed_limit;
             let v_curve = if k > 1e-4 {
                 (a_lat / k).sqrt()
@@ -238,7 +269,7 @@ impl World {
         let b = self.cfg.expert.comfort_brake;
         for i in (0..n.saturating_sub(1)).rev() {
             let next = self.speed_profile[i + 1];
-            let reach = (next * next + 2.0 * b * crate::road::SPACING).sqrt();
+            let reach = (next * next + 2.0 * b * SPACING).sqrt();
             if reach < self.speed_profile[i] {
                 self.speed_profile[i] = reach;
             }
@@ -247,7 +278,7 @@ impl World {
 
     /// Allowed speed at route arc length `s`.
     pub fn allowed_speed(&self, s: f32) -> f32 {
-        let i = ((s / crate::road::SPACING).max(0.0) as usize).min(self.speed_profile.len() - 1);
+        let i = ((s / SPACING).max(0.0) as usize).min(self.speed_profile.len() - 1);
         self.speed_profile[i]
     }
 
@@ -261,26 +292,43 @@ impl World {
         }
     }
 
-    /// Nearest obstacle ahead of a vehicle on `path` at arc length `s`, lateral offset `d`,
-    /// half width `half_w` and half length `half_l`, looking `horizon` metres ahead. Considers
-    /// active agents (except `skip_agent`), the ego if `include_ego`, static obstacles, and
-    /// stop lines whose light demands a stop (`stop_decel`: the braking the driver accepts to
-    /// stop for yellow; `None` ignores lights). `privileged` uses the cut-in agents' intended lateral offsets.
-    #[allow(clippy::too_many_arguments)]
-    pub fn leader_on_path(
-        &self,
-        path: usize,
-        s: f32,
-        d: f32,
-        half_w: f32,
-        half_l: f32,
-        v: f32,
-        horizon: f32,
-        skip_agent: Option<usize>,
-        include_ego: bool,
-        privileged: bool,
-        stop_decel: Option<f32>,
-    ) -> Leader {
+    /// The ego on its route looking `horizon` metres ahead, as any planner sees it, lights
+    /// ignored; change fields for other views.
+    pub fn ego_leader_query(&self, horizon: f32) -> LeaderQuery {
+        let vp = &self.cfg.vehicle;
+        LeaderQuery {
+            path: self.route,
+            s: self.route_s,
+            d: self.route_lat,
+            half_width: 0.5 * vp.width,
+            half_length: 0.5 * vp.length,
+            speed: self.ego.v,
+            horizon,
+            observer: Observer::Ego,
+            stop_lines: StopLines::Ignore,
+        }
+    }
+
+    /// Nearest obstacle ahead of the vehicle described by `q`: active agents (as `q.observer`
+    /// sees them), the ego when an agent looks, static obstacles, and (per `q.stop_lines`)
+    /// stop lines whose light demands a stop.
+    pub fn leader_on_path(&self, q: &LeaderQuery) -> Leader {
+        let LeaderQuery {
+            path,
+            s,
+            d,
+            half_width: half_w,
+            half_length: half_l,
+            speed: v,
+            horizon,
+            observer,
+            stop_lines,
+        } = *q;
+        let (skip_agent, include_ego, privileged) = match observer {
+            Observer::Ego => (None, false, false),
+            Observer::PrivilegedEgo => (None, false, true),
+            Observer::Agent(i) => (Some(i), true, false),
+        };
         let line = self.map.paths[path].line;
         let lines = &self.map.lines;
         let (p0, _) = lines.sample(line, s);
@@ -340,7 +388,10 @@ impl World {
         for b in &self.statics {
             consider(b.center, b.heading, b.half_length, b.half_width, 0.0, 0.0);
         }
-        let Some(stop_decel) = stop_decel else {
+        let StopLines::Obey {
+            yellow_decel: stop_decel,
+        } = stop_lines
+        else {
             return best;
         };
         for stop in self.map.path_stops(path) {
@@ -379,19 +430,19 @@ impl World {
                 continue;
             }
             let horizon = (a.v * 3.0 + 20.0).min(80.0);
-            let mut lead = self.leader_on_path(
-                a.path as usize,
-                a.s,
-                a.d,
-                0.5 * a.width,
-                0.5 * a.length,
-                a.v,
+            let mut lead = self.leader_on_path(&LeaderQuery {
+                path: a.path as usize,
+                s: a.s,
+                d: a.d,
+                half_width: 0.5 * a.width,
+                half_length: 0.5 * a.length,
+                speed: a.v,
                 horizon,
-                Some(i),
-                true,
-                false,
-                Some(4.0),
-            );
+                observer: Observer::Agent(i),
+                stop_lines: StopLines::Obey {
+                    yellow_decel: AGENT_YELLOW_DECEL,
+                },
+            });
             // Polite drivers on the main road treat a merging ego as if it were already in
             // their lane (virtual-vehicle projection at the merge).
             if let Some(m) = self.merge {
@@ -442,25 +493,102 @@ impl World {
         self.update_agent_poses();
     }
 
-    /// Executes a plan of H waypoints (ego frame, flattened x0,y0,x1,y1,...) for one step.
+    /// Executes a plan of H waypoints (ego frame, flattened x0,y0,x1,y1,...) for one step:
+    /// control, dynamics, traffic, progress, events, metrics, reward.
+    ///
+    /// A plan with a non-finite waypoint, or one that drives the ego into a non-finite state,
+    /// is not executed: the episode ends with [`EndReason::NonFinite`] (a termination and a
+    /// failure) and the world stays as it was before the step.
     pub fn step(&mut self, plan: &[f32]) -> StepResult {
-        let dt = self.cfg.dt;
-        let vp = self.cfg.vehicle;
+        if !plan.iter().all(|x| x.is_finite()) {
+            return self.end_non_finite();
+        }
+        let before = BeforeStep {
+            ego: self.ego,
+            front: self.route_s + 0.5 * self.cfg.vehicle.length,
+            best_progress: self.best_progress,
+        };
+        let (steer, accel) = self.control(plan);
+        self.dynamics(steer, accel);
+        if !self.ego.is_finite() {
+            self.ego = before.ego;
+            return self.end_non_finite();
+        }
+        self.step_agents();
+        self.step_count += 1;
+        self.progress();
+        let end = self.events(&before);
+        let progress_gain = self.best_progress - before.best_progress;
+        let comfort_violations = self.comfort_metrics(&before.ego);
+        let lane = self.map.lanes[self.map.lane_at(self.route, self.route_s) as usize];
+        let outside_lane = self.lane_metrics(&lane, progress_gain);
+        let lead = self.reward_leader();
+        let events = StepEvents {
+            end,
+            progress_gain,
+            route_length: self.route_len,
+            speed: self.ego.v,
+            speed_limit: lane.speed_limit,
+            comfort_violations,
+            outside_lane,
+            lead_gap: lead.gap,
+            lead_speed: lead.v,
+        };
+        let reward = reward::compute(&events, &self.cfg.reward);
+        if end != EndReason::Running {
+            let rc = if end == EndReason::RouteCompleted {
+                100.0
+            } else {
+                self.route_completion()
+            };
+            self.stats.finish(end, rc);
+        }
+        StepResult { reward, end }
+    }
+
+    /// Ends the episode on a plan or state that is not finite. Nothing is driven: no progress,
+    /// so the reward is the terminal penalty and the route completion what was driven before.
+    fn end_non_finite(&mut self) -> StepResult {
+        let end = EndReason::NonFinite;
+        let lane = self.map.lanes[self.map.lane_at(self.route, self.route_s) as usize];
+        let events = StepEvents {
+            end,
+            progress_gain: 0.0,
+            route_length: self.route_len,
+            speed: self.ego.v,
+            speed_limit: lane.speed_limit,
+            comfort_violations: 0,
+            outside_lane: false,
+            lead_gap: f32::INFINITY,
+            lead_speed: 0.0,
+        };
+        let reward = reward::compute(&events, &self.cfg.reward);
+        self.stats.finish(end, self.route_completion());
+        StepResult { reward, end }
+    }
+
+    /// Control: the waypoint controller turns the plan into steering and acceleration.
+    fn control(&mut self, plan: &[f32]) -> (f32, f32) {
         self.last_plan.clear();
         self.last_plan
             .extend(plan.chunks_exact(2).map(|w| [w[0], w[1]]));
-        let (steer, accel) =
-            track_waypoints(&self.last_plan, self.ego.v, &vp, &self.cfg.controller);
-        let prev = self.ego;
-        let prev_front = self.route_s + 0.5 * vp.length;
-        let prev_best = self.best_progress;
-        bicycle_step(&mut self.ego, &vp, steer, accel, dt);
-        self.step_agents();
-        self.step_count += 1;
-        self.track_route(self.route_s);
-        let t = self.time();
+        track_waypoints(
+            &self.last_plan,
+            self.ego.v,
+            &self.cfg.vehicle,
+            &self.cfg.controller,
+        )
+    }
 
-        // Progress and stalls.
+    /// Dynamics: the kinematic bicycle advances the ego by one step.
+    fn dynamics(&mut self, steer: f32, accel: f32) {
+        bicycle_step(&mut self.ego, &self.cfg.vehicle, steer, accel, self.cfg.dt);
+    }
+
+    /// Progress along the route: the best progress so far and the stall counter behind
+    /// `blocked_seconds` (progress of less than 0.5 m does not reset it).
+    fn progress(&mut self) {
+        self.track_route(self.route_s);
         self.best_progress = self.best_progress.max(self.route_s.min(self.route_len));
         if self.best_progress > self.stall_anchor + 0.5 {
             self.stall_anchor = self.best_progress;
@@ -468,9 +596,14 @@ impl World {
         } else {
             self.stall_steps += 1;
         }
+    }
 
-        // Events.
-        let ego_box = self.ego.bbox(&vp);
+    /// Events: a collision, leaving the road or running a red light ends the episode and is
+    /// counted in the record; otherwise completing the route, being blocked or the time limit
+    /// ends it.
+    fn events(&mut self, before: &BeforeStep) -> EndReason {
+        let vp = &self.cfg.vehicle;
+        let ego_box = self.ego.bbox(vp);
         let mut end = EndReason::Running;
         if self.agents.iter().any(|a| {
             a.active
@@ -490,9 +623,10 @@ impl World {
             end = EndReason::OffRoad;
             self.stats.offroad += 1;
         } else {
+            let t = self.time();
             let front = self.route_s + 0.5 * vp.length;
             for stop in self.map.path_stops(self.route) {
-                if prev_front < stop.s
+                if before.front < stop.s
                     && front >= stop.s
                     && self.lights[stop.light as usize].state(t) == LightState::Red
                 {
@@ -504,7 +638,7 @@ impl World {
         if end == EndReason::Running {
             if self.best_progress >= self.route_len - self.cfg.route_end_tolerance {
                 end = EndReason::RouteCompleted;
-            } else if self.stall_steps as f32 * dt >= self.cfg.blocked_seconds {
+            } else if self.stall_steps as f32 * self.cfg.dt >= self.cfg.blocked_seconds {
                 end = EndReason::Blocked;
                 self.stats.blocked = true;
             } else if self.step_count >= self.time_limit_steps {
@@ -512,74 +646,157 @@ impl World {
                 self.stats.timeout = true;
             }
         }
+        end
+    }
 
-        // Comfort (nuPlan bounds) from realised motion.
-        // Reward: per-step comfort (CaRL); metric: nuPlan's filtered trajectory check.
-        let comfort = crate::metrics::comfort_violations(&prev, &self.ego, dt, self.step_count > 1);
+    /// Comfort metrics from the realised motion: nuPlan's filtered check goes into the
+    /// episode record; the raw step-to-step violations (CaRL's per-step comfort) are returned
+    /// for the reward.
+    fn comfort_metrics(&mut self, prev: &BicycleState) -> u8 {
+        let dt = self.cfg.dt;
+        let raw = comfort_violations(prev, &self.ego, dt, self.step_count > 1);
         let filtered = self.comfort_filter.push(&self.ego, dt);
         self.stats.record_comfort(filtered);
+        raw
+    }
 
-        // Lane keeping: outside the route lane when the ego box pokes out of it.
-        let lane = self.map.lane_at(self.route, self.route_s);
-        let half_lane = 0.5 * self.map.lanes[lane as usize].width;
-        let outside = self.route_lat.abs() + 0.5 * vp.width > half_lane + 0.3;
-        let progress_gain = self.best_progress - prev_best;
+    /// Lane metrics: whether the ego box pokes out of the route lane `lane` (the route metres
+    /// gained meanwhile count against the CARLA outside-lanes factor), the step count and the
+    /// speed sum of the record.
+    fn lane_metrics(&mut self, lane: &Lane, progress_gain: f32) -> bool {
+        let half_lane = 0.5 * lane.width;
+        let outside = self.route_lat.abs() + 0.5 * self.cfg.vehicle.width > half_lane + 0.3;
         if outside {
             self.stats.outside_lane_distance += progress_gain;
         }
         self.stats.steps += 1;
         self.stats.speed_sum += self.ego.v;
+        outside
+    }
 
-        // Reward (CaRL-style): route-completion gain x soft penalties, terminal penalty.
+    /// The vehicle or obstacle ahead on the route that the time-to-collision penalty looks
+    /// at (lights ignored), within twice the distance covered in `ttc_threshold`; none when
+    /// the penalty is off.
+    fn reward_leader(&self) -> Leader {
         let rc = &self.cfg.reward;
-        let limit = self.map.lanes[lane as usize].speed_limit;
-        let speed_factor = if self.ego.v > limit {
-            (1.0 - (self.ego.v - limit) / (rc.speeding_tolerance * limit)).max(0.0)
+        if rc.ttc_threshold > 0.0 {
+            let horizon = (self.ego.v * rc.ttc_threshold * 2.0).max(10.0);
+            self.leader_on_path(&self.ego_leader_query(horizon))
         } else {
-            1.0
-        };
-        let comfort_factor = 1.0 - 0.5 * comfort.count_ones() as f32 / 6.0;
-        // Time to collision with the vehicle or obstacle ahead on the route (lights ignored).
-        let ttc_factor = if rc.ttc_threshold > 0.0 {
-            let lead = self.leader_on_path(
-                self.route,
-                self.route_s,
-                self.route_lat,
-                0.5 * vp.width,
-                0.5 * vp.length,
-                self.ego.v,
-                (self.ego.v * rc.ttc_threshold * 2.0).max(10.0),
-                None,
-                false,
-                false,
-                None,
-            );
-            let closing = self.ego.v - lead.v;
-            if closing > 0.0 && lead.gap < closing * rc.ttc_threshold {
-                rc.ttc_factor
-            } else {
-                1.0
-            }
-        } else {
-            1.0
-        };
-        let lane_factor = if outside { rc.outside_lane_factor } else { 1.0 };
-        let mut reward = 100.0 * progress_gain / self.route_len
-            * speed_factor
-            * comfort_factor
-            * lane_factor
-            * ttc_factor;
-        if end.is_termination() {
-            reward -= rc.terminal_penalty;
+            Leader::NONE
         }
-        if end != EndReason::Running {
-            let rc = if end == EndReason::RouteCompleted {
-                100.0
-            } else {
-                self.route_completion()
-            };
-            self.stats.finish(end, rc);
+    }
+}
+
+/// The ego before a step, for the events and metrics that compare before and after.
+struct BeforeStep {
+    ego: BicycleState,
+    /// Route position of the front bumper.
+    front: f32,
+    best_progress: f32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traffic::Idm;
+
+    fn agent(s: f32, d: f32, behaviour: Behaviour) -> Agent {
+        Agent {
+            path: 0,
+            s,
+            d,
+            v: 5.0,
+            accel: 0.0,
+            length: 4.0,
+            width: 2.0,
+            idm: Idm {
+                v0: 10.0,
+                headway: 1.0,
+                s0: 2.0,
+                a_max: 1.0,
+                b: 2.0,
+            },
+            behaviour,
+            yields_to_ego: true,
+            active: true,
+            pos: Vec2::ZERO,
+            heading: Vec2::new(1.0, 0.0),
         }
-        StepResult { reward, end }
+    }
+
+    /// A straight 200 m lane along x; the ego's centre at x = 20, standing; agents as given.
+    fn straight_road(agents: Vec<Agent>) -> World {
+        let cfg = SimConfig::default();
+        let mut map = RoadMap::default();
+        let lane = map.add_lane(&[Vec2::ZERO, Vec2::new(200.0, 0.0)], 3.5, 15.0);
+        let route = map.add_path(&[lane], &[None]);
+        map.build_index();
+        let rc = cfg.vehicle.rear_to_center;
+        let mut w = World::new(cfg);
+        w.reset_from(Scenario {
+            map,
+            agents,
+            ego: BicycleState {
+                pos: Vec2::new(20.0 - rc, 0.0),
+                ..Default::default()
+            },
+            route,
+            route_len: 185.0,
+            time_limit_steps: 100,
+            ..Default::default()
+        });
+        w
+    }
+
+    #[test]
+    fn leader_search_sees_what_its_observer_sees() {
+        // Agent 0 ahead of the ego, agent 1 behind it, agent 2 cutting in from the left lane
+        // (3.5 m left of the centreline) 12 m ahead of the ego, its manoeuvre due at t = 0.
+        let cut_in = Behaviour::CutIn {
+            at: 0.0,
+            duration: 2.0,
+            d_from: 3.5,
+            d_to: 0.0,
+        };
+        let w = straight_road(vec![
+            agent(50.0, 0.0, Behaviour::Idm),
+            agent(10.0, 0.0, Behaviour::Idm),
+            agent(32.0, 3.5, cut_in),
+        ]);
+        let ego = w.ego_leader_query(100.0);
+        // Bumper to bumper: 50 - 20 - 4.6 / 2 - 4 / 2 = 25.7 m; the cut-in is still in its lane.
+        let lead = w.leader_on_path(&ego);
+        assert!((lead.gap - 25.7).abs() < 1e-3, "{lead:?}");
+        assert_eq!(lead.v, 5.0);
+        // The privileged expert sees the cut-in where it is going: 32 - 20 - 2.3 - 2 = 7.7 m.
+        let expert = LeaderQuery {
+            observer: Observer::PrivilegedEgo,
+            ..ego
+        };
+        assert!((w.leader_on_path(&expert).gap - 7.7).abs() < 1e-3);
+        // Nothing within a 20 m horizon for the ego.
+        let short = LeaderQuery {
+            horizon: 20.0,
+            ..ego
+        };
+        assert_eq!(w.leader_on_path(&short), Leader::NONE);
+        // Agent 1 sees the ego (standing) 20 - 10 - 2 - 2.3 = 5.7 m ahead; agent 0 sees nobody,
+        // least of all itself.
+        let from_agent = |i: usize| LeaderQuery {
+            path: 0,
+            s: w.agents[i].s,
+            d: 0.0,
+            half_width: 1.0,
+            half_length: 2.0,
+            speed: 5.0,
+            horizon: 100.0,
+            observer: Observer::Agent(i),
+            stop_lines: StopLines::Ignore,
+        };
+        let behind = w.leader_on_path(&from_agent(1));
+        assert!((behind.gap - 5.7).abs() < 1e-3, "{behind:?}");
+        assert_eq!(behind.v, 0.0);
+        assert_eq!(w.leader_on_path(&from_agent(0)), Leader::NONE);
     }
 }

@@ -2,8 +2,10 @@
 //! allocation in the per-step path.
 
 use deltaplan_sim::batch::StepBuffers;
-use deltaplan_sim::scenario::{Difficulty, Family};
-use deltaplan_sim::{expert_plan, observe, BatchEnv, ScenarioSpec, SimConfig, World, OBS_DIM};
+use deltaplan_sim::spec::{Difficulty, Family};
+use deltaplan_sim::{
+    expert_plan, observe, BatchEnv, ScenarioSpec, SimConfig, SnapshotError, World, OBS_DIM,
+};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -179,9 +181,29 @@ fn snapshot_restore_continues_bit_for_bit() {
     b.restore(&snap).unwrap();
     let tail_b = run(&mut b, 200);
     assert!(tail_a == tail_b, "restored batch diverged");
-    // A snapshot of another seed is refused with a message that says why.
+    // A snapshot of another seed or size is refused with a message that says why.
     let mut c = BatchEnv::train(cfg, n, 10, Family::ALL.to_vec(), Difficulty::default());
-    assert!(c.restore(&snap).unwrap_err().contains("seed 9"));
+    let err = c.restore(&snap).unwrap_err();
+    assert_eq!(
+        err,
+        SnapshotError::OtherBatch {
+            snapshot_seed: 9,
+            snapshot_worlds: n,
+            seed: 10,
+            worlds: n
+        }
+    );
+    assert!(err.to_string().contains("seed 9 with 6 worlds"), "{err}");
+    let mut partial = snap.clone();
+    partial.histories[2].push(0.5);
+    let err = b.restore(&partial).unwrap_err();
+    assert_eq!(
+        err,
+        SnapshotError::PartialPlan {
+            floats: snap.histories[2].len() + 1,
+            action_dim: cfg.action_dim()
+        }
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! near-perfectly, and batches are bit-identical across thread counts.
 
 use deltaplan_sim::batch::StepBuffers;
-use deltaplan_sim::scenario::{Difficulty, Family, Split};
+use deltaplan_sim::spec::{Difficulty, Family, Split};
 use deltaplan_sim::{BatchEnv, EpisodeStats, SimConfig};
 use std::collections::BTreeMap;
 
@@ -50,11 +50,7 @@ fn summarise(split: &str, stats: &[EpisodeStats]) -> f32 {
 }
 
 fn failure_rate(stats: &[EpisodeStats]) -> f32 {
-    stats
-        .iter()
-        .filter(|s| s.had_collision() || s.offroad > 0)
-        .count() as f32
-        / stats.len() as f32
+    stats.iter().filter(|s| s.is_failure()).count() as f32 / stats.len() as f32
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! SVG rendering produces a well-formed document showing what the world holds.
 
 use deltaplan_sim::render::{render_svg, Trail};
-use deltaplan_sim::scenario::{Difficulty, Family};
+use deltaplan_sim::spec::{Difficulty, Family};
 use deltaplan_sim::{expert_plan, ScenarioSpec, SimConfig, World};
 
 #[test]

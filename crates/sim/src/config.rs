@@ -1,0 +1,219 @@
+//! Everything about the simulation that is not the scenario: step length, horizon, the ego
+//! vehicle, the waypoint controller, the expert's driving style and the reward. The bottom
+//! layer of the crate: plain serialisable values, imported by the modules that use them and
+//! importing none of them.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything about the simulation that is not the scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimConfig {
+    /// Step length, seconds (10 Hz by default).
+    pub dt: f32,
+    /// Number of planned waypoints H.
+    pub horizon: usize,
+    pub vehicle: VehicleParams,
+    pub controller: ControllerParams,
+    pub expert: ExpertConfig,
+    pub reward: RewardConfig,
+    /// The route counts as completed within this many metres of its end.
+    pub route_end_tolerance: f32,
+    /// Terminate as blocked after this many seconds without 0.5 m of progress.
+    pub blocked_seconds: f32,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            dt: 0.1,
+            horizon: 10,
+            vehicle: VehicleParams::default(),
+            controller: ControllerParams::default(),
+            expert: ExpertConfig::default(),
+            reward: RewardConfig::default(),
+            route_end_tolerance: 3.0,
+            blocked_seconds: 60.0,
+        }
+    }
+}
+
+/// A simulation setting outside its allowed range.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("sim field `{field}` = {value} is out of range: allowed {min} to {max}")]
+pub struct SimConfigError {
+    pub field: &'static str,
+    pub value: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl SimConfig {
+    /// Checks the fields a user is likely to set.
+    pub fn validate(&self) -> Result<(), SimConfigError> {
+        let checks: [(&'static str, f64, f64, f64); 6] = [
+            ("dt", self.dt as f64, 0.01, 0.5),
+            ("horizon", self.horizon as f64, 2.0, 64.0),
+            (
+                "controller.waypoint_dt",
+                self.controller.waypoint_dt as f64,
+                0.05,
+                1.0,
+            ),
+            (
+                "reward.terminal_penalty",
+                self.reward.terminal_penalty as f64,
+                0.0,
+                1000.0,
+            ),
+            ("blocked_seconds", self.blocked_seconds as f64, 1.0, 3600.0),
+            (
+                "route_end_tolerance",
+                self.route_end_tolerance as f64,
+                0.0,
+                50.0,
+            ),
+        ];
+        for (field, value, min, max) in checks {
+            if !(min..=max).contains(&value) {
+                return Err(SimConfigError {
+                    field,
+                    value,
+                    min,
+                    max,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Length of one action (flattened waypoints).
+    pub fn action_dim(&self) -> usize {
+        2 * self.horizon
+    }
+}
+
+/// Physical limits of the ego vehicle.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VehicleParams {
+    pub length: f32,
+    pub width: f32,
+    /// Distance between axles; the reference point of the model is the rear axle.
+    pub wheelbase: f32,
+    /// Rear axle to box centre.
+    pub rear_to_center: f32,
+    pub max_steer: f32,
+    /// rad/s.
+    pub max_steer_rate: f32,
+    pub max_accel: f32,
+    /// Strongest braking (positive number).
+    pub max_brake: f32,
+}
+
+impl Default for VehicleParams {
+    fn default() -> Self {
+        VehicleParams {
+            length: 4.6,
+            width: 1.9,
+            wheelbase: 2.8,
+            rear_to_center: 1.4,
+            max_steer: 0.6,
+            max_steer_rate: 1.2,
+            max_accel: 3.0,
+            max_brake: 8.0,
+        }
+    }
+}
+
+/// Waypoint-tracking controller settings.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ControllerParams {
+    /// Time between consecutive waypoints, seconds; waypoint j is the planned position at
+    /// (j+1) * waypoint_dt.
+    pub waypoint_dt: f32,
+    /// Number of leading waypoints used to fit the acceleration.
+    pub fit_waypoints: usize,
+    /// Pure-pursuit look-ahead: `lookahead_base + lookahead_gain * v`, clamped.
+    pub lookahead_base: f32,
+    pub lookahead_gain: f32,
+    pub lookahead_min: f32,
+    pub lookahead_max: f32,
+}
+
+impl Default for ControllerParams {
+    fn default() -> Self {
+        ControllerParams {
+            waypoint_dt: 0.2,
+            fit_waypoints: 5,
+            lookahead_base: 2.0,
+            lookahead_gain: 0.45,
+            lookahead_min: 3.0,
+            lookahead_max: 15.0,
+        }
+    }
+}
+
+/// Expert driving style.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExpertConfig {
+    /// Lateral acceleration the expert accepts in bends, m/s^2.
+    pub lateral_accel: f32,
+    /// Deceleration used to slow for bends ahead, m/s^2.
+    pub comfort_brake: f32,
+    /// Time headway, s.
+    pub headway: f32,
+    /// Standstill gap, m.
+    pub min_gap: f32,
+    pub max_accel: f32,
+    /// IDM comfortable deceleration, m/s^2.
+    pub idm_brake: f32,
+    /// Braking accepted to stop for a yellow light, m/s^2.
+    pub yellow_brake: f32,
+    /// Time constant of the return to the lane centre, s.
+    pub lateral_tau: f32,
+}
+
+impl Default for ExpertConfig {
+    fn default() -> Self {
+        ExpertConfig {
+            lateral_accel: 2.5,
+            comfort_brake: 2.0,
+            headway: 1.2,
+            min_gap: 3.0,
+            max_accel: 2.0,
+            idm_brake: 2.5,
+            yellow_brake: 3.5,
+            lateral_tau: 1.0,
+        }
+    }
+}
+
+/// Reward shaping in the style of CaRL: route-completion gain (percent of the route) times
+/// soft penalties, plus a terminal penalty.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewardConfig {
+    /// Subtracted on collision, off-road, red light or being blocked.
+    pub terminal_penalty: f32,
+    /// Overspeed (fraction of the limit) at which the speeding factor reaches 0.
+    pub speeding_tolerance: f32,
+    /// Factor applied to progress made with the ego box outside the route lane.
+    pub outside_lane_factor: f32,
+    /// Progress made while the time to collision with the vehicle or obstacle ahead is below
+    /// `ttc_threshold` seconds is multiplied by `ttc_factor` (CaRL: 0.5). 0 disables.
+    pub ttc_threshold: f32,
+    pub ttc_factor: f32,
+}
+
+impl Default for RewardConfig {
+    fn default() -> Self {
+        RewardConfig {
+            terminal_penalty: 20.0,
+            speeding_tolerance: 0.25,
+            outside_lane_factor: 0.0,
+            ttc_threshold: 0.0,
+            ttc_factor: 0.5,
+        }
+    }
+}
