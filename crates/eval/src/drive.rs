@@ -3,6 +3,7 @@
 
 use deltaplan_sim::batch::StepBuffers;
 use deltaplan_sim::render::{render_svg, Trail};
+use deltaplan_sim::env::ExpertEnv;
 use deltaplan_sim::{BatchEnv, EndReason, EpisodeStats, ScenarioSpec, SimConfig, World, OBS_DIM};
 
 use crate::{EvalError, Result};
@@ -53,11 +54,21 @@ pub fn closed_loop(
     if specs.is_empty() {
         return Err(EvalError::Empty);
     }
-    let n = specs.len();
-    let mut env = BatchEnv::fixed(sim, specs.to_vec());
-    let mut buf = StepBuffers::new(n);
-    let mut obs = vec![0.0; n * OBS_DIM];
-    let mut plans = vec![0.0; n * sim.action_dim()];
+    drive_to_the_end(&mut BatchEnv::fixed(sim, specs.to_vec()), driver)
+}
+
+/// The evaluation loop over the environment seam: drives every world of `env` (a batch over a
+/// fixed scenario list, which goes idle when its episode ends) until all are idle, and returns
+/// the episode records in world order. Any simulator that implements [`ExpertEnv`] is evaluated
+/// by exactly this loop.
+pub fn drive_to_the_end<E: ExpertEnv + ?Sized>(
+    env: &mut E,
+    driver: &mut Driver,
+) -> Result<Vec<EpisodeStats>> {
+    let n = env.num_envs();
+    let mut buf = StepBuffers::for_env(env);
+    let mut obs = vec![0.0; n * env.obs_dim()];
+    let mut plans = vec![0.0; n * env.action_dim()];
     env.observe(&mut obs);
     while !env.all_idle() {
         match driver {

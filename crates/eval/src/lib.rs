@@ -22,7 +22,7 @@ pub mod plot;
 pub mod report;
 pub mod stats;
 
-pub use drive::{closed_loop, render_episode, Driver, Planner, PlannerError};
+pub use drive::{closed_loop, drive_to_the_end, render_episode, Driver, Planner, PlannerError};
 pub use metric::{Metric, PerMetric, Unit, UnknownMetric};
 pub use open_loop::{DisplacementError, DisplacementSums};
 pub use report::Policy;
