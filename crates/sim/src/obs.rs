@@ -11,6 +11,7 @@
 //! | `leader` | 3 | nearest obstacle ahead on the route (vehicle, obstacle, or stop line demanding a stop) within 80 m: gap/50 (clamped to 1.6, 1.6 when none), (leader speed - ego speed)/10, present |
 
 use crate::geom::{wrap_angle, Vec2};
+use crate::road::{Lane, LaneId};
 use crate::traffic::LightState;
 use crate::world::{LeaderQuery, StopLines, World};
 
@@ -72,12 +73,13 @@ pub fn observe(w: &World, out: &mut [f32]) {
     }
 
     // Lane and road edges.
-    let count = |mut l: Option<u16>, left: bool| {
+    // Same-direction lanes beside the route lane, walking `next` (left or right), at most 5.
+    let count = |next: fn(&Lane) -> Option<LaneId>| {
         let mut n = 0;
+        let mut l = next(&lane);
         while let Some(id) = l {
             n += 1;
-            let lane = &w.map.lanes[id as usize];
-            l = if left { lane.left } else { lane.right };
+            l = next(&w.map.lanes[id as usize]);
             if n > 4 {
                 break;
             }
@@ -88,8 +90,8 @@ pub fn observe(w: &World, out: &mut [f32]) {
     let to_right = half_lane + w.route_lat;
     out[28] = to_left / lane.width;
     out[29] = to_right / lane.width;
-    out[30] = ((to_left + count(lane.left, true) * lane.width) / lane.width).min(4.0);
-    out[31] = ((to_right + count(lane.right, false) * lane.width) / lane.width).min(4.0);
+    out[30] = ((to_left + count(|l| l.left) * lane.width) / lane.width).min(4.0);
+    out[31] = ((to_right + count(|l| l.right) * lane.width) / lane.width).min(4.0);
 
     // Nearest agents and obstacles: fixed-size insertion sort, no allocation.
     let mut nearest = [(f32::INFINITY, usize::MAX); K_AGENTS];
