@@ -311,6 +311,7 @@ impl World {
     /// Nearest obstacle ahead of the vehicle described by `q`: active agents (as `q.observer`
     /// sees them), the ego when an agent looks, static obstacles, and (per `q.stop_lines`)
     /// stop lines whose light demands a stop.
+    #[inline]
     pub fn leader_on_path(&self, q: &LeaderQuery) -> Leader {
         let LeaderQuery {
             path,
@@ -499,7 +500,8 @@ impl World {
     /// is not executed: the episode ends with [`EndReason::NonFinite`] (a termination and a
     /// failure) and the world stays as it was before the step.
     pub fn step(&mut self, plan: &[f32]) -> StepResult {
-        if !plan.iter().all(|x| x.is_finite()) {
+        // Branch-free over the plan (vectorises): a NaN or infinite waypoint anywhere.
+        if !plan.iter().fold(true, |finite, x| finite & x.is_finite()) {
             return self.end_non_finite();
         }
         let before = BeforeStep {
