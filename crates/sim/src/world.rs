@@ -213,6 +213,7 @@ impl World {
         self.stats = EpisodeStats {
             family: spec.family,
             seed: spec.seed,
+            route_length: route_len,
             ..Default::default()
         };
         self.comfort_filter = ComfortFilter::default();

@@ -51,6 +51,9 @@ fn a_reset_in_place_equals_a_freshly_generated_scenario() {
             (reused.route_len, reused.time_limit_steps),
             (fresh.route_len, fresh.time_limit_steps)
         );
+        // The record knows its route, so the CARLA outside-lanes factor can apply.
+        assert_eq!(fresh.stats.route_length, fresh.route_len);
+        assert!(fresh.route_len > 100.0);
         assert!(
             drive(&mut reused, 120) == drive(&mut fresh, 120),
             "{family:?}"
