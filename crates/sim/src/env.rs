@@ -18,6 +18,7 @@
 use crate::batch::{BatchEnv, EnvSnapshot, SnapshotError, StepBuffers};
 use crate::metrics::EpisodeStats;
 use crate::obs::OBS_DIM;
+use crate::spec::ScenarioSpec;
 
 /// A batch of N driving worlds stepped together.
 pub trait VecEnv {
@@ -38,10 +39,13 @@ pub trait VecEnv {
     fn all_idle(&self) -> bool;
 }
 
-/// An environment with a privileged expert planner: demonstrations and the expert baseline.
+/// An environment with a privileged expert planner and known scenarios: recording
+/// demonstrations (plans and the scenario each episode came from) and the expert baseline.
 pub trait ExpertEnv: VecEnv {
     /// Writes the expert's plans for the current state, [N, action_dim].
     fn expert_actions(&self, plans: &mut [f32]);
+    /// The scenario of the episode world `i` is running.
+    fn scenario(&self, i: usize) -> ScenarioSpec;
 }
 
 /// An environment that can be checkpointed and resumed bit for bit.
@@ -92,6 +96,10 @@ impl VecEnv for BatchEnv {
 impl ExpertEnv for BatchEnv {
     fn expert_actions(&self, plans: &mut [f32]) {
         BatchEnv::expert_actions(self, plans)
+    }
+
+    fn scenario(&self, i: usize) -> ScenarioSpec {
+        self.world(i).spec
     }
 }
 

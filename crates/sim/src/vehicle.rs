@@ -39,7 +39,7 @@ impl BicycleState {
             self.yaw_rate,
         ]
         .iter()
-        .all(|x| x.is_finite())
+        .fold(true, |finite, x| finite & x.is_finite())
     }
 }
 

@@ -17,6 +17,41 @@ pub const AGENT_MAX_BRAKE: f32 = 9.0;
 /// Braking traffic agents accept to stop for a yellow light (m/s^2).
 pub const AGENT_YELLOW_DECEL: f32 = 4.0;
 
+/// A single world. Reset fills it from a [`Scenario`] (generated from a [`ScenarioSpec`]);
+/// step advances it by `dt`.
+#[derive(Clone, Debug)]
+pub struct World {
+    pub cfg: SimConfig,
+    pub spec: ScenarioSpec,
+    pub map: RoadMap,
+    pub lights: Vec<TrafficLight>,
+    pub agents: Vec<Agent>,
+    pub statics: Vec<OrientedBox>,
+    pub ego: BicycleState,
+    /// Path index of the ego route.
+    pub route: usize,
+    pub route_len: f32,
+    pub merge: Option<MergeLink>,
+    /// Ego progress along the route (projection of the box centre).
+    pub route_s: f32,
+    /// Signed lateral offset of the ego centre from the route centreline, metres (left +).
+    pub route_lat: f32,
+    /// Route tangent at `route_s`.
+    pub route_dir: Vec2,
+    pub step_count: u32,
+    pub time_limit_steps: u32,
+    /// Speed the route allows at each resampled point (limit and curvature), m/s.
+    pub speed_profile: Vec<f32>,
+    pub stats: EpisodeStats,
+    /// The plan executed in the last step (ego frame), for rendering.
+    pub last_plan: Vec<[f32; 2]>,
+    best_progress: f32,
+    stall_anchor: f32,
+    stall_steps: u32,
+    agent_accel: Vec<f32>,
+    comfort_filter: ComfortFilter,
+}
+
 /// The nearest obstacle ahead on a path.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Leader {
@@ -77,41 +112,6 @@ pub enum StopLines {
     Obey { yellow_decel: f32 },
 }
 
-/// A single world. Reset fills it from a [`Scenario`] (generated from a [`ScenarioSpec`]);
-/// step advances it by `dt`.
-#[derive(Clone, Debug)]
-pub struct World {
-    pub cfg: SimConfig,
-    pub spec: ScenarioSpec,
-    pub map: RoadMap,
-    pub lights: Vec<TrafficLight>,
-    pub agents: Vec<Agent>,
-    pub statics: Vec<OrientedBox>,
-    pub ego: BicycleState,
-    /// Path index of the ego route.
-    pub route: usize,
-    pub route_len: f32,
-    pub merge: Option<MergeLink>,
-    /// Ego progress along the route (projection of the box centre).
-    pub route_s: f32,
-    /// Signed lateral offset of the ego centre from the route centreline, metres (left +).
-    pub route_lat: f32,
-    /// Route tangent at `route_s`.
-    pub route_dir: Vec2,
-    pub step_count: u32,
-    pub time_limit_steps: u32,
-    /// Speed the route allows at each resampled point (limit and curvature), m/s.
-    pub speed_profile: Vec<f32>,
-    pub stats: EpisodeStats,
-    /// The plan executed in the last step (ego frame), for rendering.
-    pub last_plan: Vec<[f32; 2]>,
-    best_progress: f32,
-    stall_anchor: f32,
-    stall_steps: u32,
-    agent_accel: Vec<f32>,
-    comfort_filter: ComfortFilter,
-}
-
 impl World {
     pub fn new(cfg: SimConfig) -> Self {
         World {
@@ -162,6 +162,12 @@ impl World {
     /// Route completion so far, percent.
     pub fn route_completion(&self) -> f32 {
         (100.0 * self.best_progress / self.route_len).clamp(0.0, 100.0)
+    }
+
+    /// Allowed speed at route arc length `s`.
+    pub fn allowed_speed(&self, s: f32) -> f32 {
+        let i = ((s / SPACING).max(0.0) as usize).min(self.speed_profile.len() - 1);
+        self.speed_profile[i]
     }
 
     /// Resets to the scenario `spec` (deterministic in `spec`).
@@ -225,71 +231,59 @@ impl World {
         self.compute_speed_profile();
     }
 
-    fn track_route(&mut self, hint: f32) {
-        let line = self.map.paths[self.route].line;
-        let c = self.ego.center(&self.cfg.vehicle);
-        let (s, lat, dir) = self.map.lines.project(line, c, hint);
-        self.route_s = s;
-        self.route_lat = lat;
-        self.route_dir = dir;
-    }
-
-    /// Allowed speed along the route: the lane limit, the curvature limit for a comfortable
-    /// lateral acceleration, and a backward pass so braking for a bend starts in time.
-    fn compute_speed_profile(&mut self) {
-        let route = self.route;
-        let line = self.map.paths[route].line;
-        let pts = self.map.lines.points(line);
-        let n = pts.len();
-        self.speed_profile.clear();
-        let a_lat = self.cfg.expert.lateral_accel;
-        for i in 0..n {
-            let a = pts[i.saturating_sub(2)];
-            let b = pts[i];
-            let c = pts[(i + 2).min(n - 1)];
-            // Curvature from the circumscribed circle of three points.
-            let ab = (b - a).norm();
-            let bc = (c - b).norm();
-            let ca = (a - c).norm();
-            let area2 = (b - a).cross(c - a).abs();
-            let k = if ab * bc * ca > 1e-6 {
-                2.0 * area2 / (ab * bc * ca)
+    /// Executes a plan of H waypoints (ego frame, flattened x0,y0,x1,y1,...) for one step:
+    /// control, dynamics, traffic, progress, events, metrics, reward.
+    ///
+    /// A plan with a non-finite waypoint, or one that drives the ego into a non-finite state,
+    /// is not executed: the episode ends with [`EndReason::NonFinite`] (a termination and a
+    /// failure) and the world stays as it was before the step.
+    pub fn step(&mut self, plan: &[f32]) -> StepResult {
+        // Branch-free over the plan (vectorises): a NaN or infinite waypoint anywhere.
+        if !plan.iter().fold(true, |finite, x| finite & x.is_finite()) {
+            return self.end_non_finite();
+        }
+        let before = BeforeStep {
+            ego: self.ego,
+            front: self.route_s + 0.5 * self.cfg.vehicle.length,
+            best_progress: self.best_progress,
+        };
+        let (steer, accel) = self.control(plan);
+        self.dynamics(steer, accel);
+        if !self.ego.is_finite() {
+            self.ego = before.ego;
+            return self.end_non_finite();
+        }
+        self.traffic();
+        self.step_count += 1;
+        self.progress();
+        let end = self.events(&before);
+        let progress_gain = self.best_progress - before.best_progress;
+        let comfort_violations = self.comfort_metrics(&before.ego);
+        let lane = self.map.lanes[self.map.lane_at(self.route, self.route_s) as usize];
+        let outside_lane = self.lane_metrics(&lane, progress_gain);
+        // Reward: a function of what the step produced.
+        let lead = self.reward_leader();
+        let events = StepEvents {
+            end,
+            progress_gain,
+            route_length: self.route_len,
+            speed: self.ego.v,
+            speed_limit: lane.speed_limit,
+            comfort_violations,
+            outside_lane,
+            lead_gap: lead.gap,
+            lead_speed: lead.v,
+        };
+        let reward = reward::compute(&events, &self.cfg.reward);
+        if end != EndReason::Running {
+            let rc = if end == EndReason::RouteCompleted {
+                100.0
             } else {
-                0.0
+                self.route_completion()
             };
-            let lane = self.map.lane_at(route, i as f32 * SPACING);
-            let limit = self.map.lanes[lane as usize].speed_limit;
-            let v_curve = if k > 1e-4 {
-                (a_lat / k).sqrt()
-            } else {
-                f32::INFINITY
-            };
-            self.speed_profile.push(limit.min(v_curve));
+            self.stats.finish(end, rc);
         }
-        let b = self.cfg.expert.comfort_brake;
-        for i in (0..n.saturating_sub(1)).rev() {
-            let next = self.speed_profile[i + 1];
-            let reach = (next * next + 2.0 * b * SPACING).sqrt();
-            if reach < self.speed_profile[i] {
-                self.speed_profile[i] = reach;
-            }
-        }
-    }
-
-    /// Allowed speed at route arc length `s`.
-    pub fn allowed_speed(&self, s: f32) -> f32 {
-        let i = ((s / SPACING).max(0.0) as usize).min(self.speed_profile.len() - 1);
-        self.speed_profile[i]
-    }
-
-    pub(crate) fn update_agent_poses(&mut self) {
-        let lines = &self.map.lines;
-        for a in self.agents.iter_mut().filter(|a| a.active) {
-            let line = self.map.paths[a.path as usize].line;
-            let (q, t) = lines.sample(line, a.s);
-            a.pos = q + t.perp() * a.d;
-            a.heading = t;
-        }
+        StepResult { reward, end }
     }
 
     /// The ego on its route looking `horizon` metres ahead, as any planner sees it, lights
@@ -312,6 +306,7 @@ impl World {
     /// Nearest obstacle ahead of the vehicle described by `q`: active agents (as `q.observer`
     /// sees them), the ego when an agent looks, static obstacles, and (per `q.stop_lines`)
     /// stop lines whose light demands a stop.
+    #[inline]
     pub fn leader_on_path(&self, q: &LeaderQuery) -> Leader {
         let LeaderQuery {
             path,
@@ -415,9 +410,109 @@ impl World {
         best
     }
 
-    /// Advances every agent by one step: behaviour scripts, IDM against the nearest obstacle
-    /// ahead (other agents, the ego, lights; merging egos for polite drivers).
-    fn step_agents(&mut self) {
+    fn track_route(&mut self, hint: f32) {
+        let line = self.map.paths[self.route].line;
+        let c = self.ego.center(&self.cfg.vehicle);
+        let (s, lat, dir) = self.map.lines.project(line, c, hint);
+        self.route_s = s;
+        self.route_lat = lat;
+        self.route_dir = dir;
+    }
+
+    /// Allowed speed along the route: the lane limit, the curvature limit for a comfortable
+    /// lateral acceleration, and a backward pass so braking for a bend starts in time.
+    fn compute_speed_profile(&mut self) {
+        let route = self.route;
+        let line = self.map.paths[route].line;
+        let pts = self.map.lines.points(line);
+        let n = pts.len();
+        self.speed_profile.clear();
+        let a_lat = self.cfg.expert.lateral_accel;
+        for i in 0..n {
+            let a = pts[i.saturating_sub(2)];
+            let b = pts[i];
+            let c = pts[(i + 2).min(n - 1)];
+            // Curvature from the circumscribed circle of three points.
+            let ab = (b - a).norm();
+            let bc = (c - b).norm();
+            let ca = (a - c).norm();
+            let area2 = (b - a).cross(c - a).abs();
+            let k = if ab * bc * ca > 1e-6 {
+                2.0 * area2 / (ab * bc * ca)
+            } else {
+                0.0
+            };
+            let lane = self.map.lane_at(route, i as f32 * SPACING);
+            let limit = self.map.lanes[lane as usize].speed_limit;
+            let v_curve = if k > 1e-4 {
+                (a_lat / k).sqrt()
+            } else {
+                f32::INFINITY
+            };
+            self.speed_profile.push(limit.min(v_curve));
+        }
+        let b = self.cfg.expert.comfort_brake;
+        for i in (0..n.saturating_sub(1)).rev() {
+            let next = self.speed_profile[i + 1];
+            let reach = (next * next + 2.0 * b * SPACING).sqrt();
+            if reach < self.speed_profile[i] {
+                self.speed_profile[i] = reach;
+            }
+        }
+    }
+
+    fn update_agent_poses(&mut self) {
+        let lines = &self.map.lines;
+        for a in self.agents.iter_mut().filter(|a| a.active) {
+            let line = self.map.paths[a.path as usize].line;
+            let (q, t) = lines.sample(line, a.s);
+            a.pos = q + t.perp() * a.d;
+            a.heading = t;
+        }
+    }
+
+    /// Ends the episode on a plan or state that is not finite. Nothing is driven: no progress,
+    /// so the reward is the terminal penalty and the route completion what was driven before.
+    fn end_non_finite(&mut self) -> StepResult {
+        let end = EndReason::NonFinite;
+        let lane = self.map.lanes[self.map.lane_at(self.route, self.route_s) as usize];
+        let events = StepEvents {
+            end,
+            progress_gain: 0.0,
+            route_length: self.route_len,
+            speed: self.ego.v,
+            speed_limit: lane.speed_limit,
+            comfort_violations: 0,
+            outside_lane: false,
+            lead_gap: f32::INFINITY,
+            lead_speed: 0.0,
+        };
+        let reward = reward::compute(&events, &self.cfg.reward);
+        self.stats.finish(end, self.route_completion());
+        StepResult { reward, end }
+    }
+
+    /// Control: the waypoint controller turns the plan into steering and acceleration.
+    fn control(&mut self, plan: &[f32]) -> (f32, f32) {
+        self.last_plan.clear();
+        self.last_plan
+            .extend(plan.chunks_exact(2).map(|w| [w[0], w[1]]));
+        track_waypoints(
+            &self.last_plan,
+            self.ego.v,
+            &self.cfg.vehicle,
+            &self.cfg.controller,
+        )
+    }
+
+    /// Dynamics: the kinematic bicycle advances the ego by one step.
+    fn dynamics(&mut self, steer: f32, accel: f32) {
+        bicycle_step(&mut self.ego, &self.cfg.vehicle, steer, accel, self.cfg.dt);
+    }
+
+    /// Traffic: every agent advances by one step: behaviour scripts, IDM against the nearest
+    /// obstacle ahead (other agents, the ego, lights; merging egos for polite drivers).
+    fn traffic(&mut self) {
         let dt = self.cfg.dt;
         let t = self.time();
         let n = self.agents.len();
@@ -491,98 +586,6 @@ impl World {
         }
         self.agent_accel = acc;
         self.update_agent_poses();
-    }
-
-    /// Executes a plan of H waypoints (ego frame, flattened x0,y0,x1,y1,...) for one step:
-    /// control, dynamics, traffic, progress, events, metrics, reward.
-    ///
-    /// A plan with a non-finite waypoint, or one that drives the ego into a non-finite state,
-    /// is not executed: the episode ends with [`EndReason::NonFinite`] (a termination and a
-    /// failure) and the world stays as it was before the step.
-    pub fn step(&mut self, plan: &[f32]) -> StepResult {
-        if !plan.iter().all(|x| x.is_finite()) {
-            return self.end_non_finite();
-        }
-        let before = BeforeStep {
-            ego: self.ego,
-            front: self.route_s + 0.5 * self.cfg.vehicle.length,
-            best_progress: self.best_progress,
-        };
-        let (steer, accel) = self.control(plan);
-        self.dynamics(steer, accel);
-        if !self.ego.is_finite() {
-            self.ego = before.ego;
-            return self.end_non_finite();
-        }
-        self.step_agents();
-        self.step_count += 1;
-        self.progress();
-        let end = self.events(&before);
-        let progress_gain = self.best_progress - before.best_progress;
-        let comfort_violations = self.comfort_metrics(&before.ego);
-        let lane = self.map.lanes[self.map.lane_at(self.route, self.route_s) as usize];
-        let outside_lane = self.lane_metrics(&lane, progress_gain);
-        let lead = self.reward_leader();
-        let events = StepEvents {
-            end,
-            progress_gain,
-            route_length: self.route_len,
-            speed: self.ego.v,
-            speed_limit: lane.speed_limit,
-            comfort_violations,
-            outside_lane,
-            lead_gap: lead.gap,
-            lead_speed: lead.v,
-        };
-        let reward = reward::compute(&events, &self.cfg.reward);
-        if end != EndReason::Running {
-            let rc = if end == EndReason::RouteCompleted {
-                100.0
-            } else {
-                self.route_completion()
-            };
-            self.stats.finish(end, rc);
-        }
-        StepResult { reward, end }
-    }
-
-    /// Ends the episode on a plan or state that is not finite. Nothing is driven: no progress,
-    /// so the reward is the terminal penalty and the route completion what was driven before.
-    fn end_non_finite(&mut self) -> StepResult {
-        let end = EndReason::NonFinite;
-        let lane = self.map.lanes[self.map.lane_at(self.route, self.route_s) as usize];
-        let events = StepEvents {
-            end,
-            progress_gain: 0.0,
-            route_length: self.route_len,
-            speed: self.ego.v,
-            speed_limit: lane.speed_limit,
-            comfort_violations: 0,
-            outside_lane: false,
-            lead_gap: f32::INFINITY,
-            lead_speed: 0.0,
-        };
-        let reward = reward::compute(&events, &self.cfg.reward);
-        self.stats.finish(end, self.route_completion());
-        StepResult { reward, end }
-    }
-
-    /// Control: the waypoint controller turns the plan into steering and acceleration.
-    fn control(&mut self, plan: &[f32]) -> (f32, f32) {
-        self.last_plan.clear();
-        self.last_plan
-            .extend(plan.chunks_exact(2).map(|w| [w[0], w[1]]));
-        track_waypoints(
-            &self.last_plan,
-            self.ego.v,
-            &self.cfg.vehicle,
-            &self.cfg.controller,
-        )
-    }
-
-    /// Dynamics: the kinematic bicycle advances the ego by one step.
-    fn dynamics(&mut self, steer: f32, accel: f32) {
-        bicycle_step(&mut self.ego, &self.cfg.vehicle, steer, accel, self.cfg.dt);
     }
 
     /// Progress along the route: the best progress so far and the stall counter behind

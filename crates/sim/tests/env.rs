@@ -121,6 +121,11 @@ fn a_fixed_list_runs_once_through_the_trait() {
     let b = run(&mut BatchEnv::fixed(cfg, specs.clone()));
     assert_eq!(a.len(), specs.len());
     assert_eq!(a, b);
+    let env = BatchEnv::fixed(cfg, specs.clone());
+    let expert: &dyn ExpertEnv = &env;
+    for (i, spec) in specs.iter().enumerate() {
+        assert_eq!(expert.scenario(i), *spec);
+    }
     for (stats, spec) in a.iter().zip(&specs) {
         assert_eq!((stats.family, stats.seed), (spec.family, spec.seed));
         assert_ne!(stats.end, deltaplan_sim::EndReason::Running);
