@@ -170,7 +170,7 @@ fn bad_config_fields_are_named() {
     let o = run(
         &["record"],
         &out,
-        &["--set", "demos.difficulty.traffic_density=9"],
+        &["--set", "train_scenarios.difficulty.traffic_density=9"],
     );
     assert!(!o.status.success());
     let t = text(&o);

@@ -177,9 +177,10 @@ fn workload(d: usize, hidden: &[usize], a: usize) {
     let mut ppo = Ppo::new(
         PpoConfig {
             ent_coef: 0.01,
-            ..PpoConfig::default()
+            ..PpoConfig::cleanrl()
         },
         ac,
+        100,
     )
     .expect("ppo");
     let mb = rollout.as_minibatch();

@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use deltaplan_sim::{BatchEnv, Difficulty, Family, SimConfig, StepBuffers, OBS_DIM};
+use deltaplan_sim::{Difficulty, Family, SimConfig, StepBuffers, OBS_DIM};
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use rand_pcg::Pcg64;
@@ -24,11 +24,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{fix_for_kind, load_tensors, save_tensors, take_tensor};
 use crate::error::{LearnError, Result};
+use crate::scenarios::TrainScenarios;
 
 /// File kind in the checkpoint metadata.
 pub const DATASET_KIND: &str = "demonstrations";
 /// Schema version this build writes and reads.
-pub const DATASET_SCHEMA_VERSION: u32 = 1;
+/// Version 2: the metadata `config` is a [`Recording`] (simulator, seed, training scenarios and
+/// the demonstration settings as separate parts).
+pub const DATASET_SCHEMA_VERSION: u32 = 2;
 /// File name inside a dataset directory.
 pub const DATASET_FILE: &str = "demos.safetensors";
 
@@ -60,35 +63,22 @@ impl Default for DemoNoise {
     }
 }
 
-/// What to record.
+/// What to record (the user's settings; see [`Recording`] for everything a recording uses).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DemoConfig {
-    pub sim: SimConfig,
     /// Worlds stepped together.
     pub n_envs: usize,
     /// Steps per world; samples = `n_envs * steps`.
     pub steps: usize,
-    pub seed: u64,
-    pub families: Vec<Family>,
-    pub difficulty: Difficulty,
-    /// Episodes draw their difficulty uniformly from `difficulty` up to this fraction of the
-    /// way to `difficulty.harder()` (0: always `difficulty`). Same meaning as in refinement, so
-    /// imitation and RL see the same scenario distribution.
-    pub difficulty_mix: f32,
     pub noise: DemoNoise,
 }
 
 impl Default for DemoConfig {
     fn default() -> Self {
         DemoConfig {
-            sim: SimConfig::default(),
             n_envs: 64,
             steps: 1500,
-            seed: 0,
-            families: Family::ALL.to_vec(),
-            difficulty: Difficulty::default(),
-            difficulty_mix: 1.0,
             noise: DemoNoise::default(),
         }
     }
@@ -97,37 +87,51 @@ impl Default for DemoConfig {
 impl DemoConfig {
     /// Checks ranges, naming the field at fault.
     pub fn validate(&self) -> Result<()> {
-        self.sim
-            .validate()
-            .map_err(|e| LearnError::Config(e.to_string()))?;
-        self.difficulty
-            .validate()
-            .map_err(|e| LearnError::Config(e.to_string()))?;
-        let bad = |m: &str| Err(LearnError::Config(format!("demonstrations: {m}")));
-        if !(0.0..=1.0).contains(&self.difficulty_mix) {
-            return bad("difficulty_mix must be in [0, 1]");
-        }
+        let bad = |m: &str| Err(LearnError::Config(format!("demos.{m}")));
         if self.n_envs == 0 || self.steps == 0 {
-            return bad("n_envs and steps must be at least 1");
+            return bad("n_envs and demos.steps must be at least 1");
         }
         // Episode ids and steps are stored as f32: keep them exactly representable.
         if self.n_envs.saturating_mul(self.steps) >= 1 << 24 {
-            return bad("n_envs * steps must stay below 16.7M samples (2^24)");
-        }
-        if self.families.is_empty() {
-            return bad("families must not be empty");
+            return bad("n_envs * demos.steps must stay below 16.7M samples (2^24)");
         }
         let n = &self.noise;
         if !(0.0..=1.0).contains(&n.prob) {
             return bad("noise.prob must be in [0, 1]");
         }
-        if !(0.0..=5.0).contains(&n.lateral_m) || !(0.0..=0.5).contains(&n.speed_frac) {
-            return bad("noise.lateral_m must be in [0, 5] and noise.speed_frac in [0, 0.5]");
+        if !(0.0..=5.0).contains(&n.lateral_m) {
+            return bad("noise.lateral_m must be in [0, 5]");
+        }
+        if !(0.0..=0.5).contains(&n.speed_frac) {
+            return bad("noise.speed_frac must be in [0, 0.5]");
         }
         if !(n.tau_s > 0.0 && n.tau_s <= 60.0) {
             return bad("noise.tau_s must be in (0, 60]");
         }
         Ok(())
+    }
+}
+
+/// Everything a recording uses: the user's [`DemoConfig`] and the values the caller passes in
+/// (the run's simulator, seed and training scenarios). Stored in the dataset file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recording {
+    pub sim: SimConfig,
+    /// Seeds the scenarios and the noise.
+    pub seed: u64,
+    pub scenarios: TrainScenarios,
+    pub demos: DemoConfig,
+}
+
+impl Recording {
+    /// Checks every part, naming the field at fault.
+    pub fn validate(&self) -> Result<()> {
+        self.sim
+            .validate()
+            .map_err(|e| LearnError::Config(e.to_string()))?;
+        self.scenarios.validate()?;
+        self.demos.validate()
     }
 }
 
@@ -150,7 +154,7 @@ pub struct EpisodeInfo {
 /// Recorded demonstrations, in memory. Sample `k` is `obs[k*D..]`, `actions[k*2H..]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
-    pub config: DemoConfig,
+    pub config: Recording,
     /// [N, OBS_DIM].
     pub obs: Vec<f32>,
     /// [N, 2H]: the clean expert plan at the recorded state (ego frame, metres): the label.
@@ -225,25 +229,20 @@ impl NoiseState {
 
 /// Records expert demonstrations. `progress` is called after every step with the number of
 /// samples recorded so far.
-pub fn record_demonstrations(cfg: &DemoConfig, mut progress: impl FnMut(usize)) -> Result<Dataset> {
-    cfg.validate()?;
+pub fn record_demonstrations(rec: &Recording, mut progress: impl FnMut(usize)) -> Result<Dataset> {
+    rec.validate()?;
+    let cfg = &rec.demos;
     let n = cfg.n_envs;
     let d = OBS_DIM;
-    let a = cfg.sim.action_dim();
+    let a = rec.sim.action_dim();
     let total = n * cfg.steps;
-    let mut env = BatchEnv::train_mixed(
-        cfg.sim,
-        n,
-        cfg.seed,
-        cfg.families.clone(),
-        cfg.difficulty.training_range(cfg.difficulty_mix),
-    );
+    let mut env = rec.scenarios.batch_env(rec.sim, n, rec.seed);
     let mut buf = StepBuffers::new(n);
     env.observe(&mut buf.obs);
     let mut clean = vec![0.0f32; n * a];
     let mut executed = vec![0.0f32; n * a];
     let mut ds = Dataset {
-        config: cfg.clone(),
+        config: rec.clone(),
         obs: Vec::with_capacity(total * d),
         actions: Vec::with_capacity(total * a),
         executed: Vec::with_capacity(total * a),
@@ -258,7 +257,7 @@ pub fn record_demonstrations(cfg: &DemoConfig, mut progress: impl FnMut(usize)) 
             // seeds are decorrelated (PCG streams differing only in increment are not, at
             // first).
             let mut s = NoiseState {
-                rng: Pcg64::seed_from_u64(splitmix(splitmix(cfg.seed ^ 0x0D5A_4E01) ^ i as u64)),
+                rng: Pcg64::seed_from_u64(splitmix(splitmix(rec.seed ^ 0x0D5A_4E01) ^ i as u64)),
                 noisy: false,
                 lateral: 0.0,
                 speed: 0.0,
@@ -311,7 +310,7 @@ pub fn record_demonstrations(cfg: &DemoConfig, mut progress: impl FnMut(usize)) 
                 });
             } else {
                 step_in_ep[i] += 1;
-                noise[i].advance(&cfg.noise, cfg.sim.dt);
+                noise[i].advance(&cfg.noise, rec.sim.dt);
             }
         }
         progress(ds.family.len());
@@ -421,7 +420,7 @@ impl Dataset {
                  simulator produces {OBS_DIM}"
             )));
         }
-        let config: DemoConfig = meta
+        let config: Recording = meta
             .get("config")
             .cloned()
             .ok_or_else(|| incompatible("metadata has no `config`".into()))

@@ -8,6 +8,7 @@
 //! - [`gae`]: advantages with termination and truncation kept apart;
 //! - [`ppo`]: actor-critic, PPO loss with analytic gradients, the update loop, inference;
 //! - [`checkpoint`]: atomic, validated safetensors + JSON files, weight hashes;
+//! - [`scenarios`]: the training worlds' scenario distribution, shared by demos and refinement;
 //! - [`dataset`]: recorded expert demonstrations (DART-style noise), split by episode;
 //! - [`sft`]: the behaviour-cloned planner (encoder -> z -> waypoint head) and its training.
 
@@ -20,18 +21,20 @@ pub mod nn;
 pub mod optim;
 pub mod ppo;
 pub mod refine;
+pub mod scenarios;
 pub mod sft;
 mod simd;
 
-pub use dataset::{record_demonstrations, Dataset, DemoConfig, DemoNoise, EpisodeInfo};
+pub use dataset::{record_demonstrations, Dataset, DemoConfig, DemoNoise, EpisodeInfo, Recording};
 pub use error::{LearnError, Result};
 pub use gae::gae;
 pub use nn::{fast_tanh, Mlp, MlpInit, MlpWorkspace, OutputInit, TensorView};
 pub use optim::{clip_grad_norm, AdamW, AdamWConfig};
 pub use ppo::{
     explained_variance, ActOutput, ActWorkspace, ActorCritic, ActorCriticConfig, LossStats,
-    MinibatchRef, Ppo, PpoConfig, RolloutBatch, UpdateStats,
+    MinibatchRef, Ppo, PpoConfig, RolloutBatch, UpdateStats, DEFAULT_LOG_STD_INIT,
 };
+pub use scenarios::TrainScenarios;
 pub use sft::{
     train_sft, EpochStats, SftArch, SftLoss, SftPlanner, SftReport, SftTrainConfig, SftWorkspace,
 };

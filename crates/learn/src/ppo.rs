@@ -24,6 +24,10 @@ use crate::error::{check_len, rows_of, LearnError, Result};
 use crate::nn::{Mlp, MlpInit, MlpWorkspace, OutputInit, TensorView};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
 
+/// Initial log-std of the pre-squash action `u` (sigma = 0.22): the one default, used by
+/// [`ActorCriticConfig::new`] and refinement's `log_std_init`.
+pub const DEFAULT_LOG_STD_INIT: f32 = -1.5;
+
 /// Below this many input floats, actor and critic run one after the other (join overhead).
 const PAR_MIN_FLOATS: usize = 1024;
 
@@ -58,7 +62,7 @@ impl ActorCriticConfig {
             obs_dim,
             act_dim,
             hidden: hidden.to_vec(),
-            log_std_init: -3.0,
+            log_std_init: DEFAULT_LOG_STD_INIT,
             actor_output: OutputInit::Zero,
             critic_output_gain: 1.0,
             max_delta: vec![max_delta; act_dim],
@@ -348,16 +352,16 @@ impl ActorCritic {
 // PPO configuration and data
 // ---------------------------------------------------------------------------------------------
 
-/// PPO hyper-parameters (CleanRL names and defaults unless stated).
+/// PPO hyper-parameters (CleanRL names). `Default` holds deltaplan's values, the only place
+/// they are written; [`PpoConfig::cleanrl`] is CleanRL's reference setting. The number of
+/// iterations the learning rate anneals over is not a setting: [`Ppo::new`] takes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(deny_unknown_fields, default)]
 pub struct PpoConfig {
     /// Base learning rate.
     pub learning_rate: f64,
-    /// Linear decay to 0 over `num_iterations` ([`PpoConfig::lr_at`]).
+    /// Linear decay to 0 over the run's iterations ([`PpoConfig::lr_at`]).
     pub anneal_lr: bool,
-    /// Total number of updates planned (for annealing).
-    pub num_iterations: usize,
     /// Passes over the rollout per update.
     pub update_epochs: usize,
     /// Minibatches per pass (the rollout is split into near-equal parts).
@@ -375,11 +379,11 @@ pub struct PpoConfig {
     /// Global gradient-norm bound.
     pub max_grad_norm: f32,
     /// SB3 early stop: end the update when a minibatch's approx_kl > 1.5 * target_kl (checked
-    /// before its gradient step).
+    /// before its gradient step). Unset: never stop early.
     pub target_kl: Option<f32>,
     /// Initial coefficient beta of the KL penalty to the SFT reference policy (0 = off).
     pub kl_sft_coef: f32,
-    /// Target KL to the reference for adaptive beta.
+    /// Target KL to the reference for adaptive beta (needed by `kl_sft_adaptive`).
     pub kl_sft_target: Option<f32>,
     /// Adapt beta after each update: x2 if KL > 1.5 target, /2 if KL < target / 1.5.
     pub kl_sft_adaptive: bool,
@@ -392,11 +396,24 @@ pub struct PpoConfig {
 }
 
 impl Default for PpoConfig {
+    /// deltaplan's refinement: CleanRL's values with 8 minibatches, a target-KL early stop at
+    /// 0.05 and 3 iterations of critic warm-up.
     fn default() -> Self {
+        Self {
+            num_minibatches: 8,
+            target_kl: Some(0.05),
+            critic_warmup_iters: 3,
+            ..Self::cleanrl()
+        }
+    }
+}
+
+impl PpoConfig {
+    /// CleanRL's `ppo_continuous_action.py` setting (the reference the parity tests use).
+    pub fn cleanrl() -> Self {
         Self {
             learning_rate: 3e-4,
             anneal_lr: true,
-            num_iterations: 100,
             update_epochs: 4,
             num_minibatches: 4,
             clip_coef: 0.2,
@@ -414,9 +431,7 @@ impl Default for PpoConfig {
             critic_warmup_iters: 0,
         }
     }
-}
 
-impl PpoConfig {
     /// Linearly annealed learning rate for 0-based `iteration` of `total`:
     /// `lr * (1 - iteration / total)` (CleanRL's schedule), never negative.
     pub fn lr_at(&self, iteration: usize, total: usize) -> f64 {
@@ -437,23 +452,54 @@ impl PpoConfig {
         }
     }
 
-    /// Rejects values that cannot work.
+    /// Samples a minibatch needs at least (advantage normalisation takes a standard deviation).
+    pub fn min_minibatch_len(&self) -> usize {
+        if self.norm_adv {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Rejects values that cannot work, naming the field (`ppo.<field>`).
     pub fn validate(&self) -> Result<()> {
-        let bad = |what: &str| Err(LearnError::Config(what.to_string()));
-        if self.update_epochs == 0 || self.num_minibatches == 0 {
-            return bad("update_epochs and num_minibatches must be >= 1");
+        let bad = |what: String| Err(LearnError::Config(format!("ppo.{what}")));
+        let finite_in = |x: f64, lo: f64, hi: f64| x.is_finite() && x >= lo && x <= hi;
+        if self.update_epochs == 0 {
+            return bad("update_epochs must be at least 1".into());
+        }
+        if self.num_minibatches == 0 {
+            return bad("num_minibatches must be at least 1".into());
+        }
+        let floats: [(&str, f64, f64, f64); 7] = [
+            ("learning_rate", self.learning_rate, 0.0, 1.0),
+            ("ent_coef", f64::from(self.ent_coef), -10.0, 10.0),
+            ("vf_coef", f64::from(self.vf_coef), 0.0, 100.0),
+            ("max_grad_norm", f64::from(self.max_grad_norm), 1e-12, 1e6),
+            ("kl_sft_coef", f64::from(self.kl_sft_coef), 0.0, 1e6),
+            ("weight_decay", self.weight_decay, 0.0, 0.999_999),
+            ("adam_eps", self.adam_eps, 1e-20, 1.0),
+        ];
+        for (field, value, lo, hi) in floats {
+            if !finite_in(value, lo, hi) {
+                return bad(format!(
+                    "{field} = {value} is out of range: allowed {lo} to {hi}"
+                ));
+            }
         }
         if !(self.clip_coef > 0.0 && self.clip_coef < 1.0) {
-            return bad("clip_coef must be in (0, 1)");
+            return bad(format!("clip_coef = {} must be in (0, 1)", self.clip_coef));
         }
-        if self.max_grad_norm.is_nan() || self.max_grad_norm <= 0.0 {
-            return bad("max_grad_norm must be > 0");
+        for (field, value) in [
+            ("target_kl", self.target_kl),
+            ("kl_sft_target", self.kl_sft_target),
+        ] {
+            if let Some(t) = value.filter(|t| !(t.is_finite() && *t > 0.0)) {
+                return bad(format!("{field} = {t} must be positive and finite"));
+            }
         }
-        if self.learning_rate.is_nan() || self.learning_rate < 0.0 || self.kl_sft_coef < 0.0 {
-            return bad("learning_rate and kl_sft_coef must be >= 0");
-        }
-        if self.kl_sft_adaptive && self.kl_sft_target.is_none_or(|t| t.is_nan() || t <= 0.0) {
-            return bad("kl_sft_adaptive needs a positive kl_sft_target");
+        if self.kl_sft_adaptive && self.kl_sft_target.is_none() {
+            return bad("kl_sft_adaptive needs kl_sft_target to be set".into());
         }
         Ok(())
     }
@@ -877,14 +923,17 @@ pub struct Ppo {
     pub kl_sft_coef: f32,
     /// Number of completed updates (drives annealing and critic warm-up).
     pub iteration: usize,
+    /// Updates the run will make: the learning rate anneals to 0 over them.
+    pub num_iterations: usize,
     loss_ws: LossWorkspace,
     mb: MinibatchBuf,
     perm: Vec<usize>,
 }
 
 impl Ppo {
-    /// Trainer for `ac` with a fresh optimiser.
-    pub fn new(cfg: PpoConfig, ac: ActorCritic) -> Result<Self> {
+    /// Trainer for `ac` with a fresh optimiser, for a run of `num_iterations` updates (the
+    /// learning-rate schedule's length).
+    pub fn new(cfg: PpoConfig, ac: ActorCritic, num_iterations: usize) -> Result<Self> {
         cfg.validate()?;
         let optim = AdamW::new(cfg.adamw(), &ac.param_groups());
         Ok(Self {
@@ -893,6 +942,7 @@ impl Ppo {
             ac,
             optim,
             iteration: 0,
+            num_iterations,
             loss_ws: LossWorkspace::default(),
             mb: MinibatchBuf::default(),
             perm: Vec::new(),
@@ -912,7 +962,7 @@ impl Ppo {
     /// Learning rate of the current iteration.
     pub fn current_lr(&self) -> f64 {
         if self.cfg.anneal_lr {
-            self.cfg.lr_at(self.iteration, self.cfg.num_iterations)
+            self.cfg.lr_at(self.iteration, self.num_iterations)
         } else {
             self.cfg.learning_rate
         }
@@ -929,7 +979,7 @@ impl Ppo {
         let (d, a) = (self.ac.obs_dim(), self.ac.act_dim());
         let n = rollout.as_minibatch().validate(d, a)?;
         let k = self.cfg.num_minibatches;
-        let min_mb = if self.cfg.norm_adv { 2 } else { 1 };
+        let min_mb = self.cfg.min_minibatch_len();
         if n < k * min_mb {
             return Err(LearnError::Config(format!(
                 "rollout of {n} samples is too small for {k} minibatches of at least {min_mb}"

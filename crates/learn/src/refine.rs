@@ -21,19 +21,24 @@ use std::path::Path;
 use std::time::Instant;
 
 use deltaplan_sim::batch::StepBuffers;
-use deltaplan_sim::{BatchEnv, Difficulty, EnvSnapshot, Family, SimConfig, OBS_DIM};
+use deltaplan_sim::{BatchEnv, EnvSnapshot, SimConfig, OBS_DIM};
 use rand::SeedableRng;
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{load_tensors, save_tensors, take_tensor};
 use crate::error::{LearnError, Result};
-use crate::ppo::{ActOutput, ActWorkspace, ActorCritic, ActorCriticConfig, Ppo, PpoConfig};
+use crate::ppo::{
+    ActOutput, ActWorkspace, ActorCritic, ActorCriticConfig, Ppo, PpoConfig, DEFAULT_LOG_STD_INIT,
+};
+use crate::scenarios::TrainScenarios;
 use crate::sft::{SftPlanner, SftWorkspace};
 
 /// Kind and schema version of refinement checkpoints.
 pub const CHECKPOINT_KIND: &str = "residual_policy";
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// Version 2: the training scenarios are stored apart from the refinement settings (`scenarios`),
+/// and the PPO settings no longer hold the iteration count.
+pub const CHECKPOINT_VERSION: u32 = 2;
 
 /// Waypoints enter the policy input divided by these (x forward, y left), so they are O(1).
 const WAYPOINT_SCALE: [f32; 2] = [20.0, 5.0];
@@ -61,12 +66,7 @@ pub struct RefineConfig {
     /// Progressive residual: the correction is scaled by min(1, (iteration + 1) / ramp_iters);
     /// 0 disables the ramp.
     pub ramp_iters: usize,
-    /// Scenario families of the training worlds.
-    pub families: Vec<Family>,
-    /// Training episodes draw their difficulty uniformly from `difficulty` up to
-    /// `difficulty_mix` of the way to `difficulty.harder()` (0: always `difficulty`).
-    pub difficulty: Difficulty,
-    pub difficulty_mix: f32,
+    /// PPO update settings; the learning rate anneals over `iterations`.
     pub ppo: PpoConfig,
 }
 
@@ -81,67 +81,70 @@ impl Default for RefineConfig {
             reward_scale: 0.1,
             hidden: vec![128, 128],
             max_delta: [4.0, 1.0],
-            log_std_init: -1.5,
+            log_std_init: DEFAULT_LOG_STD_INIT,
             ramp_iters: 0,
-            families: Family::ALL.to_vec(),
-            difficulty: Difficulty::default(),
-            difficulty_mix: 1.0,
-            ppo: PpoConfig {
-                learning_rate: 3e-4,
-                num_iterations: 800,
-                update_epochs: 4,
-                num_minibatches: 8,
-                clip_coef: 0.2,
-                ent_coef: 0.0,
-                target_kl: Some(0.05),
-                kl_sft_coef: 0.0,
-                critic_warmup_iters: 3,
-                ..PpoConfig::default()
-            },
+            ppo: PpoConfig::default(),
         }
     }
 }
 
 impl RefineConfig {
-    /// Rejects settings that cannot work, naming the field.
+    /// Rejects settings that cannot work, naming the field (`refine.<field>`).
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(LearnError::Config(m));
-        if self.num_envs == 0 || self.rollout_steps == 0 || self.iterations == 0 {
-            return bad(
-                "refine.num_envs, refine.rollout_steps and refine.iterations must be >= 1".into(),
-            );
+        let bad = |m: String| Err(LearnError::Config(format!("refine.{m}")));
+        for (field, value) in [
+            ("num_envs", self.num_envs),
+            ("rollout_steps", self.rollout_steps),
+            ("iterations", self.iterations),
+        ] {
+            if value == 0 {
+                return bad(format!("{field} must be at least 1"));
+            }
         }
-        if !(0.0..=1.0).contains(&self.gamma) || !(0.0..=1.0).contains(&self.gae_lambda) {
+        if self.hidden.is_empty() || self.hidden.contains(&0) {
             return bad(format!(
-                "refine.gamma ({}) and refine.gae_lambda ({}) must be in [0, 1]",
-                self.gamma, self.gae_lambda
+                "hidden = {:?}: needs at least one layer, every width at least 1",
+                self.hidden
             ));
+        }
+        for (field, value) in [("gamma", self.gamma), ("gae_lambda", self.gae_lambda)] {
+            if !(0.0..=1.0).contains(&value) {
+                return bad(format!("{field} = {value} must be in [0, 1]"));
+            }
         }
         if self.max_delta.iter().any(|&m| !(m > 0.0 && m <= 20.0)) {
             return bad(format!(
-                "refine.max_delta {:?} must be in (0, 20] metres",
+                "max_delta = {:?} must be in (0, 20] metres",
                 self.max_delta
             ));
         }
-        if !(0.0..=1.0).contains(&self.difficulty_mix) {
-            return bad(format!(
-                "refine.difficulty_mix ({}) must be in [0, 1]",
-                self.difficulty_mix
-            ));
-        }
-        if self.families.is_empty() {
-            return bad("refine.families must name at least one scenario family".into());
-        }
         if !(self.reward_scale > 0.0 && self.reward_scale.is_finite()) {
             return bad(format!(
-                "refine.reward_scale ({}) must be positive",
+                "reward_scale = {} must be positive and finite",
                 self.reward_scale
             ));
         }
-        self.difficulty
-            .validate()
-            .map_err(|e| LearnError::Config(e.to_string()))?;
-        self.ppo.validate()
+        if !(-20.0..=2.0).contains(&self.log_std_init) {
+            return bad(format!(
+                "log_std_init = {} must be in [-20, 2]",
+                self.log_std_init
+            ));
+        }
+        self.ppo.validate().map_err(|e| match e {
+            LearnError::Config(m) => LearnError::Config(format!("refine.{m}")),
+            other => other,
+        })?;
+        let rollout = self.num_envs.saturating_mul(self.rollout_steps);
+        let needed = self.ppo.num_minibatches * self.ppo.min_minibatch_len();
+        if rollout < needed {
+            return bad(format!(
+                "num_envs * rollout_steps = {rollout} samples is smaller than \
+                 refine.ppo.num_minibatches = {} minibatches of at least {} samples",
+                self.ppo.num_minibatches,
+                self.ppo.min_minibatch_len()
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -371,6 +374,8 @@ pub struct IterationStats {
 pub struct Refiner<'a> {
     pub cfg: RefineConfig,
     pub sim: SimConfig,
+    /// Scenario distribution of the training worlds.
+    pub scenarios: TrainScenarios,
     pub seed: u64,
     sft: &'a SftPlanner,
     pub ppo: Ppo,
@@ -399,9 +404,16 @@ pub struct Refiner<'a> {
 }
 
 impl<'a> Refiner<'a> {
-    /// A fresh refinement of `sft` in `num_envs` training worlds.
-    pub fn new(cfg: RefineConfig, sim: SimConfig, sft: &'a SftPlanner, seed: u64) -> Result<Self> {
+    /// A fresh refinement of `sft` in `num_envs` training worlds of `sim` drawing `scenarios`.
+    pub fn new(
+        cfg: RefineConfig,
+        sim: SimConfig,
+        scenarios: TrainScenarios,
+        sft: &'a SftPlanner,
+        seed: u64,
+    ) -> Result<Self> {
         cfg.validate()?;
+        scenarios.validate()?;
         if sft.action_dim() != sim.action_dim() {
             return Err(LearnError::Config(format!(
                 "the SFT planner predicts {} waypoints but the simulator is configured for {}: \
@@ -414,19 +426,12 @@ impl<'a> Refiner<'a> {
         let mut rng = Pcg64::seed_from_u64(seed);
         let a = sft.action_dim();
         let ac = ActorCritic::new(&actor_critic_config(&cfg, sft), &mut rng)?;
-        let mut ppo_cfg = cfg.ppo.clone();
-        ppo_cfg.num_iterations = cfg.iterations;
-        let ppo = Ppo::new(ppo_cfg, ac)?;
-        let env = BatchEnv::train_mixed(
-            sim,
-            cfg.num_envs,
-            seed,
-            cfg.families.clone(),
-            cfg.difficulty.training_range(cfg.difficulty_mix),
-        );
+        let ppo = Ppo::new(cfg.ppo.clone(), ac, cfg.iterations)?;
+        let env = scenarios.batch_env(sim, cfg.num_envs, seed);
         let n = cfg.num_envs;
         let mut r = Refiner {
             sim,
+            scenarios,
             seed,
             sft,
             ppo,
@@ -664,6 +669,7 @@ impl<'a> Refiner<'a> {
             "sft_hash": self.sft.weights_hash(),
             "config": self.cfg,
             "sim": self.sim,
+            "scenarios": self.scenarios,
             "seed": self.seed,
             "iteration": self.iteration,
             "env_steps": self.env_steps,
@@ -706,8 +712,9 @@ impl<'a> Refiner<'a> {
         }
         let cfg: RefineConfig = get!("config");
         let sim: SimConfig = get!("sim");
+        let scenarios: TrainScenarios = get!("scenarios");
         let seed: u64 = get!("seed");
-        let mut r = Refiner::new(cfg, sim, sft, seed)?;
+        let mut r = Refiner::new(cfg, sim, scenarios, sft, seed)?;
         load_actor_critic(&mut r.ppo.ac, &mut tensors, path)?;
         let steps: Vec<u64> = get!("optim_steps");
         for (g, group) in r.ppo.optim.groups.iter_mut().enumerate() {

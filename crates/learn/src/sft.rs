@@ -613,8 +613,6 @@ pub struct SftTrainConfig {
     pub epochs: usize,
     /// Fraction of EPISODES held out for validation.
     pub val_fraction: f32,
-    /// Seeds init, split and shuffling.
-    pub seed: u64,
     /// Stop after this many epochs without a new best validation loss (None: never).
     pub patience: Option<usize>,
     /// Use at most this many training samples (a prefix of the recording, i.e. as if fewer
@@ -636,7 +634,6 @@ impl Default for SftTrainConfig {
             batch_size: 256,
             epochs: 80,
             val_fraction: 0.1,
-            seed: 0,
             patience: Some(10),
             max_train_samples: None,
         }
@@ -644,14 +641,26 @@ impl Default for SftTrainConfig {
 }
 
 impl SftTrainConfig {
-    /// Checks ranges, naming the field at fault.
+    /// Checks ranges, naming the field at fault (`sft.<field>`).
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(LearnError::Config(format!("sft: {m}")));
-        if self.hidden.contains(&0) || self.head_hidden.contains(&0) || self.z_dim == 0 {
-            return bad("hidden, head_hidden and z_dim must be positive".into());
+        let bad = |m: String| Err(LearnError::Config(format!("sft.{m}")));
+        if self.hidden.contains(&0) {
+            return bad(format!(
+                "hidden = {:?}: every width must be at least 1",
+                self.hidden
+            ));
+        }
+        if self.head_hidden.contains(&0) {
+            return bad(format!(
+                "head_hidden = {:?}: every width must be at least 1",
+                self.head_hidden
+            ));
+        }
+        if self.z_dim == 0 {
+            return bad("z_dim must be at least 1".into());
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("lr must be positive, got {}", self.lr));
+            return bad(format!("lr must be positive and finite, got {}", self.lr));
         }
         if !(0.0..=1.0).contains(&self.min_lr_frac) {
             return bad(format!(
@@ -665,8 +674,11 @@ impl SftTrainConfig {
                 self.weight_decay
             ));
         }
-        if self.batch_size == 0 || self.epochs == 0 {
-            return bad("batch_size and epochs must be at least 1".into());
+        if self.batch_size == 0 {
+            return bad("batch_size must be at least 1".into());
+        }
+        if self.epochs == 0 {
+            return bad("epochs must be at least 1".into());
         }
         if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
             return bad(format!(
@@ -812,14 +824,16 @@ fn constant_baseline(ds: &Dataset, idx: &[usize], mean: &[f32]) -> (f32, f32) {
 
 /// Behaviour cloning: minibatch AdamW on the episode-level training split, validation after
 /// every epoch, the best-validation-loss weights kept, early stopping after `patience` epochs
-/// without improvement. `progress` sees each epoch's stats.
+/// without improvement. `seed` (the run's seed, passed in by the caller) seeds the
+/// initialisation, the split and the shuffles. `progress` sees each epoch's stats.
 pub fn train_sft(
     cfg: &SftTrainConfig,
     ds: &Dataset,
+    seed: u64,
     mut progress: impl FnMut(&EpochStats),
 ) -> Result<(SftPlanner, SftReport)> {
     cfg.validate()?;
-    let (mut train_idx, val_idx) = ds.split(cfg.val_fraction, cfg.seed)?;
+    let (mut train_idx, val_idx) = ds.split(cfg.val_fraction, seed)?;
     if let Some(m) = cfg.max_train_samples {
         train_idx.truncate(m);
     }
@@ -831,7 +845,7 @@ pub fn train_sft(
         horizon: ds.horizon(),
         waypoint_dt: ds.config.sim.controller.waypoint_dt,
     };
-    let mut p = SftPlanner::new(arch, cfg.seed)?;
+    let mut p = SftPlanner::new(arch, seed)?;
     p.fit_normalisation(ds, &train_idx)?;
     let mut ws = SftWorkspace::new();
     let initial = evaluate(&p, ds, &val_idx, cfg.loss, &mut ws)?;
@@ -850,7 +864,7 @@ pub fn train_sft(
     let (d, a, bs) = (p.obs_dim(), p.action_dim(), cfg.batch_size);
     let steps_per_epoch = train_idx.len().div_ceil(bs);
     let total_steps = steps_per_epoch * cfg.epochs;
-    let mut rng = Pcg64::seed_from_u64(cfg.seed ^ 0xB10C_104E);
+    let mut rng = Pcg64::seed_from_u64(seed ^ 0xB10C_104E);
     let mut order = train_idx.clone();
     let mut obs = vec![0.0f32; bs * d];
     let mut act = vec![0.0f32; bs * a];
@@ -928,11 +942,12 @@ pub fn train_sft(
     };
     p.info = serde_json::json!({
         "train_config": cfg,
+        "seed": seed,
         "dataset": {
             "n_samples": ds.n_samples(),
             "seed": ds.config.seed,
-            "n_envs": ds.config.n_envs,
-            "steps": ds.config.steps,
+            "n_envs": ds.config.demos.n_envs,
+            "steps": ds.config.demos.steps,
         },
         "best_epoch": report.best_epoch,
         "best_val_ade": report.best_val_ade,

@@ -2,8 +2,9 @@
 //! checkpoint mismatches, and that refinement beats a deliberately imperfect SFT planner in
 //! closed loop.
 
-use deltaplan_learn::dataset::{record_demonstrations, DemoConfig};
+use deltaplan_learn::dataset::{record_demonstrations, DemoConfig, Recording};
 use deltaplan_learn::refine::{load_policy, RefineConfig, Refiner, ResidualPlanner};
+use deltaplan_learn::scenarios::TrainScenarios;
 use deltaplan_learn::sft::{train_sft, SftPlanner, SftTrainConfig, SftWorkspace};
 use deltaplan_sim::{Difficulty, Family, SimConfig, Split, OBS_DIM};
 use std::path::PathBuf;
@@ -20,12 +21,18 @@ fn tmpdir(name: &str) -> PathBuf {
 
 /// A small, quickly trained (imperfect) SFT planner on `families`.
 fn small_sft(families: Vec<Family>, steps: usize, epochs: usize) -> SftPlanner {
-    let demos = DemoConfig {
-        n_envs: 32,
-        steps,
+    let demos = Recording {
+        sim: SimConfig::default(),
         seed: 3,
-        families,
-        ..Default::default()
+        scenarios: TrainScenarios {
+            families,
+            ..Default::default()
+        },
+        demos: DemoConfig {
+            n_envs: 32,
+            steps,
+            ..Default::default()
+        },
     };
     let ds = record_demonstrations(&demos, |_| {}).unwrap();
     let cfg = SftTrainConfig {
@@ -36,7 +43,7 @@ fn small_sft(families: Vec<Family>, steps: usize, epochs: usize) -> SftPlanner {
         patience: None,
         ..Default::default()
     };
-    train_sft(&cfg, &ds, |_| {}).unwrap().0
+    train_sft(&cfg, &ds, 0, |_| {}).unwrap().0
 }
 
 fn tiny_refine() -> RefineConfig {
@@ -79,7 +86,14 @@ fn iteration_zero_is_the_sft_planner_and_sft_stays_frozen() {
     let sft = small_sft(vec![Family::Curvy], 60, 2);
     let before: Vec<Vec<f32>> = sft.named_tensors().iter().map(|t| t.2.to_vec()).collect();
     let hash = sft.weights_hash();
-    let mut r = Refiner::new(tiny_refine(), SimConfig::default(), &sft, 1).unwrap();
+    let mut r = Refiner::new(
+        tiny_refine(),
+        SimConfig::default(),
+        TrainScenarios::default(),
+        &sft,
+        1,
+    )
+    .unwrap();
     let obs = some_observations(16);
     let mut plans = vec![0.0; 16 * sft.action_dim()];
     ResidualPlanner::new(&sft, r.actor_critic(), 1.0)
@@ -114,12 +128,26 @@ fn resume_reproduces_the_uninterrupted_run_bit_for_bit() {
     let sft = small_sft(vec![Family::Merge, Family::CutIn], 60, 2);
     let dir = tmpdir("resume");
     let path = dir.join("rl.safetensors");
-    let mut straight = Refiner::new(tiny_refine(), SimConfig::default(), &sft, 7).unwrap();
+    let mut straight = Refiner::new(
+        tiny_refine(),
+        SimConfig::default(),
+        TrainScenarios::default(),
+        &sft,
+        7,
+    )
+    .unwrap();
     let mut stats_straight = Vec::new();
     for _ in 0..4 {
         stats_straight.push(serde_json::to_string(&straight.iterate().unwrap()).unwrap());
     }
-    let mut first = Refiner::new(tiny_refine(), SimConfig::default(), &sft, 7).unwrap();
+    let mut first = Refiner::new(
+        tiny_refine(),
+        SimConfig::default(),
+        TrainScenarios::default(),
+        &sft,
+        7,
+    )
+    .unwrap();
     first.iterate().unwrap();
     first.iterate().unwrap();
     first.save(&path).unwrap();
@@ -161,7 +189,14 @@ fn mismatched_or_damaged_checkpoints_say_what_is_wrong() {
     let other = small_sft(vec![Family::CutIn], 40, 1);
     let dir = tmpdir("mismatch");
     let path = dir.join("rl.safetensors");
-    let mut r = Refiner::new(tiny_refine(), SimConfig::default(), &sft, 1).unwrap();
+    let mut r = Refiner::new(
+        tiny_refine(),
+        SimConfig::default(),
+        TrainScenarios::default(),
+        &sft,
+        1,
+    )
+    .unwrap();
     r.iterate().unwrap();
     r.save(&path).unwrap();
     // Another SFT planner.
@@ -202,6 +237,7 @@ fn mismatched_or_damaged_checkpoints_say_what_is_wrong() {
             horizon: 8,
             ..Default::default()
         },
+        TrainScenarios::default(),
         &sft,
         1,
     )
@@ -255,13 +291,16 @@ fn refinement_beats_an_imperfect_sft_planner_in_closed_loop() {
         num_envs: 32,
         rollout_steps: 128,
         iterations: 80,
-        families: vec![family],
         hidden: vec![64, 64],
         ..Default::default()
     };
     cfg.ppo.num_minibatches = 4;
     cfg.ppo.learning_rate = 5e-4;
-    let mut r = Refiner::new(cfg, SimConfig::default(), &sft, 11).unwrap();
+    let scenarios = TrainScenarios {
+        families: vec![family],
+        ..Default::default()
+    };
+    let mut r = Refiner::new(cfg, SimConfig::default(), scenarios, &sft, 11).unwrap();
     let mut curve = Vec::new();
     while !r.done() {
         curve.push(r.iterate().unwrap().episode_return);

@@ -59,12 +59,11 @@ fn ppo_cuts_the_toy_residual_error_by_at_least_20x_within_120_iterations() {
     let iterations = 120;
     let cfg = PpoConfig {
         learning_rate: 1e-3,
-        num_iterations: iterations,
         update_epochs: 4,
         num_minibatches: 4,
-        ..PpoConfig::default()
+        ..PpoConfig::cleanrl()
     };
-    let mut ppo = Ppo::new(cfg, ac).unwrap();
+    let mut ppo = Ppo::new(cfg, ac, iterations).unwrap();
     let sft_error = plan_error(&probe, &ppo.ac);
     let mut roll = RolloutBatch::default();
     let (mut sft, mut delta, mut plans) = (vec![0.0; N * A], vec![0.0; N * A], vec![0.0; N * A]);
