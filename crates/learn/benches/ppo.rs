@@ -76,9 +76,8 @@ fn act_into(
     bufs: &mut [Vec<f32>; 4],
 ) {
     let [u, delta, logp, value] = bufs;
-    ac.act(
+    ac.sample(
         obs,
-        false,
         rng,
         ws,
         ActOutput {

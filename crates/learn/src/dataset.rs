@@ -17,12 +17,13 @@
 use std::path::{Path, PathBuf};
 
 use deltaplan_sim::{Difficulty, Family, SimConfig, StepBuffers, OBS_DIM};
-use rand::{RngExt, SeedableRng};
+use deltaplan_stdx::seed::{self, splitmix64};
+use rand::RngExt;
 use rand_distr::{Distribution, StandardNormal};
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{fix_for_kind, load_tensors, save_tensors, take_tensor};
+use crate::checkpoint::{load_tensors, save_tensors, take_tensor};
 use crate::error::{LearnError, Result};
 use crate::scenarios::TrainScenarios;
 
@@ -173,13 +174,6 @@ pub struct Dataset {
     pub episodes: Vec<EpisodeInfo>,
 }
 
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 fn family_id(f: Family) -> u8 {
     Family::ALL.iter().position(|&g| g == f).unwrap_or(0) as u8
 }
@@ -257,7 +251,7 @@ pub fn record_demonstrations(rec: &Recording, mut progress: impl FnMut(usize)) -
             // seeds are decorrelated (PCG streams differing only in increment are not, at
             // first).
             let mut s = NoiseState {
-                rng: Pcg64::seed_from_u64(splitmix(splitmix(rec.seed ^ 0x0D5A_4E01) ^ i as u64)),
+                rng: seed::rng(splitmix64(splitmix64(rec.seed ^ 0x0D5A_4E01) ^ i as u64), 0),
                 noisy: false,
                 lateral: 0.0,
                 speed: 0.0,
@@ -406,39 +400,19 @@ impl Dataset {
             dataset_path(dir)
         };
         let (meta, mut tensors) = load_tensors(&path, DATASET_KIND, DATASET_SCHEMA_VERSION)?;
-        let shown = path.display().to_string();
-        let fix = fix_for_kind(DATASET_KIND);
-        let incompatible = |reason: String| LearnError::Incompatible {
-            path: shown.clone(),
-            reason,
-            fix: fix.clone(),
-        };
-        let obs_dim = meta.get("obs_dim").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+        let incompatible = |reason: String| meta.incompatible(reason);
+        let obs_dim: usize = meta.field("obs_dim")?;
         if obs_dim != OBS_DIM {
             return Err(incompatible(format!(
                 "recorded observations have {obs_dim} features (obs_dim), but this build's \
                  simulator produces {OBS_DIM}"
             )));
         }
-        let config: Recording = meta
-            .get("config")
-            .cloned()
-            .ok_or_else(|| incompatible("metadata has no `config`".into()))
-            .and_then(|c| {
-                serde_json::from_value(c)
-                    .map_err(|e| incompatible(format!("metadata `config` does not parse: {e}")))
-            })?;
-        let episodes: Vec<EpisodeInfo> = meta
-            .get("episodes")
-            .cloned()
-            .ok_or_else(|| incompatible("metadata has no `episodes`".into()))
-            .and_then(|c| {
-                serde_json::from_value(c)
-                    .map_err(|e| incompatible(format!("metadata `episodes` does not parse: {e}")))
-            })?;
-        let n = meta.get("n_samples").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+        let config: Recording = meta.field("config")?;
+        let episodes: Vec<EpisodeInfo> = meta.field("episodes")?;
+        let n: usize = meta.field("n_samples")?;
         let a = config.sim.action_dim();
-        if meta.get("action_dim").and_then(|v| v.as_u64()) != Some(a as u64) {
+        if meta.field::<usize>("action_dim")? != a {
             return Err(incompatible(format!(
                 "metadata action_dim disagrees with its sim config (2 x horizon = {a})"
             )));
@@ -503,12 +477,7 @@ impl Dataset {
         }
         let n_val = ((val_fraction * n_ep as f32).round() as usize).clamp(1, n_ep - 1);
         let mut order: Vec<usize> = (0..n_ep).collect();
-        let mut rng = Pcg64::seed_from_u64(seed ^ 0x5711_7000);
-        // Fisher-Yates over episode ids.
-        for i in (1..n_ep).rev() {
-            let j = rng.random_range(0..=i);
-            order.swap(i, j);
-        }
+        seed::shuffle(&mut order, &mut seed::rng(seed, 0x5711_7000));
         let mut is_val = vec![false; n_ep];
         for &e in &order[..n_val] {
             is_val[e] = true;

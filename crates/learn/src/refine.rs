@@ -22,15 +22,16 @@ use std::time::Instant;
 
 use deltaplan_sim::batch::StepBuffers;
 use deltaplan_sim::{BatchEnv, EnvSnapshot, SimConfig, OBS_DIM};
-use rand::SeedableRng;
+use deltaplan_stdx::seed;
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
 
+use crate::actor_critic::{
+    ActOutput, ActWorkspace, ActorCritic, ActorCriticConfig, DEFAULT_LOG_STD_INIT,
+};
 use crate::checkpoint::{load_tensors, save_tensors, take_tensor};
 use crate::error::{LearnError, Result};
-use crate::ppo::{
-    ActOutput, ActWorkspace, ActorCritic, ActorCriticConfig, Ppo, PpoConfig, DEFAULT_LOG_STD_INIT,
-};
+use crate::ppo::{Ppo, PpoConfig, RolloutBatch};
 use crate::scenarios::TrainScenarios;
 use crate::sft::{SftPlanner, SftWorkspace};
 
@@ -197,24 +198,16 @@ pub struct LoadedPolicy {
 /// Loads the residual actor-critic from `path`, checking it was trained on `sft`.
 pub fn load_policy(path: &Path, sft: &SftPlanner) -> Result<LoadedPolicy> {
     let (meta, mut tensors) = load_tensors(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)?;
-    let shown = path.display().to_string();
-    let get = |name: &str| -> Result<serde_json::Value> {
-        meta.get(name).cloned().ok_or_else(|| {
-            LearnError::Checkpoint(format!("{shown}: metadata field `{name}` is missing"))
-        })
-    };
-    let bad = |name: &str, e: serde_json::Error| {
-        LearnError::Checkpoint(format!("{shown}: `{name}`: {e}"))
-    };
-    let hash: String = serde_json::from_value(get("sft_hash")?).map_err(|e| bad("sft_hash", e))?;
-    check_sft_hash(&shown, &hash, sft)?;
-    let cfg: RefineConfig = serde_json::from_value(get("config")?).map_err(|e| bad("config", e))?;
-    let iteration: usize =
-        serde_json::from_value(get("iteration")?).map_err(|e| bad("iteration", e))?;
-    let env_steps: u64 =
-        serde_json::from_value(get("env_steps")?).map_err(|e| bad("env_steps", e))?;
-    let mut rng = Pcg64::seed_from_u64(0);
-    let mut ac = ActorCritic::new(&actor_critic_config(&cfg, sft), &mut rng)?;
+    check_sft_hash(
+        &path.display().to_string(),
+        &meta.field::<String>("sft_hash")?,
+        sft,
+    )?;
+    let cfg: RefineConfig = meta.field("config")?;
+    let iteration: usize = meta.field("iteration")?;
+    let env_steps: u64 = meta.field("env_steps")?;
+    // Every weight is overwritten from the file; the seed only fills the shapes.
+    let mut ac = ActorCritic::new(&actor_critic_config(&cfg, sft), &mut seed::rng(0, 0))?;
     load_actor_critic(&mut ac, &mut tensors, path)?;
     let ramp = if cfg.ramp_iters == 0 {
         1.0
@@ -318,12 +311,8 @@ impl<'a> ResidualPlanner<'a> {
         self.sft
             .forward(obs, &mut self.sft_ws, &mut bf.z, &mut bf.wp)?;
         build_policy_input(self.sft, &bf.z, &bf.wp, obs, &mut bf.x);
-        // Deterministic: the RNG is not drawn from.
-        let mut rng = Pcg64::seed_from_u64(0);
-        self.ac.act(
+        self.ac.act_deterministic(
             &bf.x,
-            true,
-            &mut rng,
             &mut self.act_ws,
             ActOutput {
                 u: &mut bf.u,
@@ -391,7 +380,7 @@ pub struct Refiner<'a> {
     sft_ws: SftWorkspace,
     act_ws: ActWorkspace,
     // Rollout storage, time-major [T, N, ...].
-    roll: crate::ppo::RolloutBatch,
+    roll: RolloutBatch,
     rewards: Vec<f32>,
     terminated: Vec<bool>,
     truncated: Vec<bool>,
@@ -423,7 +412,7 @@ impl<'a> Refiner<'a> {
                 sft.action_dim() / 2
             )));
         }
-        let mut rng = Pcg64::seed_from_u64(seed);
+        let mut rng = seed::rng(seed, 0);
         let a = sft.action_dim();
         let ac = ActorCritic::new(&actor_critic_config(&cfg, sft), &mut rng)?;
         let ppo = Ppo::new(cfg.ppo.clone(), ac, cfg.iterations)?;
@@ -521,9 +510,8 @@ impl<'a> Refiner<'a> {
             Self::policy_input(self.sft, &mut self.sft_ws, &self.obs, &mut self.bufs)?;
             let bf = &mut self.bufs;
             self.roll.obs[rows * d..r1 * d].copy_from_slice(&bf.x);
-            self.ppo.ac.act(
+            self.ppo.ac.sample(
                 &bf.x,
-                false,
                 &mut self.rng,
                 &mut self.act_ws,
                 ActOutput {
@@ -689,34 +677,22 @@ impl<'a> Refiner<'a> {
     pub fn resume(path: &Path, sft: &'a SftPlanner) -> Result<Self> {
         let (meta, mut tensors) = load_tensors(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)?;
         let shown = path.display().to_string();
-        let field = |name: &str| {
-            meta.get(name).cloned().ok_or_else(|| LearnError::Checkpoint(format!(
-                "{shown}: metadata field `{name}` is missing; the file was not written by `deltaplan refine`"
-            )))
-        };
-        macro_rules! get {
-            ($name:literal) => {
-                serde_json::from_value(field($name)?).map_err(|e| {
-                    LearnError::Checkpoint(format!("{shown}: metadata field `{}`: {e}", $name))
-                })?
-            };
-        }
-        let sft_hash: String = get!("sft_hash");
+        let sft_hash: String = meta.field("sft_hash")?;
         check_sft_hash(&shown, &sft_hash, sft)?;
-        let horizon: usize = get!("horizon");
+        let horizon: usize = meta.field("horizon")?;
         if horizon * 2 != sft.action_dim() {
             return Err(LearnError::Checkpoint(format!(
                 "{shown} plans {horizon} waypoints but the SFT planner plans {}",
                 sft.action_dim() / 2
             )));
         }
-        let cfg: RefineConfig = get!("config");
-        let sim: SimConfig = get!("sim");
-        let scenarios: TrainScenarios = get!("scenarios");
-        let seed: u64 = get!("seed");
+        let cfg: RefineConfig = meta.field("config")?;
+        let sim: SimConfig = meta.field("sim")?;
+        let scenarios: TrainScenarios = meta.field("scenarios")?;
+        let seed: u64 = meta.field("seed")?;
         let mut r = Refiner::new(cfg, sim, scenarios, sft, seed)?;
         load_actor_critic(&mut r.ppo.ac, &mut tensors, path)?;
-        let steps: Vec<u64> = get!("optim_steps");
+        let steps: Vec<u64> = meta.field("optim_steps")?;
         for (g, group) in r.ppo.optim.groups.iter_mut().enumerate() {
             let len = group.exp_avg.len();
             group.exp_avg = take_tensor(
@@ -737,7 +713,7 @@ impl<'a> Refiner<'a> {
                 LearnError::Checkpoint(format!("{shown}: optimiser step counts are incomplete"))
             })?;
         }
-        let episodes: Vec<u64> = get!("env_episodes");
+        let episodes: Vec<u64> = meta.field("env_episodes")?;
         let mut histories = Vec::with_capacity(episodes.len());
         for i in 0..episodes.len() {
             let name = format!("env.history.{i}");
@@ -759,11 +735,11 @@ impl<'a> Refiner<'a> {
             .map_err(|e| LearnError::Checkpoint(format!("{shown}: {e}")))?;
         r.env.observe(&mut r.obs);
         r.rng = iteration_rng(seed, r.iteration);
-        r.iteration = get!("iteration");
-        r.env_steps = get!("env_steps");
-        r.ppo.kl_sft_coef = get!("kl_sft_coef");
-        r.ppo.iteration = get!("ppo_iteration");
-        r.running_return = get!("running_return");
+        r.iteration = meta.field("iteration")?;
+        r.env_steps = meta.field("env_steps")?;
+        r.ppo.kl_sft_coef = meta.field("kl_sft_coef")?;
+        r.ppo.iteration = meta.field("ppo_iteration")?;
+        r.running_return = meta.field("running_return")?;
         Ok(r)
     }
 }
@@ -771,7 +747,10 @@ impl<'a> Refiner<'a> {
 /// The RNG of one iteration (action noise, minibatch shuffles): a function of the seed and the
 /// iteration number, so a checkpoint needs no RNG state to resume exactly.
 fn iteration_rng(seed: u64, iteration: usize) -> Pcg64 {
-    Pcg64::seed_from_u64(seed ^ (iteration as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    seed::rng(
+        seed,
+        (iteration as u64 + 1).wrapping_mul(seed::GOLDEN_GAMMA),
+    )
 }
 
 /// Sums over episodes that ended during a rollout.

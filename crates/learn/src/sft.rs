@@ -26,12 +26,12 @@
 use std::path::Path;
 
 use deltaplan_sim::{SimConfig, OBS_DIM};
-use rand::SeedableRng;
-use rand_pcg::Pcg64;
+use deltaplan_stdx::seed;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{fix_for_kind, load_tensors, save_tensors, sha256_of, take_tensor};
 use crate::dataset::Dataset;
+use crate::displacement::DisplacementErrors;
 use crate::error::{check_len, rows_of, LearnError, Result};
 use crate::nn::{fast_tanh, Mlp, MlpInit, MlpWorkspace};
 use crate::optim::{AdamW, AdamWConfig};
@@ -144,7 +144,7 @@ impl SftPlanner {
                 "SFT planner needs positive obs_dim, z_dim and horizon, got {arch:?}"
             )));
         }
-        let mut rng = Pcg64::seed_from_u64(seed);
+        let mut rng = seed::rng(seed, 0);
         let encoder = Mlp::new(&arch.encoder_sizes(), MlpInit::orthogonal(1.0), &mut rng)?;
         let head = Mlp::new(&arch.head_sizes(), MlpInit::orthogonal(1.0), &mut rng)?;
         let (d, a) = (arch.obs_dim, 2 * arch.horizon);
@@ -528,21 +528,8 @@ impl SftPlanner {
     /// [`SftPlanner::load`] for planners of another observation width (tests, toy envs).
     pub fn load_expecting(path: &Path, obs_dim: usize) -> Result<Self> {
         let (meta, mut tensors) = load_tensors(path, SFT_KIND, SFT_SCHEMA_VERSION)?;
-        let shown = path.display().to_string();
-        let fix = fix_for_kind(SFT_KIND);
-        let incompatible = |reason: String| LearnError::Incompatible {
-            path: shown.clone(),
-            reason,
-            fix: fix.clone(),
-        };
-        let arch: SftArch = meta
-            .get("arch")
-            .cloned()
-            .ok_or_else(|| incompatible("metadata has no `arch`".into()))
-            .and_then(|v| {
-                serde_json::from_value(v)
-                    .map_err(|e| incompatible(format!("metadata `arch` does not parse: {e}")))
-            })?;
+        let incompatible = |reason: String| meta.incompatible(reason);
+        let arch: SftArch = meta.field("arch")?;
         if arch.obs_dim != obs_dim {
             return Err(incompatible(format!(
                 "the planner takes observations of {} features (obs_dim), but this build's \
@@ -575,14 +562,14 @@ impl SftPlanner {
         let asc = take_tensor(&mut tensors, path, SFT_KIND, "act_scale", &[a])?;
         p.set_normalisation(&om, &os, &am, &asc)
             .map_err(|e| incompatible(e.to_string()))?;
-        p.info = meta.get("info").cloned().unwrap_or(serde_json::Value::Null);
-        if let Some(stored) = meta.get("weights_sha256").and_then(|v| v.as_str()) {
+        p.info = meta.optional("info")?.unwrap_or(serde_json::Value::Null);
+        if let Some(stored) = meta.optional::<String>("weights_sha256")? {
             let got = p.weights_hash();
             if stored != got {
                 return Err(LearnError::Corrupt {
-                    path: shown,
+                    path: path.display().to_string(),
                     reason: format!("weights hash {got} differs from the stored {stored}"),
-                    fix,
+                    fix: fix_for_kind(SFT_KIND),
                 });
             }
         }
@@ -762,11 +749,11 @@ pub fn evaluate(
 ) -> Result<EvalStats> {
     const CHUNK: usize = 1024;
     let (d, a, zd) = (p.obs_dim(), p.action_dim(), p.z_dim());
-    let h = p.horizon();
     let mut obs = vec![0.0f32; CHUNK * d];
     let mut z = vec![0.0f32; CHUNK * zd];
     let mut wp = vec![0.0f32; CHUNK * a];
-    let (mut l_sum, mut ade_sum, mut fde_sum) = (0.0f64, 0.0f64, 0.0f64);
+    let mut l_sum = 0.0f64;
+    let mut errors = DisplacementErrors::default();
     for chunk in idx.chunks(CHUNK) {
         let b = chunk.len();
         for (r, &k) in chunk.iter().enumerate() {
@@ -783,43 +770,26 @@ pub fn evaluate(
                     SftLoss::Mse => f64::from(e) * f64::from(e),
                 };
             }
-            for j in 0..h {
-                let dx = f64::from(pred[2 * j] - target[2 * j]);
-                let dy = f64::from(pred[2 * j + 1] - target[2 * j + 1]);
-                let dist = (dx * dx + dy * dy).sqrt();
-                ade_sum += dist / h as f64;
-                if j == h - 1 {
-                    fde_sum += dist;
-                }
-            }
+            errors.add(pred, target);
         }
     }
     let n = idx.len().max(1) as f64;
+    let (ade, fde) = errors.mean();
     Ok(EvalStats {
         loss: (l_sum / (n * a as f64)) as f32,
-        ade: (ade_sum / n) as f32,
-        fde: (fde_sum / n) as f32,
+        ade: ade as f32,
+        fde: fde as f32,
     })
 }
 
 /// ADE/FDE of predicting `mean` (per coordinate) for every sample in `idx`.
 fn constant_baseline(ds: &Dataset, idx: &[usize], mean: &[f32]) -> (f32, f32) {
-    let h = mean.len() / 2;
-    let (mut ade, mut fde) = (0.0f64, 0.0f64);
+    let mut errors = DisplacementErrors::default();
     for &k in idx {
-        let t = ds.action_row(k);
-        for j in 0..h {
-            let dx = f64::from(mean[2 * j] - t[2 * j]);
-            let dy = f64::from(mean[2 * j + 1] - t[2 * j + 1]);
-            let dist = (dx * dx + dy * dy).sqrt();
-            ade += dist / h as f64;
-            if j == h - 1 {
-                fde += dist;
-            }
-        }
+        errors.add(mean, ds.action_row(k));
     }
-    let n = idx.len().max(1) as f64;
-    ((ade / n) as f32, (fde / n) as f32)
+    let (ade, fde) = errors.mean();
+    (ade as f32, fde as f32)
 }
 
 /// Behaviour cloning: minibatch AdamW on the episode-level training split, validation after
@@ -864,7 +834,7 @@ pub fn train_sft(
     let (d, a, bs) = (p.obs_dim(), p.action_dim(), cfg.batch_size);
     let steps_per_epoch = train_idx.len().div_ceil(bs);
     let total_steps = steps_per_epoch * cfg.epochs;
-    let mut rng = Pcg64::seed_from_u64(seed ^ 0xB10C_104E);
+    let mut rng = seed::rng(seed, 0xB10C_104E);
     let mut order = train_idx.clone();
     let mut obs = vec![0.0f32; bs * d];
     let mut act = vec![0.0f32; bs * a];
@@ -873,10 +843,7 @@ pub fn train_sft(
     let mut step = 0usize;
     let mut stopped_early = false;
     for epoch in 1..=cfg.epochs {
-        for i in (1..order.len()).rev() {
-            let j = rand::RngExt::random_range(&mut rng, 0..=i);
-            order.swap(i, j);
-        }
+        seed::shuffle(&mut order, &mut rng);
         let mut loss_sum = 0.0f64;
         let mut lr = cfg.lr;
         for batch in order.chunks(bs) {

@@ -76,7 +76,7 @@ fn steady_state_minibatch_update_and_inference_do_not_allocate() {
                 logp,
                 value,
             };
-            ac.act(&obs, false, rng, &mut ws, out).unwrap();
+            ac.sample(&obs, rng, &mut ws, out).unwrap();
         };
         act(&ac, &mut rng, &mut bufs);
         let rollout = RolloutBatch {

@@ -113,10 +113,8 @@ fn ppo_minibatch_step_matches_pytorch() {
         vec![0.0; b],
     );
     ppo.ac
-        .act(
+        .act_deterministic(
             obs,
-            true,
-            &mut rand_pcg::Pcg64::seed_from_u64(0),
             &mut Default::default(),
             deltaplan_learn::ActOutput {
                 u: &mut u,

@@ -305,19 +305,18 @@ fn act_batch(
         vec![0.0; b],
         vec![0.0; b],
     );
-    ac.act(
-        obs,
-        det,
-        &mut rng(seed),
-        &mut ActWorkspace::new(),
-        ActOutput {
-            u: &mut u,
-            delta: &mut delta,
-            logp: &mut logp,
-            value: &mut value,
-        },
-    )
-    .unwrap();
+    let out = ActOutput {
+        u: &mut u,
+        delta: &mut delta,
+        logp: &mut logp,
+        value: &mut value,
+    };
+    let ws = &mut ActWorkspace::new();
+    if det {
+        ac.act_deterministic(obs, ws, out).unwrap();
+    } else {
+        ac.sample(obs, &mut rng(seed), ws, out).unwrap();
+    }
     (u, delta, logp, value)
 }
 
