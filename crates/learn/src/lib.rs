@@ -11,6 +11,7 @@
 //! - [`checkpoint`]: atomic, validated safetensors + JSON files, weight hashes;
 //! - [`scenarios`]: the training worlds' scenario distribution, shared by demos and refinement;
 //! - [`dataset`]: recorded expert demonstrations (DART-style noise), split by episode;
+//! - [`planner`]: the frozen-planner seam ([`FrozenPlanner`], [`PlannerError`]) refinement builds on;
 //! - [`sft`]: the behaviour-cloned planner (encoder -> z -> waypoint head) and its training.
 
 pub mod actor_critic;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod gae;
 pub mod nn;
 pub mod optim;
+pub mod planner;
 pub mod ppo;
 pub mod refine;
 pub mod scenarios;
@@ -36,6 +38,7 @@ pub use error::{LearnError, Result};
 pub use gae::gae;
 pub use nn::{fast_tanh, Mlp, MlpInit, MlpWorkspace, OutputInit, TensorView};
 pub use optim::{clip_grad_norm, AdamW, AdamWConfig};
+pub use planner::{FrozenPlanner, PlannerError};
 pub use ppo::{
     explained_variance, LossStats, MinibatchRef, Ppo, PpoConfig, RolloutBatch, UpdateStats,
 };

@@ -31,9 +31,10 @@ use crate::actor_critic::{
 };
 use crate::checkpoint::{load_tensors, save_tensors, take_tensor};
 use crate::error::{LearnError, Result};
+use crate::planner::FrozenPlanner;
 use crate::ppo::{Ppo, PpoConfig, RolloutBatch};
 use crate::scenarios::TrainScenarios;
-use crate::sft::{SftPlanner, SftWorkspace};
+use crate::sft::SftPlanner;
 
 /// Kind and schema version of refinement checkpoints.
 pub const CHECKPOINT_KIND: &str = "residual_policy";
@@ -149,18 +150,27 @@ impl RefineConfig {
     }
 }
 
-/// Width of the policy input for an SFT planner with embedding width `z_dim` and `action_dim`
-/// waypoint coordinates.
-pub fn policy_input_dim(z_dim: usize, action_dim: usize) -> usize {
-    z_dim + action_dim + OBS_DIM
+/// Width of the policy input on top of `planner`: its embedding, its plan, the observation.
+pub fn policy_input_dim(planner: &impl FrozenPlanner) -> usize {
+    planner.embedding_dim() + planner.action_dim() + planner.obs_dim()
 }
 
-/// Writes the policy input `x = [z, W_sft / scale, normalised obs]` for a batch (the
-/// observation normalised with the SFT planner's statistics).
-fn build_policy_input(sft: &SftPlanner, z: &[f32], wp: &[f32], obs: &[f32], x: &mut [f32]) {
-    let (z_dim, a) = (sft.z_dim(), sft.action_dim());
-    let (mean, std) = (sft.obs_mean(), sft.obs_std());
-    let d = z_dim + a + OBS_DIM;
+/// Writes the policy input `x = [z, W / scale, normalised obs]` for a batch: the planner's
+/// embedding `z` and plan `W`, the observation normalised with the planner's statistics.
+fn build_policy_input(
+    planner: &impl FrozenPlanner,
+    z: &[f32],
+    wp: &[f32],
+    obs: &[f32],
+    x: &mut [f32],
+) {
+    let (z_dim, a, od) = (
+        planner.embedding_dim(),
+        planner.action_dim(),
+        planner.obs_dim(),
+    );
+    let (mean, std) = planner.obs_normalisation();
+    let d = policy_input_dim(planner);
     for (i, row) in x.chunks_exact_mut(d).enumerate() {
         row[..z_dim].copy_from_slice(&z[i * z_dim..(i + 1) * z_dim]);
         for (k, (o, w)) in row[z_dim..z_dim + a]
@@ -171,15 +181,15 @@ fn build_policy_input(sft: &SftPlanner, z: &[f32], wp: &[f32], obs: &[f32], x: &
             *o = w / WAYPOINT_SCALE[k % 2];
         }
         for (k, o) in row[z_dim + a..].iter_mut().enumerate() {
-            *o = (obs[i * OBS_DIM + k] - mean[k]) / std[k];
+            *o = (obs[i * od + k] - mean[k]) / std[k];
         }
     }
 }
 
-/// Shape of the residual actor-critic for `cfg` on top of `sft`.
-fn actor_critic_config(cfg: &RefineConfig, sft: &SftPlanner) -> ActorCriticConfig {
-    let a = sft.action_dim();
-    let mut ac = ActorCriticConfig::new(policy_input_dim(sft.z_dim(), a), a, &cfg.hidden, 1.0);
+/// Shape of the residual actor-critic for `cfg` on top of `planner`.
+fn actor_critic_config(cfg: &RefineConfig, planner: &impl FrozenPlanner) -> ActorCriticConfig {
+    let a = planner.action_dim();
+    let mut ac = ActorCriticConfig::new(policy_input_dim(planner), a, &cfg.hidden, 1.0);
     ac.log_std_init = cfg.log_std_init;
     ac.max_delta = (0..a).map(|k| cfg.max_delta[k % 2]).collect();
     ac
@@ -195,19 +205,19 @@ pub struct LoadedPolicy {
     pub env_steps: u64,
 }
 
-/// Loads the residual actor-critic from `path`, checking it was trained on `sft`.
-pub fn load_policy(path: &Path, sft: &SftPlanner) -> Result<LoadedPolicy> {
+/// Loads the residual actor-critic from `path`, checking it was trained on `planner`.
+pub fn load_policy(path: &Path, planner: &impl FrozenPlanner) -> Result<LoadedPolicy> {
     let (meta, mut tensors) = load_tensors(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)?;
     check_sft_hash(
         &path.display().to_string(),
         &meta.field::<String>("sft_hash")?,
-        sft,
+        planner,
     )?;
     let cfg: RefineConfig = meta.field("config")?;
     let iteration: usize = meta.field("iteration")?;
     let env_steps: u64 = meta.field("env_steps")?;
     // Every weight is overwritten from the file; the seed only fills the shapes.
-    let mut ac = ActorCritic::new(&actor_critic_config(&cfg, sft), &mut seed::rng(0, 0))?;
+    let mut ac = ActorCritic::new(&actor_critic_config(&cfg, planner), &mut seed::rng(0, 0))?;
     load_actor_critic(&mut ac, &mut tensors, path)?;
     let ramp = if cfg.ramp_iters == 0 {
         1.0
@@ -241,8 +251,8 @@ fn load_actor_critic(
     Ok(())
 }
 
-fn check_sft_hash(shown: &str, hash: &str, sft: &SftPlanner) -> Result<()> {
-    let mine = sft.weights_hash();
+fn check_sft_hash(shown: &str, hash: &str, planner: &impl FrozenPlanner) -> Result<()> {
+    let mine = planner.weights_hash();
     if hash != mine {
         return Err(LearnError::Checkpoint(format!(
             "{shown} was trained on another SFT planner (weights hash {}..., this one is {}...): \
@@ -255,12 +265,13 @@ fn check_sft_hash(shown: &str, hash: &str, sft: &SftPlanner) -> Result<()> {
 }
 
 /// The refined planner: frozen SFT planner plus the residual actor (and its critic).
-pub struct ResidualPlanner<'a> {
-    pub sft: &'a SftPlanner,
+pub struct ResidualPlanner<'a, P: FrozenPlanner = SftPlanner> {
+    /// The frozen planner the residual corrects.
+    pub planner: &'a P,
     pub ac: &'a ActorCritic,
     /// Scale on the correction (the progressive ramp's value).
     pub ramp: f32,
-    sft_ws: SftWorkspace,
+    planner_ws: P::Workspace,
     act_ws: ActWorkspace,
     bufs: Buffers,
 }
@@ -278,8 +289,13 @@ struct Buffers {
 }
 
 impl Buffers {
-    fn resize(&mut self, b: usize, z_dim: usize, a: usize) {
-        let d = z_dim + a + OBS_DIM;
+    /// Sizes every buffer for a batch of `b` observations of `planner`.
+    fn resize(&mut self, b: usize, planner: &impl FrozenPlanner) {
+        let (z_dim, a, d) = (
+            planner.embedding_dim(),
+            planner.action_dim(),
+            policy_input_dim(planner),
+        );
         self.z.resize(b * z_dim, 0.0);
         self.wp.resize(b * a, 0.0);
         self.x.resize(b * d, 0.0);
@@ -290,13 +306,13 @@ impl Buffers {
     }
 }
 
-impl<'a> ResidualPlanner<'a> {
-    pub fn new(sft: &'a SftPlanner, ac: &'a ActorCritic, ramp: f32) -> Self {
+impl<'a, P: FrozenPlanner> ResidualPlanner<'a, P> {
+    pub fn new(planner: &'a P, ac: &'a ActorCritic, ramp: f32) -> Self {
         ResidualPlanner {
-            sft,
+            planner,
             ac,
             ramp,
-            sft_ws: SftWorkspace::default(),
+            planner_ws: P::Workspace::default(),
             act_ws: ActWorkspace::new(),
             bufs: Buffers::default(),
         }
@@ -304,13 +320,12 @@ impl<'a> ResidualPlanner<'a> {
 
     /// Deterministic plans for a batch of observations: `W_sft + ramp * max_delta * tanh(mu)`.
     pub fn plan(&mut self, obs: &[f32], out: &mut [f32]) -> Result<()> {
-        let (z_dim, a) = (self.sft.z_dim(), self.sft.action_dim());
-        let b = obs.len() / OBS_DIM;
-        self.bufs.resize(b, z_dim, a);
+        let b = obs.len() / self.planner.obs_dim().max(1);
+        self.bufs.resize(b, self.planner);
         let bf = &mut self.bufs;
-        self.sft
-            .forward(obs, &mut self.sft_ws, &mut bf.z, &mut bf.wp)?;
-        build_policy_input(self.sft, &bf.z, &bf.wp, obs, &mut bf.x);
+        self.planner
+            .plan_batch(obs, &mut self.planner_ws, &mut bf.wp, &mut bf.z)?;
+        build_policy_input(self.planner, &bf.z, &bf.wp, obs, &mut bf.x);
         self.ac.act_deterministic(
             &bf.x,
             &mut self.act_ws,
@@ -360,13 +375,13 @@ pub struct IterationStats {
 }
 
 /// The PPO refinement loop with its environment, buffers and state.
-pub struct Refiner<'a> {
+pub struct Refiner<'a, P: FrozenPlanner = SftPlanner> {
     pub cfg: RefineConfig,
     pub sim: SimConfig,
     /// Scenario distribution of the training worlds.
     pub scenarios: TrainScenarios,
     pub seed: u64,
-    sft: &'a SftPlanner,
+    planner: &'a P,
     pub ppo: Ppo,
     env: BatchEnv,
     rng: Pcg64,
@@ -377,7 +392,7 @@ pub struct Refiner<'a> {
     step: StepBuffers,
     plan: Vec<f32>,
     bufs: Buffers,
-    sft_ws: SftWorkspace,
+    planner_ws: P::Workspace,
     act_ws: ActWorkspace,
     // Rollout storage, time-major [T, N, ...].
     roll: RolloutBatch,
@@ -392,29 +407,35 @@ pub struct Refiner<'a> {
     final_bufs: Buffers,
 }
 
-impl<'a> Refiner<'a> {
-    /// A fresh refinement of `sft` in `num_envs` training worlds of `sim` drawing `scenarios`.
+impl<'a, P: FrozenPlanner> Refiner<'a, P> {
+    /// A fresh refinement of `planner` in `num_envs` training worlds of `sim` drawing `scenarios`.
     pub fn new(
         cfg: RefineConfig,
         sim: SimConfig,
         scenarios: TrainScenarios,
-        sft: &'a SftPlanner,
+        planner: &'a P,
         seed: u64,
     ) -> Result<Self> {
         cfg.validate()?;
         scenarios.validate()?;
-        if sft.action_dim() != sim.action_dim() {
+        if planner.obs_dim() != OBS_DIM {
+            return Err(LearnError::Config(format!(
+                "the frozen planner takes {} observation features, the simulator produces {OBS_DIM}",
+                planner.obs_dim()
+            )));
+        }
+        if planner.action_dim() != sim.action_dim() {
             return Err(LearnError::Config(format!(
                 "the SFT planner predicts {} waypoints but the simulator is configured for {}: \
                  retrain the SFT planner with sim.horizon = {}",
-                sft.action_dim() / 2,
+                planner.action_dim() / 2,
                 sim.horizon,
-                sft.action_dim() / 2
+                planner.action_dim() / 2
             )));
         }
         let mut rng = seed::rng(seed, 0);
-        let a = sft.action_dim();
-        let ac = ActorCritic::new(&actor_critic_config(&cfg, sft), &mut rng)?;
+        let a = planner.action_dim();
+        let ac = ActorCritic::new(&actor_critic_config(&cfg, planner), &mut rng)?;
         let ppo = Ppo::new(cfg.ppo.clone(), ac, cfg.iterations)?;
         let env = scenarios.batch_env(sim, cfg.num_envs, seed);
         let n = cfg.num_envs;
@@ -422,7 +443,7 @@ impl<'a> Refiner<'a> {
             sim,
             scenarios,
             seed,
-            sft,
+            planner,
             ppo,
             env,
             rng,
@@ -432,7 +453,7 @@ impl<'a> Refiner<'a> {
             step: StepBuffers::new(n),
             plan: vec![0.0; n * a],
             bufs: Buffers::default(),
-            sft_ws: SftWorkspace::default(),
+            planner_ws: P::Workspace::default(),
             act_ws: ActWorkspace::new(),
             roll: Default::default(),
             rewards: Vec::new(),
@@ -470,15 +491,14 @@ impl<'a> Refiner<'a> {
 
     /// SFT forward + policy input for `obs` into `bufs` (sized for its batch).
     fn policy_input(
-        sft: &SftPlanner,
-        ws: &mut SftWorkspace,
+        planner: &P,
+        ws: &mut P::Workspace,
         obs: &[f32],
         bufs: &mut Buffers,
     ) -> Result<()> {
-        let (z_dim, a) = (sft.z_dim(), sft.action_dim());
-        bufs.resize(obs.len() / OBS_DIM, z_dim, a);
-        sft.forward(obs, ws, &mut bufs.z, &mut bufs.wp)?;
-        build_policy_input(sft, &bufs.z, &bufs.wp, obs, &mut bufs.x);
+        bufs.resize(obs.len() / OBS_DIM, planner);
+        planner.plan_batch(obs, ws, &mut bufs.wp, &mut bufs.z)?;
+        build_policy_input(planner, &bufs.z, &bufs.wp, obs, &mut bufs.x);
         Ok(())
     }
 
@@ -487,8 +507,8 @@ impl<'a> Refiner<'a> {
         self.rng = iteration_rng(self.seed, self.iteration);
         let started = Instant::now();
         let (n, t_len) = (self.cfg.num_envs, self.cfg.rollout_steps);
-        let a = self.sft.action_dim();
-        let d = policy_input_dim(self.sft.z_dim(), a);
+        let a = self.planner.action_dim();
+        let d = policy_input_dim(self.planner);
         let ramp = self.ramp();
         let total = n * t_len;
         self.roll.obs.resize(total * d, 0.0);
@@ -507,7 +527,12 @@ impl<'a> Refiner<'a> {
         for t in 0..t_len {
             let (rows, r1) = (t * n, (t + 1) * n);
             // 1. Frozen SFT once per step; its outputs are stored as part of the policy input.
-            Self::policy_input(self.sft, &mut self.sft_ws, &self.obs, &mut self.bufs)?;
+            Self::policy_input(
+                self.planner,
+                &mut self.planner_ws,
+                &self.obs,
+                &mut self.bufs,
+            )?;
             let bf = &mut self.bufs;
             self.roll.obs[rows * d..r1 * d].copy_from_slice(&bf.x);
             self.ppo.ac.sample(
@@ -553,8 +578,8 @@ impl<'a> Refiner<'a> {
                         .extend_from_slice(&self.step.final_obs[i * OBS_DIM..(i + 1) * OBS_DIM]);
                 }
                 Self::policy_input(
-                    self.sft,
-                    &mut self.sft_ws,
+                    self.planner,
+                    &mut self.planner_ws,
                     &self.final_obs,
                     &mut self.final_bufs,
                 )?;
@@ -566,7 +591,12 @@ impl<'a> Refiner<'a> {
             }
         }
         // V of the observation after the last step.
-        Self::policy_input(self.sft, &mut self.sft_ws, &self.obs, &mut self.bufs)?;
+        Self::policy_input(
+            self.planner,
+            &mut self.planner_ws,
+            &self.obs,
+            &mut self.bufs,
+        )?;
         let bf = &mut self.bufs;
         self.ppo.ac.value(&bf.x, &mut self.act_ws, &mut bf.value)?;
         for t in 0..t_len {
@@ -654,7 +684,7 @@ impl<'a> Refiner<'a> {
         let meta = serde_json::json!({
             "kind": CHECKPOINT_KIND,
             "schema_version": CHECKPOINT_VERSION,
-            "sft_hash": self.sft.weights_hash(),
+            "sft_hash": self.planner.weights_hash(),
             "config": self.cfg,
             "sim": self.sim,
             "scenarios": self.scenarios,
@@ -674,23 +704,23 @@ impl<'a> Refiner<'a> {
 
     /// Resumes from a checkpoint written by [`Refiner::save`] for this SFT planner. The run then
     /// continues exactly as if it had never stopped.
-    pub fn resume(path: &Path, sft: &'a SftPlanner) -> Result<Self> {
+    pub fn resume(path: &Path, planner: &'a P) -> Result<Self> {
         let (meta, mut tensors) = load_tensors(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)?;
         let shown = path.display().to_string();
         let sft_hash: String = meta.field("sft_hash")?;
-        check_sft_hash(&shown, &sft_hash, sft)?;
+        check_sft_hash(&shown, &sft_hash, planner)?;
         let horizon: usize = meta.field("horizon")?;
-        if horizon * 2 != sft.action_dim() {
+        if horizon * 2 != planner.action_dim() {
             return Err(LearnError::Checkpoint(format!(
                 "{shown} plans {horizon} waypoints but the SFT planner plans {}",
-                sft.action_dim() / 2
+                planner.action_dim() / 2
             )));
         }
         let cfg: RefineConfig = meta.field("config")?;
         let sim: SimConfig = meta.field("sim")?;
         let scenarios: TrainScenarios = meta.field("scenarios")?;
         let seed: u64 = meta.field("seed")?;
-        let mut r = Refiner::new(cfg, sim, scenarios, sft, seed)?;
+        let mut r = Refiner::new(cfg, sim, scenarios, planner, seed)?;
         load_actor_critic(&mut r.ppo.ac, &mut tensors, path)?;
         let steps: Vec<u64> = meta.field("optim_steps")?;
         for (g, group) in r.ppo.optim.groups.iter_mut().enumerate() {

@@ -35,6 +35,7 @@ use crate::displacement::DisplacementErrors;
 use crate::error::{check_len, rows_of, LearnError, Result};
 use crate::nn::{fast_tanh, Mlp, MlpInit, MlpWorkspace};
 use crate::optim::{AdamW, AdamWConfig};
+use crate::planner::{FrozenPlanner, PlannerError};
 
 /// File kind of an SFT planner checkpoint.
 pub const SFT_KIND: &str = "sft_planner";
@@ -574,6 +575,48 @@ impl SftPlanner {
             }
         }
         Ok(p)
+    }
+}
+
+/// The built-in planner as the refinement's frozen planner: its embedding is `z`, its
+/// observation statistics those it was trained with.
+impl FrozenPlanner for SftPlanner {
+    type Workspace = SftWorkspace;
+
+    fn obs_dim(&self) -> usize {
+        self.arch.obs_dim
+    }
+
+    fn horizon(&self) -> usize {
+        self.arch.horizon
+    }
+
+    fn embedding_dim(&self) -> usize {
+        self.arch.z_dim
+    }
+
+    fn plan_batch(
+        &self,
+        obs: &[f32],
+        ws: &mut SftWorkspace,
+        plans_out: &mut [f32],
+        embedding_out: &mut [f32],
+    ) -> std::result::Result<(), PlannerError> {
+        self.forward(obs, ws, embedding_out, plans_out)
+            .map_err(|e| match e {
+                LearnError::Shape { .. } | LearnError::NotMultiple { .. } => {
+                    PlannerError::Shape(e.to_string())
+                }
+                other => PlannerError::Failed(other.to_string()),
+            })
+    }
+
+    fn obs_normalisation(&self) -> (&[f32], &[f32]) {
+        (&self.obs_mean, &self.obs_std)
+    }
+
+    fn weights_hash(&self) -> String {
+        SftPlanner::weights_hash(self)
     }
 }
 

@@ -6,6 +6,7 @@ use deltaplan_learn::dataset::{record_demonstrations, DemoConfig, Recording};
 use deltaplan_learn::refine::{load_policy, RefineConfig, Refiner, ResidualPlanner};
 use deltaplan_learn::scenarios::TrainScenarios;
 use deltaplan_learn::sft::{train_sft, SftPlanner, SftTrainConfig, SftWorkspace};
+use deltaplan_learn::{FrozenPlanner, LearnError, PlannerError};
 use deltaplan_sim::{Difficulty, Family, SimConfig, Split, OBS_DIM};
 use std::path::PathBuf;
 
@@ -314,4 +315,122 @@ fn refinement_beats_an_imperfect_sft_planner_in_closed_loop() {
         fail_rl < fail_sft,
         "refined failures {fail_rl} vs SFT {fail_sft}"
     );
+}
+
+/// A planner from "another format": straight-ahead waypoints at a fixed speed, no embedding,
+/// identity observation statistics; optionally failing.
+struct ConstantPlanner {
+    speed: f32,
+    fail: bool,
+    zeros: Vec<f32>,
+    ones: Vec<f32>,
+}
+
+impl ConstantPlanner {
+    fn new(speed: f32, fail: bool) -> Self {
+        ConstantPlanner {
+            speed,
+            fail,
+            zeros: vec![0.0; OBS_DIM],
+            ones: vec![1.0; OBS_DIM],
+        }
+    }
+}
+
+impl FrozenPlanner for ConstantPlanner {
+    type Workspace = ();
+    fn obs_dim(&self) -> usize {
+        OBS_DIM
+    }
+    fn horizon(&self) -> usize {
+        10
+    }
+    fn embedding_dim(&self) -> usize {
+        0
+    }
+    fn plan_batch(
+        &self,
+        obs: &[f32],
+        _ws: &mut (),
+        plans_out: &mut [f32],
+        embedding_out: &mut [f32],
+    ) -> Result<(), PlannerError> {
+        if self.fail {
+            return Err(PlannerError::Failed("backend lost".into()));
+        }
+        assert!(embedding_out.is_empty());
+        assert_eq!(plans_out.len(), obs.len() / OBS_DIM * 20);
+        for plan in plans_out.chunks_exact_mut(20) {
+            for (j, wp) in plan.chunks_exact_mut(2).enumerate() {
+                wp[0] = self.speed * 0.2 * (j + 1) as f32;
+                wp[1] = 0.0;
+            }
+        }
+        Ok(())
+    }
+    fn obs_normalisation(&self) -> (&[f32], &[f32]) {
+        (&self.zeros, &self.ones)
+    }
+    fn weights_hash(&self) -> String {
+        format!("constant-{}", self.speed)
+    }
+}
+
+/// The refinement builds on any `FrozenPlanner`: its input is what the planner declares (no
+/// embedding here), iteration 0 is that planner exactly, the checkpoint is tied to its hash,
+/// and a planner failure surfaces as a typed error.
+#[test]
+fn refinement_stands_on_any_frozen_planner() {
+    let planner = ConstantPlanner::new(8.0, false);
+    assert_eq!(
+        deltaplan_learn::refine::policy_input_dim(&planner),
+        20 + OBS_DIM
+    );
+    let mut r = Refiner::new(
+        tiny_refine(),
+        SimConfig::default(),
+        TrainScenarios::default(),
+        &planner,
+        3,
+    )
+    .unwrap();
+    let obs = some_observations(4);
+    let mut plans = vec![0.0; 4 * 20];
+    ResidualPlanner::new(&planner, r.actor_critic(), 1.0)
+        .plan(&obs, &mut plans)
+        .unwrap();
+    let mut want = vec![0.0; 4 * 20];
+    planner
+        .plan_batch(&obs, &mut (), &mut want, &mut [])
+        .unwrap();
+    assert_eq!(plans, want, "iteration 0 is the frozen planner");
+    let s = r.iterate().unwrap();
+    assert!(s.value_loss.is_finite() && s.env_steps == 8 * 32);
+    let dir = tmpdir("constant");
+    let path = dir.join("rl.safetensors");
+    r.save(&path).unwrap();
+    assert_eq!(load_policy(&path, &planner).unwrap().iteration, 1);
+    let other = ConstantPlanner::new(9.0, false);
+    assert!(
+        load_policy(&path, &other).is_err(),
+        "another planner's checkpoint"
+    );
+    std::fs::remove_dir_all(dir).ok();
+
+    let broken = ConstantPlanner::new(8.0, true);
+    let mut r = Refiner::new(
+        tiny_refine(),
+        SimConfig::default(),
+        TrainScenarios::default(),
+        &broken,
+        3,
+    )
+    .unwrap();
+    match r.iterate() {
+        Err(LearnError::Planner(PlannerError::Failed(m))) => assert_eq!(m, "backend lost"),
+        other => panic!(
+            "expected a planner error, got {:?}",
+            other.map(|s| s.iteration)
+        ),
+    }
 }
