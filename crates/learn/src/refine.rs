@@ -31,6 +31,7 @@ use crate::actor_critic::{
 };
 use crate::checkpoint::{load_tensors, save_tensors, take_tensor};
 use crate::error::{LearnError, Result};
+use crate::gae::GaeSteps;
 use crate::planner::FrozenPlanner;
 use crate::ppo::{Ppo, PpoConfig, RolloutBatch};
 use crate::scenarios::TrainScenarios;
@@ -617,12 +618,14 @@ impl<'a, P: FrozenPlanner> Refiner<'a, P> {
 
         // 3. GAE.
         crate::gae(
-            &self.rewards,
-            &self.roll.values,
-            &self.next_values,
-            &self.terminated,
-            &self.truncated,
-            n,
+            GaeSteps {
+                rewards: &self.rewards,
+                values: &self.roll.values,
+                next_values: &self.next_values,
+                terminated: &self.terminated,
+                truncated: &self.truncated,
+                num_envs: n,
+            },
             self.cfg.gamma,
             self.cfg.gae_lambda,
             &mut self.roll.advantages,

@@ -119,12 +119,14 @@ fn ppo_cuts_the_toy_residual_error_by_at_least_20x_within_120_iterations() {
             }
         }
         deltaplan_learn::gae(
-            &rewards,
-            &roll.values,
-            &next_values,
-            &terminated,
-            &truncated,
-            N,
+            deltaplan_learn::GaeSteps {
+                rewards: &rewards,
+                values: &roll.values,
+                next_values: &next_values,
+                terminated: &terminated,
+                truncated: &truncated,
+                num_envs: N,
+            },
             0.9,
             0.95,
             &mut roll.advantages,
