@@ -1,9 +1,10 @@
 //! RL refinement of a frozen SFT planner: a residual delta head trained with PPO + GAE in closed
 //! loop. Read top to bottom, it is one training iteration:
 //!
-//! 1. Rollout: for `rollout_steps` steps of `num_envs` worlds, the frozen SFT planner maps each
-//!    observation to an embedding `z` and waypoints `W_sft` (computed once per step and stored);
-//!    the policy input `x = [z, W_sft / scale, obs]` feeds the actor-critic, which samples the
+//! 1. Rollout: for `rollout_steps` steps of `num_envs` worlds, the frozen planner (the SFT
+//!    planner, or any [`FrozenPlanner`]) maps each observation to an embedding `z` (if it has
+//!    one) and waypoints `W_sft` (computed once per step and stored); the policy input
+//!    `x = [z, W_sft / scale, normalised obs]` feeds the actor-critic, which samples the
 //!    pre-squash action `u`; the world executes `W_sft + ramp * max_delta * tanh(u)`.
 //! 2. Bootstrap values: `V(x')` of the next observation, or of the final observation of an
 //!    episode that was truncated (route finished, time limit); none after a termination.
@@ -12,8 +13,9 @@
 //!    SFT policy with adaptive beta, critic warm-up, target-KL early stop.
 //!
 //! Everything is a pure function of the seed: the environment's scenarios, and the action noise
-//! and minibatch shuffles (drawn from an RNG seeded by seed and iteration number). A checkpoint taken between iterations holds the networks, the
-//! optimiser moments, the KL coefficient, the counters and the environment snapshot
+//! and minibatch shuffles (drawn from an RNG seeded by seed and iteration number). A checkpoint
+//! taken between iterations holds the networks, the optimiser moments, the KL coefficient, the
+//! counters, the training scenarios and the environment snapshot
 //! (episode numbers plus the plans executed since each episode began), so a resumed run
 //! continues bit for bit.
 
@@ -641,11 +643,11 @@ impl<'a, P: FrozenPlanner> Refiner<'a, P> {
             iteration: self.iteration,
             env_steps: self.env_steps,
             episodes: ended.count,
-            episode_return: e.0,
-            driving_score: e.1,
-            route_completion: e.2,
-            collision_rate: e.3,
-            offroad_rate: e.4,
+            episode_return: e.episode_return,
+            driving_score: e.driving_score,
+            route_completion: e.route_completion,
+            collision_rate: e.collision_rate,
+            offroad_rate: e.offroad_rate,
             policy_loss: l.pg_loss,
             value_loss: l.v_loss,
             entropy: l.entropy,
@@ -786,34 +788,50 @@ fn iteration_rng(seed: u64, iteration: usize) -> Pcg64 {
     )
 }
 
-/// Sums over episodes that ended during a rollout.
+/// Sums over episodes that ended during a rollout, in f64 and in the order they ended.
 #[derive(Default)]
 struct EpisodeTally {
     count: usize,
-    sums: [f64; 5],
+    episode_return: f64,
+    driving_score: f64,
+    route_completion: f64,
+    collisions: f64,
+    offroads: f64,
+}
+
+/// Means of an [`EpisodeTally`] (NaN when no episode ended).
+struct EpisodeMeans {
+    episode_return: f32,
+    driving_score: f32,
+    route_completion: f32,
+    collision_rate: f32,
+    offroad_rate: f32,
 }
 
 impl EpisodeTally {
     fn add(&mut self, s: &deltaplan_sim::EpisodeStats, ret: f32) {
         self.count += 1;
-        let v = [
-            f64::from(ret),
-            f64::from(s.driving_score()),
-            f64::from(s.route_completion),
-            f64::from(u8::from(s.had_collision())),
-            f64::from(u8::from(s.offroad > 0)),
-        ];
-        self.sums.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+        self.episode_return += f64::from(ret);
+        self.driving_score += f64::from(s.driving_score());
+        self.route_completion += f64::from(s.route_completion);
+        self.collisions += f64::from(u8::from(s.had_collision()));
+        self.offroads += f64::from(u8::from(s.offroad > 0));
     }
 
-    fn mean(&self) -> (f32, f32, f32, f32, f32) {
-        let m = |i: usize| {
+    fn mean(&self) -> EpisodeMeans {
+        let mean = |sum: f64| {
             if self.count == 0 {
                 f32::NAN
             } else {
-                (self.sums[i] / self.count as f64) as f32
+                (sum / self.count as f64) as f32
             }
         };
-        (m(0), m(1), m(2), m(3), m(4))
+        EpisodeMeans {
+            episode_return: mean(self.episode_return),
+            driving_score: mean(self.driving_score),
+            route_completion: mean(self.route_completion),
+            collision_rate: mean(self.collisions),
+            offroad_rate: mean(self.offroads),
+        }
     }
 }
