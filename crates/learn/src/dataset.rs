@@ -156,19 +156,19 @@ pub struct EpisodeInfo {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
     pub config: Recording,
-    /// [N, OBS_DIM].
+    /// `[N, OBS_DIM]`.
     pub obs: Vec<f32>,
-    /// [N, 2H]: the clean expert plan at the recorded state (ego frame, metres): the label.
+    /// `[N, 2H]`: the clean expert plan at the recorded state (ego frame, metres): the label.
     pub actions: Vec<f32>,
-    /// [N, 2H]: the plan actually executed from that state (`actions` plus noise in noisy
+    /// `[N, 2H]`: the plan actually executed from that state (`actions` plus noise in noisy
     /// episodes, identical otherwise). Replaying these from an episode's scenario spec
     /// reproduces the recorded states exactly, so every label can be audited.
     pub executed: Vec<f32>,
-    /// [N]: index into `Family::ALL`.
+    /// `[N]`: index into `Family::ALL`.
     pub family: Vec<u8>,
-    /// [N]: episode id, an index into `episodes`.
+    /// `[N]`: episode id, an index into `episodes`.
     pub episode: Vec<u32>,
-    /// [N]: step within the episode (0 = the reset state).
+    /// `[N]`: step within the episode (0 = the reset state).
     pub step: Vec<u32>,
     /// Per episode id.
     pub episodes: Vec<EpisodeInfo>,

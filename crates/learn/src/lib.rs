@@ -5,7 +5,7 @@
 //! - [`nn`]: flat-parameter MLP, batched forward, analytic backward, fast tanh, orthogonal init;
 //! - [`optim`]: AdamW and global gradient-norm clipping (PyTorch semantics);
 //! - [`dist`]: tanh-squashed diagonal Gaussian, exact log-probs, entropy, KL to the SFT policy;
-//! - [`gae`]: advantages with termination and truncation kept apart;
+//! - [`mod@gae`]: advantages with termination and truncation kept apart;
 //! - [`actor_critic`]: the residual policy and value networks, sampling and deterministic inference;
 //! - [`ppo`]: the PPO update: loss with analytic gradients, minibatch loop, statistics;
 //! - [`checkpoint`]: atomic, validated safetensors + JSON files, weight hashes;

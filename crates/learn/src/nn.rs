@@ -52,7 +52,7 @@ fn exp_reduced(x: f32) -> f32 {
     poly * f32::from_bits(n_int.wrapping_add(127) << 23)
 }
 
-/// Fast float32 tanh: `1 - 2 / (e + 1)` with `e = exp(2|x|)` from [`exp_reduced`], sign of
+/// Fast float32 tanh: `1 - 2 / (e + 1)` with `e = exp(2|x|)` from `exp_reduced`, sign of
 /// `x` restored (odd by construction).
 ///
 /// One branch-free path of ~25 arithmetic ops and one division, so a slice loop over it

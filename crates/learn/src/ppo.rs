@@ -24,7 +24,7 @@
 //! - **target KL, SB3 style**: a minibatch whose approx_kl exceeds `1.5 * target_kl` ends the
 //!   update before its gradient step (CleanRL checks after each epoch);
 //! - **critic warm-up**: for the first `critic_warmup_iters` updates only the critic is stepped;
-//! - **truncation-aware GAE** ([`crate::gae`]): a truncated episode bootstraps from
+//! - **truncation-aware GAE** ([`crate::gae()`]): a truncated episode bootstraps from
 //!   `V(final observation)`, a terminated one from 0;
 //! - **reward scale**: rewards are multiplied by `refine.reward_scale` before GAE
 //!   (in the refinement loop), keeping value targets O(1).

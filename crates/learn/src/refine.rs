@@ -8,7 +8,7 @@
 //!    pre-squash action `u`; the world executes `W_sft + ramp * max_delta * tanh(u)`.
 //! 2. Bootstrap values: `V(x')` of the next observation, or of the final observation of an
 //!    episode that was truncated (route finished, time limit); none after a termination.
-//! 3. GAE(gamma, lambda) over the `[T, N]` rollout ([`crate::gae`]).
+//! 3. GAE(gamma, lambda) over the `[T, N]` rollout ([`crate::gae()`]).
 //! 4. PPO update ([`crate::ppo::Ppo::update`]): clipped surrogate, value loss, entropy, KL to the
 //!    SFT policy with adaptive beta, critic warm-up, target-KL early stop.
 //!
