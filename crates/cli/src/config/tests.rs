@@ -367,4 +367,16 @@ fn defaults_round_trip_and_runs_record_only_settings() {
     }
     let text = cfg.to_annotated_toml();
     assert!(text.contains("[train_scenarios]") && text.contains("# Not settings"));
+    // What a run records (and `deltaplan config` prints) loads back as the same configuration.
+    let cfg = load(&[
+        "seed=7",
+        "refine.ppo.kl_sft_target=0.02",
+        "sim.vehicle.max_accel=2.5",
+        "train_scenarios.families=[\"merge\"]",
+    ])
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.toml");
+    std::fs::write(&path, cfg.to_annotated_toml()).unwrap();
+    assert_eq!(Config::load(Some(&path), &[], None).unwrap(), cfg);
 }
