@@ -81,7 +81,8 @@ enum Command {
     Record,
     /// Train the SFT planner by behaviour cloning to OUT/sft.safetensors.
     TrainSft,
-    /// Refine the SFT planner with PPO; checkpoints to OUT/rl.safetensors every iteration.
+    /// Refine the SFT planner with PPO; checkpoints to OUT/rl.safetensors every
+    /// `checkpoint_every` iterations, at the end and on Ctrl-C.
     Refine,
     /// Evaluate a policy in closed loop on a split; writes OUT/eval/SPLIT_POLICY.json.
     Evaluate {
@@ -115,7 +116,8 @@ enum Command {
     },
     /// Write the report from the evaluation files (OUT/report.md, report.json, figures/).
     Report,
-    /// Print the effective configuration as TOML.
+    /// Print the effective configuration as TOML (every field is a setting; derived values and
+    /// unset optional settings follow as comments).
     Config,
 }
 
@@ -148,7 +150,7 @@ fn real_main() -> Result<()> {
     pipeline::install_interrupt_handler();
     match cli.command {
         Command::Config => {
-            print!("{}", cfg.to_toml());
+            print!("{}", cfg.to_annotated_toml());
             Ok(())
         }
         Command::Run => pipeline::run_all(&cfg, &out),

@@ -129,7 +129,7 @@ pub fn record(cfg: &Config, out: &Path) -> Result<()> {
     }
     let t = Instant::now();
     let pb = bar(cfg.demos.steps as u64, "record");
-    let ds = record_demonstrations(&cfg.demos, |step| pb.set_position(step as u64))?;
+    let ds = record_demonstrations(&cfg.recording(), |step| pb.set_position(step as u64))?;
     pb.finish_and_clear();
     ds.save(out)?;
     tracing::info!(
@@ -169,7 +169,7 @@ pub fn train_sft(cfg: &Config, out: &Path) -> Result<()> {
         Dataset::load(out).context("the SFT planner is trained on the recorded demonstrations")?;
     let t = Instant::now();
     let pb = bar(cfg.sft.epochs as u64, "train-sft");
-    let (planner, report) = sft::train_sft(&cfg.sft, &ds, |e| {
+    let (planner, report) = sft::train_sft(&cfg.sft, &ds, cfg.stage_seed(), |e| {
         pb.set_position(e.epoch as u64);
         pb.set_message(format!("val ADE {:.3} m FDE {:.3} m", e.val_ade, e.val_fde));
     })?;
@@ -200,9 +200,9 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
     let metrics_path = out.join("metrics.jsonl");
     let mut r = if path.exists() {
         let r = Refiner::resume(&path, &sft)?;
-        if r.cfg != cfg.refine || r.sim != cfg.sim {
+        if r.cfg != cfg.refine || r.sim != cfg.sim || r.scenarios != cfg.train_scenarios {
             bail!(
-                "{} was written with another [refine] or [sim] configuration: use the same configuration, or a new --out",
+                "{} was written with another [refine], [sim] or [train_scenarios] configuration: use the same configuration, or a new --out",
                 path.display()
             );
         }
@@ -213,7 +213,13 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
         );
         r
     } else {
-        Refiner::new(cfg.refine.clone(), cfg.sim, &sft, cfg.seed)?
+        Refiner::new(
+            cfg.refine.clone(),
+            cfg.sim,
+            cfg.train_scenarios.clone(),
+            &sft,
+            cfg.stage_seed(),
+        )?
     };
     // Keep the metrics of the iterations the checkpoint holds; drop any written after it.
     let kept: Vec<String> = fs::read_to_string(&metrics_path)
@@ -467,7 +473,7 @@ fn open_loop_errors(
     refined: &LoadedPolicy,
 ) -> Result<OpenLoopErrors> {
     let ds = Dataset::load(out)?;
-    let (_, val) = ds.split(cfg.sft.val_fraction, cfg.sft.seed)?;
+    let (_, val) = ds.split(cfg.sft.val_fraction, cfg.stage_seed())?;
     let mut ws = SftWorkspace::new();
     let s = sft::evaluate(sft, &ds, &val, cfg.sft.loss, &mut ws)?;
     let mut rp = ResidualPlanner::new(sft, &refined.ac, refined.ramp);

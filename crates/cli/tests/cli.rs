@@ -204,7 +204,7 @@ fn bad_config_fields_are_named() {
     let o = run(
         &["record"],
         &out,
-        &["--set", "demos.difficulty.traffic_density=9"],
+        &["--set", "train_scenarios.difficulty.traffic_density=9"],
     );
     assert!(!o.status.success());
     let t = text(&o);
@@ -240,4 +240,26 @@ fn missing_inputs_and_foreign_directories_are_refused_with_the_fix() {
     assert!(text(&o).contains("not a deltaplan run"), "{}", text(&o));
     std::fs::remove_dir_all(out).ok();
     std::fs::remove_dir_all(foreign).ok();
+}
+
+#[test]
+fn impossible_settings_are_refused_before_any_stage_runs() {
+    for set in [
+        "refine.hidden=[0]",
+        "refine.ppo.learning_rate=inf",
+        "sim.vehicle.wheelbase=0.0",
+        "refine.ppo.num_minibatches=4096",
+        "demos.seed=5",
+    ] {
+        let out = tmp("refused");
+        let o = run(&["run"], &out, &["--set", set]);
+        assert!(!o.status.success(), "{set} was accepted");
+        let key = set.split('=').next().unwrap();
+        assert!(text(&o).contains(key), "{set}: {}", text(&o));
+        assert!(
+            !out.join("demos.safetensors").exists() && !out.join("run.toml").exists(),
+            "{set}: a stage ran before the configuration was refused"
+        );
+        std::fs::remove_dir_all(&out).ok();
+    }
 }

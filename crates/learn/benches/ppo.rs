@@ -76,9 +76,8 @@ fn act_into(
     bufs: &mut [Vec<f32>; 4],
 ) {
     let [u, delta, logp, value] = bufs;
-    ac.act(
+    ac.sample(
         obs,
-        false,
         rng,
         ws,
         ActOutput {
@@ -177,9 +176,10 @@ fn workload(d: usize, hidden: &[usize], a: usize) {
     let mut ppo = Ppo::new(
         PpoConfig {
             ent_coef: 0.01,
-            ..PpoConfig::default()
+            ..PpoConfig::cleanrl()
         },
         ac,
+        100,
     )
     .expect("ppo");
     let mb = rollout.as_minibatch();

@@ -12,7 +12,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use deltaplan_learn::dataset::{dataset_path, record_demonstrations, Dataset, DemoConfig};
+use deltaplan_learn::dataset::{
+    dataset_path, record_demonstrations, Dataset, DemoConfig, Recording,
+};
+use deltaplan_learn::scenarios::TrainScenarios;
 use deltaplan_learn::sft::{train_sft, SftPlanner, SftTrainConfig, SftWorkspace};
 use deltaplan_sim::{
     BatchEnv, Difficulty, EndReason, EpisodeStats, Family, SimConfig, Split, StepBuffers, OBS_DIM,
@@ -27,9 +30,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ds = if dataset_path(&data_dir).exists() {
         Dataset::load(&data_dir)?
     } else {
-        let cfg = DemoConfig::default();
+        let rec = Recording {
+            sim: SimConfig::default(),
+            seed: 0,
+            scenarios: TrainScenarios::default(),
+            demos: DemoConfig::default(),
+        };
+        let cfg = &rec.demos;
         let t = Instant::now();
-        let ds = record_demonstrations(&cfg, |_| {})?;
+        let ds = record_demonstrations(&rec, |_| {})?;
         let rec = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let path = ds.save(&data_dir)?;
@@ -52,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             None => SftTrainConfig::default(),
         };
         let t = Instant::now();
-        let (p, report) = train_sft(&cfg, &ds, |e| {
+        let (p, report) = train_sft(&cfg, &ds, 0, |e| {
             println!(
                 "epoch {:3}  train {:.4}  val {:.4}  ADE {:.3} m  FDE {:.3} m  lr {:.2e}  ({:.1} s)",
                 e.epoch,

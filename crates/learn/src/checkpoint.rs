@@ -14,11 +14,12 @@
 //!   an error that names the file, the problem and the fix ([`crate::LearnError`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::Path;
 
+use deltaplan_stdx::fs::write_atomic;
 use safetensors::{Dtype, SafeTensors};
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use crate::error::{LearnError, Result};
@@ -29,11 +30,57 @@ pub const METADATA_KEY: &str = "deltaplan";
 /// Tensors as loaded: name -> (shape, row-major data).
 pub type TensorMap = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
+/// The JSON metadata of a loaded file, read through one typed accessor whose errors name the
+/// file, the field and the fix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metadata {
+    path: String,
+    kind: String,
+    json: serde_json::Value,
+}
+
+impl Metadata {
+    /// Field `name` as a `T`; missing or of another type is [`LearnError::Incompatible`].
+    pub fn field<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
+        let value = self
+            .json
+            .get(name)
+            .ok_or_else(|| self.incompatible(format!("metadata has no field `{name}`")))?;
+        serde_json::from_value(value.clone())
+            .map_err(|e| self.incompatible(format!("metadata field `{name}` does not parse: {e}")))
+    }
+
+    /// Field `name` if present (None when absent); a present field of another type is an error.
+    pub fn optional<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        match self.json.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(_) => self.field(name).map(Some),
+        }
+    }
+
+    /// The whole JSON object.
+    pub fn json(&self) -> &serde_json::Value {
+        &self.json
+    }
+
+    /// An [`LearnError::Incompatible`] for this file with `reason`.
+    pub fn incompatible(&self, reason: String) -> LearnError {
+        LearnError::Incompatible {
+            path: self.path.clone(),
+            reason,
+            fix: fix_for_kind(&self.kind),
+        }
+    }
+}
+
 /// The fix to suggest for a bad file of `kind`: the command that (re)creates it.
 pub fn fix_for_kind(kind: &str) -> String {
     match kind {
         "demonstrations" => "re-run `deltaplan record` to recreate it".to_string(),
         "sft_planner" => "re-run `deltaplan train-sft` to recreate it".to_string(),
+        "residual_policy" => {
+            "re-run `deltaplan refine` (in a new --out) to recreate it".to_string()
+        }
         _ => "recreate it with this version of deltaplan".to_string(),
     }
 }
@@ -53,16 +100,6 @@ fn io_err(op: &'static str, path: &Path, e: std::io::Error) -> LearnError {
         path: path.display().to_string(),
         reason: e.to_string(),
     }
-}
-
-/// `<path>.tmp` (same directory, so the final rename never crosses filesystems).
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
 }
 
 /// Writes `tensors` (name, shape, data) and `metadata` to `path` atomically.
@@ -124,32 +161,16 @@ pub fn save_tensors(
         .map_err(|e| LearnError::Checkpoint(format!("cannot serialise tensors: {e}")))?;
     drop(bytes);
 
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(|e| io_err("create the directory of", path, e))?;
-    }
-    let tmp = tmp_path(path);
-    {
-        let mut f = File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
-        f.write_all(&buf).map_err(|e| io_err("write", &tmp, e))?;
-        f.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
-    }
-    fs::rename(&tmp, path).map_err(|e| io_err("rename into place", path, e))?;
-    // Persist the rename itself; best effort (not every platform can open a directory).
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    write_atomic(path, &buf).map_err(|e| io_err("write atomically", path, e))
 }
 
 /// Loads a file written by [`save_tensors`], checking that it exists, parses, is of
-/// `expected_kind` and has `schema_version`. Returns the metadata JSON and every tensor.
+/// `expected_kind` and has `schema_version`. Returns the metadata and every tensor.
 pub fn load_tensors(
     path: &Path,
     expected_kind: &str,
     schema_version: u32,
-) -> Result<(serde_json::Value, TensorMap)> {
+) -> Result<(Metadata, TensorMap)> {
     let shown = path.display().to_string();
     let fix = fix_for_kind(expected_kind);
     let buf = match fs::read(path) {
@@ -182,12 +203,13 @@ pub fn load_tensors(
     let kind = meta
         .get("kind")
         .and_then(|k| k.as_str())
+        .map(str::to_string)
         .ok_or_else(|| corrupt("metadata has no string \"kind\"".to_string()))?;
     if kind != expected_kind {
         return Err(LearnError::WrongKind {
             path: shown,
             expected: describe_kind(expected_kind),
-            found: describe_kind(kind),
+            found: describe_kind(&kind),
         });
     }
     let found = meta
@@ -197,7 +219,7 @@ pub fn load_tensors(
     if found != u64::from(schema_version) {
         return Err(LearnError::SchemaVersion {
             path: shown,
-            kind: kind.to_string(),
+            kind: kind.clone(),
             expected: schema_version,
             found,
             fix,
@@ -218,6 +240,11 @@ pub fn load_tensors(
             .collect();
         tensors.insert(name.to_string(), (view.shape().to_vec(), data));
     }
+    let meta = Metadata {
+        path: shown,
+        kind,
+        json: meta,
+    };
     Ok((meta, tensors))
 }
 

@@ -16,19 +16,23 @@
 
 use std::path::{Path, PathBuf};
 
-use deltaplan_sim::{BatchEnv, Difficulty, Family, SimConfig, StepBuffers, OBS_DIM};
-use rand::{RngExt, SeedableRng};
+use deltaplan_sim::{Difficulty, Family, SimConfig, StepBuffers, OBS_DIM};
+use deltaplan_stdx::seed::{self, splitmix64};
+use rand::RngExt;
 use rand_distr::{Distribution, StandardNormal};
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{fix_for_kind, load_tensors, save_tensors, take_tensor};
+use crate::checkpoint::{load_tensors, save_tensors, take_tensor};
 use crate::error::{LearnError, Result};
+use crate::scenarios::TrainScenarios;
 
 /// File kind in the checkpoint metadata.
 pub const DATASET_KIND: &str = "demonstrations";
 /// Schema version this build writes and reads.
-pub const DATASET_SCHEMA_VERSION: u32 = 1;
+/// Version 2: the metadata `config` is a [`Recording`] (simulator, seed, training scenarios and
+/// the demonstration settings as separate parts).
+pub const DATASET_SCHEMA_VERSION: u32 = 2;
 /// File name inside a dataset directory.
 pub const DATASET_FILE: &str = "demos.safetensors";
 
@@ -60,35 +64,22 @@ impl Default for DemoNoise {
     }
 }
 
-/// What to record.
+/// What to record (the user's settings; see [`Recording`] for everything a recording uses).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DemoConfig {
-    pub sim: SimConfig,
     /// Worlds stepped together.
     pub n_envs: usize,
     /// Steps per world; samples = `n_envs * steps`.
     pub steps: usize,
-    pub seed: u64,
-    pub families: Vec<Family>,
-    pub difficulty: Difficulty,
-    /// Episodes draw their difficulty uniformly from `difficulty` up to this fraction of the
-    /// way to `difficulty.harder()` (0: always `difficulty`). Same meaning as in refinement, so
-    /// imitation and RL see the same scenario distribution.
-    pub difficulty_mix: f32,
     pub noise: DemoNoise,
 }
 
 impl Default for DemoConfig {
     fn default() -> Self {
         DemoConfig {
-            sim: SimConfig::default(),
             n_envs: 64,
             steps: 1500,
-            seed: 0,
-            families: Family::ALL.to_vec(),
-            difficulty: Difficulty::default(),
-            difficulty_mix: 1.0,
             noise: DemoNoise::default(),
         }
     }
@@ -97,37 +88,51 @@ impl Default for DemoConfig {
 impl DemoConfig {
     /// Checks ranges, naming the field at fault.
     pub fn validate(&self) -> Result<()> {
-        self.sim
-            .validate()
-            .map_err(|e| LearnError::Config(e.to_string()))?;
-        self.difficulty
-            .validate()
-            .map_err(|e| LearnError::Config(e.to_string()))?;
-        let bad = |m: &str| Err(LearnError::Config(format!("demonstrations: {m}")));
-        if !(0.0..=1.0).contains(&self.difficulty_mix) {
-            return bad("difficulty_mix must be in [0, 1]");
-        }
+        let bad = |m: &str| Err(LearnError::Config(format!("demos.{m}")));
         if self.n_envs == 0 || self.steps == 0 {
-            return bad("n_envs and steps must be at least 1");
+            return bad("n_envs and demos.steps must be at least 1");
         }
         // Episode ids and steps are stored as f32: keep them exactly representable.
         if self.n_envs.saturating_mul(self.steps) >= 1 << 24 {
-            return bad("n_envs * steps must stay below 16.7M samples (2^24)");
-        }
-        if self.families.is_empty() {
-            return bad("families must not be empty");
+            return bad("n_envs * demos.steps must stay below 16.7M samples (2^24)");
         }
         let n = &self.noise;
         if !(0.0..=1.0).contains(&n.prob) {
             return bad("noise.prob must be in [0, 1]");
         }
-        if !(0.0..=5.0).contains(&n.lateral_m) || !(0.0..=0.5).contains(&n.speed_frac) {
-            return bad("noise.lateral_m must be in [0, 5] and noise.speed_frac in [0, 0.5]");
+        if !(0.0..=5.0).contains(&n.lateral_m) {
+            return bad("noise.lateral_m must be in [0, 5]");
+        }
+        if !(0.0..=0.5).contains(&n.speed_frac) {
+            return bad("noise.speed_frac must be in [0, 0.5]");
         }
         if !(n.tau_s > 0.0 && n.tau_s <= 60.0) {
             return bad("noise.tau_s must be in (0, 60]");
         }
         Ok(())
+    }
+}
+
+/// Everything a recording uses: the user's [`DemoConfig`] and the values the caller passes in
+/// (the run's simulator, seed and training scenarios). Stored in the dataset file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recording {
+    pub sim: SimConfig,
+    /// Seeds the scenarios and the noise.
+    pub seed: u64,
+    pub scenarios: TrainScenarios,
+    pub demos: DemoConfig,
+}
+
+impl Recording {
+    /// Checks every part, naming the field at fault.
+    pub fn validate(&self) -> Result<()> {
+        self.sim
+            .validate()
+            .map_err(|e| LearnError::Config(e.to_string()))?;
+        self.scenarios.validate()?;
+        self.demos.validate()
     }
 }
 
@@ -150,30 +155,23 @@ pub struct EpisodeInfo {
 /// Recorded demonstrations, in memory. Sample `k` is `obs[k*D..]`, `actions[k*2H..]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
-    pub config: DemoConfig,
-    /// [N, OBS_DIM].
+    pub config: Recording,
+    /// `[N, OBS_DIM]`.
     pub obs: Vec<f32>,
-    /// [N, 2H]: the clean expert plan at the recorded state (ego frame, metres): the label.
+    /// `[N, 2H]`: the clean expert plan at the recorded state (ego frame, metres): the label.
     pub actions: Vec<f32>,
-    /// [N, 2H]: the plan actually executed from that state (`actions` plus noise in noisy
+    /// `[N, 2H]`: the plan actually executed from that state (`actions` plus noise in noisy
     /// episodes, identical otherwise). Replaying these from an episode's scenario spec
     /// reproduces the recorded states exactly, so every label can be audited.
     pub executed: Vec<f32>,
-    /// [N]: index into `Family::ALL`.
+    /// `[N]`: index into `Family::ALL`.
     pub family: Vec<u8>,
-    /// [N]: episode id, an index into `episodes`.
+    /// `[N]`: episode id, an index into `episodes`.
     pub episode: Vec<u32>,
-    /// [N]: step within the episode (0 = the reset state).
+    /// `[N]`: step within the episode (0 = the reset state).
     pub step: Vec<u32>,
     /// Per episode id.
     pub episodes: Vec<EpisodeInfo>,
-}
-
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 fn family_id(f: Family) -> u8 {
@@ -225,25 +223,20 @@ impl NoiseState {
 
 /// Records expert demonstrations. `progress` is called after every step with the number of
 /// samples recorded so far.
-pub fn record_demonstrations(cfg: &DemoConfig, mut progress: impl FnMut(usize)) -> Result<Dataset> {
-    cfg.validate()?;
+pub fn record_demonstrations(rec: &Recording, mut progress: impl FnMut(usize)) -> Result<Dataset> {
+    rec.validate()?;
+    let cfg = &rec.demos;
     let n = cfg.n_envs;
     let d = OBS_DIM;
-    let a = cfg.sim.action_dim();
+    let a = rec.sim.action_dim();
     let total = n * cfg.steps;
-    let mut env = BatchEnv::train_mixed(
-        cfg.sim,
-        n,
-        cfg.seed,
-        cfg.families.clone(),
-        cfg.difficulty.training_range(cfg.difficulty_mix),
-    );
+    let mut env = rec.scenarios.batch_env(rec.sim, n, rec.seed);
     let mut buf = StepBuffers::new(n);
     env.observe(&mut buf.obs);
     let mut clean = vec![0.0f32; n * a];
     let mut executed = vec![0.0f32; n * a];
     let mut ds = Dataset {
-        config: cfg.clone(),
+        config: rec.clone(),
         obs: Vec::with_capacity(total * d),
         actions: Vec::with_capacity(total * a),
         executed: Vec::with_capacity(total * a),
@@ -258,7 +251,7 @@ pub fn record_demonstrations(cfg: &DemoConfig, mut progress: impl FnMut(usize)) 
             // seeds are decorrelated (PCG streams differing only in increment are not, at
             // first).
             let mut s = NoiseState {
-                rng: Pcg64::seed_from_u64(splitmix(splitmix(cfg.seed ^ 0x0D5A_4E01) ^ i as u64)),
+                rng: seed::rng(splitmix64(splitmix64(rec.seed ^ 0x0D5A_4E01) ^ i as u64), 0),
                 noisy: false,
                 lateral: 0.0,
                 speed: 0.0,
@@ -311,7 +304,7 @@ pub fn record_demonstrations(cfg: &DemoConfig, mut progress: impl FnMut(usize)) 
                 });
             } else {
                 step_in_ep[i] += 1;
-                noise[i].advance(&cfg.noise, cfg.sim.dt);
+                noise[i].advance(&cfg.noise, rec.sim.dt);
             }
         }
         progress(ds.family.len());
@@ -407,39 +400,19 @@ impl Dataset {
             dataset_path(dir)
         };
         let (meta, mut tensors) = load_tensors(&path, DATASET_KIND, DATASET_SCHEMA_VERSION)?;
-        let shown = path.display().to_string();
-        let fix = fix_for_kind(DATASET_KIND);
-        let incompatible = |reason: String| LearnError::Incompatible {
-            path: shown.clone(),
-            reason,
-            fix: fix.clone(),
-        };
-        let obs_dim = meta.get("obs_dim").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+        let incompatible = |reason: String| meta.incompatible(reason);
+        let obs_dim: usize = meta.field("obs_dim")?;
         if obs_dim != OBS_DIM {
             return Err(incompatible(format!(
                 "recorded observations have {obs_dim} features (obs_dim), but this build's \
                  simulator produces {OBS_DIM}"
             )));
         }
-        let config: DemoConfig = meta
-            .get("config")
-            .cloned()
-            .ok_or_else(|| incompatible("metadata has no `config`".into()))
-            .and_then(|c| {
-                serde_json::from_value(c)
-                    .map_err(|e| incompatible(format!("metadata `config` does not parse: {e}")))
-            })?;
-        let episodes: Vec<EpisodeInfo> = meta
-            .get("episodes")
-            .cloned()
-            .ok_or_else(|| incompatible("metadata has no `episodes`".into()))
-            .and_then(|c| {
-                serde_json::from_value(c)
-                    .map_err(|e| incompatible(format!("metadata `episodes` does not parse: {e}")))
-            })?;
-        let n = meta.get("n_samples").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+        let config: Recording = meta.field("config")?;
+        let episodes: Vec<EpisodeInfo> = meta.field("episodes")?;
+        let n: usize = meta.field("n_samples")?;
         let a = config.sim.action_dim();
-        if meta.get("action_dim").and_then(|v| v.as_u64()) != Some(a as u64) {
+        if meta.field::<usize>("action_dim")? != a {
             return Err(incompatible(format!(
                 "metadata action_dim disagrees with its sim config (2 x horizon = {a})"
             )));
@@ -504,12 +477,7 @@ impl Dataset {
         }
         let n_val = ((val_fraction * n_ep as f32).round() as usize).clamp(1, n_ep - 1);
         let mut order: Vec<usize> = (0..n_ep).collect();
-        let mut rng = Pcg64::seed_from_u64(seed ^ 0x5711_7000);
-        // Fisher-Yates over episode ids.
-        for i in (1..n_ep).rev() {
-            let j = rng.random_range(0..=i);
-            order.swap(i, j);
-        }
+        seed::shuffle(&mut order, &mut seed::rng(seed, 0x5711_7000));
         let mut is_val = vec![false; n_ep];
         for &e in &order[..n_val] {
             is_val[e] = true;

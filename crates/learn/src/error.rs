@@ -23,6 +23,9 @@ pub enum LearnError {
         /// The row width it must be a multiple of.
         width: usize,
     },
+    /// The frozen planner failed.
+    #[error(transparent)]
+    Planner(#[from] crate::planner::PlannerError),
     /// An invalid configuration value.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -17,20 +17,36 @@
 
 use crate::error::{check_len, rows_of, Result};
 
-/// Computes advantages and returns for a `[T, N]` rollout (`num_envs = N`).
-#[allow(clippy::too_many_arguments)]
+/// The per-step data of a `[T, N]` rollout, time-major (index `t * N + i`).
+#[derive(Clone, Copy, Debug)]
+pub struct GaeSteps<'a> {
+    pub rewards: &'a [f32],
+    /// `V(s_t)` at rollout time.
+    pub values: &'a [f32],
+    /// V of the observation that followed each step (see the module docs).
+    pub next_values: &'a [f32],
+    pub terminated: &'a [bool],
+    pub truncated: &'a [bool],
+    /// `N`, the number of worlds.
+    pub num_envs: usize,
+}
+
+/// Computes advantages and returns of `steps` with discount `gamma` and GAE `lambda`.
 pub fn gae(
-    rewards: &[f32],
-    values: &[f32],
-    next_values: &[f32],
-    terminated: &[bool],
-    truncated: &[bool],
-    num_envs: usize,
+    steps: GaeSteps<'_>,
     gamma: f32,
     lambda: f32,
     advantages_out: &mut [f32],
     returns_out: &mut [f32],
 ) -> Result<()> {
+    let GaeSteps {
+        rewards,
+        values,
+        next_values,
+        terminated,
+        truncated,
+        num_envs,
+    } = steps;
     let len = rewards.len();
     rows_of("rewards", len, num_envs)?;
     check_len("values", values.len(), len)?;

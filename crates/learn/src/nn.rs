@@ -52,7 +52,7 @@ fn exp_reduced(x: f32) -> f32 {
     poly * f32::from_bits(n_int.wrapping_add(127) << 23)
 }
 
-/// Fast float32 tanh: `1 - 2 / (e + 1)` with `e = exp(2|x|)` from [`exp_reduced`], sign of
+/// Fast float32 tanh: `1 - 2 / (e + 1)` with `e = exp(2|x|)` from `exp_reduced`, sign of
 /// `x` restored (odd by construction).
 ///
 /// One branch-free path of ~25 arithmetic ops and one division, so a slice loop over it
@@ -118,30 +118,57 @@ multiversion! {
     }
 }
 
-/// `C[m,n] = alpha * A[m,k] B[k,n] + beta * C` with explicit row/column strides (elements).
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn gemm(
+/// A read-only matrix operand of [`gemm`]: element `(i, j)` is
+/// `data[i * row_stride + j * col_stride]`.
+#[derive(Clone, Copy)]
+struct Strided<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Strided<'a> {
+    /// `data` as a row-major matrix with `cols` columns.
+    #[inline]
+    fn row_major(data: &'a [f32], cols: usize) -> Self {
+        Strided {
+            data,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of `data` read as a row-major matrix with `cols` columns.
+    #[inline]
+    fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Strided {
+            data,
+            row_stride: 1,
+            col_stride: cols,
+        }
+    }
+}
+
+/// Dimensions of a product: `A[m, k] B[k, n]`.
+#[derive(Clone, Copy)]
+struct GemmShape {
     m: usize,
     k: usize,
     n: usize,
-    a: &[f32],
-    rsa: usize,
-    csa: usize,
-    b: &[f32],
-    rsb: usize,
-    csb: usize,
-    beta: f32,
-    c: &mut [f32],
-    rsc: usize,
-) {
+}
+
+/// `C[m, n] = A[m, k] B[k, n] + beta * C`, with `C` row-major (`n` columns).
+#[inline]
+fn gemm(shape: GemmShape, a: Strided<'_>, b: Strided<'_>, beta: f32, c: &mut [f32]) {
+    let GemmShape { m, k, n } = shape;
     if m == 0 || n == 0 {
         return;
     }
+    let (rsa, csa, rsb, csb) = (a.row_stride, a.col_stride, b.row_stride, b.col_stride);
     // Bounds: the largest index each operand touches must lie inside its slice.
-    assert!(k == 0 || (m - 1) * rsa + (k - 1) * csa < a.len());
-    assert!(k == 0 || (k - 1) * rsb + (n - 1) * csb < b.len());
-    assert!((m - 1) * rsc + (n - 1) < c.len());
+    assert!(k == 0 || (m - 1) * rsa + (k - 1) * csa < a.data.len());
+    assert!(k == 0 || (k - 1) * rsb + (n - 1) * csb < b.data.len());
+    assert!((m - 1) * n + (n - 1) < c.len());
     // SAFETY: the asserts above keep every access of the three strided matrices in bounds,
     // and `c` is a unique borrow (no aliasing with `a` or `b`).
     unsafe {
@@ -150,15 +177,15 @@ fn gemm(
             k,
             n,
             1.0,
-            a.as_ptr(),
+            a.data.as_ptr(),
             rsa as isize,
             csa as isize,
-            b.as_ptr(),
+            b.data.as_ptr(),
             rsb as isize,
             csb as isize,
             beta,
             c.as_mut_ptr(),
-            rsc as isize,
+            n as isize,
             1,
         );
     }
@@ -463,19 +490,17 @@ impl Mlp {
             let w = &self.params[layer.w..layer.b];
             let bias = &self.params[layer.b..layer.b + layer.fan_out];
             // out[B, out] = input[B, in] . W^T  (W is [out, in] row-major => W^T has strides (1, in))
+            // out[B, out] = input[B, in] . W[out, in]^T
             gemm(
-                batch,
-                layer.fan_in,
-                layer.fan_out,
-                input,
-                layer.fan_in,
-                1,
-                w,
-                1,
-                layer.fan_in,
+                GemmShape {
+                    m: batch,
+                    k: layer.fan_in,
+                    n: layer.fan_out,
+                },
+                Strided::row_major(input, layer.fan_in),
+                Strided::transposed(w, layer.fan_in),
                 0.0,
                 out,
-                layer.fan_out,
             );
             if l < last {
                 bias_tanh_rows(out, bias);
@@ -531,18 +556,36 @@ impl Mlp {
             let (gw, gb) = self.grads[layer.w..layer.b + n_out].split_at_mut(n_in * n_out);
             // dW[out, in] += dz^T[out, B] . input[B, in]
             gemm(
-                n_out, batch, n_in, dz, 1, n_out, input, n_in, 1, 1.0, gw, n_in,
+                GemmShape {
+                    m: n_out,
+                    k: batch,
+                    n: n_in,
+                },
+                Strided::transposed(dz, n_out),
+                Strided::row_major(input, n_in),
+                1.0,
+                gw,
             );
             col_sum_accumulate(gb, dz);
             let w = &self.params[layer.w..layer.b];
+            // d(input)[B, in] = dz[B, out] . W[out, in]
+            let input_grad = |out: &mut [f32]| {
+                let shape = GemmShape {
+                    m: batch,
+                    k: n_out,
+                    n: n_in,
+                };
+                let (dz, w) = (Strided::row_major(dz, n_out), Strided::row_major(w, n_in));
+                gemm(shape, dz, w, 0.0, out);
+            };
             if l > 0 {
-                // d(input)[B, in] = dz[B, out] . W[out, in], then through the previous tanh.
+                // ... then through the previous layer's tanh.
                 let da = &mut next[..batch * n_in];
-                gemm(batch, n_out, n_in, dz, n_out, 1, w, n_in, 1, 0.0, da, n_in);
+                input_grad(da);
                 tanh_backward_inplace(da, input);
                 std::mem::swap(&mut cur, &mut next);
             } else if let Some(dx) = dinput.as_deref_mut() {
-                gemm(batch, n_out, n_in, dz, n_out, 1, w, n_in, 1, 0.0, dx, n_in);
+                input_grad(dx);
             }
         }
         Ok(())

@@ -15,349 +15,185 @@
 //! interval. A minibatch step is then: global grad-norm clip over actor, log-std and critic,
 //! AdamW. Actor and critic run side by side (`rayon::join`); each is sequential inside, so the
 //! bits do not depend on the number of threads.
+//!
+//! Departures from CleanRL's `ppo_continuous_action.py`, each on purpose:
+//! - **tanh squash**: the executed correction is `max_delta * tanh(u)`; the rollout stores `u`,
+//!   so log-probabilities stay exact Gaussian ones (the squash's Jacobian cancels in the ratio);
+//! - **KL to the SFT policy**: `beta * KL(pi || pi_sft)` in the loss, beta optionally adapted
+//!   towards `kl_sft_target` after each update;
+//! - **target KL, SB3 style**: a minibatch whose approx_kl exceeds `1.5 * target_kl` ends the
+//!   update before its gradient step (CleanRL checks after each epoch);
+//! - **critic warm-up**: for the first `critic_warmup_iters` updates only the critic is stepped;
+//! - **truncation-aware GAE** ([`crate::gae()`]): a truncated episode bootstraps from
+//!   `V(final observation)`, a terminated one from 0;
+//! - **reward scale**: rewards are multiplied by `refine.reward_scale` before GAE
+//!   (in the refinement loop), keeping value targets O(1).
+//!
+//! Reading order: [`Ppo`] and its [`Ppo::update`], the settings ([`PpoConfig`]), the data it
+//! consumes and reports, the loss with its analytic gradients, and last the workspaces.
 
-use rand::{Rng, RngExt};
+use deltaplan_stdx::seed::shuffle;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::actor_critic::{ActorCritic, PAR_MIN_FLOATS};
 use crate::dist;
 use crate::error::{check_len, rows_of, LearnError, Result};
-use crate::nn::{Mlp, MlpInit, MlpWorkspace, OutputInit, TensorView};
-use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
-
-/// Below this many input floats, actor and critic run one after the other (join overhead).
-const PAR_MIN_FLOATS: usize = 1024;
+use crate::nn::MlpWorkspace;
+use crate::optim::{AdamW, AdamWConfig};
 
 // ---------------------------------------------------------------------------------------------
-// Actor-critic
+// PPO trainer
 // ---------------------------------------------------------------------------------------------
 
-/// Shape and initialisation of the actor (mean of `u`) and critic networks.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ActorCriticConfig {
-    /// Observation width `D`.
-    pub obs_dim: usize,
-    /// Action width `A` (e.g. 2 x number of waypoints).
-    pub act_dim: usize,
-    /// Hidden widths shared by actor and critic, e.g. `[256, 256]`.
-    pub hidden: Vec<usize>,
-    /// Initial log-std of `u`; also the reference policy's exploration `sigma_ref`.
-    pub log_std_init: f32,
-    /// Actor output layer: `Orthogonal { gain: 0.01 }` (CleanRL) or `Zero` (exact identity).
-    pub actor_output: OutputInit,
-    /// Critic output-layer orthogonal gain (1.0 in CleanRL).
-    pub critic_output_gain: f32,
-    /// Per-dimension bound of the executed correction, `delta = max_delta * tanh(u)`.
-    pub max_delta: Vec<f32>,
+/// PPO trainer: the actor-critic, its optimiser, the adaptive KL coefficient and the
+/// preallocated workspaces.
+#[derive(Clone, Debug)]
+pub struct Ppo {
+    /// Hyper-parameters.
+    pub cfg: PpoConfig,
+    /// Policy and value networks.
+    pub ac: ActorCritic,
+    /// One AdamW over actor, log-std and critic (groups 0, 1, 2).
+    pub optim: AdamW,
+    /// Current KL-to-SFT coefficient beta.
+    pub kl_sft_coef: f32,
+    /// Number of completed updates (drives annealing and critic warm-up).
+    pub iteration: usize,
+    /// Updates the run will make: the learning rate anneals to 0 over them.
+    pub num_iterations: usize,
+    loss_ws: LossWorkspace,
+    mb: MinibatchBuf,
+    perm: Vec<usize>,
 }
 
-impl ActorCriticConfig {
-    /// CleanRL-style defaults with a zero actor output layer (iteration 0 = the SFT planner) and
-    /// the same `max_delta` on every dimension.
-    pub fn new(obs_dim: usize, act_dim: usize, hidden: &[usize], max_delta: f32) -> Self {
-        Self {
-            obs_dim,
-            act_dim,
-            hidden: hidden.to_vec(),
-            log_std_init: -3.0,
-            actor_output: OutputInit::Zero,
-            critic_output_gain: 1.0,
-            max_delta: vec![max_delta; act_dim],
-        }
-    }
-}
-
-/// Residual policy `pi(u | s) = N(actor(s), exp(log_std))` and value function `critic(s)`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ActorCritic {
-    /// Mean of `u`: `D -> hidden -> A`.
-    pub actor: Mlp,
-    /// State value: `D -> hidden -> 1`.
-    pub critic: Mlp,
-    /// Learned, state-independent log-std of `u`, `[A]`.
-    pub log_std: Vec<f32>,
-    /// Gradient of the loss w.r.t. `log_std`.
-    pub log_std_grad: Vec<f32>,
-    /// Log-std of the frozen reference (SFT) policy `N(0, sigma_ref)` for the KL penalty.
-    pub ref_log_std: Vec<f32>,
-    /// Per-dimension bound of the executed correction.
-    pub max_delta: Vec<f32>,
-}
-
-/// Reusable activations for [`ActorCritic::act`] (one per rollout thread).
-#[derive(Clone, Debug, Default)]
-pub struct ActWorkspace {
-    actor: MlpWorkspace,
-    critic: MlpWorkspace,
-}
-
-impl ActWorkspace {
-    /// Empty workspace, sized on first use.
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-/// Output buffers of [`ActorCritic::act`] for a batch of `B` observations.
-#[derive(Debug)]
-pub struct ActOutput<'a> {
-    /// Pre-squash action `u`, `[B, A]` (store this in the rollout).
-    pub u: &'a mut [f32],
-    /// Executed correction `max_delta * tanh(u)`, `[B, A]`.
-    pub delta: &'a mut [f32],
-    /// `log N(u; mu, sigma)`, `[B]` (the Jacobian of the squash cancels in PPO's ratio).
-    pub logp: &'a mut [f32],
-    /// `V(s)`, `[B]`.
-    pub value: &'a mut [f32],
-}
-
-impl ActorCritic {
-    /// Builds both networks from `cfg`, drawing orthogonal weights from `rng`.
-    pub fn new<R: Rng + ?Sized>(cfg: &ActorCriticConfig, rng: &mut R) -> Result<Self> {
-        check_len("max_delta", cfg.max_delta.len(), cfg.act_dim)?;
-        if cfg.max_delta.iter().any(|&m| m <= 0.0 || !m.is_finite()) {
-            return Err(LearnError::Config(format!(
-                "max_delta must be finite and positive, got {:?}",
-                cfg.max_delta
-            )));
-        }
-        let mut actor_sizes = vec![cfg.obs_dim];
-        actor_sizes.extend(&cfg.hidden);
-        let mut critic_sizes = actor_sizes.clone();
-        actor_sizes.push(cfg.act_dim);
-        critic_sizes.push(1);
-        let actor = Mlp::new(
-            &actor_sizes,
-            MlpInit {
-                hidden_gain: std::f32::consts::SQRT_2,
-                output: cfg.actor_output,
-            },
-            rng,
-        )?;
-        let critic = Mlp::new(
-            &critic_sizes,
-            MlpInit::orthogonal(cfg.critic_output_gain),
-            rng,
-        )?;
+impl Ppo {
+    /// Trainer for `ac` with a fresh optimiser, for a run of `num_iterations` updates (the
+    /// learning-rate schedule's length).
+    pub fn new(cfg: PpoConfig, ac: ActorCritic, num_iterations: usize) -> Result<Self> {
+        cfg.validate()?;
+        let optim = AdamW::new(cfg.adamw(), &ac.param_groups());
         Ok(Self {
-            actor,
-            critic,
-            log_std: vec![cfg.log_std_init; cfg.act_dim],
-            log_std_grad: vec![0.0; cfg.act_dim],
-            ref_log_std: vec![cfg.log_std_init; cfg.act_dim],
-            max_delta: cfg.max_delta.clone(),
+            kl_sft_coef: cfg.kl_sft_coef,
+            cfg,
+            ac,
+            optim,
+            iteration: 0,
+            num_iterations,
+            loss_ws: LossWorkspace::default(),
+            mb: MinibatchBuf::default(),
+            perm: Vec::new(),
         })
     }
 
-    /// Observation width.
-    pub fn obs_dim(&self) -> usize {
-        self.actor.in_dim()
-    }
-    /// Action width.
-    pub fn act_dim(&self) -> usize {
-        self.actor.out_dim()
-    }
-
-    /// Optimiser groups: actor params (decayed), log-std (never decayed: decay would pull it
-    /// towards sigma = 1), critic params (decayed).
-    pub fn param_groups(&self) -> [(usize, bool); 3] {
-        [
-            (self.actor.num_params(), true),
-            (self.log_std.len(), false),
-            (self.critic.num_params(), true),
-        ]
+    /// Loss terms and gradients (into `self.ac`'s gradient buffers, zeroed first) for one
+    /// minibatch with KL coefficient `beta`. No optimiser step.
+    pub fn minibatch_loss_and_grads(
+        &mut self,
+        batch: MinibatchRef<'_>,
+        beta: f32,
+    ) -> Result<LossStats> {
+        loss_and_grads(&self.cfg, &mut self.ac, &mut self.loss_ws, batch, beta)
     }
 
-    /// Zeroes all gradients.
-    pub fn zero_grad(&mut self) {
-        self.actor.zero_grad();
-        self.critic.zero_grad();
-        self.log_std_grad.fill(0.0);
-    }
-
-    /// Global L2 clipping over actor, log-std and critic gradients; returns the pre-clip norm.
-    pub fn clip_grad_norm(&mut self, max_norm: f32) -> f32 {
-        clip_grad_norm(
-            &mut [
-                self.actor.grads_mut(),
-                &mut self.log_std_grad,
-                self.critic.grads_mut(),
-            ],
-            max_norm,
-        )
-    }
-
-    /// One optimiser step on all groups, or only the critic when `actor_frozen`.
-    pub fn optimizer_step(&mut self, optim: &mut AdamW, actor_frozen: bool) -> Result<()> {
-        if !actor_frozen {
-            let (p, g) = self.actor.params_and_grads_mut();
-            optim.step_group(0, p, g)?;
-            optim.step_group(1, &mut self.log_std, &self.log_std_grad)?;
-        }
-        let (p, g) = self.critic.params_and_grads_mut();
-        optim.step_group(2, p, g)
-    }
-
-    /// Parameters with PyTorch names (CleanRL `Agent`): `actor_mean.N.weight`, `actor_logstd`
-    /// (shape `[1, A]`), `critic.N.weight`, ...
-    pub fn named_tensors(&self) -> Vec<TensorView<'_>> {
-        self.named(
-            self.actor.named_tensors(),
-            &self.log_std,
-            self.critic.named_tensors(),
-        )
-    }
-
-    /// Gradients, named like [`ActorCritic::named_tensors`].
-    pub fn named_grads(&self) -> Vec<TensorView<'_>> {
-        self.named(
-            self.actor.named_grads(),
-            &self.log_std_grad,
-            self.critic.named_grads(),
-        )
-    }
-
-    fn named<'a>(
-        &self,
-        actor: Vec<TensorView<'a>>,
-        log_std: &'a [f32],
-        critic: Vec<TensorView<'a>>,
-    ) -> Vec<TensorView<'a>> {
-        let mut out = Vec::with_capacity(actor.len() + critic.len() + 1);
-        out.extend(actor.into_iter().map(|t| TensorView {
-            name: format!("actor_mean.{}", t.name),
-            ..t
-        }));
-        out.push(TensorView {
-            name: "actor_logstd".into(),
-            shape: vec![1, log_std.len()],
-            data: log_std,
-        });
-        out.extend(critic.into_iter().map(|t| TensorView {
-            name: format!("critic.{}", t.name),
-            ..t
-        }));
-        out
-    }
-
-    /// Overwrites one named tensor (names as in [`ActorCritic::named_tensors`]).
-    pub fn set_tensor(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<()> {
-        if let Some(rest) = name.strip_prefix("actor_mean.") {
-            self.actor.set_tensor(rest, shape, data)
-        } else if let Some(rest) = name.strip_prefix("critic.") {
-            self.critic.set_tensor(rest, shape, data)
-        } else if name == "actor_logstd" {
-            let a = self.log_std.len();
-            if shape != [1, a] && shape != [a] {
-                return Err(LearnError::Checkpoint(format!(
-                    "tensor `actor_logstd` has shape {shape:?}, expected [1, {a}]"
-                )));
-            }
-            check_len(name, data.len(), a)?;
-            self.log_std.copy_from_slice(data);
-            Ok(())
+    /// Learning rate of the current iteration.
+    pub fn current_lr(&self) -> f64 {
+        if self.cfg.anneal_lr {
+            self.cfg.lr_at(self.iteration, self.num_iterations)
         } else {
-            Err(LearnError::UnknownTensor(name.to_string()))
+            self.cfg.learning_rate
         }
     }
 
-    /// Forward of actor and critic on the same observations, side by side when worth it.
-    fn forward_both<'w>(
-        actor: &Mlp,
-        critic: &Mlp,
-        obs: &[f32],
-        wa: &'w mut MlpWorkspace,
-        wc: &'w mut MlpWorkspace,
-    ) -> Result<(&'w [f32], &'w [f32])> {
-        let (mu, v) = if obs.len() >= PAR_MIN_FLOATS {
-            rayon::join(
-                move || actor.forward(obs, wa),
-                move || critic.forward(obs, wc),
-            )
-        } else {
-            (actor.forward(obs, wa), critic.forward(obs, wc))
-        };
-        Ok((mu?, v?))
-    }
-
-    /// Batched rollout inference on `obs` (`[B, D]`): samples `u` (or takes `u = mu` when
-    /// `deterministic`), squashes it to `delta`, and returns `log N(u; mu, sigma)` and `V(s)`.
-    ///
-    /// The noise is drawn (row-major, from `rng`) beside the critic's forward pass while the
-    /// actor runs on the other thread; the draws and hence the bits do not depend on that.
-    pub fn act<R: Rng + Send + ?Sized>(
-        &self,
-        obs: &[f32],
-        deterministic: bool,
+    /// One PPO update: `update_epochs` passes over a seeded shuffle of the rollout in
+    /// `num_minibatches` near-equal minibatches; per minibatch loss + grads, target-KL check,
+    /// global clip, AdamW. Then adapts beta and advances the iteration counter.
+    pub fn update<R: Rng + ?Sized>(
+        &mut self,
+        rollout: &RolloutBatch,
         rng: &mut R,
-        ws: &mut ActWorkspace,
-        out: ActOutput<'_>,
-    ) -> Result<()> {
-        let (d, a) = (self.obs_dim(), self.act_dim());
-        let b = rows_of("obs", obs.len(), d)?;
-        check_len("u", out.u.len(), b * a)?;
-        check_len("delta", out.delta.len(), b * a)?;
-        check_len("logp", out.logp.len(), b)?;
-        check_len("value", out.value.len(), b)?;
-        let ActWorkspace {
-            actor: wa,
-            critic: wc,
-        } = ws;
-        let (actor, critic) = (&self.actor, &self.critic);
-        let u = &mut *out.u;
-        let mut draw = |u: &mut [f32]| {
-            if !deterministic {
-                dist::standard_normal(rng, u);
-            }
-        };
-        let (mu, v) = if obs.len() >= PAR_MIN_FLOATS {
-            let (mu, v) = rayon::join(
-                || actor.forward(obs, wa),
-                || {
-                    let v = critic.forward(obs, wc);
-                    draw(u);
-                    v
-                },
-            );
-            (mu?, v?)
-        } else {
-            let (mu, v) = (actor.forward(obs, wa)?, critic.forward(obs, wc)?);
-            draw(u);
-            (mu, v)
-        };
-        if deterministic {
-            u.copy_from_slice(mu);
-        } else {
-            dist::reparameterize(mu, &self.log_std, u)?;
+    ) -> Result<UpdateStats> {
+        let (d, a) = (self.ac.obs_dim(), self.ac.act_dim());
+        let n = rollout.as_minibatch().validate(d, a)?;
+        let k = self.cfg.num_minibatches;
+        let min_mb = self.cfg.min_minibatch_len();
+        if n < k * min_mb {
+            return Err(LearnError::Config(format!(
+                "rollout of {n} samples is too small for {k} minibatches of at least {min_mb}"
+            )));
         }
-        dist::squash(u, &self.max_delta, out.delta)?;
-        dist::gaussian_log_prob(u, mu, &self.log_std, out.logp)?;
-        out.value.copy_from_slice(v);
-        Ok(())
-    }
+        let lr = self.current_lr();
+        self.optim.set_lr(lr);
+        let actor_frozen = self.iteration < self.cfg.critic_warmup_iters;
+        let beta = self.kl_sft_coef;
 
-    /// `V(s)` for a batch (e.g. bootstrap values of final observations on truncation).
-    pub fn value(&self, obs: &[f32], ws: &mut ActWorkspace, out: &mut [f32]) -> Result<()> {
-        let b = rows_of("obs", obs.len(), self.obs_dim())?;
-        check_len("value", out.len(), b)?;
-        out.copy_from_slice(self.critic.forward(obs, &mut ws.critic)?);
-        Ok(())
+        self.perm.clear();
+        self.perm.extend(0..n);
+        let mut sums = LossSums::default();
+        let mut early_stopped = false;
+        'epochs: for _ in 0..self.cfg.update_epochs {
+            shuffle(&mut self.perm, rng);
+            for m in 0..k {
+                let idx = &self.perm[m * n / k..(m + 1) * n / k];
+                self.mb.gather(rollout, idx, d, a);
+                let s = loss_and_grads(
+                    &self.cfg,
+                    &mut self.ac,
+                    &mut self.loss_ws,
+                    self.mb.rows(d, a),
+                    beta,
+                )?;
+                if self.cfg.target_kl.is_some_and(|t| s.approx_kl > 1.5 * t) {
+                    early_stopped = true;
+                    break 'epochs;
+                }
+                if actor_frozen {
+                    self.ac.actor.zero_grad();
+                    self.ac.log_std_grad.fill(0.0);
+                }
+                let norm = self.ac.clip_grad_norm(self.cfg.max_grad_norm);
+                self.ac.optimizer_step(&mut self.optim, actor_frozen)?;
+                sums += (&s, norm);
+            }
+        }
+        let (losses, grad_norm) = sums.mean();
+        let steps = sums.steps;
+        if let (true, Some(target)) = (self.cfg.kl_sft_adaptive, self.cfg.kl_sft_target) {
+            if steps > 0 && losses.kl_sft > 1.5 * target {
+                self.kl_sft_coef *= 2.0;
+            } else if steps > 0 && losses.kl_sft < target / 1.5 {
+                self.kl_sft_coef *= 0.5;
+            }
+        }
+        self.iteration += 1;
+        Ok(UpdateStats {
+            losses,
+            grad_norm,
+            explained_variance: explained_variance(&rollout.values, &rollout.returns),
+            learning_rate: lr,
+            kl_sft_coef: beta,
+            next_kl_sft_coef: self.kl_sft_coef,
+            minibatch_steps: steps,
+            early_stopped,
+            actor_frozen,
+        })
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// PPO configuration and data
+// Settings, data and statistics
 // ---------------------------------------------------------------------------------------------
 
-/// PPO hyper-parameters (CleanRL names and defaults unless stated).
+/// PPO hyper-parameters (CleanRL names). `Default` holds deltaplan's values, the only place
+/// they are written; [`PpoConfig::cleanrl`] is CleanRL's reference setting. The number of
+/// iterations the learning rate anneals over is not a setting: [`Ppo::new`] takes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(deny_unknown_fields, default)]
 pub struct PpoConfig {
     /// Base learning rate.
     pub learning_rate: f64,
-    /// Linear decay to 0 over `num_iterations` ([`PpoConfig::lr_at`]).
+    /// Linear decay to 0 over the run's iterations ([`PpoConfig::lr_at`]).
     pub anneal_lr: bool,
-    /// Total number of updates planned (for annealing).
-    pub num_iterations: usize,
     /// Passes over the rollout per update.
     pub update_epochs: usize,
     /// Minibatches per pass (the rollout is split into near-equal parts).
@@ -375,11 +211,11 @@ pub struct PpoConfig {
     /// Global gradient-norm bound.
     pub max_grad_norm: f32,
     /// SB3 early stop: end the update when a minibatch's approx_kl > 1.5 * target_kl (checked
-    /// before its gradient step).
+    /// before its gradient step). Unset: never stop early.
     pub target_kl: Option<f32>,
     /// Initial coefficient beta of the KL penalty to the SFT reference policy (0 = off).
     pub kl_sft_coef: f32,
-    /// Target KL to the reference for adaptive beta.
+    /// Target KL to the reference for adaptive beta (needed by `kl_sft_adaptive`).
     pub kl_sft_target: Option<f32>,
     /// Adapt beta after each update: x2 if KL > 1.5 target, /2 if KL < target / 1.5.
     pub kl_sft_adaptive: bool,
@@ -392,11 +228,24 @@ pub struct PpoConfig {
 }
 
 impl Default for PpoConfig {
+    /// deltaplan's refinement: CleanRL's values with 8 minibatches, a target-KL early stop at
+    /// 0.05 and 3 iterations of critic warm-up.
     fn default() -> Self {
+        Self {
+            num_minibatches: 8,
+            target_kl: Some(0.05),
+            critic_warmup_iters: 3,
+            ..Self::cleanrl()
+        }
+    }
+}
+
+impl PpoConfig {
+    /// CleanRL's `ppo_continuous_action.py` setting (the reference the parity tests use).
+    pub fn cleanrl() -> Self {
         Self {
             learning_rate: 3e-4,
             anneal_lr: true,
-            num_iterations: 100,
             update_epochs: 4,
             num_minibatches: 4,
             clip_coef: 0.2,
@@ -414,9 +263,7 @@ impl Default for PpoConfig {
             critic_warmup_iters: 0,
         }
     }
-}
 
-impl PpoConfig {
     /// Linearly annealed learning rate for 0-based `iteration` of `total`:
     /// `lr * (1 - iteration / total)` (CleanRL's schedule), never negative.
     pub fn lr_at(&self, iteration: usize, total: usize) -> f64 {
@@ -437,23 +284,54 @@ impl PpoConfig {
         }
     }
 
-    /// Rejects values that cannot work.
+    /// Samples a minibatch needs at least (advantage normalisation takes a standard deviation).
+    pub fn min_minibatch_len(&self) -> usize {
+        if self.norm_adv {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Rejects values that cannot work, naming the field (`ppo.<field>`).
     pub fn validate(&self) -> Result<()> {
-        let bad = |what: &str| Err(LearnError::Config(what.to_string()));
-        if self.update_epochs == 0 || self.num_minibatches == 0 {
-            return bad("update_epochs and num_minibatches must be >= 1");
+        let bad = |what: String| Err(LearnError::Config(format!("ppo.{what}")));
+        let finite_in = |x: f64, lo: f64, hi: f64| x.is_finite() && x >= lo && x <= hi;
+        if self.update_epochs == 0 {
+            return bad("update_epochs must be at least 1".into());
+        }
+        if self.num_minibatches == 0 {
+            return bad("num_minibatches must be at least 1".into());
+        }
+        let floats: [(&str, f64, f64, f64); 7] = [
+            ("learning_rate", self.learning_rate, 0.0, 1.0),
+            ("ent_coef", f64::from(self.ent_coef), -10.0, 10.0),
+            ("vf_coef", f64::from(self.vf_coef), 0.0, 100.0),
+            ("max_grad_norm", f64::from(self.max_grad_norm), 1e-12, 1e6),
+            ("kl_sft_coef", f64::from(self.kl_sft_coef), 0.0, 1e6),
+            ("weight_decay", self.weight_decay, 0.0, 0.999_999),
+            ("adam_eps", self.adam_eps, 1e-20, 1.0),
+        ];
+        for (field, value, lo, hi) in floats {
+            if !finite_in(value, lo, hi) {
+                return bad(format!(
+                    "{field} = {value} is out of range: allowed {lo} to {hi}"
+                ));
+            }
         }
         if !(self.clip_coef > 0.0 && self.clip_coef < 1.0) {
-            return bad("clip_coef must be in (0, 1)");
+            return bad(format!("clip_coef = {} must be in (0, 1)", self.clip_coef));
         }
-        if self.max_grad_norm.is_nan() || self.max_grad_norm <= 0.0 {
-            return bad("max_grad_norm must be > 0");
+        for (field, value) in [
+            ("target_kl", self.target_kl),
+            ("kl_sft_target", self.kl_sft_target),
+        ] {
+            if let Some(t) = value.filter(|t| !(t.is_finite() && *t > 0.0)) {
+                return bad(format!("{field} = {t} must be positive and finite"));
+            }
         }
-        if self.learning_rate.is_nan() || self.learning_rate < 0.0 || self.kl_sft_coef < 0.0 {
-            return bad("learning_rate and kl_sft_coef must be >= 0");
-        }
-        if self.kl_sft_adaptive && self.kl_sft_target.is_none_or(|t| t.is_nan() || t <= 0.0) {
-            return bad("kl_sft_adaptive needs a positive kl_sft_target");
+        if self.kl_sft_adaptive && self.kl_sft_target.is_none() {
+            return bad("kl_sft_adaptive needs kl_sft_target to be set".into());
         }
         Ok(())
     }
@@ -518,6 +396,18 @@ impl RolloutBatch {
             old_values: &self.values,
         }
     }
+
+    /// The first `n` rows as a minibatch (`d` observation and `a` action floats per row).
+    fn first_rows(&self, n: usize, d: usize, a: usize) -> MinibatchRef<'_> {
+        MinibatchRef {
+            obs: &self.obs[..n * d],
+            u: &self.u[..n * a],
+            old_logp: &self.logp[..n],
+            advantages: &self.advantages[..n],
+            returns: &self.returns[..n],
+            old_values: &self.values[..n],
+        }
+    }
 }
 
 /// Loss terms of one minibatch (before the optimiser step).
@@ -555,6 +445,61 @@ impl LossStats {
             self.old_approx_kl,
             self.clip_frac,
         ]
+    }
+}
+
+/// Sums of the loss terms and gradient norms of the minibatch steps an update applied, in
+/// f64 and in step order; `sums += (&stats, grad_norm)`, then [`LossSums::mean`].
+#[derive(Clone, Copy, Debug, Default)]
+struct LossSums {
+    loss: f64,
+    pg_loss: f64,
+    v_loss: f64,
+    entropy: f64,
+    kl_sft: f64,
+    approx_kl: f64,
+    old_approx_kl: f64,
+    clip_frac: f64,
+    grad_norm: f64,
+    steps: usize,
+}
+
+impl std::ops::AddAssign<(&LossStats, f32)> for LossSums {
+    fn add_assign(&mut self, (s, grad_norm): (&LossStats, f32)) {
+        self.loss += f64::from(s.loss);
+        self.pg_loss += f64::from(s.pg_loss);
+        self.v_loss += f64::from(s.v_loss);
+        self.entropy += f64::from(s.entropy);
+        self.kl_sft += f64::from(s.kl_sft);
+        self.approx_kl += f64::from(s.approx_kl);
+        self.old_approx_kl += f64::from(s.old_approx_kl);
+        self.clip_frac += f64::from(s.clip_frac);
+        self.grad_norm += f64::from(grad_norm);
+        self.steps += 1;
+    }
+}
+
+impl LossSums {
+    /// Mean loss terms and mean gradient norm (zeros when no step was applied).
+    fn mean(&self) -> (LossStats, f32) {
+        let mean = |sum: f64| {
+            if self.steps == 0 {
+                0.0
+            } else {
+                (sum / self.steps as f64) as f32
+            }
+        };
+        let losses = LossStats {
+            loss: mean(self.loss),
+            pg_loss: mean(self.pg_loss),
+            v_loss: mean(self.v_loss),
+            entropy: mean(self.entropy),
+            kl_sft: mean(self.kl_sft),
+            approx_kl: mean(self.approx_kl),
+            old_approx_kl: mean(self.old_approx_kl),
+            clip_frac: mean(self.clip_frac),
+        };
+        (losses, mean(self.grad_norm))
     }
 }
 
@@ -603,76 +548,6 @@ pub fn explained_variance(y_pred: &[f32], y_true: &[f32]) -> f32 {
 // ---------------------------------------------------------------------------------------------
 // Loss and analytic gradients
 // ---------------------------------------------------------------------------------------------
-
-/// Grows `v` to at least `n` elements (never shrinks: steady state allocates nothing).
-fn grow(v: &mut Vec<f32>, n: usize) {
-    if v.len() < n {
-        v.resize(n, 0.0);
-    }
-}
-
-/// Preallocated per-minibatch buffers of the loss computation.
-#[derive(Clone, Debug, Default)]
-struct LossWorkspace {
-    actor: MlpWorkspace,
-    critic: MlpWorkspace,
-    logp: Vec<f32>,
-    adv: Vec<f32>,
-    dlogp: Vec<f32>,
-    dmu: Vec<f32>,
-    dv: Vec<f32>,
-    kl: Vec<f32>,
-    dkl: Vec<f32>,
-}
-
-/// Gathered (shuffled) minibatch copied out of the rollout.
-#[derive(Clone, Debug, Default)]
-struct MinibatchBuf {
-    obs: Vec<f32>,
-    u: Vec<f32>,
-    old_logp: Vec<f32>,
-    advantages: Vec<f32>,
-    returns: Vec<f32>,
-    old_values: Vec<f32>,
-    len: usize,
-}
-
-impl MinibatchBuf {
-    fn gather(&mut self, r: &RolloutBatch, idx: &[usize], d: usize, a: usize) {
-        let b = idx.len();
-        grow(&mut self.obs, b * d);
-        grow(&mut self.u, b * a);
-        for v in [
-            &mut self.old_logp,
-            &mut self.advantages,
-            &mut self.returns,
-            &mut self.old_values,
-        ] {
-            grow(v, b);
-        }
-        for (row, &k) in idx.iter().enumerate() {
-            self.obs[row * d..(row + 1) * d].copy_from_slice(&r.obs[k * d..(k + 1) * d]);
-            self.u[row * a..(row + 1) * a].copy_from_slice(&r.u[k * a..(k + 1) * a]);
-            self.old_logp[row] = r.logp[k];
-            self.advantages[row] = r.advantages[k];
-            self.returns[row] = r.returns[k];
-            self.old_values[row] = r.values[k];
-        }
-        self.len = b;
-    }
-
-    fn as_ref(&self, d: usize, a: usize) -> MinibatchRef<'_> {
-        let b = self.len;
-        MinibatchRef {
-            obs: &self.obs[..b * d],
-            u: &self.u[..b * a],
-            old_logp: &self.old_logp[..b],
-            advantages: &self.advantages[..b],
-            returns: &self.returns[..b],
-            old_values: &self.old_values[..b],
-        }
-    }
-}
 
 /// Which branch of `max(a, b)` gets the gradient, PyTorch style: all to the larger, half each
 /// on a tie. Returns the value and the combined derivative.
@@ -860,159 +735,65 @@ fn loss_and_grads(
 }
 
 // ---------------------------------------------------------------------------------------------
-// PPO trainer
+// Workspaces
 // ---------------------------------------------------------------------------------------------
 
-/// PPO trainer: the actor-critic, its optimiser, the adaptive KL coefficient and the
-/// preallocated workspaces.
-#[derive(Clone, Debug)]
-pub struct Ppo {
-    /// Hyper-parameters.
-    pub cfg: PpoConfig,
-    /// Policy and value networks.
-    pub ac: ActorCritic,
-    /// One AdamW over actor, log-std and critic (groups 0, 1, 2).
-    pub optim: AdamW,
-    /// Current KL-to-SFT coefficient beta.
-    pub kl_sft_coef: f32,
-    /// Number of completed updates (drives annealing and critic warm-up).
-    pub iteration: usize,
-    loss_ws: LossWorkspace,
-    mb: MinibatchBuf,
-    perm: Vec<usize>,
+/// Grows `v` to at least `n` elements (never shrinks: steady state allocates nothing).
+fn grow(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
 }
 
-impl Ppo {
-    /// Trainer for `ac` with a fresh optimiser.
-    pub fn new(cfg: PpoConfig, ac: ActorCritic) -> Result<Self> {
-        cfg.validate()?;
-        let optim = AdamW::new(cfg.adamw(), &ac.param_groups());
-        Ok(Self {
-            kl_sft_coef: cfg.kl_sft_coef,
-            cfg,
-            ac,
-            optim,
-            iteration: 0,
-            loss_ws: LossWorkspace::default(),
-            mb: MinibatchBuf::default(),
-            perm: Vec::new(),
-        })
+/// Preallocated per-minibatch buffers of the loss computation.
+#[derive(Clone, Debug, Default)]
+struct LossWorkspace {
+    actor: MlpWorkspace,
+    critic: MlpWorkspace,
+    logp: Vec<f32>,
+    adv: Vec<f32>,
+    dlogp: Vec<f32>,
+    dmu: Vec<f32>,
+    dv: Vec<f32>,
+    kl: Vec<f32>,
+    dkl: Vec<f32>,
+}
+
+/// Gathered (shuffled) minibatch copied out of the rollout: the rollout's own layout, grown to
+/// the largest minibatch, of which the first `len` rows are valid.
+#[derive(Clone, Debug, Default)]
+struct MinibatchBuf {
+    rows: RolloutBatch,
+    len: usize,
+}
+
+impl MinibatchBuf {
+    fn gather(&mut self, r: &RolloutBatch, idx: &[usize], d: usize, a: usize) {
+        let b = idx.len();
+        let rows = &mut self.rows;
+        grow(&mut rows.obs, b * d);
+        grow(&mut rows.u, b * a);
+        for v in [
+            &mut rows.logp,
+            &mut rows.advantages,
+            &mut rows.returns,
+            &mut rows.values,
+        ] {
+            grow(v, b);
+        }
+        for (row, &k) in idx.iter().enumerate() {
+            rows.obs[row * d..(row + 1) * d].copy_from_slice(&r.obs[k * d..(k + 1) * d]);
+            rows.u[row * a..(row + 1) * a].copy_from_slice(&r.u[k * a..(k + 1) * a]);
+            rows.logp[row] = r.logp[k];
+            rows.advantages[row] = r.advantages[k];
+            rows.returns[row] = r.returns[k];
+            rows.values[row] = r.values[k];
+        }
+        self.len = b;
     }
 
-    /// Loss terms and gradients (into `self.ac`'s gradient buffers, zeroed first) for one
-    /// minibatch with KL coefficient `beta`. No optimiser step.
-    pub fn minibatch_loss_and_grads(
-        &mut self,
-        batch: MinibatchRef<'_>,
-        beta: f32,
-    ) -> Result<LossStats> {
-        loss_and_grads(&self.cfg, &mut self.ac, &mut self.loss_ws, batch, beta)
-    }
-
-    /// Learning rate of the current iteration.
-    pub fn current_lr(&self) -> f64 {
-        if self.cfg.anneal_lr {
-            self.cfg.lr_at(self.iteration, self.cfg.num_iterations)
-        } else {
-            self.cfg.learning_rate
-        }
-    }
-
-    /// One PPO update: `update_epochs` passes over a seeded shuffle of the rollout in
-    /// `num_minibatches` near-equal minibatches; per minibatch loss + grads, target-KL check,
-    /// global clip, AdamW. Then adapts beta and advances the iteration counter.
-    pub fn update<R: Rng + ?Sized>(
-        &mut self,
-        rollout: &RolloutBatch,
-        rng: &mut R,
-    ) -> Result<UpdateStats> {
-        let (d, a) = (self.ac.obs_dim(), self.ac.act_dim());
-        let n = rollout.as_minibatch().validate(d, a)?;
-        let k = self.cfg.num_minibatches;
-        let min_mb = if self.cfg.norm_adv { 2 } else { 1 };
-        if n < k * min_mb {
-            return Err(LearnError::Config(format!(
-                "rollout of {n} samples is too small for {k} minibatches of at least {min_mb}"
-            )));
-        }
-        let lr = self.current_lr();
-        self.optim.set_lr(lr);
-        let actor_frozen = self.iteration < self.cfg.critic_warmup_iters;
-        let beta = self.kl_sft_coef;
-
-        self.perm.clear();
-        self.perm.extend(0..n);
-        let mut sums = [0.0f64; 9];
-        let mut steps = 0usize;
-        let mut early_stopped = false;
-        'epochs: for _ in 0..self.cfg.update_epochs {
-            for i in (1..n).rev() {
-                let j = rng.random_range(0..=i);
-                self.perm.swap(i, j);
-            }
-            for m in 0..k {
-                let idx = &self.perm[m * n / k..(m + 1) * n / k];
-                self.mb.gather(rollout, idx, d, a);
-                let s = loss_and_grads(
-                    &self.cfg,
-                    &mut self.ac,
-                    &mut self.loss_ws,
-                    self.mb.as_ref(d, a),
-                    beta,
-                )?;
-                if self.cfg.target_kl.is_some_and(|t| s.approx_kl > 1.5 * t) {
-                    early_stopped = true;
-                    break 'epochs;
-                }
-                if actor_frozen {
-                    self.ac.actor.zero_grad();
-                    self.ac.log_std_grad.fill(0.0);
-                }
-                let norm = self.ac.clip_grad_norm(self.cfg.max_grad_norm);
-                self.ac.optimizer_step(&mut self.optim, actor_frozen)?;
-                let [l0, l1, l2, l3, l4, l5, l6, l7] = s.as_array();
-                let vals = [l0, l1, l2, l3, l4, l5, l6, l7, norm];
-                sums.iter_mut()
-                    .zip(vals)
-                    .for_each(|(t, v)| *t += f64::from(v));
-                steps += 1;
-            }
-        }
-        let mean = |i: usize| {
-            if steps == 0 {
-                0.0
-            } else {
-                (sums[i] / steps as f64) as f32
-            }
-        };
-        let losses = LossStats {
-            loss: mean(0),
-            pg_loss: mean(1),
-            v_loss: mean(2),
-            entropy: mean(3),
-            kl_sft: mean(4),
-            approx_kl: mean(5),
-            old_approx_kl: mean(6),
-            clip_frac: mean(7),
-        };
-        if let (true, Some(target)) = (self.cfg.kl_sft_adaptive, self.cfg.kl_sft_target) {
-            if steps > 0 && losses.kl_sft > 1.5 * target {
-                self.kl_sft_coef *= 2.0;
-            } else if steps > 0 && losses.kl_sft < target / 1.5 {
-                self.kl_sft_coef *= 0.5;
-            }
-        }
-        self.iteration += 1;
-        Ok(UpdateStats {
-            losses,
-            grad_norm: mean(8),
-            explained_variance: explained_variance(&rollout.values, &rollout.returns),
-            learning_rate: lr,
-            kl_sft_coef: beta,
-            next_kl_sft_coef: self.kl_sft_coef,
-            minibatch_steps: steps,
-            early_stopped,
-            actor_frozen,
-        })
+    /// The gathered rows as a minibatch.
+    fn rows(&self, d: usize, a: usize) -> MinibatchRef<'_> {
+        self.rows.first_rows(self.len, d, a)
     }
 }

@@ -1,19 +1,21 @@
 //! RL refinement of a frozen SFT planner: a residual delta head trained with PPO + GAE in closed
 //! loop. Read top to bottom, it is one training iteration:
 //!
-//! 1. Rollout: for `rollout_steps` steps of `num_envs` worlds, the frozen SFT planner maps each
-//!    observation to an embedding `z` and waypoints `W_sft` (computed once per step and stored);
-//!    the policy input `x = [z, W_sft / scale, obs]` feeds the actor-critic, which samples the
+//! 1. Rollout: for `rollout_steps` steps of `num_envs` worlds, the frozen planner (the SFT
+//!    planner, or any [`FrozenPlanner`]) maps each observation to an embedding `z` (if it has
+//!    one) and waypoints `W_sft` (computed once per step and stored); the policy input
+//!    `x = [z, W_sft / scale, normalised obs]` feeds the actor-critic, which samples the
 //!    pre-squash action `u`; the world executes `W_sft + ramp * max_delta * tanh(u)`.
 //! 2. Bootstrap values: `V(x')` of the next observation, or of the final observation of an
 //!    episode that was truncated (route finished, time limit); none after a termination.
-//! 3. GAE(gamma, lambda) over the `[T, N]` rollout ([`crate::gae`]).
+//! 3. GAE(gamma, lambda) over the `[T, N]` rollout ([`crate::gae()`]).
 //! 4. PPO update ([`crate::ppo::Ppo::update`]): clipped surrogate, value loss, entropy, KL to the
 //!    SFT policy with adaptive beta, critic warm-up, target-KL early stop.
 //!
 //! Everything is a pure function of the seed: the environment's scenarios, and the action noise
-//! and minibatch shuffles (drawn from an RNG seeded by seed and iteration number). A checkpoint taken between iterations holds the networks, the
-//! optimiser moments, the KL coefficient, the counters and the environment snapshot
+//! and minibatch shuffles (drawn from an RNG seeded by seed and iteration number). A checkpoint
+//! taken between iterations holds the networks, the optimiser moments, the KL coefficient, the
+//! counters, the training scenarios and the environment snapshot
 //! (episode numbers plus the plans executed since each episode began), so a resumed run
 //! continues bit for bit.
 
@@ -21,19 +23,27 @@ use std::path::Path;
 use std::time::Instant;
 
 use deltaplan_sim::batch::StepBuffers;
-use deltaplan_sim::{BatchEnv, Difficulty, EnvSnapshot, Family, SimConfig, OBS_DIM};
-use rand::SeedableRng;
+use deltaplan_sim::{BatchEnv, EnvSnapshot, SimConfig, OBS_DIM};
+use deltaplan_stdx::seed;
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
 
+use crate::actor_critic::{
+    ActOutput, ActWorkspace, ActorCritic, ActorCriticConfig, DEFAULT_LOG_STD_INIT,
+};
 use crate::checkpoint::{load_tensors, save_tensors, take_tensor};
 use crate::error::{LearnError, Result};
-use crate::ppo::{ActOutput, ActWorkspace, ActorCritic, ActorCriticConfig, Ppo, PpoConfig};
-use crate::sft::{SftPlanner, SftWorkspace};
+use crate::gae::GaeSteps;
+use crate::planner::FrozenPlanner;
+use crate::ppo::{Ppo, PpoConfig, RolloutBatch};
+use crate::scenarios::TrainScenarios;
+use crate::sft::SftPlanner;
 
 /// Kind and schema version of refinement checkpoints.
 pub const CHECKPOINT_KIND: &str = "residual_policy";
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// Version 2: the training scenarios are stored apart from the refinement settings (`scenarios`),
+/// and the PPO settings no longer hold the iteration count.
+pub const CHECKPOINT_VERSION: u32 = 2;
 
 /// Waypoints enter the policy input divided by these (x forward, y left), so they are O(1).
 const WAYPOINT_SCALE: [f32; 2] = [20.0, 5.0];
@@ -61,12 +71,7 @@ pub struct RefineConfig {
     /// Progressive residual: the correction is scaled by min(1, (iteration + 1) / ramp_iters);
     /// 0 disables the ramp.
     pub ramp_iters: usize,
-    /// Scenario families of the training worlds.
-    pub families: Vec<Family>,
-    /// Training episodes draw their difficulty uniformly from `difficulty` up to
-    /// `difficulty_mix` of the way to `difficulty.harder()` (0: always `difficulty`).
-    pub difficulty: Difficulty,
-    pub difficulty_mix: f32,
+    /// PPO update settings; the learning rate anneals over `iterations`.
     pub ppo: PpoConfig,
 }
 
@@ -81,82 +86,94 @@ impl Default for RefineConfig {
             reward_scale: 0.1,
             hidden: vec![128, 128],
             max_delta: [4.0, 1.0],
-            log_std_init: -1.5,
+            log_std_init: DEFAULT_LOG_STD_INIT,
             ramp_iters: 0,
-            families: Family::ALL.to_vec(),
-            difficulty: Difficulty::default(),
-            difficulty_mix: 1.0,
-            ppo: PpoConfig {
-                learning_rate: 3e-4,
-                num_iterations: 800,
-                update_epochs: 4,
-                num_minibatches: 8,
-                clip_coef: 0.2,
-                ent_coef: 0.0,
-                target_kl: Some(0.05),
-                kl_sft_coef: 0.0,
-                critic_warmup_iters: 3,
-                ..PpoConfig::default()
-            },
+            ppo: PpoConfig::default(),
         }
     }
 }
 
 impl RefineConfig {
-    /// Rejects settings that cannot work, naming the field.
+    /// Rejects settings that cannot work, naming the field (`refine.<field>`).
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(LearnError::Config(m));
-        if self.num_envs == 0 || self.rollout_steps == 0 || self.iterations == 0 {
-            return bad(
-                "refine.num_envs, refine.rollout_steps and refine.iterations must be >= 1".into(),
-            );
+        let bad = |m: String| Err(LearnError::Config(format!("refine.{m}")));
+        for (field, value) in [
+            ("num_envs", self.num_envs),
+            ("rollout_steps", self.rollout_steps),
+            ("iterations", self.iterations),
+        ] {
+            if value == 0 {
+                return bad(format!("{field} must be at least 1"));
+            }
         }
-        if !(0.0..=1.0).contains(&self.gamma) || !(0.0..=1.0).contains(&self.gae_lambda) {
+        if self.hidden.is_empty() || self.hidden.contains(&0) {
             return bad(format!(
-                "refine.gamma ({}) and refine.gae_lambda ({}) must be in [0, 1]",
-                self.gamma, self.gae_lambda
+                "hidden = {:?}: needs at least one layer, every width at least 1",
+                self.hidden
             ));
+        }
+        for (field, value) in [("gamma", self.gamma), ("gae_lambda", self.gae_lambda)] {
+            if !(0.0..=1.0).contains(&value) {
+                return bad(format!("{field} = {value} must be in [0, 1]"));
+            }
         }
         if self.max_delta.iter().any(|&m| !(m > 0.0 && m <= 20.0)) {
             return bad(format!(
-                "refine.max_delta {:?} must be in (0, 20] metres",
+                "max_delta = {:?} must be in (0, 20] metres",
                 self.max_delta
             ));
         }
-        if !(0.0..=1.0).contains(&self.difficulty_mix) {
-            return bad(format!(
-                "refine.difficulty_mix ({}) must be in [0, 1]",
-                self.difficulty_mix
-            ));
-        }
-        if self.families.is_empty() {
-            return bad("refine.families must name at least one scenario family".into());
-        }
         if !(self.reward_scale > 0.0 && self.reward_scale.is_finite()) {
             return bad(format!(
-                "refine.reward_scale ({}) must be positive",
+                "reward_scale = {} must be positive and finite",
                 self.reward_scale
             ));
         }
-        self.difficulty
-            .validate()
-            .map_err(|e| LearnError::Config(e.to_string()))?;
-        self.ppo.validate()
+        if !(-20.0..=2.0).contains(&self.log_std_init) {
+            return bad(format!(
+                "log_std_init = {} must be in [-20, 2]",
+                self.log_std_init
+            ));
+        }
+        self.ppo.validate().map_err(|e| match e {
+            LearnError::Config(m) => LearnError::Config(format!("refine.{m}")),
+            other => other,
+        })?;
+        let rollout = self.num_envs.saturating_mul(self.rollout_steps);
+        let needed = self.ppo.num_minibatches * self.ppo.min_minibatch_len();
+        if rollout < needed {
+            return bad(format!(
+                "num_envs * rollout_steps = {rollout} samples is smaller than \
+                 refine.ppo.num_minibatches = {} minibatches of at least {} samples",
+                self.ppo.num_minibatches,
+                self.ppo.min_minibatch_len()
+            ));
+        }
+        Ok(())
     }
 }
 
-/// Width of the policy input for an SFT planner with embedding width `z_dim` and `action_dim`
-/// waypoint coordinates.
-pub fn policy_input_dim(z_dim: usize, action_dim: usize) -> usize {
-    z_dim + action_dim + OBS_DIM
+/// Width of the policy input on top of `planner`: its embedding, its plan, the observation.
+pub fn policy_input_dim(planner: &impl FrozenPlanner) -> usize {
+    planner.embedding_dim() + planner.action_dim() + planner.obs_dim()
 }
 
-/// Writes the policy input `x = [z, W_sft / scale, normalised obs]` for a batch (the
-/// observation normalised with the SFT planner's statistics).
-fn build_policy_input(sft: &SftPlanner, z: &[f32], wp: &[f32], obs: &[f32], x: &mut [f32]) {
-    let (z_dim, a) = (sft.z_dim(), sft.action_dim());
-    let (mean, std) = (sft.obs_mean(), sft.obs_std());
-    let d = z_dim + a + OBS_DIM;
+/// Writes the policy input `x = [z, W / scale, normalised obs]` for a batch: the planner's
+/// embedding `z` and plan `W`, the observation normalised with the planner's statistics.
+fn build_policy_input(
+    planner: &impl FrozenPlanner,
+    z: &[f32],
+    wp: &[f32],
+    obs: &[f32],
+    x: &mut [f32],
+) {
+    let (z_dim, a, od) = (
+        planner.embedding_dim(),
+        planner.action_dim(),
+        planner.obs_dim(),
+    );
+    let (mean, std) = planner.obs_normalisation();
+    let d = policy_input_dim(planner);
     for (i, row) in x.chunks_exact_mut(d).enumerate() {
         row[..z_dim].copy_from_slice(&z[i * z_dim..(i + 1) * z_dim]);
         for (k, (o, w)) in row[z_dim..z_dim + a]
@@ -167,15 +184,15 @@ fn build_policy_input(sft: &SftPlanner, z: &[f32], wp: &[f32], obs: &[f32], x: &
             *o = w / WAYPOINT_SCALE[k % 2];
         }
         for (k, o) in row[z_dim + a..].iter_mut().enumerate() {
-            *o = (obs[i * OBS_DIM + k] - mean[k]) / std[k];
+            *o = (obs[i * od + k] - mean[k]) / std[k];
         }
     }
 }
 
-/// Shape of the residual actor-critic for `cfg` on top of `sft`.
-fn actor_critic_config(cfg: &RefineConfig, sft: &SftPlanner) -> ActorCriticConfig {
-    let a = sft.action_dim();
-    let mut ac = ActorCriticConfig::new(policy_input_dim(sft.z_dim(), a), a, &cfg.hidden, 1.0);
+/// Shape of the residual actor-critic for `cfg` on top of `planner`.
+fn actor_critic_config(cfg: &RefineConfig, planner: &impl FrozenPlanner) -> ActorCriticConfig {
+    let a = planner.action_dim();
+    let mut ac = ActorCriticConfig::new(policy_input_dim(planner), a, &cfg.hidden, 1.0);
     ac.log_std_init = cfg.log_std_init;
     ac.max_delta = (0..a).map(|k| cfg.max_delta[k % 2]).collect();
     ac
@@ -191,27 +208,19 @@ pub struct LoadedPolicy {
     pub env_steps: u64,
 }
 
-/// Loads the residual actor-critic from `path`, checking it was trained on `sft`.
-pub fn load_policy(path: &Path, sft: &SftPlanner) -> Result<LoadedPolicy> {
+/// Loads the residual actor-critic from `path`, checking it was trained on `planner`.
+pub fn load_policy(path: &Path, planner: &impl FrozenPlanner) -> Result<LoadedPolicy> {
     let (meta, mut tensors) = load_tensors(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)?;
-    let shown = path.display().to_string();
-    let get = |name: &str| -> Result<serde_json::Value> {
-        meta.get(name).cloned().ok_or_else(|| {
-            LearnError::Checkpoint(format!("{shown}: metadata field `{name}` is missing"))
-        })
-    };
-    let bad = |name: &str, e: serde_json::Error| {
-        LearnError::Checkpoint(format!("{shown}: `{name}`: {e}"))
-    };
-    let hash: String = serde_json::from_value(get("sft_hash")?).map_err(|e| bad("sft_hash", e))?;
-    check_sft_hash(&shown, &hash, sft)?;
-    let cfg: RefineConfig = serde_json::from_value(get("config")?).map_err(|e| bad("config", e))?;
-    let iteration: usize =
-        serde_json::from_value(get("iteration")?).map_err(|e| bad("iteration", e))?;
-    let env_steps: u64 =
-        serde_json::from_value(get("env_steps")?).map_err(|e| bad("env_steps", e))?;
-    let mut rng = Pcg64::seed_from_u64(0);
-    let mut ac = ActorCritic::new(&actor_critic_config(&cfg, sft), &mut rng)?;
+    check_sft_hash(
+        &path.display().to_string(),
+        &meta.field::<String>("sft_hash")?,
+        planner,
+    )?;
+    let cfg: RefineConfig = meta.field("config")?;
+    let iteration: usize = meta.field("iteration")?;
+    let env_steps: u64 = meta.field("env_steps")?;
+    // Every weight is overwritten from the file; the seed only fills the shapes.
+    let mut ac = ActorCritic::new(&actor_critic_config(&cfg, planner), &mut seed::rng(0, 0))?;
     load_actor_critic(&mut ac, &mut tensors, path)?;
     let ramp = if cfg.ramp_iters == 0 {
         1.0
@@ -245,8 +254,8 @@ fn load_actor_critic(
     Ok(())
 }
 
-fn check_sft_hash(shown: &str, hash: &str, sft: &SftPlanner) -> Result<()> {
-    let mine = sft.weights_hash();
+fn check_sft_hash(shown: &str, hash: &str, planner: &impl FrozenPlanner) -> Result<()> {
+    let mine = planner.weights_hash();
     if hash != mine {
         return Err(LearnError::Checkpoint(format!(
             "{shown} was trained on another SFT planner (weights hash {}..., this one is {}...): \
@@ -259,12 +268,13 @@ fn check_sft_hash(shown: &str, hash: &str, sft: &SftPlanner) -> Result<()> {
 }
 
 /// The refined planner: frozen SFT planner plus the residual actor (and its critic).
-pub struct ResidualPlanner<'a> {
-    pub sft: &'a SftPlanner,
+pub struct ResidualPlanner<'a, P: FrozenPlanner = SftPlanner> {
+    /// The frozen planner the residual corrects.
+    pub planner: &'a P,
     pub ac: &'a ActorCritic,
     /// Scale on the correction (the progressive ramp's value).
     pub ramp: f32,
-    sft_ws: SftWorkspace,
+    planner_ws: P::Workspace,
     act_ws: ActWorkspace,
     bufs: Buffers,
 }
@@ -282,8 +292,13 @@ struct Buffers {
 }
 
 impl Buffers {
-    fn resize(&mut self, b: usize, z_dim: usize, a: usize) {
-        let d = z_dim + a + OBS_DIM;
+    /// Sizes every buffer for a batch of `b` observations of `planner`.
+    fn resize(&mut self, b: usize, planner: &impl FrozenPlanner) {
+        let (z_dim, a, d) = (
+            planner.embedding_dim(),
+            planner.action_dim(),
+            policy_input_dim(planner),
+        );
         self.z.resize(b * z_dim, 0.0);
         self.wp.resize(b * a, 0.0);
         self.x.resize(b * d, 0.0);
@@ -294,13 +309,13 @@ impl Buffers {
     }
 }
 
-impl<'a> ResidualPlanner<'a> {
-    pub fn new(sft: &'a SftPlanner, ac: &'a ActorCritic, ramp: f32) -> Self {
+impl<'a, P: FrozenPlanner> ResidualPlanner<'a, P> {
+    pub fn new(planner: &'a P, ac: &'a ActorCritic, ramp: f32) -> Self {
         ResidualPlanner {
-            sft,
+            planner,
             ac,
             ramp,
-            sft_ws: SftWorkspace::default(),
+            planner_ws: P::Workspace::default(),
             act_ws: ActWorkspace::new(),
             bufs: Buffers::default(),
         }
@@ -308,19 +323,14 @@ impl<'a> ResidualPlanner<'a> {
 
     /// Deterministic plans for a batch of observations: `W_sft + ramp * max_delta * tanh(mu)`.
     pub fn plan(&mut self, obs: &[f32], out: &mut [f32]) -> Result<()> {
-        let (z_dim, a) = (self.sft.z_dim(), self.sft.action_dim());
-        let b = obs.len() / OBS_DIM;
-        self.bufs.resize(b, z_dim, a);
+        let b = obs.len() / self.planner.obs_dim().max(1);
+        self.bufs.resize(b, self.planner);
         let bf = &mut self.bufs;
-        self.sft
-            .forward(obs, &mut self.sft_ws, &mut bf.z, &mut bf.wp)?;
-        build_policy_input(self.sft, &bf.z, &bf.wp, obs, &mut bf.x);
-        // Deterministic: the RNG is not drawn from.
-        let mut rng = Pcg64::seed_from_u64(0);
-        self.ac.act(
+        self.planner
+            .plan_batch(obs, &mut self.planner_ws, &mut bf.wp, &mut bf.z)?;
+        build_policy_input(self.planner, &bf.z, &bf.wp, obs, &mut bf.x);
+        self.ac.act_deterministic(
             &bf.x,
-            true,
-            &mut rng,
             &mut self.act_ws,
             ActOutput {
                 u: &mut bf.u,
@@ -368,11 +378,13 @@ pub struct IterationStats {
 }
 
 /// The PPO refinement loop with its environment, buffers and state.
-pub struct Refiner<'a> {
+pub struct Refiner<'a, P: FrozenPlanner = SftPlanner> {
     pub cfg: RefineConfig,
     pub sim: SimConfig,
+    /// Scenario distribution of the training worlds.
+    pub scenarios: TrainScenarios,
     pub seed: u64,
-    sft: &'a SftPlanner,
+    planner: &'a P,
     pub ppo: Ppo,
     env: BatchEnv,
     rng: Pcg64,
@@ -383,10 +395,10 @@ pub struct Refiner<'a> {
     step: StepBuffers,
     plan: Vec<f32>,
     bufs: Buffers,
-    sft_ws: SftWorkspace,
+    planner_ws: P::Workspace,
     act_ws: ActWorkspace,
     // Rollout storage, time-major [T, N, ...].
-    roll: crate::ppo::RolloutBatch,
+    roll: RolloutBatch,
     rewards: Vec<f32>,
     terminated: Vec<bool>,
     truncated: Vec<bool>,
@@ -398,37 +410,43 @@ pub struct Refiner<'a> {
     final_bufs: Buffers,
 }
 
-impl<'a> Refiner<'a> {
-    /// A fresh refinement of `sft` in `num_envs` training worlds.
-    pub fn new(cfg: RefineConfig, sim: SimConfig, sft: &'a SftPlanner, seed: u64) -> Result<Self> {
+impl<'a, P: FrozenPlanner> Refiner<'a, P> {
+    /// A fresh refinement of `planner` in `num_envs` training worlds of `sim` drawing `scenarios`.
+    pub fn new(
+        cfg: RefineConfig,
+        sim: SimConfig,
+        scenarios: TrainScenarios,
+        planner: &'a P,
+        seed: u64,
+    ) -> Result<Self> {
         cfg.validate()?;
-        if sft.action_dim() != sim.action_dim() {
+        scenarios.validate()?;
+        if planner.obs_dim() != OBS_DIM {
+            return Err(LearnError::Config(format!(
+                "the frozen planner takes {} observation features, the simulator produces {OBS_DIM}",
+                planner.obs_dim()
+            )));
+        }
+        if planner.action_dim() != sim.action_dim() {
             return Err(LearnError::Config(format!(
                 "the SFT planner predicts {} waypoints but the simulator is configured for {}: \
                  retrain the SFT planner with sim.horizon = {}",
-                sft.action_dim() / 2,
+                planner.action_dim() / 2,
                 sim.horizon,
-                sft.action_dim() / 2
+                planner.action_dim() / 2
             )));
         }
-        let mut rng = Pcg64::seed_from_u64(seed);
-        let a = sft.action_dim();
-        let ac = ActorCritic::new(&actor_critic_config(&cfg, sft), &mut rng)?;
-        let mut ppo_cfg = cfg.ppo.clone();
-        ppo_cfg.num_iterations = cfg.iterations;
-        let ppo = Ppo::new(ppo_cfg, ac)?;
-        let env = BatchEnv::train_mixed(
-            sim,
-            cfg.num_envs,
-            seed,
-            cfg.families.clone(),
-            cfg.difficulty.training_range(cfg.difficulty_mix),
-        );
+        let mut rng = seed::rng(seed, 0);
+        let a = planner.action_dim();
+        let ac = ActorCritic::new(&actor_critic_config(&cfg, planner), &mut rng)?;
+        let ppo = Ppo::new(cfg.ppo.clone(), ac, cfg.iterations)?;
+        let env = scenarios.batch_env(sim, cfg.num_envs, seed);
         let n = cfg.num_envs;
         let mut r = Refiner {
             sim,
+            scenarios,
             seed,
-            sft,
+            planner,
             ppo,
             env,
             rng,
@@ -438,7 +456,7 @@ impl<'a> Refiner<'a> {
             step: StepBuffers::new(n),
             plan: vec![0.0; n * a],
             bufs: Buffers::default(),
-            sft_ws: SftWorkspace::default(),
+            planner_ws: P::Workspace::default(),
             act_ws: ActWorkspace::new(),
             roll: Default::default(),
             rewards: Vec::new(),
@@ -476,15 +494,14 @@ impl<'a> Refiner<'a> {
 
     /// SFT forward + policy input for `obs` into `bufs` (sized for its batch).
     fn policy_input(
-        sft: &SftPlanner,
-        ws: &mut SftWorkspace,
+        planner: &P,
+        ws: &mut P::Workspace,
         obs: &[f32],
         bufs: &mut Buffers,
     ) -> Result<()> {
-        let (z_dim, a) = (sft.z_dim(), sft.action_dim());
-        bufs.resize(obs.len() / OBS_DIM, z_dim, a);
-        sft.forward(obs, ws, &mut bufs.z, &mut bufs.wp)?;
-        build_policy_input(sft, &bufs.z, &bufs.wp, obs, &mut bufs.x);
+        bufs.resize(obs.len() / OBS_DIM, planner);
+        planner.plan_batch(obs, ws, &mut bufs.wp, &mut bufs.z)?;
+        build_policy_input(planner, &bufs.z, &bufs.wp, obs, &mut bufs.x);
         Ok(())
     }
 
@@ -493,8 +510,8 @@ impl<'a> Refiner<'a> {
         self.rng = iteration_rng(self.seed, self.iteration);
         let started = Instant::now();
         let (n, t_len) = (self.cfg.num_envs, self.cfg.rollout_steps);
-        let a = self.sft.action_dim();
-        let d = policy_input_dim(self.sft.z_dim(), a);
+        let a = self.planner.action_dim();
+        let d = policy_input_dim(self.planner);
         let ramp = self.ramp();
         let total = n * t_len;
         self.roll.obs.resize(total * d, 0.0);
@@ -513,12 +530,16 @@ impl<'a> Refiner<'a> {
         for t in 0..t_len {
             let (rows, r1) = (t * n, (t + 1) * n);
             // 1. Frozen SFT once per step; its outputs are stored as part of the policy input.
-            Self::policy_input(self.sft, &mut self.sft_ws, &self.obs, &mut self.bufs)?;
+            Self::policy_input(
+                self.planner,
+                &mut self.planner_ws,
+                &self.obs,
+                &mut self.bufs,
+            )?;
             let bf = &mut self.bufs;
             self.roll.obs[rows * d..r1 * d].copy_from_slice(&bf.x);
-            self.ppo.ac.act(
+            self.ppo.ac.sample(
                 &bf.x,
-                false,
                 &mut self.rng,
                 &mut self.act_ws,
                 ActOutput {
@@ -560,8 +581,8 @@ impl<'a> Refiner<'a> {
                         .extend_from_slice(&self.step.final_obs[i * OBS_DIM..(i + 1) * OBS_DIM]);
                 }
                 Self::policy_input(
-                    self.sft,
-                    &mut self.sft_ws,
+                    self.planner,
+                    &mut self.planner_ws,
                     &self.final_obs,
                     &mut self.final_bufs,
                 )?;
@@ -573,7 +594,12 @@ impl<'a> Refiner<'a> {
             }
         }
         // V of the observation after the last step.
-        Self::policy_input(self.sft, &mut self.sft_ws, &self.obs, &mut self.bufs)?;
+        Self::policy_input(
+            self.planner,
+            &mut self.planner_ws,
+            &self.obs,
+            &mut self.bufs,
+        )?;
         let bf = &mut self.bufs;
         self.ppo.ac.value(&bf.x, &mut self.act_ws, &mut bf.value)?;
         for t in 0..t_len {
@@ -594,12 +620,14 @@ impl<'a> Refiner<'a> {
 
         // 3. GAE.
         crate::gae(
-            &self.rewards,
-            &self.roll.values,
-            &self.next_values,
-            &self.terminated,
-            &self.truncated,
-            n,
+            GaeSteps {
+                rewards: &self.rewards,
+                values: &self.roll.values,
+                next_values: &self.next_values,
+                terminated: &self.terminated,
+                truncated: &self.truncated,
+                num_envs: n,
+            },
             self.cfg.gamma,
             self.cfg.gae_lambda,
             &mut self.roll.advantages,
@@ -615,11 +643,11 @@ impl<'a> Refiner<'a> {
             iteration: self.iteration,
             env_steps: self.env_steps,
             episodes: ended.count,
-            episode_return: e.0,
-            driving_score: e.1,
-            route_completion: e.2,
-            collision_rate: e.3,
-            offroad_rate: e.4,
+            episode_return: e.episode_return,
+            driving_score: e.driving_score,
+            route_completion: e.route_completion,
+            collision_rate: e.collision_rate,
+            offroad_rate: e.offroad_rate,
             policy_loss: l.pg_loss,
             value_loss: l.v_loss,
             entropy: l.entropy,
@@ -661,9 +689,10 @@ impl<'a> Refiner<'a> {
         let meta = serde_json::json!({
             "kind": CHECKPOINT_KIND,
             "schema_version": CHECKPOINT_VERSION,
-            "sft_hash": self.sft.weights_hash(),
+            "sft_hash": self.planner.weights_hash(),
             "config": self.cfg,
             "sim": self.sim,
+            "scenarios": self.scenarios,
             "seed": self.seed,
             "iteration": self.iteration,
             "env_steps": self.env_steps,
@@ -680,36 +709,25 @@ impl<'a> Refiner<'a> {
 
     /// Resumes from a checkpoint written by [`Refiner::save`] for this SFT planner. The run then
     /// continues exactly as if it had never stopped.
-    pub fn resume(path: &Path, sft: &'a SftPlanner) -> Result<Self> {
+    pub fn resume(path: &Path, planner: &'a P) -> Result<Self> {
         let (meta, mut tensors) = load_tensors(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)?;
         let shown = path.display().to_string();
-        let field = |name: &str| {
-            meta.get(name).cloned().ok_or_else(|| LearnError::Checkpoint(format!(
-                "{shown}: metadata field `{name}` is missing; the file was not written by `deltaplan refine`"
-            )))
-        };
-        macro_rules! get {
-            ($name:literal) => {
-                serde_json::from_value(field($name)?).map_err(|e| {
-                    LearnError::Checkpoint(format!("{shown}: metadata field `{}`: {e}", $name))
-                })?
-            };
-        }
-        let sft_hash: String = get!("sft_hash");
-        check_sft_hash(&shown, &sft_hash, sft)?;
-        let horizon: usize = get!("horizon");
-        if horizon * 2 != sft.action_dim() {
+        let sft_hash: String = meta.field("sft_hash")?;
+        check_sft_hash(&shown, &sft_hash, planner)?;
+        let horizon: usize = meta.field("horizon")?;
+        if horizon * 2 != planner.action_dim() {
             return Err(LearnError::Checkpoint(format!(
                 "{shown} plans {horizon} waypoints but the SFT planner plans {}",
-                sft.action_dim() / 2
+                planner.action_dim() / 2
             )));
         }
-        let cfg: RefineConfig = get!("config");
-        let sim: SimConfig = get!("sim");
-        let seed: u64 = get!("seed");
-        let mut r = Refiner::new(cfg, sim, sft, seed)?;
+        let cfg: RefineConfig = meta.field("config")?;
+        let sim: SimConfig = meta.field("sim")?;
+        let scenarios: TrainScenarios = meta.field("scenarios")?;
+        let seed: u64 = meta.field("seed")?;
+        let mut r = Refiner::new(cfg, sim, scenarios, planner, seed)?;
         load_actor_critic(&mut r.ppo.ac, &mut tensors, path)?;
-        let steps: Vec<u64> = get!("optim_steps");
+        let steps: Vec<u64> = meta.field("optim_steps")?;
         for (g, group) in r.ppo.optim.groups.iter_mut().enumerate() {
             let len = group.exp_avg.len();
             group.exp_avg = take_tensor(
@@ -730,7 +748,7 @@ impl<'a> Refiner<'a> {
                 LearnError::Checkpoint(format!("{shown}: optimiser step counts are incomplete"))
             })?;
         }
-        let episodes: Vec<u64> = get!("env_episodes");
+        let episodes: Vec<u64> = meta.field("env_episodes")?;
         let mut histories = Vec::with_capacity(episodes.len());
         for i in 0..episodes.len() {
             let name = format!("env.history.{i}");
@@ -752,11 +770,11 @@ impl<'a> Refiner<'a> {
             .map_err(|e| LearnError::Checkpoint(format!("{shown}: {e}")))?;
         r.env.observe(&mut r.obs);
         r.rng = iteration_rng(seed, r.iteration);
-        r.iteration = get!("iteration");
-        r.env_steps = get!("env_steps");
-        r.ppo.kl_sft_coef = get!("kl_sft_coef");
-        r.ppo.iteration = get!("ppo_iteration");
-        r.running_return = get!("running_return");
+        r.iteration = meta.field("iteration")?;
+        r.env_steps = meta.field("env_steps")?;
+        r.ppo.kl_sft_coef = meta.field("kl_sft_coef")?;
+        r.ppo.iteration = meta.field("ppo_iteration")?;
+        r.running_return = meta.field("running_return")?;
         Ok(r)
     }
 }
@@ -764,37 +782,56 @@ impl<'a> Refiner<'a> {
 /// The RNG of one iteration (action noise, minibatch shuffles): a function of the seed and the
 /// iteration number, so a checkpoint needs no RNG state to resume exactly.
 fn iteration_rng(seed: u64, iteration: usize) -> Pcg64 {
-    Pcg64::seed_from_u64(seed ^ (iteration as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    seed::rng(
+        seed,
+        (iteration as u64 + 1).wrapping_mul(seed::GOLDEN_GAMMA),
+    )
 }
 
-/// Sums over episodes that ended during a rollout.
+/// Sums over episodes that ended during a rollout, in f64 and in the order they ended.
 #[derive(Default)]
 struct EpisodeTally {
     count: usize,
-    sums: [f64; 5],
+    episode_return: f64,
+    driving_score: f64,
+    route_completion: f64,
+    collisions: f64,
+    offroads: f64,
+}
+
+/// Means of an [`EpisodeTally`] (NaN when no episode ended).
+struct EpisodeMeans {
+    episode_return: f32,
+    driving_score: f32,
+    route_completion: f32,
+    collision_rate: f32,
+    offroad_rate: f32,
 }
 
 impl EpisodeTally {
     fn add(&mut self, s: &deltaplan_sim::EpisodeStats, ret: f32) {
         self.count += 1;
-        let v = [
-            f64::from(ret),
-            f64::from(s.driving_score()),
-            f64::from(s.route_completion),
-            f64::from(u8::from(s.had_collision())),
-            f64::from(u8::from(s.offroad > 0)),
-        ];
-        self.sums.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+        self.episode_return += f64::from(ret);
+        self.driving_score += f64::from(s.driving_score());
+        self.route_completion += f64::from(s.route_completion);
+        self.collisions += f64::from(u8::from(s.had_collision()));
+        self.offroads += f64::from(u8::from(s.offroad > 0));
     }
 
-    fn mean(&self) -> (f32, f32, f32, f32, f32) {
-        let m = |i: usize| {
+    fn mean(&self) -> EpisodeMeans {
+        let mean = |sum: f64| {
             if self.count == 0 {
                 f32::NAN
             } else {
-                (self.sums[i] / self.count as f64) as f32
+                (sum / self.count as f64) as f32
             }
         };
-        (m(0), m(1), m(2), m(3), m(4))
+        EpisodeMeans {
+            episode_return: mean(self.episode_return),
+            driving_score: mean(self.driving_score),
+            route_completion: mean(self.route_completion),
+            collision_rate: mean(self.collisions),
+            offroad_rate: mean(self.offroads),
+        }
     }
 }

@@ -76,7 +76,7 @@ fn steady_state_minibatch_update_and_inference_do_not_allocate() {
                 logp,
                 value,
             };
-            ac.act(&obs, false, rng, &mut ws, out).unwrap();
+            ac.sample(&obs, rng, &mut ws, out).unwrap();
         };
         act(&ac, &mut rng, &mut bufs);
         let rollout = RolloutBatch {
@@ -87,7 +87,7 @@ fn steady_state_minibatch_update_and_inference_do_not_allocate() {
             returns: bufs[3].iter().map(|v| v + 0.5).collect(),
             values: bufs[3].clone(),
         };
-        let mut ppo = Ppo::new(PpoConfig::default(), ac).unwrap();
+        let mut ppo = Ppo::new(PpoConfig::cleanrl(), ac, 100).unwrap();
         let mb = rollout.as_minibatch();
         let step = |ppo: &mut Ppo| {
             ppo.minibatch_loss_and_grads(mb, 0.01).unwrap();

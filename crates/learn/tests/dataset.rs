@@ -5,20 +5,24 @@ use std::collections::BTreeSet;
 
 use deltaplan_learn::checkpoint::save_tensors;
 use deltaplan_learn::dataset::{
-    dataset_path, record_demonstrations, Dataset, DemoConfig, DemoNoise,
+    dataset_path, record_demonstrations, Dataset, DemoConfig, DemoNoise, Recording,
 };
-use deltaplan_sim::{expert_plan, observe, World, OBS_DIM};
+use deltaplan_learn::scenarios::TrainScenarios;
+use deltaplan_sim::{expert_plan, observe, SimConfig, World, OBS_DIM};
 
-fn small(seed: u64, noise_prob: f32) -> DemoConfig {
-    DemoConfig {
-        n_envs: 6,
-        steps: 200,
+fn small(seed: u64, noise_prob: f32) -> Recording {
+    Recording {
+        sim: SimConfig::default(),
         seed,
-        noise: DemoNoise {
-            prob: noise_prob,
-            ..DemoNoise::default()
+        scenarios: TrainScenarios::default(),
+        demos: DemoConfig {
+            n_envs: 6,
+            steps: 200,
+            noise: DemoNoise {
+                prob: noise_prob,
+                ..DemoNoise::default()
+            },
         },
-        ..DemoConfig::default()
     }
 }
 
@@ -186,17 +190,17 @@ fn save_load_round_trip_and_errors() {
     save_tensors(
         &other,
         &[("x".into(), vec![4], &data)],
-        &serde_json::json!({"kind": "demonstrations", "schema_version": 2}),
+        &serde_json::json!({"kind": "demonstrations", "schema_version": 3}),
     )
     .unwrap();
     let msg = err_text(Dataset::load(&other));
     assert!(
-        msg.contains("schema version 2") && msg.contains("reads version 1"),
+        msg.contains("schema version 3") && msg.contains("reads version 2"),
         "{msg}"
     );
 
     // Other observation width (a simulator change since recording).
-    let meta = serde_json::json!({"kind": "demonstrations", "schema_version": 1,
+    let meta = serde_json::json!({"kind": "demonstrations", "schema_version": 2,
         "obs_dim": OBS_DIM + 3});
     save_tensors(&other, &[("x".into(), vec![4], &data)], &meta).unwrap();
     let msg = err_text(Dataset::load(&other));

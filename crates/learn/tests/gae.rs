@@ -1,7 +1,7 @@
 //! GAE: hand-computed values with a termination and a truncation mid-rollout in different envs,
 //! plus a randomized comparison with a per-episode f64 reference.
 
-use deltaplan_learn::{gae, LearnError};
+use deltaplan_learn::{gae, GaeSteps, LearnError};
 use rand::{RngExt, SeedableRng};
 
 #[test]
@@ -16,12 +16,14 @@ fn hand_computed_termination_and_truncation() {
     let truncated = [false, true, false, false, false, false];
     let (mut adv, mut ret) = ([0.0f32; 6], [0.0f32; 6]);
     gae(
-        &rewards,
-        &values,
-        &next_values,
-        &terminated,
-        &truncated,
-        2,
+        GaeSteps {
+            rewards: &rewards,
+            values: &values,
+            next_values: &next_values,
+            terminated: &terminated,
+            truncated: &truncated,
+            num_envs: 2,
+        },
         0.9,
         0.8,
         &mut adv,
@@ -60,12 +62,14 @@ fn matches_reference_on_random_rollouts() {
         .collect();
     let (mut adv, mut ret) = (vec![0.0f32; len], vec![0.0f32; len]);
     gae(
-        &r,
-        &v,
-        &nv,
-        &term,
-        &trunc,
-        n,
+        GaeSteps {
+            rewards: &r,
+            values: &v,
+            next_values: &nv,
+            terminated: &term,
+            truncated: &trunc,
+            num_envs: n,
+        },
         gamma as f32,
         lambda as f32,
         &mut adv,
@@ -96,12 +100,14 @@ fn matches_reference_on_random_rollouts() {
 fn shape_errors() {
     let (mut a, mut r) = ([0.0f32; 4], [0.0f32; 4]);
     let err = gae(
-        &[0.0; 4],
-        &[0.0; 3],
-        &[0.0; 4],
-        &[false; 4],
-        &[false; 4],
-        2,
+        GaeSteps {
+            rewards: &[0.0; 4],
+            values: &[0.0; 3],
+            next_values: &[0.0; 4],
+            terminated: &[false; 4],
+            truncated: &[false; 4],
+            num_envs: 2,
+        },
         0.9,
         0.9,
         &mut a,
@@ -110,12 +116,14 @@ fn shape_errors() {
     .unwrap_err();
     assert!(matches!(err, LearnError::Shape { ref name, expected: 4, got: 3 } if name == "values"));
     assert!(gae(
-        &[0.0; 4],
-        &[0.0; 4],
-        &[0.0; 4],
-        &[false; 4],
-        &[false; 4],
-        3,
+        GaeSteps {
+            rewards: &[0.0; 4],
+            values: &[0.0; 4],
+            next_values: &[0.0; 4],
+            terminated: &[false; 4],
+            truncated: &[false; 4],
+            num_envs: 3
+        },
         0.9,
         0.9,
         &mut a,

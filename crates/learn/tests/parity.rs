@@ -98,10 +98,10 @@ fn ppo_minibatch_step_matches_pytorch() {
         max_grad_norm: fx.num("max_grad_norm") as f32,
         weight_decay: fx.num("weight_decay"),
         adam_eps: fx.num("adam_eps"),
-        ..PpoConfig::default()
+        ..PpoConfig::cleanrl()
     };
     let beta = fx.num("beta") as f32;
-    let mut ppo = Ppo::new(ppo_cfg, ac).unwrap();
+    let mut ppo = Ppo::new(ppo_cfg, ac, 100).unwrap();
 
     // Forward: deterministic act gives u = mu and V(s).
     let obs = fx.get("batch.obs");
@@ -113,10 +113,8 @@ fn ppo_minibatch_step_matches_pytorch() {
         vec![0.0; b],
     );
     ppo.ac
-        .act(
+        .act_deterministic(
             obs,
-            true,
-            &mut rand_pcg::Pcg64::seed_from_u64(0),
             &mut Default::default(),
             deltaplan_learn::ActOutput {
                 u: &mut u,

@@ -61,9 +61,9 @@ fn loss_terms_and_output_gradients_by_hand() {
         ent_coef: ent_coef as f32,
         clip_vloss: true,
         norm_adv: true,
-        ..PpoConfig::default()
+        ..PpoConfig::cleanrl()
     };
-    let mut ppo = Ppo::new(cfg, ac).unwrap();
+    let mut ppo = Ppo::new(cfg, ac, 100).unwrap();
     let obs = [1.0f32, 2.0, -1.0, 0.5, 0.3, -0.7];
     let mb = MinibatchRef {
         obs: &obs,
@@ -208,7 +208,7 @@ fn full_loss_gradients_match_finite_differences() {
             clip_vloss,
             norm_adv,
             ent_coef: 0.02,
-            ..PpoConfig::default()
+            ..PpoConfig::cleanrl()
         };
         let beta = 0.3f32;
         let rcfg = RefCfg {
@@ -253,7 +253,7 @@ fn full_loss_gradients_match_finite_differences() {
             );
         }
 
-        let mut ppo = Ppo::new(cfg, ac).unwrap();
+        let mut ppo = Ppo::new(cfg, ac, 100).unwrap();
         let s = ppo
             .minibatch_loss_and_grads(ro.as_minibatch(), beta)
             .unwrap();
@@ -305,26 +305,27 @@ fn act_batch(
         vec![0.0; b],
         vec![0.0; b],
     );
-    ac.act(
-        obs,
-        det,
-        &mut rng(seed),
-        &mut ActWorkspace::new(),
-        ActOutput {
-            u: &mut u,
-            delta: &mut delta,
-            logp: &mut logp,
-            value: &mut value,
-        },
-    )
-    .unwrap();
+    let out = ActOutput {
+        u: &mut u,
+        delta: &mut delta,
+        logp: &mut logp,
+        value: &mut value,
+    };
+    let ws = &mut ActWorkspace::new();
+    if det {
+        ac.act_deterministic(obs, ws, out).unwrap();
+    } else {
+        ac.sample(obs, &mut rng(seed), ws, out).unwrap();
+    }
     (u, delta, logp, value)
 }
 
 #[test]
 fn iteration_zero_is_the_identity() {
-    let ac =
-        ActorCritic::new(&ActorCriticConfig::new(16, 40, &[64, 64], 0.5), &mut rng(1)).unwrap();
+    let mut cfg = ActorCriticConfig::new(16, 40, &[64, 64], 0.5);
+    assert_eq!(cfg.log_std_init, deltaplan_learn::DEFAULT_LOG_STD_INIT);
+    cfg.log_std_init = -3.0; // small noise: tanh is near-linear, so sd(delta) = 0.5 sigma
+    let ac = ActorCritic::new(&cfg, &mut rng(1)).unwrap();
     let obs: Vec<f32> = (0..64 * 16)
         .map(|k| (k as f32 * 0.731).sin() * 3.0)
         .collect();
@@ -398,10 +399,9 @@ fn ppo_learns_a_contextual_bandit() {
     let ac = ActorCritic::new(&cfg_ac, &mut rng(7)).unwrap();
     let cfg = PpoConfig {
         learning_rate: 3e-3,
-        num_iterations: 60,
-        ..PpoConfig::default()
+        ..PpoConfig::cleanrl()
     };
-    let mut ppo = Ppo::new(cfg, ac).unwrap();
+    let mut ppo = Ppo::new(cfg, ac, 60).unwrap();
     let before = det_reward(&ppo.ac);
     let mut r = rng(8);
     for it in 0..60 {
@@ -428,9 +428,10 @@ fn trained_bits(threads: usize) -> Vec<u32> {
         let mut ppo = Ppo::new(
             PpoConfig {
                 num_minibatches: 2,
-                ..PpoConfig::default()
+                ..PpoConfig::cleanrl()
             },
             ac,
+            100,
         )
         .unwrap();
         let mut r = rng(6);
@@ -464,9 +465,9 @@ fn target_kl_stops_the_update_early() {
         target_kl: Some(1e-4),
         num_minibatches: 4,
         update_epochs: 10,
-        ..PpoConfig::default()
+        ..PpoConfig::cleanrl()
     };
-    let mut ppo = Ppo::new(cfg, ac).unwrap();
+    let mut ppo = Ppo::new(cfg, ac, 100).unwrap();
     let (ro, _) = bandit_rollout_small(&ppo.ac);
     let st = ppo.update(&ro, &mut rng(1)).unwrap();
     assert!(st.early_stopped);
@@ -501,9 +502,9 @@ fn critic_warmup_freezes_the_actor() {
     let (ac, _) = random_setup(5, 8);
     let cfg = PpoConfig {
         critic_warmup_iters: 1,
-        ..PpoConfig::default()
+        ..PpoConfig::cleanrl()
     };
-    let mut ppo = Ppo::new(cfg, ac).unwrap();
+    let mut ppo = Ppo::new(cfg, ac, 100).unwrap();
     let (ro, _) = bandit_rollout_small(&ppo.ac);
     let (actor0, ls0, critic0) = (
         ppo.ac.actor.clone(),
@@ -536,10 +537,9 @@ fn adaptive_kl_coefficient_and_lr_annealing() {
             kl_sft_coef: 0.01,
             kl_sft_target: Some(target),
             kl_sft_adaptive: true,
-            num_iterations: 4,
-            ..PpoConfig::default()
+            ..PpoConfig::cleanrl()
         };
-        let mut ppo = Ppo::new(cfg, ac).unwrap();
+        let mut ppo = Ppo::new(cfg, ac, 4).unwrap();
         let (ro, _) = bandit_rollout_small(&ppo.ac);
         let st = ppo.update(&ro, &mut rng(1)).unwrap();
         assert_eq!(
@@ -550,7 +550,7 @@ fn adaptive_kl_coefficient_and_lr_annealing() {
         let st = ppo.update(&ro, &mut rng(1)).unwrap();
         assert!((st.learning_rate - 3e-4 * 0.75).abs() < 1e-12);
     }
-    let cfg = PpoConfig::default();
+    let cfg = PpoConfig::cleanrl();
     assert_eq!(cfg.lr_at(0, 10), 3e-4);
     assert!((cfg.lr_at(5, 10) - 1.5e-4).abs() < 1e-12);
     assert_eq!(cfg.lr_at(20, 10), 0.0);
@@ -567,7 +567,7 @@ fn explained_variance_by_hand() {
 #[test]
 fn shape_and_config_errors() {
     let (ac, ro) = random_setup(7, 8);
-    let mut ppo = Ppo::new(PpoConfig::default(), ac).unwrap();
+    let mut ppo = Ppo::new(PpoConfig::cleanrl(), ac, 100).unwrap();
     let mut bad = ro.as_minibatch();
     bad.u = &ro.u[..ro.u.len() - 1];
     match ppo.minibatch_loss_and_grads(bad, 0.0) {
@@ -593,17 +593,19 @@ fn shape_and_config_errors() {
     assert!(Ppo::new(
         PpoConfig {
             clip_coef: 0.0,
-            ..PpoConfig::default()
+            ..PpoConfig::cleanrl()
         },
-        ppo.ac.clone()
+        ppo.ac.clone(),
+        100
     )
     .is_err());
     assert!(Ppo::new(
         PpoConfig {
             kl_sft_adaptive: true,
-            ..PpoConfig::default()
+            ..PpoConfig::cleanrl()
         },
-        ppo.ac.clone()
+        ppo.ac.clone(),
+        100
     )
     .is_err());
     let mut cfg = ActorCriticConfig::new(3, 2, &[4], 0.5);

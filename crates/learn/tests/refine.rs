@@ -2,9 +2,11 @@
 //! checkpoint mismatches, and that refinement beats a deliberately imperfect SFT planner in
 //! closed loop.
 
-use deltaplan_learn::dataset::{record_demonstrations, DemoConfig};
+use deltaplan_learn::dataset::{record_demonstrations, DemoConfig, Recording};
 use deltaplan_learn::refine::{load_policy, RefineConfig, Refiner, ResidualPlanner};
+use deltaplan_learn::scenarios::TrainScenarios;
 use deltaplan_learn::sft::{train_sft, SftPlanner, SftTrainConfig, SftWorkspace};
+use deltaplan_learn::{FrozenPlanner, LearnError, PlannerError};
 use deltaplan_sim::{Difficulty, Family, SimConfig, Split, OBS_DIM};
 use std::path::PathBuf;
 
@@ -20,12 +22,18 @@ fn tmpdir(name: &str) -> PathBuf {
 
 /// A small, quickly trained (imperfect) SFT planner on `families`.
 fn small_sft(families: Vec<Family>, steps: usize, epochs: usize) -> SftPlanner {
-    let demos = DemoConfig {
-        n_envs: 32,
-        steps,
+    let demos = Recording {
+        sim: SimConfig::default(),
         seed: 3,
-        families,
-        ..Default::default()
+        scenarios: TrainScenarios {
+            families,
+            ..Default::default()
+        },
+        demos: DemoConfig {
+            n_envs: 32,
+            steps,
+            ..Default::default()
+        },
     };
     let ds = record_demonstrations(&demos, |_| {}).unwrap();
     let cfg = SftTrainConfig {
@@ -36,7 +44,7 @@ fn small_sft(families: Vec<Family>, steps: usize, epochs: usize) -> SftPlanner {
         patience: None,
         ..Default::default()
     };
-    train_sft(&cfg, &ds, |_| {}).unwrap().0
+    train_sft(&cfg, &ds, 0, |_| {}).unwrap().0
 }
 
 fn tiny_refine() -> RefineConfig {
@@ -79,7 +87,14 @@ fn iteration_zero_is_the_sft_planner_and_sft_stays_frozen() {
     let sft = small_sft(vec![Family::Curvy], 60, 2);
     let before: Vec<Vec<f32>> = sft.named_tensors().iter().map(|t| t.2.to_vec()).collect();
     let hash = sft.weights_hash();
-    let mut r = Refiner::new(tiny_refine(), SimConfig::default(), &sft, 1).unwrap();
+    let mut r = Refiner::new(
+        tiny_refine(),
+        SimConfig::default(),
+        TrainScenarios::default(),
+        &sft,
+        1,
+    )
+    .unwrap();
     let obs = some_observations(16);
     let mut plans = vec![0.0; 16 * sft.action_dim()];
     ResidualPlanner::new(&sft, r.actor_critic(), 1.0)
@@ -114,12 +129,26 @@ fn resume_reproduces_the_uninterrupted_run_bit_for_bit() {
     let sft = small_sft(vec![Family::Merge, Family::CutIn], 60, 2);
     let dir = tmpdir("resume");
     let path = dir.join("rl.safetensors");
-    let mut straight = Refiner::new(tiny_refine(), SimConfig::default(), &sft, 7).unwrap();
+    let mut straight = Refiner::new(
+        tiny_refine(),
+        SimConfig::default(),
+        TrainScenarios::default(),
+        &sft,
+        7,
+    )
+    .unwrap();
     let mut stats_straight = Vec::new();
     for _ in 0..4 {
         stats_straight.push(serde_json::to_string(&straight.iterate().unwrap()).unwrap());
     }
-    let mut first = Refiner::new(tiny_refine(), SimConfig::default(), &sft, 7).unwrap();
+    let mut first = Refiner::new(
+        tiny_refine(),
+        SimConfig::default(),
+        TrainScenarios::default(),
+        &sft,
+        7,
+    )
+    .unwrap();
     first.iterate().unwrap();
     first.iterate().unwrap();
     first.save(&path).unwrap();
@@ -161,7 +190,14 @@ fn mismatched_or_damaged_checkpoints_say_what_is_wrong() {
     let other = small_sft(vec![Family::CutIn], 40, 1);
     let dir = tmpdir("mismatch");
     let path = dir.join("rl.safetensors");
-    let mut r = Refiner::new(tiny_refine(), SimConfig::default(), &sft, 1).unwrap();
+    let mut r = Refiner::new(
+        tiny_refine(),
+        SimConfig::default(),
+        TrainScenarios::default(),
+        &sft,
+        1,
+    )
+    .unwrap();
     r.iterate().unwrap();
     r.save(&path).unwrap();
     // Another SFT planner.
@@ -202,6 +238,7 @@ fn mismatched_or_damaged_checkpoints_say_what_is_wrong() {
             horizon: 8,
             ..Default::default()
         },
+        TrainScenarios::default(),
         &sft,
         1,
     )
@@ -255,13 +292,16 @@ fn refinement_beats_an_imperfect_sft_planner_in_closed_loop() {
         num_envs: 32,
         rollout_steps: 128,
         iterations: 80,
-        families: vec![family],
         hidden: vec![64, 64],
         ..Default::default()
     };
     cfg.ppo.num_minibatches = 4;
     cfg.ppo.learning_rate = 5e-4;
-    let mut r = Refiner::new(cfg, SimConfig::default(), &sft, 11).unwrap();
+    let scenarios = TrainScenarios {
+        families: vec![family],
+        ..Default::default()
+    };
+    let mut r = Refiner::new(cfg, SimConfig::default(), scenarios, &sft, 11).unwrap();
     let mut curve = Vec::new();
     while !r.done() {
         curve.push(r.iterate().unwrap().episode_return);
@@ -275,4 +315,122 @@ fn refinement_beats_an_imperfect_sft_planner_in_closed_loop() {
         fail_rl < fail_sft,
         "refined failures {fail_rl} vs SFT {fail_sft}"
     );
+}
+
+/// A planner from "another format": straight-ahead waypoints at a fixed speed, no embedding,
+/// identity observation statistics; optionally failing.
+struct ConstantPlanner {
+    speed: f32,
+    fail: bool,
+    zeros: Vec<f32>,
+    ones: Vec<f32>,
+}
+
+impl ConstantPlanner {
+    fn new(speed: f32, fail: bool) -> Self {
+        ConstantPlanner {
+            speed,
+            fail,
+            zeros: vec![0.0; OBS_DIM],
+            ones: vec![1.0; OBS_DIM],
+        }
+    }
+}
+
+impl FrozenPlanner for ConstantPlanner {
+    type Workspace = ();
+    fn obs_dim(&self) -> usize {
+        OBS_DIM
+    }
+    fn horizon(&self) -> usize {
+        10
+    }
+    fn embedding_dim(&self) -> usize {
+        0
+    }
+    fn plan_batch(
+        &self,
+        obs: &[f32],
+        _ws: &mut (),
+        plans_out: &mut [f32],
+        embedding_out: &mut [f32],
+    ) -> Result<(), PlannerError> {
+        if self.fail {
+            return Err(PlannerError::Failed("backend lost".into()));
+        }
+        assert!(embedding_out.is_empty());
+        assert_eq!(plans_out.len(), obs.len() / OBS_DIM * 20);
+        for plan in plans_out.chunks_exact_mut(20) {
+            for (j, wp) in plan.chunks_exact_mut(2).enumerate() {
+                wp[0] = self.speed * 0.2 * (j + 1) as f32;
+                wp[1] = 0.0;
+            }
+        }
+        Ok(())
+    }
+    fn obs_normalisation(&self) -> (&[f32], &[f32]) {
+        (&self.zeros, &self.ones)
+    }
+    fn weights_hash(&self) -> String {
+        format!("constant-{}", self.speed)
+    }
+}
+
+/// The refinement builds on any `FrozenPlanner`: its input is what the planner declares (no
+/// embedding here), iteration 0 is that planner exactly, the checkpoint is tied to its hash,
+/// and a planner failure surfaces as a typed error.
+#[test]
+fn refinement_stands_on_any_frozen_planner() {
+    let planner = ConstantPlanner::new(8.0, false);
+    assert_eq!(
+        deltaplan_learn::refine::policy_input_dim(&planner),
+        20 + OBS_DIM
+    );
+    let mut r = Refiner::new(
+        tiny_refine(),
+        SimConfig::default(),
+        TrainScenarios::default(),
+        &planner,
+        3,
+    )
+    .unwrap();
+    let obs = some_observations(4);
+    let mut plans = vec![0.0; 4 * 20];
+    ResidualPlanner::new(&planner, r.actor_critic(), 1.0)
+        .plan(&obs, &mut plans)
+        .unwrap();
+    let mut want = vec![0.0; 4 * 20];
+    planner
+        .plan_batch(&obs, &mut (), &mut want, &mut [])
+        .unwrap();
+    assert_eq!(plans, want, "iteration 0 is the frozen planner");
+    let s = r.iterate().unwrap();
+    assert!(s.value_loss.is_finite() && s.env_steps == 8 * 32);
+    let dir = tmpdir("constant");
+    let path = dir.join("rl.safetensors");
+    r.save(&path).unwrap();
+    assert_eq!(load_policy(&path, &planner).unwrap().iteration, 1);
+    let other = ConstantPlanner::new(9.0, false);
+    assert!(
+        load_policy(&path, &other).is_err(),
+        "another planner's checkpoint"
+    );
+    std::fs::remove_dir_all(dir).ok();
+
+    let broken = ConstantPlanner::new(8.0, true);
+    let mut r = Refiner::new(
+        tiny_refine(),
+        SimConfig::default(),
+        TrainScenarios::default(),
+        &broken,
+        3,
+    )
+    .unwrap();
+    match r.iterate() {
+        Err(LearnError::Planner(PlannerError::Failed(m))) => assert_eq!(m, "backend lost"),
+        other => panic!(
+            "expected a planner error, got {:?}",
+            other.map(|s| s.iteration)
+        ),
+    }
 }

@@ -6,9 +6,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use deltaplan_learn::checkpoint::save_tensors;
-use deltaplan_learn::dataset::{record_demonstrations, DemoConfig};
+use deltaplan_learn::dataset::{record_demonstrations, DemoConfig, Recording};
+use deltaplan_learn::scenarios::TrainScenarios;
 use deltaplan_learn::sft::{train_sft, SftArch, SftLoss, SftPlanner, SftTrainConfig, SftWorkspace};
-use deltaplan_sim::OBS_DIM;
+use deltaplan_sim::{SimConfig, OBS_DIM};
 use rand::{RngExt, SeedableRng};
 
 // ---------------------------------------------------------------------------------------------
@@ -217,18 +218,22 @@ fn sft_gradient_matches_float64_finite_differences() {
 
 fn bc_data() -> deltaplan_learn::Dataset {
     record_demonstrations(
-        &DemoConfig {
-            n_envs: 16,
-            steps: 400,
+        &Recording {
+            sim: SimConfig::default(),
             seed: 21,
-            ..DemoConfig::default()
+            scenarios: TrainScenarios::default(),
+            demos: DemoConfig {
+                n_envs: 16,
+                steps: 400,
+                ..DemoConfig::default()
+            },
         },
         |_| {},
     )
     .unwrap()
 }
 
-fn small_train_cfg(seed: u64) -> SftTrainConfig {
+fn small_train_cfg() -> SftTrainConfig {
     SftTrainConfig {
         hidden: vec![64, 64],
         z_dim: 32,
@@ -236,7 +241,6 @@ fn small_train_cfg(seed: u64) -> SftTrainConfig {
         batch_size: 64,
         epochs: 40,
         val_fraction: 0.25,
-        seed,
         patience: None,
         ..SftTrainConfig::default()
     }
@@ -250,9 +254,9 @@ fn small_train_cfg(seed: u64) -> SftTrainConfig {
 #[test]
 fn behaviour_cloning_learns_and_is_deterministic() {
     let ds = bc_data();
-    let cfg = small_train_cfg(5);
+    let cfg = small_train_cfg();
     let mut seen = Vec::new();
-    let (p, report) = train_sft(&cfg, &ds, |e| seen.push(*e)).unwrap();
+    let (p, report) = train_sft(&cfg, &ds, 5, |e| seen.push(*e)).unwrap();
     assert_eq!(seen, report.epochs);
     assert_eq!(report.epochs.len(), cfg.epochs);
     let best = &report.epochs[report.best_epoch - 1];
@@ -287,14 +291,14 @@ fn behaviour_cloning_learns_and_is_deterministic() {
         epochs: 3,
         ..cfg.clone()
     };
-    let (a, ra) = train_sft(&short, &ds, |_| {}).unwrap();
-    let (b, rb) = train_sft(&short, &ds, |_| {}).unwrap();
+    let (a, ra) = train_sft(&short, &ds, 5, |_| {}).unwrap();
+    let (b, rb) = train_sft(&short, &ds, 5, |_| {}).unwrap();
     assert!(
         a == b && ra == rb,
         "training must be deterministic for a seed"
     );
     assert_eq!(a.weights_hash(), b.weights_hash());
-    let (c, _) = train_sft(&SftTrainConfig { seed: 6, ..short }, &ds, |_| {}).unwrap();
+    let (c, _) = train_sft(&short, &ds, 6, |_| {}).unwrap();
     assert_ne!(a.weights_hash(), c.weights_hash());
     assert_ne!(p.weights_hash(), a.weights_hash());
 }
@@ -310,9 +314,9 @@ fn early_stopping_and_config_validation() {
         epochs: 50,
         patience: Some(2),
         max_train_samples: Some(256),
-        ..small_train_cfg(1)
+        ..small_train_cfg()
     };
-    let (_, r) = train_sft(&cfg, &ds, |_| {}).unwrap();
+    let (_, r) = train_sft(&cfg, &ds, 1, |_| {}).unwrap();
     assert_eq!(r.train_samples, 256);
     assert!(r.stopped_early, "{} epochs run", r.epochs.len());
     assert_eq!(r.epochs.len() - r.best_epoch, 2);
@@ -322,7 +326,7 @@ fn early_stopping_and_config_validation() {
         val_fraction: 0.0,
         ..SftTrainConfig::default()
     };
-    assert!(err_text(train_sft(&bad, &ds, |_| {})).contains("val_fraction"));
+    assert!(err_text(train_sft(&bad, &ds, 0, |_| {})).contains("val_fraction"));
     let parsed: Result<SftTrainConfig, _> = serde_json::from_str(r#"{"epochz": 3}"#);
     assert!(parsed.is_err(), "unknown fields must be rejected");
     let parsed: SftTrainConfig = serde_json::from_str(r#"{"loss": "mse", "epochs": 3}"#).unwrap();
@@ -389,10 +393,15 @@ fn checkpoint_round_trip_is_bit_identical_and_errors_name_the_problem() {
 
     // A dataset passed as a checkpoint.
     let ds = record_demonstrations(
-        &DemoConfig {
-            n_envs: 2,
-            steps: 5,
-            ..DemoConfig::default()
+        &Recording {
+            sim: SimConfig::default(),
+            seed: 0,
+            scenarios: TrainScenarios::default(),
+            demos: DemoConfig {
+                n_envs: 2,
+                steps: 5,
+                ..DemoConfig::default()
+            },
         },
         |_| {},
     )

@@ -1,7 +1,7 @@
 //! PPO solves the learnable toy waypoint task: the residual learns the observation-dependent
 //! SFT error, so the executed plan's error falls by a stated factor within a stated budget.
 
-use deltaplan_learn::ppo::{
+use deltaplan_learn::{
     ActOutput, ActWorkspace, ActorCritic, ActorCriticConfig, Ppo, PpoConfig, RolloutBatch,
 };
 use deltaplan_sim::toy::ToyTask;
@@ -28,11 +28,8 @@ fn plan_error(toy: &ToyTask, ac: &ActorCritic) -> f32 {
         vec![0.0; n],
         vec![0.0; n],
     );
-    let mut rng = Pcg64::seed_from_u64(0);
-    ac.act(
+    ac.act_deterministic(
         toy.observations(),
-        true,
-        &mut rng,
         &mut ActWorkspace::new(),
         ActOutput {
             u: &mut u,
@@ -59,12 +56,11 @@ fn ppo_cuts_the_toy_residual_error_by_at_least_20x_within_120_iterations() {
     let iterations = 120;
     let cfg = PpoConfig {
         learning_rate: 1e-3,
-        num_iterations: iterations,
         update_epochs: 4,
         num_minibatches: 4,
-        ..PpoConfig::default()
+        ..PpoConfig::cleanrl()
     };
-    let mut ppo = Ppo::new(cfg, ac).unwrap();
+    let mut ppo = Ppo::new(cfg, ac, iterations).unwrap();
     let sft_error = plan_error(&probe, &ppo.ac);
     let mut roll = RolloutBatch::default();
     let (mut sft, mut delta, mut plans) = (vec![0.0; N * A], vec![0.0; N * A], vec![0.0; N * A]);
@@ -86,9 +82,8 @@ fn ppo_cuts_the_toy_residual_error_by_at_least_20x_within_120_iterations() {
             roll.obs[t * N * OBS..(t + 1) * N * OBS].copy_from_slice(toy.observations());
             toy.sft_plans(&mut sft);
             ppo.ac
-                .act(
+                .sample(
                     &roll.obs[t * N * OBS..(t + 1) * N * OBS],
-                    false,
                     &mut rng,
                     &mut ws,
                     ActOutput {
@@ -124,12 +119,14 @@ fn ppo_cuts_the_toy_residual_error_by_at_least_20x_within_120_iterations() {
             }
         }
         deltaplan_learn::gae(
-            &rewards,
-            &roll.values,
-            &next_values,
-            &terminated,
-            &truncated,
-            N,
+            deltaplan_learn::GaeSteps {
+                rewards: &rewards,
+                values: &roll.values,
+                next_values: &next_values,
+                terminated: &terminated,
+                truncated: &truncated,
+                num_envs: N,
+            },
             0.9,
             0.95,
             &mut roll.advantages,

@@ -1,0 +1,62 @@
+//! The scenario distribution of the training worlds, defined once and shared by the recording
+//! of demonstrations and by refinement, so imitation and RL see the same scenarios.
+
+use deltaplan_sim::{BatchEnv, Difficulty, Family, SimConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LearnError, Result};
+
+/// Which scenarios the training worlds draw (evaluation has its own split and difficulty).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainScenarios {
+    /// Scenario families, drawn uniformly per episode.
+    pub families: Vec<Family>,
+    /// Easiest difficulty of a training episode.
+    pub difficulty: Difficulty,
+    /// Episodes draw their difficulty uniformly from `difficulty` up to this fraction of the way
+    /// to `difficulty.harder()`, the hard evaluation split's difficulty (0: always `difficulty`).
+    pub difficulty_mix: f32,
+}
+
+impl Default for TrainScenarios {
+    fn default() -> Self {
+        TrainScenarios {
+            families: Family::ALL.to_vec(),
+            difficulty: Difficulty::default(),
+            difficulty_mix: 1.0,
+        }
+    }
+}
+
+impl TrainScenarios {
+    /// Checks ranges, naming the field at fault (`train_scenarios.<field>`).
+    pub fn validate(&self) -> Result<()> {
+        if self.families.is_empty() {
+            return Err(LearnError::Config(
+                "train_scenarios.families must name at least one scenario family".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.difficulty_mix) {
+            return Err(LearnError::Config(format!(
+                "train_scenarios.difficulty_mix = {} is out of range: allowed 0 to 1",
+                self.difficulty_mix
+            )));
+        }
+        self.difficulty
+            .validate()
+            .map_err(|e| LearnError::Config(format!("train_scenarios.difficulty: {e}")))
+    }
+
+    /// `n` training worlds drawing from this distribution; scenarios are a pure function of
+    /// (`seed`, world index, episode number).
+    pub fn batch_env(&self, sim: SimConfig, n: usize, seed: u64) -> BatchEnv {
+        BatchEnv::train_mixed(
+            sim,
+            n,
+            seed,
+            self.families.clone(),
+            self.difficulty.training_range(self.difficulty_mix),
+        )
+    }
+}
