@@ -23,7 +23,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use deltaplan_sim::batch::StepBuffers;
-use deltaplan_sim::{BatchEnv, EnvSnapshot, SimConfig, OBS_DIM};
+use deltaplan_sim::env::ResumableEnv;
+use deltaplan_sim::{BatchEnv, EnvSnapshot, SimConfig};
 use deltaplan_stdx::seed;
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
@@ -378,7 +379,11 @@ pub struct IterationStats {
 }
 
 /// The PPO refinement loop with its environment, buffers and state.
-pub struct Refiner<'a, P: FrozenPlanner = SftPlanner> {
+///
+/// Generic over the frozen planner `P` and the environment `E` (the two seams): the built-in
+/// SFT planner in the built-in simulator by default; another simulator enters through
+/// [`Refiner::with_env`].
+pub struct Refiner<'a, P: FrozenPlanner = SftPlanner, E: ResumableEnv = BatchEnv> {
     pub cfg: RefineConfig,
     pub sim: SimConfig,
     /// Scenario distribution of the training worlds.
@@ -386,7 +391,7 @@ pub struct Refiner<'a, P: FrozenPlanner = SftPlanner> {
     pub seed: u64,
     planner: &'a P,
     pub ppo: Ppo,
-    env: BatchEnv,
+    env: E,
     rng: Pcg64,
     pub iteration: usize,
     pub env_steps: u64,
@@ -411,7 +416,8 @@ pub struct Refiner<'a, P: FrozenPlanner = SftPlanner> {
 }
 
 impl<'a, P: FrozenPlanner> Refiner<'a, P> {
-    /// A fresh refinement of `planner` in `num_envs` training worlds of `sim` drawing `scenarios`.
+    /// A fresh refinement of `planner` in `num_envs` training worlds of the built-in simulator
+    /// (`sim`) drawing `scenarios`.
     pub fn new(
         cfg: RefineConfig,
         sim: SimConfig,
@@ -419,28 +425,65 @@ impl<'a, P: FrozenPlanner> Refiner<'a, P> {
         planner: &'a P,
         seed: u64,
     ) -> Result<Self> {
+        let env = scenarios.batch_env(sim, cfg.num_envs, seed);
+        Refiner::with_env(cfg, sim, scenarios, planner, seed, env)
+    }
+
+    /// Resumes from a checkpoint written by [`Refiner::save`] for this SFT planner. The run then
+    /// continues exactly as if it had never stopped.
+    pub fn resume(path: &Path, planner: &'a P) -> Result<Self> {
+        let (meta, _) = load_tensors(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)?;
+        let cfg: RefineConfig = meta.field("config")?;
+        let sim: SimConfig = meta.field("sim")?;
+        let scenarios: TrainScenarios = meta.field("scenarios")?;
+        let seed: u64 = meta.field("seed")?;
+        let env = scenarios.batch_env(sim, cfg.num_envs, seed);
+        Refiner::resume_with_env(path, planner, env)
+    }
+}
+
+impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
+    /// A fresh refinement of `planner` in `env`, a batch of `cfg.num_envs` training worlds that
+    /// reset themselves (the environment seam). `sim` and `scenarios` describe the worlds; they
+    /// are stored in checkpoints.
+    pub fn with_env(
+        cfg: RefineConfig,
+        sim: SimConfig,
+        scenarios: TrainScenarios,
+        planner: &'a P,
+        seed: u64,
+        env: E,
+    ) -> Result<Self> {
         cfg.validate()?;
         scenarios.validate()?;
-        if planner.obs_dim() != OBS_DIM {
+        if env.num_envs() != cfg.num_envs {
             return Err(LearnError::Config(format!(
-                "the frozen planner takes {} observation features, the simulator produces {OBS_DIM}",
-                planner.obs_dim()
+                "the environment has {} worlds but refine.num_envs is {}",
+                env.num_envs(),
+                cfg.num_envs
             )));
         }
-        if planner.action_dim() != sim.action_dim() {
+        if planner.obs_dim() != env.obs_dim() {
+            return Err(LearnError::Config(format!(
+                "the frozen planner takes {} observation features, the simulator produces {}",
+                planner.obs_dim(),
+                env.obs_dim()
+            )));
+        }
+        if planner.action_dim() != env.action_dim() {
             return Err(LearnError::Config(format!(
                 "the SFT planner predicts {} waypoints but the simulator is configured for {}: \
                  retrain the SFT planner with sim.horizon = {}",
                 planner.action_dim() / 2,
-                sim.horizon,
+                env.action_dim() / 2,
                 planner.action_dim() / 2
             )));
         }
         let mut rng = seed::rng(seed, 0);
         let a = planner.action_dim();
+        let obs_dim = env.obs_dim();
         let ac = ActorCritic::new(&actor_critic_config(&cfg, planner), &mut rng)?;
         let ppo = Ppo::new(cfg.ppo.clone(), ac, cfg.iterations)?;
-        let env = scenarios.batch_env(sim, cfg.num_envs, seed);
         let n = cfg.num_envs;
         let mut r = Refiner {
             sim,
@@ -448,12 +491,11 @@ impl<'a, P: FrozenPlanner> Refiner<'a, P> {
             seed,
             planner,
             ppo,
-            env,
             rng,
             iteration: 0,
             env_steps: 0,
-            obs: vec![0.0; n * OBS_DIM],
-            step: StepBuffers::new(n),
+            obs: vec![0.0; n * obs_dim],
+            step: StepBuffers::for_env(&env),
             plan: vec![0.0; n * a],
             bufs: Buffers::default(),
             planner_ws: P::Workspace::default(),
@@ -465,8 +507,9 @@ impl<'a, P: FrozenPlanner> Refiner<'a, P> {
             next_values: Vec::new(),
             running_return: vec![0.0; n],
             final_rows: Vec::with_capacity(n),
-            final_obs: Vec::with_capacity(n * OBS_DIM),
+            final_obs: Vec::with_capacity(n * obs_dim),
             final_bufs: Buffers::default(),
+            env,
             cfg,
         };
         r.env.observe(&mut r.obs);
@@ -499,7 +542,7 @@ impl<'a, P: FrozenPlanner> Refiner<'a, P> {
         obs: &[f32],
         bufs: &mut Buffers,
     ) -> Result<()> {
-        bufs.resize(obs.len() / OBS_DIM, planner);
+        bufs.resize(obs.len() / planner.obs_dim(), planner);
         planner.plan_batch(obs, ws, &mut bufs.wp, &mut bufs.z)?;
         build_policy_input(planner, &bufs.z, &bufs.wp, obs, &mut bufs.x);
         Ok(())
@@ -577,8 +620,9 @@ impl<'a, P: FrozenPlanner> Refiner<'a, P> {
             if !self.final_rows.is_empty() {
                 self.final_obs.clear();
                 for &i in &self.final_rows {
+                    let od = self.planner.obs_dim();
                     self.final_obs
-                        .extend_from_slice(&self.step.final_obs[i * OBS_DIM..(i + 1) * OBS_DIM]);
+                        .extend_from_slice(&self.step.final_obs[i * od..(i + 1) * od]);
                 }
                 Self::policy_input(
                     self.planner,
@@ -701,15 +745,16 @@ impl<'a, P: FrozenPlanner> Refiner<'a, P> {
             "optim_steps": self.ppo.optim.groups.iter().map(|g| g.step).collect::<Vec<_>>(),
             "env_episodes": snap.episodes,
             "running_return": self.running_return,
-            "obs_dim": OBS_DIM,
+            "obs_dim": self.planner.obs_dim(),
             "horizon": self.sim.horizon,
         });
         save_tensors(path, &tensors, &meta)
     }
 
-    /// Resumes from a checkpoint written by [`Refiner::save`] for this SFT planner. The run then
-    /// continues exactly as if it had never stopped.
-    pub fn resume(path: &Path, planner: &'a P) -> Result<Self> {
+    /// Resumes from a checkpoint written by [`Refiner::save`] for this planner, in `env` built
+    /// the same way as the checkpointed one. The run then continues exactly as if it had never
+    /// stopped.
+    pub fn resume_with_env(path: &Path, planner: &'a P, env: E) -> Result<Self> {
         let (meta, mut tensors) = load_tensors(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)?;
         let shown = path.display().to_string();
         let sft_hash: String = meta.field("sft_hash")?;
@@ -725,7 +770,7 @@ impl<'a, P: FrozenPlanner> Refiner<'a, P> {
         let sim: SimConfig = meta.field("sim")?;
         let scenarios: TrainScenarios = meta.field("scenarios")?;
         let seed: u64 = meta.field("seed")?;
-        let mut r = Refiner::new(cfg, sim, scenarios, planner, seed)?;
+        let mut r = Refiner::with_env(cfg, sim, scenarios, planner, seed, env)?;
         load_actor_critic(&mut r.ppo.ac, &mut tensors, path)?;
         let steps: Vec<u64> = meta.field("optim_steps")?;
         for (g, group) in r.ppo.optim.groups.iter_mut().enumerate() {
