@@ -17,14 +17,13 @@
 
 pub mod drive;
 pub mod metric;
-pub mod open_loop;
 pub mod plot;
 pub mod report;
 pub mod stats;
 
+pub use deltaplan_sim::{DisplacementError, DisplacementSums};
 pub use drive::{closed_loop, drive_to_the_end, render_episode, Driver, Planner, PlannerError};
 pub use metric::{Metric, PerMetric, Unit, UnknownMetric};
-pub use open_loop::{DisplacementError, DisplacementSums};
 pub use report::Policy;
 pub use stats::{
     bootstrap_mean, fixed_failures, paired_difference, paired_differences, summarize, Estimate,

@@ -15,10 +15,10 @@ use deltaplan_sim::{EndReason, EpisodeStats};
 use serde_json::{json, Map, Value};
 
 use crate::metric::{Metric, PerMetric};
-use crate::open_loop::DisplacementError;
 use crate::plot::{grouped_bars, line_chart, Bar, Series};
 use crate::stats::{paired_differences, summarize, Estimate, Summaries, Summary};
 use crate::{EvalError, Result};
+use deltaplan_sim::DisplacementError;
 
 /// The three planners a report compares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

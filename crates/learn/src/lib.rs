@@ -17,7 +17,6 @@
 pub mod actor_critic;
 pub mod checkpoint;
 pub mod dataset;
-pub mod displacement;
 pub mod dist;
 pub mod error;
 pub mod gae;

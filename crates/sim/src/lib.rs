@@ -19,6 +19,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod displacement;
 pub mod env;
 pub mod events;
 pub mod expert;
@@ -39,6 +40,7 @@ pub use batch::{BatchEnv, EnvSnapshot, SnapshotError, StepBuffers};
 pub use config::{
     ControllerParams, ExpertConfig, RewardConfig, SimConfig, SimConfigError, VehicleParams,
 };
+pub use displacement::{DisplacementError, DisplacementSums};
 pub use env::{ExpertEnv, ResumableEnv, VecEnv};
 pub use events::{EndReason, StepEvents, StepResult};
 pub use expert::expert_plan;

@@ -16,10 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use super::planner::{grow, SftArch, SftPlanner, SftWorkspace};
 use crate::dataset::Dataset;
-use crate::displacement::DisplacementErrors;
 use crate::error::{check_len, rows_of, LearnError, Result};
 use crate::nn::Mlp;
 use crate::optim::{AdamW, AdamWConfig};
+use deltaplan_sim::DisplacementSums;
 
 /// Behaviour cloning: minibatch AdamW on the episode-level training split, validation after
 /// every epoch, the best-validation-loss weights kept, early stopping after `patience` epochs
@@ -345,7 +345,7 @@ pub fn evaluate(
     let mut z = vec![0.0f32; CHUNK * zd];
     let mut wp = vec![0.0f32; CHUNK * a];
     let mut l_sum = 0.0f64;
-    let mut errors = DisplacementErrors::default();
+    let mut errors = DisplacementSums::default();
     for chunk in idx.chunks(CHUNK) {
         let b = chunk.len();
         for (r, &k) in chunk.iter().enumerate() {
@@ -366,7 +366,7 @@ pub fn evaluate(
         }
     }
     let n = idx.len().max(1) as f64;
-    let (ade, fde) = errors.mean();
+    let deltaplan_sim::DisplacementError { ade, fde } = errors.mean();
     Ok(EvalStats {
         loss: (l_sum / (n * a as f64)) as f32,
         ade: ade as f32,
@@ -523,10 +523,10 @@ impl SftPlanner {
 
 /// ADE/FDE of predicting `mean` (per coordinate) for every sample in `idx`.
 fn constant_baseline(ds: &Dataset, idx: &[usize], mean: &[f32]) -> (f32, f32) {
-    let mut errors = DisplacementErrors::default();
+    let mut errors = DisplacementSums::default();
     for &k in idx {
         errors.add(mean, ds.action_row(k));
     }
-    let (ade, fde) = errors.mean();
+    let deltaplan_sim::DisplacementError { ade, fde } = errors.mean();
     (ade as f32, fde as f32)
 }
