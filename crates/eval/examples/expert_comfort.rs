@@ -56,10 +56,16 @@ fn row(label: &str, eps: &[&EpisodeStats]) {
             )
         })
         .collect();
+    let mut ends: std::collections::BTreeMap<String, u32> = Default::default();
+    for e in eps {
+        *ends.entry(format!("{:?}", e.end)).or_default() += 1;
+    }
+    let red = mean(&|e| f64::from(u8::from(e.red_lights > 0)));
     println!(
-        "{label:<22} n={:<4} DS {ds:6.2}  fail {:5.1}%  comfort pass {:5.1}%  | episodes/steps violating: {}",
+        "{label:<16} n={:<4} DS {ds:6.2} fail {:5.1}% red {:4.1}% comfort {:5.1}% | violating (episodes/steps): {} | ends {ends:?}",
         eps.len(),
         100.0 * fail,
+        100.0 * red,
         100.0 * pass,
         bounds.join(", ")
     );

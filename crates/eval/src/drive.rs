@@ -2,8 +2,8 @@
 //! planner that sees only observations.
 
 use deltaplan_sim::batch::StepBuffers;
-use deltaplan_sim::render::{render_svg, Trail};
 use deltaplan_sim::env::ExpertEnv;
+use deltaplan_sim::render::{render_svg, Trail};
 use deltaplan_sim::{BatchEnv, EndReason, EpisodeStats, ScenarioSpec, SimConfig, World, OBS_DIM};
 
 use crate::{EvalError, Result};

@@ -172,6 +172,11 @@ pub struct ExpertConfig {
     pub yellow_brake: f32,
     /// Time constant of the return to the lane centre, s.
     pub lateral_tau: f32,
+    /// Largest change of the commanded acceleration per second, m/s^3 (nuPlan's bound on the
+    /// filtered longitudinal jerk is 4.13).
+    pub max_jerk: f32,
+    /// Strongest braking outside an emergency, m/s^2 (nuPlan's bound is 4.05).
+    pub max_comfort_decel: f32,
 }
 
 impl Default for ExpertConfig {
@@ -185,6 +190,8 @@ impl Default for ExpertConfig {
             idm_brake: 2.5,
             yellow_brake: 3.5,
             lateral_tau: 1.0,
+            max_jerk: 3.5,
+            max_comfort_decel: 3.8,
         }
     }
 }

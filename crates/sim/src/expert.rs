@@ -2,10 +2,16 @@
 //! plans H waypoints executed through the same controller as every other planner.
 //!
 //! Longitudinal: IDM towards the route's allowed speed (limit and curvature), behind the
-//! nearest obstacle ahead (vehicles, cut-ins by their intended lane, stop lines, merging traffic
-//! projected onto the route), with a kinematic emergency-braking floor. Lateral: the route
-//! centreline, converging from the current offset. The plan is a constant-acceleration
-//! profile, which the controller's fit recovers exactly.
+//! nearest obstacle ahead (vehicles, cut-ins by their intended lane, scripted hard brakes by
+//! their intended deceleration, stop lines, merging traffic projected onto the route), with a
+//! kinematic braking floor. Lateral: the route centreline, converging from the current offset.
+//! The plan is a constant-acceleration profile, which the controller's fit recovers exactly.
+//!
+//! Comfort: the command moves from the ego's realised acceleration by at most
+//! `max_jerk * dt` per step and brakes no harder than `max_comfort_decel`, so the ride stays
+//! inside nuPlan's comfort bounds, unless the kinematic floor demands more (an emergency:
+//! safety over comfort). Stops fade out (deceleration proportional to speed), so coming to a
+//! halt is not a jerk either.
 
 use crate::geom::Vec2;
 use crate::traffic::{agent_yields_at_merge, Idm};
@@ -63,9 +69,17 @@ pub fn expert_accel(w: &World) -> f32 {
                 } else {
                     to_merge - 6.0
                 };
-                let v_lead = if rel < 0.0 { a.v } else { 0.0 };
+                let (v_lead, accel) = if rel < 0.0 {
+                    (a.v, a.accel)
+                } else {
+                    (0.0, 0.0)
+                };
                 if gap < lead.gap {
-                    lead = Leader { gap, v: v_lead };
+                    lead = Leader {
+                        gap,
+                        v: v_lead,
+                        accel,
+                    };
                 }
             }
         }
@@ -78,16 +92,60 @@ pub fn expert_accel(w: &World) -> f32 {
         a_max: e.max_accel,
         b: e.idm_brake,
     };
-    let mut a = idm.accel(v, lead.gap, lead.v, vp.max_brake);
-    if lead.gap.is_finite() && v > lead.v {
-        // Kinematic floor: the constant deceleration that matches the leader's speed within the
-        // remaining gap (less a margin). IDM alone brakes too late for a hard-braking leader.
-        let b_req = (v - lead.v) * (v - lead.v) / (2.0 * (lead.gap - 1.0).max(0.2));
-        if b_req > 2.0 {
-            a = a.min(-b_req);
-        }
+    let b_req = floor_decel(v, &lead);
+    let mut target = idm.accel(v, lead.gap, lead.v, vp.max_brake);
+    if b_req > FLOOR_ONSET {
+        target = target.min(-b_req * FLOOR_MARGIN);
+    }
+    let target = target.max(-e.max_comfort_decel);
+    let target = if target < 0.0 {
+        // Fade the stop out: deceleration proportional to speed, so standing still is reached
+        // without a step in acceleration.
+        target.max(-v / STOP_FADE_SECONDS)
+    } else {
+        target
+    };
+    let step = e.max_jerk * w.cfg.dt;
+    let a_now = w.ego.accel;
+    let mut a = target.clamp(a_now - step, a_now + step);
+    if b_req > e.max_comfort_decel {
+        // Emergency: the gap demands more than comfort allows.
+        a = a.min(-b_req);
     }
     a.clamp(-vp.max_brake, e.max_accel)
+}
+
+/// The kinematic floor applies from this deceleration on, m/s^2; below it IDM's own braking
+/// suffices.
+const FLOOR_ONSET: f32 = 1.5;
+
+/// The kinematic floor with the jerk limit's lag folded in: the ramp-limited command falls
+/// behind the constant deceleration it aims at, so it aims a little beyond.
+const FLOOR_MARGIN: f32 = 1.2;
+
+/// Time constant of the last metres of a stop, seconds.
+const STOP_FADE_SECONDS: f32 = 0.8;
+
+/// The constant deceleration (m/s^2, >= 0) that keeps the ego behind `lead` with a 1 m margin:
+/// matching its speed within the gap if it keeps its speed, and stopping behind the point
+/// where it stops if it brakes. IDM alone brakes too late for a hard-braking leader.
+fn floor_decel(v: f32, lead: &Leader) -> f32 {
+    if !lead.gap.is_finite() {
+        return 0.0;
+    }
+    let room = (lead.gap - 1.0).max(0.2);
+    let closing = if v > lead.v {
+        (v - lead.v) * (v - lead.v) / (2.0 * room)
+    } else {
+        0.0
+    };
+    let stopping = if lead.accel < -0.5 {
+        let lead_stop = lead.v * lead.v / (2.0 * -lead.accel);
+        v * v / (2.0 * (room + lead_stop))
+    } else {
+        0.0
+    };
+    closing.max(stopping)
 }
 
 /// Writes the expert's H waypoints (ego frame, flattened x0,y0,...) into `out`.

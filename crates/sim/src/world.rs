@@ -59,12 +59,17 @@ pub struct Leader {
     pub gap: f32,
     /// Leader speed along the path.
     pub v: f32,
+    /// Leader acceleration along the path, m/s^2 (0 for obstacles and stop lines). A
+    /// privileged observer sees a scripted hard brake as soon as it is due
+    /// ([`Agent::intended_accel`]).
+    pub accel: f32,
 }
 
 impl Leader {
     pub const NONE: Leader = Leader {
         gap: f32::INFINITY,
         v: 0.0,
+        accel: 0.0,
     };
 }
 
@@ -329,7 +334,9 @@ impl World {
         let (p0, _) = lines.sample(line, s);
         let t_now = self.time();
         let mut best = Leader::NONE;
-        let mut consider = |c: Vec2, h: Vec2, hl: f32, hw: f32, ov: f32, od: f32| {
+        // Centre, heading, half length, half width, speed, lateral offset correction and
+        // acceleration of a candidate.
+        let mut consider = |c: Vec2, h: Vec2, hl: f32, hw: f32, ov: f32, od: f32, oa: f32| {
             let de = (c - p0).norm();
             if de > horizon + hl {
                 return;
@@ -353,6 +360,7 @@ impl World {
                 best = Leader {
                     gap,
                     v: ov * h.dot(t),
+                    accel: oa * h.dot(t),
                 };
             }
         };
@@ -361,12 +369,12 @@ impl World {
                 continue;
             }
             // A privileged planner sees where a cut-in is going, not where it is.
-            let od = if privileged {
-                a.d - a.intended_d(t_now)
+            let (od, oa) = if privileged {
+                (a.d - a.intended_d(t_now), a.intended_accel(t_now))
             } else {
-                0.0
+                (0.0, a.accel)
             };
-            consider(a.pos, a.heading, 0.5 * a.length, 0.5 * a.width, a.v, od);
+            consider(a.pos, a.heading, 0.5 * a.length, 0.5 * a.width, a.v, od, oa);
         }
         if include_ego {
             let vp = &self.cfg.vehicle;
@@ -378,10 +386,19 @@ impl World {
                 0.5 * vp.width,
                 self.ego.v,
                 0.0,
+                self.ego.accel,
             );
         }
         for b in &self.statics {
-            consider(b.center, b.heading, b.half_length, b.half_width, 0.0, 0.0);
+            consider(
+                b.center,
+                b.heading,
+                b.half_length,
+                b.half_width,
+                0.0,
+                0.0,
+                0.0,
+            );
         }
         let StopLines::Obey {
             yellow_decel: stop_decel,
@@ -404,6 +421,7 @@ impl World {
                 best = Leader {
                     gap: gap.max(0.0),
                     v: 0.0,
+                    accel: 0.0,
                 };
             }
         }
@@ -551,6 +569,7 @@ impl World {
                         lead = Leader {
                             gap: rel - half,
                             v: self.ego.v,
+                            accel: self.ego.accel,
                         };
                     }
                 }
