@@ -61,12 +61,16 @@ fn row(label: &str, eps: &[&EpisodeStats]) {
         *ends.entry(format!("{:?}", e.end)).or_default() += 1;
     }
     let red = mean(&|e| f64::from(u8::from(e.red_lights > 0)));
+    let nuplan = mean(&|e| f64::from(e.nuplan_score()));
+    // Comfort failed, but the scene forced a brake beyond the bound.
+    let forced = mean(&|e| f64::from(u8::from(!e.comfort_pass() && e.forced_brake_steps > 0)));
     println!(
-        "{label:<16} n={:<4} DS {ds:6.2} fail {:5.1}% red {:4.1}% comfort {:5.1}% | violating (episodes/steps): {} | ends {ends:?}",
+        "{label:<16} n={:<4} DS {ds:6.2} nuPlan {nuplan:6.2} fail {:5.1}% red {:4.1}% comfort {:5.1}% (failed, forced {:4.1}%) | violating (episodes/steps): {} | ends {ends:?}",
         eps.len(),
         100.0 * fail,
         100.0 * red,
         100.0 * pass,
+        100.0 * forced,
         bounds.join(", ")
     );
 }

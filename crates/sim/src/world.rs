@@ -3,7 +3,9 @@
 use crate::config::{ControllerParams, SimConfig, VehicleParams};
 use crate::events::{EndReason, StepEvents, StepResult};
 use crate::geom::{OrientedBox, Vec2};
-use crate::metrics::{comfort_violations, ComfortFilter, EpisodeStats};
+use crate::metrics::{
+    comfort_violations, nuplan_comfort, nuplan_score, ComfortFilter, EpisodeStats,
+};
 use crate::reward;
 use crate::road::{Lane, RoadMap, SPACING};
 use crate::scenario::{MergeLink, Scenario};
@@ -13,6 +15,9 @@ use crate::vehicle::{bicycle_step, track_waypoints, BicycleState};
 
 /// Strongest braking traffic agents use (m/s^2); above an emergency stop of a passenger car.
 pub const AGENT_MAX_BRAKE: f32 = 9.0;
+
+/// Below this speed (m/s) the ego counts as standing: a collision then is not its fault.
+const STANDSTILL_SPEED: f32 = 0.1;
 
 /// Braking traffic agents accept to stop for a yellow light (m/s^2).
 pub const AGENT_YELLOW_DECEL: f32 = 4.0;
@@ -266,6 +271,7 @@ impl World {
         let comfort_violations = self.comfort_metrics(&before.ego);
         let lane = self.map.lanes[self.map.lane_at(self.route, self.route_s) as usize];
         let outside_lane = self.lane_metrics(&lane, progress_gain);
+        self.nuplan_metrics(&before, lane.speed_limit);
         // Reward: a function of what the step produced.
         let lead = self.reward_leader();
         let events = StepEvents {
@@ -627,7 +633,7 @@ impl World {
         let vp = &self.cfg.vehicle;
         let ego_box = self.ego.bbox(vp);
         let mut end = EndReason::Running;
-        if self.agents.iter().any(|a| {
+        if let Some(other) = self.agents.iter().find(|a| {
             a.active
                 && ego_box.overlaps(&OrientedBox {
                     center: a.pos,
@@ -638,6 +644,12 @@ impl World {
         }) {
             end = EndReason::CollisionVehicle;
             self.stats.collisions_vehicle += 1;
+            // nuPlan's at-fault rule, approximated: hit from behind, or hit while standing.
+            let from_behind =
+                (other.pos - ego_box.center).dot(Vec2::from_angle(self.ego.yaw)) < 0.0;
+            if from_behind || before.ego.v < STANDSTILL_SPEED {
+                self.stats.collisions_vehicle_not_at_fault += 1;
+            }
         } else if self.statics.iter().any(|b| ego_box.overlaps(b)) {
             end = EndReason::CollisionStatic;
             self.stats.collisions_static += 1;
@@ -694,6 +706,34 @@ impl World {
         self.stats.steps += 1;
         self.stats.speed_sum += self.ego.v;
         outside
+    }
+
+    /// What nuPlan's score needs beyond the other metrics: speed above the limit, distance
+    /// driven against the route, time to collision with the vehicle or obstacle ahead, and
+    /// braking beyond comfort that the gap ahead forced. One short leader search per step
+    /// (a second one only on the rare steps braking beyond comfort); no allocation.
+    fn nuplan_metrics(&mut self, before: &BeforeStep, speed_limit: f32) {
+        let v = self.ego.v;
+        self.stats.overspeed_sum += (v - speed_limit).max(0.0);
+        if Vec2::from_angle(self.ego.yaw).dot(self.route_dir) < 0.0 {
+            self.stats.wrong_way_distance += 0.5 * (before.ego.v + v) * self.cfg.dt;
+        }
+        let ttc = nuplan_score::TTC_BOUND;
+        if v > 0.0 {
+            let lead = self.leader_on_path(&self.ego_leader_query(v * ttc));
+            if v > lead.v && lead.gap < (v - lead.v) * ttc {
+                self.stats.ttc_violation_steps += 1;
+            }
+        }
+        let comfort_decel = -nuplan_comfort::MIN_LON_ACCEL;
+        if self.ego.accel < -comfort_decel {
+            let v0 = before.ego.v;
+            let horizon = v0 * v0 / (2.0 * comfort_decel) + 1.0;
+            let lead = self.leader_on_path(&self.ego_leader_query(horizon));
+            if v0 > lead.v && (v0 - lead.v).powi(2) / (2.0 * lead.gap.max(0.1)) >= comfort_decel {
+                self.stats.forced_brake_steps += 1;
+            }
+        }
     }
 
     /// The vehicle or obstacle ahead on the route that the time-to-collision penalty looks
@@ -820,5 +860,53 @@ mod tests {
         assert!((behind.gap - 5.7).abs() < 1e-3, "{behind:?}");
         assert_eq!(behind.v, 0.0);
         assert_eq!(w.leader_on_path(&from_agent(0)), Leader::NONE);
+    }
+
+    /// A plan of constant acceleration `a` from speed `v` straight along x (ego frame).
+    fn straight_plan(w: &World, v: f32, a: f32) -> Vec<f32> {
+        let dt = w.cfg.controller.waypoint_dt;
+        (1..=w.cfg.horizon)
+            .flat_map(|j| {
+                let t = j as f32 * dt;
+                [v * t + 0.5 * a * t * t, 0.0]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_what_nuplans_score_needs() {
+        // Overspeed: 17 m/s on a 15 m/s lane, nothing ahead: 2 m/s per step, no TTC issue.
+        let mut w = straight_road(vec![]);
+        w.ego.v = 17.0;
+        w.step(&straight_plan(&w, 17.0, 0.0));
+        assert!((w.stats.overspeed_sum - 2.0).abs() < 1e-4, "{:?}", w.stats);
+        assert_eq!(w.stats.ttc_violation_steps, 0);
+        assert_eq!(w.stats.wrong_way_distance, 0.0);
+        // A standing car 5.7 m ahead at 10 m/s: TTC 0.57 s < 0.95 s. Braking at 6 m/s^2 is
+        // forced: matching its speed within the gap needs 10^2 / (2 * ~4.7) > 4.05 m/s^2.
+        let mut standing = agent(30.0, 0.0, Behaviour::Idm);
+        standing.v = 0.0;
+        standing.idm.a_max = 0.0;
+        let mut w = straight_road(vec![standing]);
+        w.ego.v = 10.0;
+        w.step(&straight_plan(&w, 10.0, -6.0));
+        assert_eq!(w.stats.ttc_violation_steps, 1, "{:?}", w.stats);
+        assert_eq!(w.stats.forced_brake_steps, 1);
+        // The same brake with nothing ahead is a choice, not forced.
+        let mut w = straight_road(vec![]);
+        w.ego.v = 10.0;
+        w.step(&straight_plan(&w, 10.0, -6.0));
+        assert_eq!(w.stats.forced_brake_steps, 0);
+        // Rear-ended while driving: a collision, not at fault; driving into a car ahead is.
+        let mut w = straight_road(vec![agent(16.6, 0.0, Behaviour::Idm)]);
+        w.ego.v = 1.0;
+        w.step(&straight_plan(&w, 1.0, 0.0));
+        assert_eq!(w.stats.collisions_vehicle, 1);
+        assert_eq!(w.stats.collisions_vehicle_not_at_fault, 1);
+        let mut w = straight_road(vec![agent(23.5, 0.0, Behaviour::Idm)]);
+        w.ego.v = 1.0;
+        w.step(&straight_plan(&w, 1.0, 0.0));
+        assert_eq!(w.stats.collisions_vehicle, 1);
+        assert_eq!(w.stats.collisions_vehicle_not_at_fault, 0);
     }
 }
