@@ -98,7 +98,9 @@ pub fn comfort_violations(prev: &BicycleState, cur: &BicycleState, dt: f32, has_
 /// - comfort: [`EpisodeStats::comfort_pass`].
 ///
 /// Where this differs from nuPlan's: at fault is approximated (a collision with a vehicle is
-/// not at fault when the other vehicle hit the ego from behind or the ego stood still; nuPlan
+/// not at fault when the ego was rear-ended, i.e. the other vehicle's centre is behind the
+/// ego's and within its width, or when the ego stood still; a side swipe while merging or
+/// changing lanes is the ego's fault; nuPlan
 /// classifies the collision geometry in more detail, and counts pedestrians and cyclists,
 /// which this simulator lacks); the progress reference is this scenario's route, not an
 /// expert log's progress; TTC is measured to the leader along the route (a constant-speed
@@ -220,8 +222,7 @@ pub struct EpisodeStats {
     /// ahead demanded at least that much (matching its speed within the gap): uncomfortable
     /// because the scene forced it, not by choice.
     pub forced_brake_steps: u32,
-    /// Of `collisions_vehicle`, those not at fault (the other vehicle hit the ego from behind,
-    /// or the ego stood still).
+    /// Of `collisions_vehicle`, those not at fault (the ego was rear-ended, or stood still).
     pub collisions_vehicle_not_at_fault: u32,
     /// Steps at which the time to collision with the vehicle or obstacle ahead was below
     /// `nuplan_score::TTC_BOUND`.

@@ -644,10 +644,13 @@ impl World {
         }) {
             end = EndReason::CollisionVehicle;
             self.stats.collisions_vehicle += 1;
-            // nuPlan's at-fault rule, approximated: hit from behind, or hit while standing.
-            let from_behind =
-                (other.pos - ego_box.center).dot(Vec2::from_angle(self.ego.yaw)) < 0.0;
-            if from_behind || before.ego.v < STANDSTILL_SPEED {
+            // nuPlan's at-fault rule, approximated: rear-ended (the other's centre behind
+            // the ego's, within its width), or hit while standing.
+            let heading = Vec2::from_angle(self.ego.yaw);
+            let rel = other.pos - ego_box.center;
+            let rear_ended =
+                rel.dot(heading) < 0.0 && rel.dot(heading.perp()).abs() < 0.5 * vp.width;
+            if rear_ended || before.ego.v < STANDSTILL_SPEED {
                 self.stats.collisions_vehicle_not_at_fault += 1;
             }
         } else if self.statics.iter().any(|b| ego_box.overlaps(b)) {
@@ -904,6 +907,13 @@ mod tests {
         assert_eq!(w.stats.collisions_vehicle, 1);
         assert_eq!(w.stats.collisions_vehicle_not_at_fault, 1);
         let mut w = straight_road(vec![agent(23.5, 0.0, Behaviour::Idm)]);
+        w.ego.v = 1.0;
+        w.step(&straight_plan(&w, 1.0, 0.0));
+        assert_eq!(w.stats.collisions_vehicle, 1);
+        assert_eq!(w.stats.collisions_vehicle_not_at_fault, 0);
+        // A side swipe with a car half a metre behind and 1.5 m to the left (outside the ego's
+        // width): the ego's fault, as a merge into an occupied lane is.
+        let mut w = straight_road(vec![agent(19.0, 1.5, Behaviour::Idm)]);
         w.ego.v = 1.0;
         w.step(&straight_plan(&w, 1.0, 0.0));
         assert_eq!(w.stats.collisions_vehicle, 1);
