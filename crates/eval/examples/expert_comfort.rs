@@ -94,6 +94,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for family in Family::ALL {
             let of: Vec<&EpisodeStats> = stats.iter().filter(|e| e.family == family).collect();
             row(&format!("  {}", family.name()), &of);
+            if std::env::var("DETAIL").is_ok_and(|f| f == family.name()) {
+                // Scenario indices (seed offsets within the family) that fail comfort.
+                let rough: Vec<String> = of
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| !e.comfort_pass() || e.is_failure())
+                    .map(|(k, e)| format!("{k}:{:?}:{:?}", e.end, e.comfort_steps))
+                    .collect();
+                println!("    {}", rough.join(" "));
+            }
         }
     }
     Ok(())

@@ -33,6 +33,9 @@ pub fn expert_accel(w: &World) -> f32 {
         },
         ..w.ego_leader_query(horizon)
     });
+    // The kinematic floor: what the gap ahead demands. A car on the main road that goes first
+    // demands a gap at the merge point, not now: the ego has until then to fall in behind it.
+    let mut b_req = floor_decel(v, &lead);
     if let Some(m) = w.merge {
         if s < m.s_route_merge + 5.0 {
             let to_merge = m.s_route_merge - s;
@@ -51,14 +54,14 @@ pub fn expert_accel(w: &World) -> f32 {
                 // agent by a safe margin (half a second of the agent's travel plus 2 m).
                 let t_merge = to_merge.max(0.0) / v.max(1.0);
                 let rel_at_merge = rel + (v - a.v) * t_merge;
-                if rel > 0.0 && rel_at_merge > half + 2.0 + 0.5 * a.v {
+                if rel > -half && rel_at_merge > half + 2.0 + 0.5 * a.v {
                     continue;
                 }
                 // Committed: too close to the merge point to fall behind safely.
                 if rel > half + 1.0 && to_merge < 20.0 {
                     continue;
                 }
-                if !(-80.0..=60.0).contains(&rel) || to_merge > 80.0 {
+                if !(-80.0..=60.0).contains(&rel) || to_merge > MERGE_FLOOR_DISTANCE {
                     continue;
                 }
                 // The agent goes first. Ahead: a virtual leader, followed from the start of the
@@ -74,13 +77,24 @@ pub fn expert_accel(w: &World) -> f32 {
                 } else {
                     (0.0, 0.0)
                 };
-                if gap < lead.gap {
-                    lead = Leader {
-                        gap,
-                        v: v_lead,
-                        accel,
-                    };
+                let virtual_leader = Leader {
+                    gap,
+                    v: v_lead,
+                    accel,
+                };
+                if gap < lead.gap && to_merge <= MERGE_FOLLOW_DISTANCE {
+                    lead = virtual_leader;
                 }
+                b_req = b_req.max(if rel < 0.0 {
+                    // Fall in behind it by the merge point: the constant deceleration that
+                    // opens the gap to 1 m in the time the ego needs to get there.
+                    let to_conflict = (to_merge - MERGE_CONFLICT_BEFORE).max(0.0);
+                    let t = (to_conflict / v.max(1.0)).max(0.1);
+                    let deficit = 1.0 + (v - a.v) * t - gap;
+                    (2.0 * deficit / (t * t)).max(0.0)
+                } else {
+                    floor_decel(v, &virtual_leader)
+                });
             }
         }
     }
@@ -92,7 +106,6 @@ pub fn expert_accel(w: &World) -> f32 {
         a_max: e.max_accel,
         b: e.idm_brake,
     };
-    let b_req = floor_decel(v, &lead);
     let mut target = idm.accel(v, lead.gap, lead.v, vp.max_brake);
     if b_req > FLOOR_ONSET {
         target = target.min(-b_req * FLOOR_MARGIN);
@@ -114,6 +127,20 @@ pub fn expert_accel(w: &World) -> f32 {
     }
     a.clamp(-vp.max_brake, e.max_accel)
 }
+
+/// Distance to the merge point from which the ego follows a main-road car that goes first
+/// as if it were in its lane, metres.
+const MERGE_FOLLOW_DISTANCE: f32 = 80.0;
+
+/// Distance to the merge point from which such a car's gap demands braking (the kinematic
+/// floor), metres: farther out than the following, so the demand grows from nothing instead
+/// of appearing at full strength when the following starts.
+const MERGE_FLOOR_DISTANCE: f32 = 160.0;
+
+/// How far before the merge point the ego's path comes beside main-road traffic, metres:
+/// the on-ramp's taper (60 m long) closes the gap between the lanes' vehicles about 35 m
+/// before its end.
+const MERGE_CONFLICT_BEFORE: f32 = 40.0;
 
 /// The kinematic floor applies from this deceleration on, m/s^2; below it IDM's own braking
 /// suffices.
