@@ -7,11 +7,12 @@
 //! kinematic braking floor. Lateral: the route centreline, converging from the current offset.
 //! The plan is a constant-acceleration profile, which the controller's fit recovers exactly.
 //!
-//! Comfort: the command moves from the ego's realised acceleration by at most
-//! `max_jerk * dt` per step and brakes no harder than `max_comfort_decel`, so the ride stays
-//! inside nuPlan's comfort bounds, unless the kinematic floor demands more (an emergency:
-//! safety over comfort). Stops fade out (deceleration proportional to speed), so coming to a
-//! halt is not a jerk either.
+//! Comfort: the plan brakes no harder than `max_comfort_decel` unless the kinematic floor
+//! demands more (an emergency: safety over comfort), and the controller's jerk limit
+//! ([`crate::vehicle::limit_jerk`]) ramps the command, so the ride stays inside nuPlan's
+//! comfort bounds. The plan is what the scene asks for, not a function of the ego's own
+//! acceleration, so a planner cloned from it has no acceleration to copy. Stops fade out
+//! (deceleration proportional to speed), so coming to a halt is not a jerk either.
 
 use crate::geom::Vec2;
 use crate::traffic::{agent_yields_at_merge, Idm};
@@ -118,9 +119,7 @@ pub fn expert_accel(w: &World) -> f32 {
     } else {
         target
     };
-    let step = e.max_jerk * w.cfg.dt;
-    let a_now = w.ego.accel;
-    let mut a = target.clamp(a_now - step, a_now + step);
+    let mut a = target;
     if b_req > e.max_comfort_decel {
         // Emergency: the gap demands more than comfort allows.
         a = a.min(-b_req);

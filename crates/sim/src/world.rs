@@ -11,7 +11,7 @@ use crate::road::{Lane, RoadMap, SPACING};
 use crate::scenario::{MergeLink, Scenario};
 use crate::spec::ScenarioSpec;
 use crate::traffic::{agent_yields_at_merge, Agent, Behaviour, LightState, TrafficLight};
-use crate::vehicle::{bicycle_step, track_waypoints, BicycleState};
+use crate::vehicle::{bicycle_step, limit_jerk, track_waypoints, BicycleState};
 
 /// Strongest braking traffic agents use (m/s^2); above an emergency stop of a passenger car.
 pub const AGENT_MAX_BRAKE: f32 = 9.0;
@@ -516,17 +516,20 @@ impl World {
         StepResult { reward, end }
     }
 
-    /// Control: the waypoint controller turns the plan into steering and acceleration.
+    /// Control: the waypoint controller turns the plan into steering and acceleration, the
+    /// acceleration jerk-limited from the last step's.
     fn control(&mut self, plan: &[f32]) -> (f32, f32) {
         self.last_plan.clear();
         self.last_plan
             .extend(plan.chunks_exact(2).map(|w| [w[0], w[1]]));
-        track_waypoints(
+        let (steer, accel) = track_waypoints(
             &self.last_plan,
             self.ego.v,
             &self.cfg.vehicle,
             &self.cfg.controller,
-        )
+        );
+        let cp = &self.cfg.controller;
+        (steer, limit_jerk(accel, self.ego.accel, cp, self.cfg.dt))
     }
 
     /// Dynamics: the kinematic bicycle advances the ego by one step.
