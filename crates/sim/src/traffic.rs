@@ -43,9 +43,8 @@ impl Idm {
     }
 }
 
-/// How long before a scripted manoeuvre (cut-in, hard brake) the privileged expert knows
-/// it is coming, seconds: the lead time a careful human reads from a turn signal or a brake
-/// light ahead of the braking car.
+/// How long before a scripted cut-in the privileged expert knows it is coming, seconds: the
+/// lead time a careful human reads from a turn signal.
 pub const INTENTION_FORESIGHT: f32 = 1.0;
 
 /// Scripted behaviour layered on IDM.
@@ -100,9 +99,11 @@ impl Agent {
         }
     }
 
-    /// Acceleration the agent is about to have: a scripted hard brake's deceleration from
-    /// [`INTENTION_FORESIGHT`] seconds before it starts until the agent is down to its
-    /// target speed; otherwise the acceleration of the last step.
+    /// Acceleration the agent is about to have: a scripted hard brake's deceleration from the
+    /// moment it starts (before the step has realised it) until the agent is down to its
+    /// target speed; otherwise the acceleration of the last step. No foresight here: a
+    /// planner without the privileged view sees a hard brake as the closing speed it makes,
+    /// so an expert that braked before it would teach braking for no visible reason.
     pub fn intended_accel(&self, t: f32) -> f32 {
         match self.behaviour {
             Behaviour::HardBrake {
@@ -110,9 +111,7 @@ impl Agent {
                 decel,
                 v_min,
                 hold,
-            } if t >= at - INTENTION_FORESIGHT && t < at + hold && self.v > v_min => {
-                self.accel.min(-decel)
-            }
+            } if t >= at && t < at + hold && self.v > v_min => self.accel.min(-decel),
             _ => self.accel,
         }
     }

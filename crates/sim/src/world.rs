@@ -65,7 +65,7 @@ pub struct Leader {
     /// Leader speed along the path.
     pub v: f32,
     /// Leader acceleration along the path, m/s^2 (0 for obstacles and stop lines). A
-    /// privileged observer sees a scripted hard brake as soon as it is due
+    /// privileged observer sees a scripted hard brake from the step it starts
     /// ([`Agent::intended_accel`]).
     pub accel: f32,
 }
