@@ -32,6 +32,9 @@ pub fn expert_accel(w: &World) -> f32 {
         stop_lines: StopLines::Obey {
             yellow_decel: e.yellow_brake,
         },
+        // A car overlapping the ego's length is beside it (crossing or turning traffic in an
+        // intersection): braking does not help, and it must not hide the car ahead.
+        min_gap: -1.0,
         ..w.ego_leader_query(horizon)
     });
     // The kinematic floor: what the gap ahead demands. A car on the main road that goes first

@@ -98,6 +98,10 @@ pub struct LeaderQuery {
     pub observer: Observer,
     /// Whether stop lines whose light demands a stop count as obstacles.
     pub stop_lines: StopLines,
+    /// Vehicles and obstacles nearer than this bumper-to-bumper gap (metres; negative when
+    /// their boxes overlap along the path) are beside the vehicle, not ahead of it, and are
+    /// skipped; `f32::NEG_INFINITY` keeps every one.
+    pub min_gap: f32,
 }
 
 /// Who searches for a leader.
@@ -258,6 +262,7 @@ impl World {
             best_progress: self.best_progress,
         };
         let (steer, accel) = self.control(plan);
+        let brake_forced = self.brake_forced(accel);
         self.dynamics(steer, accel);
         if !self.ego.is_finite() {
             self.ego = before.ego;
@@ -272,6 +277,10 @@ impl World {
         let lane = self.map.lanes[self.map.lane_at(self.route, self.route_s) as usize];
         let outside_lane = self.lane_metrics(&lane, progress_gain);
         self.nuplan_metrics(&before, lane.speed_limit);
+        let comfort_decel = -nuplan_comfort::MIN_LON_ACCEL;
+        if brake_forced && self.ego.accel < -comfort_decel {
+            self.stats.forced_brake_steps += 1;
+        }
         // Reward: a function of what the step produced.
         let lead = self.reward_leader();
         let events = StepEvents {
@@ -311,6 +320,7 @@ impl World {
             horizon,
             observer: Observer::Ego,
             stop_lines: StopLines::Ignore,
+            min_gap: f32::NEG_INFINITY,
         }
     }
 
@@ -329,6 +339,7 @@ impl World {
             horizon,
             observer,
             stop_lines,
+            min_gap,
         } = *q;
         let (skip_agent, include_ego, privileged) = match observer {
             Observer::Ego => (None, false, false),
@@ -362,7 +373,7 @@ impl World {
             }
             let ext_lon = hl * t.dot(h).abs() + hw * t.cross(h).abs();
             let gap = ds - half_l - ext_lon;
-            if gap < best.gap {
+            if gap < best.gap && gap >= min_gap {
                 best = Leader {
                     gap,
                     v: ov * h.dot(t),
@@ -564,6 +575,7 @@ impl World {
                 stop_lines: StopLines::Obey {
                     yellow_decel: AGENT_YELLOW_DECEL,
                 },
+                min_gap: f32::NEG_INFINITY,
             });
             // Polite drivers on the main road treat a merging ego as if it were already in
             // their lane (virtual-vehicle projection at the merge).
@@ -715,9 +727,8 @@ impl World {
     }
 
     /// What nuPlan's score needs beyond the other metrics: speed above the limit, distance
-    /// driven against the route, time to collision with the vehicle or obstacle ahead, and
-    /// braking beyond comfort that the gap ahead forced. One short leader search per step
-    /// (a second one only on the rare steps braking beyond comfort); no allocation.
+    /// driven against the route and time to collision with the vehicle or obstacle ahead.
+    /// One short leader search per step; no allocation.
     fn nuplan_metrics(&mut self, before: &BeforeStep, speed_limit: f32) {
         let v = self.ego.v;
         self.stats.overspeed_sum += (v - speed_limit).max(0.0);
@@ -731,15 +742,21 @@ impl World {
                 self.stats.ttc_violation_steps += 1;
             }
         }
+    }
+
+    /// Whether braking with the command `accel` beyond nuPlan's comfort bound is forced: the
+    /// vehicle or obstacle ahead on the route (as any planner sees it, lights ignored), at the
+    /// moment of the decision, demands at least that bound to match its speed within the gap.
+    /// Searches only when the command brakes that hard (rare).
+    fn brake_forced(&self, accel: f32) -> bool {
         let comfort_decel = -nuplan_comfort::MIN_LON_ACCEL;
-        if self.ego.accel < -comfort_decel {
-            let v0 = before.ego.v;
-            let horizon = v0 * v0 / (2.0 * comfort_decel) + 1.0;
-            let lead = self.leader_on_path(&self.ego_leader_query(horizon));
-            if v0 > lead.v && (v0 - lead.v).powi(2) / (2.0 * lead.gap.max(0.1)) >= comfort_decel {
-                self.stats.forced_brake_steps += 1;
-            }
+        if accel >= -comfort_decel {
+            return false;
         }
+        let v = self.ego.v;
+        let horizon = v * v / (2.0 * comfort_decel) + 1.0;
+        let lead = self.leader_on_path(&self.ego_leader_query(horizon));
+        v > lead.v && (v - lead.v).powi(2) / (2.0 * lead.gap.max(0.1)) >= comfort_decel
     }
 
     /// The vehicle or obstacle ahead on the route that the time-to-collision penalty looks
@@ -861,6 +878,7 @@ mod tests {
             horizon: 100.0,
             observer: Observer::Agent(i),
             stop_lines: StopLines::Ignore,
+            min_gap: f32::NEG_INFINITY,
         };
         let behind = w.leader_on_path(&from_agent(1));
         assert!((behind.gap - 5.7).abs() < 1e-3, "{behind:?}");
