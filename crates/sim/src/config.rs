@@ -139,8 +139,8 @@ pub struct ControllerParams {
     pub lookahead_min: f32,
     pub lookahead_max: f32,
     /// Largest change of the acceleration command per second, m/s^3 (nuPlan's bound on the
-    /// filtered longitudinal jerk is 4.13); 0 disables the limit. See
-    /// [`crate::vehicle::limit_jerk`].
+    /// filtered longitudinal jerk is 4.13); 0 disables the limit (the vehicle module's
+    /// `limit_jerk`).
     pub max_jerk: f32,
     /// Braking beyond this (m/s^2, nuPlan's comfort bound) is an emergency: neither entering
     /// nor leaving it is rate-limited.
