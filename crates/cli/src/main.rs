@@ -97,7 +97,7 @@ enum Command {
         b: PathBuf,
         /// Only this metric (repeatable; default: every metric): driving_score,
         /// route_completion, infraction_penalty, collision_rate, offroad_rate, red_light_rate,
-        /// failure_rate, comfort_pass_rate, mean_speed.
+        /// failure_rate, comfort_pass_rate, mean_speed, nuplan_score.
         #[arg(long = "metric")]
         metrics: Vec<Metric>,
     },

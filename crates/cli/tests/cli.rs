@@ -74,6 +74,7 @@ fn run_writes_the_report_with_every_required_field() {
                 "offroad_rate",
                 "red_light_rate",
                 "comfort_pass_rate",
+                "nuplan_score",
                 "ade",
                 "fde",
             ] {

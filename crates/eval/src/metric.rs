@@ -29,6 +29,13 @@ pub enum Metric {
     ComfortPassRate,
     /// Mean ego speed.
     MeanSpeed,
+    /// nuPlan's closed-loop score, 0-100: the multiplier metrics (no at-fault collision,
+    /// drivable area, driving direction, making progress) times the weighted average of
+    /// progress (5), time to collision within bound (5), speed-limit compliance (4) and
+    /// comfort (2). Where this simulator's version differs from nuPlan's (at-fault logic,
+    /// progress against the route rather than an expert log, TTC to the leader ahead):
+    /// [`deltaplan_sim::metrics::nuplan_score`].
+    NuplanScore,
 }
 
 /// What a metric's number measures.
@@ -55,7 +62,7 @@ pub struct UnknownMetric {
 
 impl Metric {
     /// Every metric, in the order the report lists them.
-    pub const ALL: [Metric; 9] = [
+    pub const ALL: [Metric; 10] = [
         Metric::DrivingScore,
         Metric::RouteCompletion,
         Metric::InfractionPenalty,
@@ -65,6 +72,7 @@ impl Metric {
         Metric::FailureRate,
         Metric::ComfortPassRate,
         Metric::MeanSpeed,
+        Metric::NuplanScore,
     ];
 
     /// Number of metrics (the length of [`Metric::ALL`]).
@@ -82,6 +90,7 @@ impl Metric {
             Metric::FailureRate => "failure_rate",
             Metric::ComfortPassRate => "comfort_pass_rate",
             Metric::MeanSpeed => "mean_speed",
+            Metric::NuplanScore => "nuplan_score",
         }
     }
 
@@ -97,12 +106,13 @@ impl Metric {
             Metric::FailureRate => "Episodes with collision, off-road or non-finite state",
             Metric::ComfortPassRate => "Comfort pass rate (nuPlan)",
             Metric::MeanSpeed => "Mean speed (m/s)",
+            Metric::NuplanScore => "nuPlan closed-loop score (0-100)",
         }
     }
 
     pub fn unit(self) -> Unit {
         match self {
-            Metric::DrivingScore => Unit::Points,
+            Metric::DrivingScore | Metric::NuplanScore => Unit::Points,
             Metric::RouteCompletion => Unit::Percent,
             Metric::InfractionPenalty => Unit::Factor,
             Metric::CollisionRate
@@ -122,7 +132,8 @@ impl Metric {
             | Metric::RouteCompletion
             | Metric::InfractionPenalty
             | Metric::ComfortPassRate
-            | Metric::MeanSpeed => true,
+            | Metric::MeanSpeed
+            | Metric::NuplanScore => true,
             Metric::CollisionRate
             | Metric::OffroadRate
             | Metric::RedLightRate
@@ -144,6 +155,7 @@ impl Metric {
             Metric::FailureRate => indicator(e.is_failure()),
             Metric::ComfortPassRate => indicator(e.comfort_pass()),
             Metric::MeanSpeed => f64::from(e.mean_speed()),
+            Metric::NuplanScore => f64::from(e.nuplan_score()),
         }
     }
 
@@ -160,6 +172,7 @@ impl Metric {
             Metric::ComfortPassRate => 23,
             Metric::MeanSpeed => 24,
             Metric::FailureRate => 25,
+            Metric::NuplanScore => 26,
         }
     }
 
@@ -258,6 +271,16 @@ mod tests {
         assert_eq!(v(Metric::FailureRate), 1.0);
         assert_eq!(v(Metric::ComfortPassRate), 0.0);
         assert_eq!(v(Metric::MeanSpeed), 7.5);
+        // An at-fault vehicle collision zeroes nuPlan's score.
+        assert_eq!(v(Metric::NuplanScore), 0.0);
+        // 80% progress, TTC kept, no overspeed, comfort failed:
+        // 100 * (5 * 0.8 + 5 + 4 + 0) / 16 = 81.25.
+        let rough = EpisodeStats {
+            collisions_vehicle: 0,
+            red_lights: 0,
+            ..e
+        };
+        assert!((Metric::NuplanScore.value(&rough) - 81.25).abs() < 1e-4);
         // Off-road alone is a failure too; a red light alone is not.
         let off = EpisodeStats {
             offroad: 1,
@@ -285,6 +308,7 @@ mod tests {
             Metric::ComfortPassRate,
             Metric::MeanSpeed,
             Metric::FailureRate,
+            Metric::NuplanScore,
         ];
         for (k, m) in historical.into_iter().enumerate() {
             assert_eq!(m.bootstrap_seed(), 17 + k as u64, "{m}");

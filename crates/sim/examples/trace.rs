@@ -10,10 +10,15 @@ fn main() {
         .expect("family");
     let k: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
     let fi = Family::ALL.iter().position(|&f| f == family).unwrap() as u64;
+    // SPLIT=hard traces the hard split's scenario k.
+    let split = match std::env::var("SPLIT").as_deref() {
+        Ok("hard") => Split::Hard,
+        _ => Split::Eval,
+    };
+    let spec = split.suite(&[family], k as usize + 1, Difficulty::default())[k as usize];
     let spec = ScenarioSpec {
-        family,
-        seed: Split::Eval.seed_base() + fi * 1_000_003 + k,
-        difficulty: Difficulty::default(),
+        seed: split.seed_base() + fi * 1_000_003 + k,
+        ..spec
     };
     let mut cfg = SimConfig::default();
     if let Some(t) = std::env::var("TTC").ok().and_then(|s| s.parse().ok()) {
@@ -28,16 +33,31 @@ fn main() {
         "route_len {:.1} limit_steps {}",
         w.route_len, w.time_limit_steps
     );
+    let mut filter = deltaplan_sim::metrics::ComfortFilter::default();
     loop {
         expert_plan(&w, &mut plan);
         let a = deltaplan_sim::expert::expert_accel(&w);
         let r = w.step(&plan);
+        let bits = filter.push(&w.ego, cfg.dt);
+        if bits != 0 {
+            println!(
+                "  comfort bits {bits:#b} at t {:.1}: accel {:.3} yaw rate {:.4} v {:.2}",
+                w.time(),
+                w.ego.accel,
+                w.ego.yaw_rate,
+                w.ego.v
+            );
+        }
         trail.record(&w);
         if svg_at == Some(w.step_count) {
             let svg = deltaplan_sim::render::render_svg(&w, &trail, "trace", true);
             std::fs::write("/tmp/trace.svg", svg).expect("write /tmp/trace.svg");
         }
-        if w.step_count.is_multiple_of(10) || r.end != deltaplan_sim::EndReason::Running {
+        let every = std::env::var("EVERY")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10);
+        if w.step_count.is_multiple_of(every) || r.end != deltaplan_sim::EndReason::Running {
             let near: Vec<String> = w
                 .agents
                 .iter()
@@ -60,12 +80,13 @@ fn main() {
                 })
                 .collect();
             println!(
-                "t {:5.1} s {:6.1} lat {:5.2} v {:5.2} a_exp {:5.2} allowed {:5.2} r {:6.3} {:?} {}",
+                "t {:5.1} s {:6.1} lat {:5.2} v {:5.2} a_exp {:5.2} a {:5.2} allowed {:5.2} r {:6.3} {:?} {}",
                 w.time(),
                 w.route_s,
                 w.route_lat,
                 w.ego.v,
                 a,
+                w.ego.accel,
                 w.allowed_speed(w.route_s),
                 r.reward,
                 r.end,
@@ -76,4 +97,5 @@ fn main() {
             break;
         }
     }
+    println!("comfort steps per bound {:?}", w.stats.comfort_steps);
 }

@@ -138,6 +138,13 @@ pub struct ControllerParams {
     pub lookahead_gain: f32,
     pub lookahead_min: f32,
     pub lookahead_max: f32,
+    /// Largest change of the acceleration command per second, m/s^3 (nuPlan's bound on the
+    /// filtered longitudinal jerk is 4.13); 0 disables the limit (the vehicle module's
+    /// `limit_jerk`).
+    pub max_jerk: f32,
+    /// Braking beyond this (m/s^2, nuPlan's comfort bound) is an emergency: neither entering
+    /// nor leaving it is rate-limited.
+    pub emergency_decel: f32,
 }
 
 impl Default for ControllerParams {
@@ -149,6 +156,8 @@ impl Default for ControllerParams {
             lookahead_gain: 0.45,
             lookahead_min: 3.0,
             lookahead_max: 15.0,
+            max_jerk: 3.5,
+            emergency_decel: 4.05,
         }
     }
 }
@@ -172,6 +181,8 @@ pub struct ExpertConfig {
     pub yellow_brake: f32,
     /// Time constant of the return to the lane centre, s.
     pub lateral_tau: f32,
+    /// Strongest braking outside an emergency, m/s^2 (nuPlan's bound is 4.05).
+    pub max_comfort_decel: f32,
 }
 
 impl Default for ExpertConfig {
@@ -185,6 +196,7 @@ impl Default for ExpertConfig {
             idm_brake: 2.5,
             yellow_brake: 3.5,
             lateral_tau: 1.0,
+            max_comfort_decel: 3.8,
         }
     }
 }

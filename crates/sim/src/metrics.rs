@@ -8,6 +8,11 @@
 //! simulator has no pedestrians, stop signs or scenario timeouts.
 //!
 //! Comfort uses nuPlan's bounds on the ego's realised motion.
+//!
+//! nuPlan's closed-loop score ([`EpisodeStats::nuplan_score`], 0-100 here) is the product of
+//! its multiplier metrics times the weighted average of the others, from quantities the
+//! world records per step without allocating; where this simulator's version differs from
+//! nuPlan's is listed on [`nuplan_score`].
 
 use crate::events::EndReason;
 use crate::spec::Family;
@@ -74,6 +79,47 @@ pub fn comfort_violations(prev: &BicycleState, cur: &BicycleState, dt: f32, has_
         bits |= 16;
     }
     bits
+}
+
+/// nuPlan's closed-loop score (CLS), as this simulator computes it.
+///
+/// `score = 100 x no_at_fault_collision x drivable_area x driving_direction x making_progress
+/// x (5 progress + 5 ttc + 4 speed_limit + 2 comfort) / 16`, with
+/// - no at-fault collision: 0 after an at-fault collision with a vehicle, 0.5 after one with a
+///   static obstacle, 1 otherwise;
+/// - drivable area compliance: 0 if the ego left the drivable area, 1 otherwise;
+/// - driving direction compliance: 1 if the ego drove less than 2 m against the route's
+///   direction, 0.5 if less than 6 m, 0 otherwise;
+/// - making progress: 1 if the route completion is at least 20%, 0 otherwise;
+/// - progress: the route completion as a fraction;
+/// - time to collision within bound: 1 if the TTC to the vehicle or obstacle ahead never fell
+///   below 0.95 s, 0 otherwise;
+/// - speed-limit compliance: `max(0, 1 - mean overspeed / 2.23 m/s)`, the mean over steps;
+/// - comfort: [`EpisodeStats::comfort_pass`].
+///
+/// Where this differs from nuPlan's: at fault is approximated (a collision with a vehicle is
+/// not at fault when the ego was rear-ended, i.e. the other vehicle's centre is behind the
+/// ego's and within its width, or when the ego stood still; a side swipe while merging or
+/// changing lanes is the ego's fault; nuPlan
+/// classifies the collision geometry in more detail, and counts pedestrians and cyclists,
+/// which this simulator lacks); the progress reference is this scenario's route, not an
+/// expert log's progress; TTC is measured to the leader along the route (a constant-speed
+/// closing time), not by projecting every agent's box forward; direction compliance is the
+/// distance driven with the heading more than 90 degrees from the route, not nuPlan's
+/// per-lane check over 1 s windows; any collision ends an episode here, so later
+/// not-at-fault collisions never count; a non-finite plan or state scores 0.
+pub mod nuplan_score {
+    /// Progress ratio below which the ego counts as not making progress.
+    pub const MIN_PROGRESS_RATIO: f32 = 0.2;
+    /// Time-to-collision bound, seconds.
+    pub const TTC_BOUND: f32 = 0.95;
+    /// Mean overspeed at which speed-limit compliance reaches 0, m/s.
+    pub const MAX_OVERSPEED: f32 = 2.23;
+    /// Distances driven against the route direction for direction compliance 1 and 0.5, m.
+    pub const WRONG_WAY_COMPLIANT: f32 = 2.0;
+    pub const WRONG_WAY_TOLERATED: f32 = 6.0;
+    /// Weights of progress, TTC, speed limit and comfort.
+    pub const WEIGHTS: [f32; 4] = [5.0, 5.0, 4.0, 2.0];
 }
 
 /// Samples in the comfort filter's window (0.5 s at 10 Hz).
@@ -148,6 +194,7 @@ impl ComfortFilter {
 
 /// Everything recorded about one episode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EpisodeStats {
     pub family: Family,
     pub seed: u64,
@@ -169,6 +216,21 @@ pub struct EpisodeStats {
     pub speed_sum: f32,
     /// Route length, metres.
     pub route_length: f32,
+    /// Steps at which the filtered trajectory violates any nuPlan comfort bound.
+    pub comfort_violation_steps: u32,
+    /// Steps braking harder than nuPlan's bound (-4.05 m/s^2) while the vehicle or obstacle
+    /// ahead demanded at least that much (matching its speed within the gap): uncomfortable
+    /// because the scene forced it, not by choice.
+    pub forced_brake_steps: u32,
+    /// Of `collisions_vehicle`, those not at fault (the ego was rear-ended, or stood still).
+    pub collisions_vehicle_not_at_fault: u32,
+    /// Steps at which the time to collision with the vehicle or obstacle ahead was below
+    /// `nuplan_score::TTC_BOUND`.
+    pub ttc_violation_steps: u32,
+    /// Sum over steps of the speed above the lane's limit, m/s.
+    pub overspeed_sum: f32,
+    /// Metres driven with the heading more than 90 degrees from the route direction.
+    pub wrong_way_distance: f32,
 }
 
 impl EpisodeStats {
@@ -176,6 +238,7 @@ impl EpisodeStats {
         for (i, c) in self.comfort_steps.iter_mut().enumerate() {
             *c += u32::from(bits >> i & 1);
         }
+        self.comfort_violation_steps += u32::from(bits != 0);
     }
 
     pub(crate) fn finish(&mut self, end: EndReason, route_completion: f32) {
@@ -205,6 +268,59 @@ impl EpisodeStats {
     /// Whether every nuPlan comfort bound held on every step.
     pub fn comfort_pass(&self) -> bool {
         self.comfort_steps.iter().all(|&c| c == 0)
+    }
+
+    /// nuPlan's closed-loop score, 0-100 (see [`nuplan_score`] for the definition and where it
+    /// differs from nuPlan's).
+    pub fn nuplan_score(&self) -> f32 {
+        use nuplan_score::*;
+        if self.end == EndReason::NonFinite {
+            return 0.0;
+        }
+        let at_fault_vehicle = self.collisions_vehicle > self.collisions_vehicle_not_at_fault;
+        let no_at_fault_collision = if at_fault_vehicle {
+            0.0
+        } else if self.collisions_static > 0 {
+            0.5
+        } else {
+            1.0
+        };
+        let drivable_area = if self.offroad > 0 { 0.0 } else { 1.0 };
+        let driving_direction = if self.wrong_way_distance < WRONG_WAY_COMPLIANT {
+            1.0
+        } else if self.wrong_way_distance < WRONG_WAY_TOLERATED {
+            0.5
+        } else {
+            0.0
+        };
+        let progress = (self.route_completion / 100.0).clamp(0.0, 1.0);
+        let making_progress = if progress >= MIN_PROGRESS_RATIO {
+            1.0
+        } else {
+            0.0
+        };
+        let ttc = if self.ttc_violation_steps == 0 {
+            1.0
+        } else {
+            0.0
+        };
+        let mean_overspeed = if self.steps == 0 {
+            0.0
+        } else {
+            self.overspeed_sum / self.steps as f32
+        };
+        let speed_limit = (1.0 - mean_overspeed / MAX_OVERSPEED).max(0.0);
+        let comfort = if self.comfort_pass() { 1.0 } else { 0.0 };
+        let [w_progress, w_ttc, w_speed, w_comfort] = WEIGHTS;
+        let weighted =
+            (w_progress * progress + w_ttc * ttc + w_speed * speed_limit + w_comfort * comfort)
+                / WEIGHTS.iter().sum::<f32>();
+        100.0
+            * no_at_fault_collision
+            * drivable_area
+            * driving_direction
+            * making_progress
+            * weighted
     }
 
     pub fn had_collision(&self) -> bool {
@@ -247,6 +363,75 @@ mod tests {
         assert!((e.driving_score() - 33.6 * 0.9).abs() < 1e-4);
         e.collisions_static = 2;
         assert!((e.infraction_penalty() - 0.6 * 0.7 * 0.65 * 0.65 * 0.9).abs() < 1e-6);
+    }
+
+    #[test]
+    fn nuplan_score_of_hand_made_episodes() {
+        let clean = EpisodeStats {
+            end: EndReason::RouteCompleted,
+            route_completion: 100.0,
+            steps: 10,
+            ..Default::default()
+        };
+        assert_eq!(clean.nuplan_score(), 100.0);
+        // 80% progress, one comfort-violating step, mean overspeed 1.115 m/s (half the bound):
+        // 100 * (5 * 0.8 + 5 * 1 + 4 * 0.5 + 2 * 0) / 16 = 68.75.
+        let rough = EpisodeStats {
+            route_completion: 80.0,
+            comfort_steps: [1, 0, 0, 0, 0, 0],
+            overspeed_sum: 11.15,
+            ..clean
+        };
+        assert!(
+            (rough.nuplan_score() - 68.75).abs() < 1e-3,
+            "{}",
+            rough.nuplan_score()
+        );
+        // A TTC violation loses the 5 TTC points; 3 m against the route halves the score.
+        let close = EpisodeStats {
+            ttc_violation_steps: 2,
+            wrong_way_distance: 3.0,
+            ..clean
+        };
+        assert!((close.nuplan_score() - 0.5 * 100.0 * 11.0 / 16.0).abs() < 1e-3);
+        // Multipliers: a static collision halves, an at-fault vehicle collision, leaving the
+        // road, under 20% progress or a non-finite plan zero the score; being rear-ended
+        // costs nothing.
+        let static_hit = EpisodeStats {
+            collisions_static: 1,
+            ..clean
+        };
+        assert_eq!(static_hit.nuplan_score(), 50.0);
+        let rear_ended = EpisodeStats {
+            collisions_vehicle: 1,
+            collisions_vehicle_not_at_fault: 1,
+            ..clean
+        };
+        assert_eq!(rear_ended.nuplan_score(), 100.0);
+        for zero in [
+            EpisodeStats {
+                collisions_vehicle: 1,
+                ..clean
+            },
+            EpisodeStats {
+                offroad: 1,
+                ..clean
+            },
+            EpisodeStats {
+                route_completion: 19.0,
+                ..clean
+            },
+            EpisodeStats {
+                wrong_way_distance: 6.0,
+                ..clean
+            },
+            EpisodeStats {
+                end: EndReason::NonFinite,
+                ..clean
+            },
+        ] {
+            assert_eq!(zero.nuplan_score(), 0.0, "{zero:?}");
+        }
     }
 
     #[test]

@@ -43,6 +43,10 @@ impl Idm {
     }
 }
 
+/// How long before a scripted cut-in the privileged expert knows it is coming, seconds: the
+/// lead time a careful human reads from a turn signal.
+pub const INTENTION_FORESIGHT: f32 = 1.0;
+
 /// Scripted behaviour layered on IDM.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Behaviour {
@@ -86,11 +90,29 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Lateral offset the agent is heading to: where a privileged planner expects it.
+    /// Lateral offset the agent is heading to: where a privileged planner expects it, from
+    /// [`INTENTION_FORESIGHT`] seconds before a cut-in starts.
     pub fn intended_d(&self, t: f32) -> f32 {
         match self.behaviour {
-            Behaviour::CutIn { at, d_to, .. } if t >= at - 0.5 => d_to,
+            Behaviour::CutIn { at, d_to, .. } if t >= at - INTENTION_FORESIGHT => d_to,
             _ => self.d,
+        }
+    }
+
+    /// Acceleration the agent is about to have: a scripted hard brake's deceleration from the
+    /// moment it starts (before the step has realised it) until the agent is down to its
+    /// target speed; otherwise the acceleration of the last step. No foresight here: a
+    /// planner without the privileged view sees a hard brake as the closing speed it makes,
+    /// so an expert that braked before it would teach braking for no visible reason.
+    pub fn intended_accel(&self, t: f32) -> f32 {
+        match self.behaviour {
+            Behaviour::HardBrake {
+                at,
+                decel,
+                v_min,
+                hold,
+            } if t >= at && t < at + hold && self.v > v_min => self.accel.min(-decel),
+            _ => self.accel,
         }
     }
 
@@ -226,7 +248,7 @@ mod tests {
         assert_eq!(a.scripted_d(1.0), 3.5);
         assert!((a.scripted_d(3.0) - 1.75).abs() < 1e-6);
         assert_eq!(a.scripted_d(5.0), 0.0);
-        assert_eq!(a.intended_d(1.0), 3.5);
-        assert_eq!(a.intended_d(1.6), 0.0);
+        assert_eq!(a.intended_d(0.9), 3.5);
+        assert_eq!(a.intended_d(1.0), 0.0);
     }
 }

@@ -88,6 +88,21 @@ pub fn bicycle_step(
     s.v = v_end;
 }
 
+/// The acceleration command after the jerk limit: at most `cp.max_jerk * dt` away from the
+/// acceleration realised over the last step (`accel_now`), so every planner's ride stays
+/// within nuPlan's jerk bounds, and a planner's label need not carry the vehicle's own
+/// acceleration (a behaviour-cloned planner would learn to copy it). Emergencies pass
+/// unchanged: a command braking harder than `cp.emergency_decel`, or any command while the
+/// vehicle still brakes that hard.
+pub fn limit_jerk(accel: f32, accel_now: f32, cp: &ControllerParams, dt: f32) -> f32 {
+    let emergency = accel < -cp.emergency_decel || accel_now < -cp.emergency_decel;
+    if cp.max_jerk <= 0.0 || emergency {
+        return accel;
+    }
+    let step = cp.max_jerk * dt;
+    accel.clamp(accel_now - step, accel_now + step)
+}
+
 /// Turns H waypoints in the ego frame (origin at the box centre, x forward, y left, metres)
 /// into (steering, acceleration) commands.
 ///
@@ -266,6 +281,24 @@ mod tests {
         assert!(accel <= 0.0, "{accel}");
         let (_, accel) = track_waypoints(&wps, 0.5, &vp, &cp);
         assert!(accel < -1.0, "{accel}");
+    }
+
+    #[test]
+    fn jerk_limit_ramps_comfortable_commands_and_passes_emergencies() {
+        let cp = ControllerParams::default();
+        // 3.5 m/s^3 over 0.1 s: 0.35 m/s^2 per step either way.
+        assert!((limit_jerk(2.0, 0.0, &cp, DT) - 0.35).abs() < 1e-6);
+        assert!((limit_jerk(-3.0, -1.0, &cp, DT) + 1.35).abs() < 1e-6);
+        assert_eq!(limit_jerk(0.1, 0.0, &cp, DT), 0.1);
+        // Braking beyond 4.05 m/s^2 is an emergency, and so is releasing it.
+        assert_eq!(limit_jerk(-6.0, 0.0, &cp, DT), -6.0);
+        assert_eq!(limit_jerk(0.0, -6.0, &cp, DT), 0.0);
+        // 0 disables the limit.
+        let off = ControllerParams {
+            max_jerk: 0.0,
+            ..cp
+        };
+        assert_eq!(limit_jerk(2.0, 0.0, &off, DT), 2.0);
     }
 
     #[test]

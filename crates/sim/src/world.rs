@@ -3,16 +3,21 @@
 use crate::config::{ControllerParams, SimConfig, VehicleParams};
 use crate::events::{EndReason, StepEvents, StepResult};
 use crate::geom::{OrientedBox, Vec2};
-use crate::metrics::{comfort_violations, ComfortFilter, EpisodeStats};
+use crate::metrics::{
+    comfort_violations, nuplan_comfort, nuplan_score, ComfortFilter, EpisodeStats,
+};
 use crate::reward;
 use crate::road::{Lane, RoadMap, SPACING};
 use crate::scenario::{MergeLink, Scenario};
 use crate::spec::ScenarioSpec;
 use crate::traffic::{agent_yields_at_merge, Agent, Behaviour, LightState, TrafficLight};
-use crate::vehicle::{bicycle_step, track_waypoints, BicycleState};
+use crate::vehicle::{bicycle_step, limit_jerk, track_waypoints, BicycleState};
 
 /// Strongest braking traffic agents use (m/s^2); above an emergency stop of a passenger car.
 pub const AGENT_MAX_BRAKE: f32 = 9.0;
+
+/// Below this speed (m/s) the ego counts as standing: a collision then is not its fault.
+const STANDSTILL_SPEED: f32 = 0.1;
 
 /// Braking traffic agents accept to stop for a yellow light (m/s^2).
 pub const AGENT_YELLOW_DECEL: f32 = 4.0;
@@ -59,12 +64,17 @@ pub struct Leader {
     pub gap: f32,
     /// Leader speed along the path.
     pub v: f32,
+    /// Leader acceleration along the path, m/s^2 (0 for obstacles and stop lines). A
+    /// privileged observer sees a scripted hard brake from the step it starts
+    /// ([`Agent::intended_accel`]).
+    pub accel: f32,
 }
 
 impl Leader {
     pub const NONE: Leader = Leader {
         gap: f32::INFINITY,
         v: 0.0,
+        accel: 0.0,
     };
 }
 
@@ -88,6 +98,10 @@ pub struct LeaderQuery {
     pub observer: Observer,
     /// Whether stop lines whose light demands a stop count as obstacles.
     pub stop_lines: StopLines,
+    /// Vehicles and obstacles nearer than this bumper-to-bumper gap (metres; negative when
+    /// their boxes overlap along the path) are beside the vehicle, not ahead of it, and are
+    /// skipped; `f32::NEG_INFINITY` keeps every one.
+    pub min_gap: f32,
 }
 
 /// Who searches for a leader.
@@ -248,6 +262,7 @@ impl World {
             best_progress: self.best_progress,
         };
         let (steer, accel) = self.control(plan);
+        let brake_forced = self.brake_forced(accel);
         self.dynamics(steer, accel);
         if !self.ego.is_finite() {
             self.ego = before.ego;
@@ -261,6 +276,11 @@ impl World {
         let comfort_violations = self.comfort_metrics(&before.ego);
         let lane = self.map.lanes[self.map.lane_at(self.route, self.route_s) as usize];
         let outside_lane = self.lane_metrics(&lane, progress_gain);
+        self.nuplan_metrics(&before, lane.speed_limit);
+        let comfort_decel = -nuplan_comfort::MIN_LON_ACCEL;
+        if brake_forced && self.ego.accel < -comfort_decel {
+            self.stats.forced_brake_steps += 1;
+        }
         // Reward: a function of what the step produced.
         let lead = self.reward_leader();
         let events = StepEvents {
@@ -300,6 +320,7 @@ impl World {
             horizon,
             observer: Observer::Ego,
             stop_lines: StopLines::Ignore,
+            min_gap: f32::NEG_INFINITY,
         }
     }
 
@@ -318,6 +339,7 @@ impl World {
             horizon,
             observer,
             stop_lines,
+            min_gap,
         } = *q;
         let (skip_agent, include_ego, privileged) = match observer {
             Observer::Ego => (None, false, false),
@@ -329,7 +351,9 @@ impl World {
         let (p0, _) = lines.sample(line, s);
         let t_now = self.time();
         let mut best = Leader::NONE;
-        let mut consider = |c: Vec2, h: Vec2, hl: f32, hw: f32, ov: f32, od: f32| {
+        // Centre, heading, half length, half width, speed, lateral offset correction and
+        // acceleration of a candidate.
+        let mut consider = |c: Vec2, h: Vec2, hl: f32, hw: f32, ov: f32, od: f32, oa: f32| {
             let de = (c - p0).norm();
             if de > horizon + hl {
                 return;
@@ -349,10 +373,11 @@ impl World {
             }
             let ext_lon = hl * t.dot(h).abs() + hw * t.cross(h).abs();
             let gap = ds - half_l - ext_lon;
-            if gap < best.gap {
+            if gap < best.gap && gap >= min_gap {
                 best = Leader {
                     gap,
                     v: ov * h.dot(t),
+                    accel: oa * h.dot(t),
                 };
             }
         };
@@ -361,12 +386,12 @@ impl World {
                 continue;
             }
             // A privileged planner sees where a cut-in is going, not where it is.
-            let od = if privileged {
-                a.d - a.intended_d(t_now)
+            let (od, oa) = if privileged {
+                (a.d - a.intended_d(t_now), a.intended_accel(t_now))
             } else {
-                0.0
+                (0.0, a.accel)
             };
-            consider(a.pos, a.heading, 0.5 * a.length, 0.5 * a.width, a.v, od);
+            consider(a.pos, a.heading, 0.5 * a.length, 0.5 * a.width, a.v, od, oa);
         }
         if include_ego {
             let vp = &self.cfg.vehicle;
@@ -378,10 +403,19 @@ impl World {
                 0.5 * vp.width,
                 self.ego.v,
                 0.0,
+                self.ego.accel,
             );
         }
         for b in &self.statics {
-            consider(b.center, b.heading, b.half_length, b.half_width, 0.0, 0.0);
+            consider(
+                b.center,
+                b.heading,
+                b.half_length,
+                b.half_width,
+                0.0,
+                0.0,
+                0.0,
+            );
         }
         let StopLines::Obey {
             yellow_decel: stop_decel,
@@ -404,6 +438,7 @@ impl World {
                 best = Leader {
                     gap: gap.max(0.0),
                     v: 0.0,
+                    accel: 0.0,
                 };
             }
         }
@@ -492,17 +527,20 @@ impl World {
         StepResult { reward, end }
     }
 
-    /// Control: the waypoint controller turns the plan into steering and acceleration.
+    /// Control: the waypoint controller turns the plan into steering and acceleration, the
+    /// acceleration jerk-limited from the last step's.
     fn control(&mut self, plan: &[f32]) -> (f32, f32) {
         self.last_plan.clear();
         self.last_plan
             .extend(plan.chunks_exact(2).map(|w| [w[0], w[1]]));
-        track_waypoints(
+        let (steer, accel) = track_waypoints(
             &self.last_plan,
             self.ego.v,
             &self.cfg.vehicle,
             &self.cfg.controller,
-        )
+        );
+        let cp = &self.cfg.controller;
+        (steer, limit_jerk(accel, self.ego.accel, cp, self.cfg.dt))
     }
 
     /// Dynamics: the kinematic bicycle advances the ego by one step.
@@ -537,6 +575,7 @@ impl World {
                 stop_lines: StopLines::Obey {
                     yellow_decel: AGENT_YELLOW_DECEL,
                 },
+                min_gap: f32::NEG_INFINITY,
             });
             // Polite drivers on the main road treat a merging ego as if it were already in
             // their lane (virtual-vehicle projection at the merge).
@@ -551,6 +590,7 @@ impl World {
                         lead = Leader {
                             gap: rel - half,
                             v: self.ego.v,
+                            accel: self.ego.accel,
                         };
                     }
                 }
@@ -608,7 +648,7 @@ impl World {
         let vp = &self.cfg.vehicle;
         let ego_box = self.ego.bbox(vp);
         let mut end = EndReason::Running;
-        if self.agents.iter().any(|a| {
+        if let Some(other) = self.agents.iter().find(|a| {
             a.active
                 && ego_box.overlaps(&OrientedBox {
                     center: a.pos,
@@ -619,6 +659,15 @@ impl World {
         }) {
             end = EndReason::CollisionVehicle;
             self.stats.collisions_vehicle += 1;
+            // nuPlan's at-fault rule, approximated: rear-ended (the other's centre behind
+            // the ego's, within its width), or hit while standing.
+            let heading = Vec2::from_angle(self.ego.yaw);
+            let rel = other.pos - ego_box.center;
+            let rear_ended =
+                rel.dot(heading) < 0.0 && rel.dot(heading.perp()).abs() < 0.5 * vp.width;
+            if rear_ended || before.ego.v < STANDSTILL_SPEED {
+                self.stats.collisions_vehicle_not_at_fault += 1;
+            }
         } else if self.statics.iter().any(|b| ego_box.overlaps(b)) {
             end = EndReason::CollisionStatic;
             self.stats.collisions_static += 1;
@@ -675,6 +724,39 @@ impl World {
         self.stats.steps += 1;
         self.stats.speed_sum += self.ego.v;
         outside
+    }
+
+    /// What nuPlan's score needs beyond the other metrics: speed above the limit, distance
+    /// driven against the route and time to collision with the vehicle or obstacle ahead.
+    /// One short leader search per step; no allocation.
+    fn nuplan_metrics(&mut self, before: &BeforeStep, speed_limit: f32) {
+        let v = self.ego.v;
+        self.stats.overspeed_sum += (v - speed_limit).max(0.0);
+        if Vec2::from_angle(self.ego.yaw).dot(self.route_dir) < 0.0 {
+            self.stats.wrong_way_distance += 0.5 * (before.ego.v + v) * self.cfg.dt;
+        }
+        let ttc = nuplan_score::TTC_BOUND;
+        if v > 0.0 {
+            let lead = self.leader_on_path(&self.ego_leader_query(v * ttc));
+            if v > lead.v && lead.gap < (v - lead.v) * ttc {
+                self.stats.ttc_violation_steps += 1;
+            }
+        }
+    }
+
+    /// Whether braking with the command `accel` beyond nuPlan's comfort bound is forced: the
+    /// vehicle or obstacle ahead on the route (as any planner sees it, lights ignored), at the
+    /// moment of the decision, demands at least that bound to match its speed within the gap.
+    /// Searches only when the command brakes that hard (rare).
+    fn brake_forced(&self, accel: f32) -> bool {
+        let comfort_decel = -nuplan_comfort::MIN_LON_ACCEL;
+        if accel >= -comfort_decel {
+            return false;
+        }
+        let v = self.ego.v;
+        let horizon = v * v / (2.0 * comfort_decel) + 1.0;
+        let lead = self.leader_on_path(&self.ego_leader_query(horizon));
+        v > lead.v && (v - lead.v).powi(2) / (2.0 * lead.gap.max(0.1)) >= comfort_decel
     }
 
     /// The vehicle or obstacle ahead on the route that the time-to-collision penalty looks
@@ -796,10 +878,66 @@ mod tests {
             horizon: 100.0,
             observer: Observer::Agent(i),
             stop_lines: StopLines::Ignore,
+            min_gap: f32::NEG_INFINITY,
         };
         let behind = w.leader_on_path(&from_agent(1));
         assert!((behind.gap - 5.7).abs() < 1e-3, "{behind:?}");
         assert_eq!(behind.v, 0.0);
         assert_eq!(w.leader_on_path(&from_agent(0)), Leader::NONE);
+    }
+
+    /// A plan of constant acceleration `a` from speed `v` straight along x (ego frame).
+    fn straight_plan(w: &World, v: f32, a: f32) -> Vec<f32> {
+        let dt = w.cfg.controller.waypoint_dt;
+        (1..=w.cfg.horizon)
+            .flat_map(|j| {
+                let t = j as f32 * dt;
+                [v * t + 0.5 * a * t * t, 0.0]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_what_nuplans_score_needs() {
+        // Overspeed: 17 m/s on a 15 m/s lane, nothing ahead: 2 m/s per step, no TTC issue.
+        let mut w = straight_road(vec![]);
+        w.ego.v = 17.0;
+        w.step(&straight_plan(&w, 17.0, 0.0));
+        assert!((w.stats.overspeed_sum - 2.0).abs() < 1e-4, "{:?}", w.stats);
+        assert_eq!(w.stats.ttc_violation_steps, 0);
+        assert_eq!(w.stats.wrong_way_distance, 0.0);
+        // A standing car 5.7 m ahead at 10 m/s: TTC 0.57 s < 0.95 s. Braking at 6 m/s^2 is
+        // forced: matching its speed within the gap needs 10^2 / (2 * ~4.7) > 4.05 m/s^2.
+        let mut standing = agent(30.0, 0.0, Behaviour::Idm);
+        standing.v = 0.0;
+        standing.idm.a_max = 0.0;
+        let mut w = straight_road(vec![standing]);
+        w.ego.v = 10.0;
+        w.step(&straight_plan(&w, 10.0, -6.0));
+        assert_eq!(w.stats.ttc_violation_steps, 1, "{:?}", w.stats);
+        assert_eq!(w.stats.forced_brake_steps, 1);
+        // The same brake with nothing ahead is a choice, not forced.
+        let mut w = straight_road(vec![]);
+        w.ego.v = 10.0;
+        w.step(&straight_plan(&w, 10.0, -6.0));
+        assert_eq!(w.stats.forced_brake_steps, 0);
+        // Rear-ended while driving: a collision, not at fault; driving into a car ahead is.
+        let mut w = straight_road(vec![agent(16.6, 0.0, Behaviour::Idm)]);
+        w.ego.v = 1.0;
+        w.step(&straight_plan(&w, 1.0, 0.0));
+        assert_eq!(w.stats.collisions_vehicle, 1);
+        assert_eq!(w.stats.collisions_vehicle_not_at_fault, 1);
+        let mut w = straight_road(vec![agent(23.5, 0.0, Behaviour::Idm)]);
+        w.ego.v = 1.0;
+        w.step(&straight_plan(&w, 1.0, 0.0));
+        assert_eq!(w.stats.collisions_vehicle, 1);
+        assert_eq!(w.stats.collisions_vehicle_not_at_fault, 0);
+        // A side swipe with a car half a metre behind and 1.5 m to the left (outside the ego's
+        // width): the ego's fault, as a merge into an occupied lane is.
+        let mut w = straight_road(vec![agent(19.0, 1.5, Behaviour::Idm)]);
+        w.ego.v = 1.0;
+        w.step(&straight_plan(&w, 1.0, 0.0));
+        assert_eq!(w.stats.collisions_vehicle, 1);
+        assert_eq!(w.stats.collisions_vehicle_not_at_fault, 0);
     }
 }

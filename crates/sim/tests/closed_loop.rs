@@ -54,14 +54,17 @@ fn failure_rate(stats: &[EpisodeStats]) -> f32 {
 }
 
 #[test]
-fn expert_driving_score_on_eval_suite_is_at_least_95() {
+fn expert_drives_the_suites_well_and_comfortably() {
     let d = Difficulty::default();
     let eval = run_expert(Split::Eval.suite(&Family::ALL, 20, d));
     let ds = summarise("eval", &eval);
     let hard = run_expert(Split::Hard.suite(&Family::ALL, 20, d));
     let ds_hard = summarise("hard", &hard);
     let (fail, fail_hard) = (failure_rate(&eval), failure_rate(&hard));
-    let comfort = eval.iter().filter(|s| s.comfort_pass()).count() as f32 / eval.len() as f32;
+    let comfort_rate = |stats: &[EpisodeStats]| {
+        stats.iter().filter(|s| s.comfort_pass()).count() as f32 / stats.len() as f32
+    };
+    let (comfort, comfort_hard) = (comfort_rate(&eval), comfort_rate(&hard));
     let mut per_bound = [0u32; 6];
     for s in &eval {
         for (b, c) in per_bound.iter_mut().zip(s.comfort_steps) {
@@ -72,11 +75,18 @@ fn expert_driving_score_on_eval_suite_is_at_least_95() {
         "episodes violating each comfort bound {:?}: {per_bound:?}",
         deltaplan_sim::metrics::nuplan_comfort::NAMES
     );
-    println!("expert driving score: eval {ds:.2}, hard {ds_hard:.2}; collision or off-road: eval {fail:.3}, hard {fail_hard:.3}; comfort pass (eval) {comfort:.2}");
+    println!("expert driving score: eval {ds:.2}, hard {ds_hard:.2}; collision or off-road: eval {fail:.3}, hard {fail_hard:.3}; comfort pass: eval {comfort:.2}, hard {comfort_hard:.2}");
     assert!(
         fail <= 0.03,
         "expert collides or leaves the road in {fail} of eval episodes"
     );
     assert!(ds >= 95.0, "expert eval driving score {ds}");
     assert!(ds_hard >= 90.0, "expert hard driving score {ds_hard}");
+    // The jerk-limited expert rides within nuPlan's comfort bounds unless the scene forces it
+    // (issue 9's bars are 90% / 75% on the 40-per-family suites).
+    assert!(comfort >= 0.85, "expert comfort pass (eval) {comfort}");
+    assert!(
+        comfort_hard >= 0.70,
+        "expert comfort pass (hard) {comfort_hard}"
+    );
 }
