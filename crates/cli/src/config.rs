@@ -412,7 +412,7 @@ fn key_at(text: &str, pos: usize) -> String {
 /// controller and an expert that can drive at all.
 fn check_sim_ranges(sim: &SimConfig) -> Result<()> {
     let (v, c, e, r) = (&sim.vehicle, &sim.controller, &sim.expert, &sim.reward);
-    let checks: [(&str, f32, f32, f32); 23] = [
+    let checks: [(&str, f32, f32, f32); 24] = [
         ("sim.vehicle.length", v.length, 1.0, 20.0),
         ("sim.vehicle.width", v.width, 0.5, 5.0),
         ("sim.vehicle.wheelbase", v.wheelbase, 0.5, 10.0),
@@ -451,6 +451,7 @@ fn check_sim_ranges(sim: &SimConfig) -> Result<()> {
             1.0,
         ),
         ("sim.reward.ttc_threshold", r.ttc_threshold, 0.0, 20.0),
+        ("sim.reward.comfort_penalty", r.comfort_penalty, 0.0, 1000.0),
     ];
     for (field, value, min, max) in checks {
         if !(min..=max).contains(&value) {

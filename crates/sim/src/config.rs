@@ -216,6 +216,10 @@ pub struct RewardConfig {
     /// `ttc_threshold` seconds is multiplied by `ttc_factor` (CaRL: 0.5). 0 disables.
     pub ttc_threshold: f32,
     pub ttc_factor: f32,
+    /// Subtracted on every step whose motion fails nuPlan's comfort check on the filtered
+    /// quantities the episode metric uses (so the residual cannot buy progress with a ride the
+    /// metric fails). 0 disables.
+    pub comfort_penalty: f32,
 }
 
 impl Default for RewardConfig {
@@ -226,6 +230,7 @@ impl Default for RewardConfig {
             outside_lane_factor: 0.0,
             ttc_threshold: 0.0,
             ttc_factor: 0.5,
+            comfort_penalty: 0.0,
         }
     }
 }

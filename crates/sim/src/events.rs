@@ -56,6 +56,9 @@ pub struct StepEvents {
     /// nuPlan comfort bounds violated by this step's raw motion (bits in the order of
     /// `metrics::nuplan_comfort::NAMES`).
     pub comfort_violations: u8,
+    /// Whether the motion fails nuPlan's comfort check on the filtered quantities the episode
+    /// metric uses (window means and slopes; one such step fails the episode's comfort).
+    pub comfort_flagged: bool,
     /// Whether the ego box pokes out of the route lane (by more than 0.3 m).
     pub outside_lane: bool,
     /// Bumper-to-bumper gap to the vehicle or obstacle ahead on the route, metres; infinite

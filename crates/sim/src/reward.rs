@@ -37,6 +37,9 @@ pub fn compute(events: &StepEvents, rc: &RewardConfig) -> f32 {
         * comfort_factor
         * lane_factor
         * ttc_factor;
+    if e.comfort_flagged {
+        reward -= rc.comfort_penalty;
+    }
     if e.end.is_termination() {
         reward -= rc.terminal_penalty;
     }
@@ -57,6 +60,7 @@ mod tests {
             speed: 10.0,
             speed_limit: 10.0,
             comfort_violations: 0,
+            comfort_flagged: false,
             outside_lane: false,
             lead_gap: f32::INFINITY,
             lead_speed: 0.0,
@@ -66,6 +70,22 @@ mod tests {
     #[test]
     fn progress_is_percent_of_the_route() {
         assert_eq!(compute(&clean_step(), &RewardConfig::default()), 1.0);
+    }
+
+    #[test]
+    fn a_flagged_step_costs_the_comfort_penalty() {
+        let rc = RewardConfig {
+            comfort_penalty: 0.75,
+            ..Default::default()
+        };
+        let flagged = StepEvents {
+            comfort_flagged: true,
+            ..clean_step()
+        };
+        // 1 point of progress, minus the penalty; unflagged steps pay nothing.
+        assert_eq!(compute(&flagged, &rc), 0.25);
+        assert_eq!(compute(&clean_step(), &rc), 1.0);
+        assert_eq!(compute(&flagged, &RewardConfig::default()), 1.0);
     }
 
     #[test]

@@ -273,7 +273,7 @@ impl World {
         self.progress();
         let end = self.events(&before);
         let progress_gain = self.best_progress - before.best_progress;
-        let comfort_violations = self.comfort_metrics(&before.ego);
+        let (comfort_violations, comfort_flagged) = self.comfort_metrics(&before.ego);
         let lane = self.map.lanes[self.map.lane_at(self.route, self.route_s) as usize];
         let outside_lane = self.lane_metrics(&lane, progress_gain);
         self.nuplan_metrics(&before, lane.speed_limit);
@@ -290,6 +290,7 @@ impl World {
             speed: self.ego.v,
             speed_limit: lane.speed_limit,
             comfort_violations,
+            comfort_flagged,
             outside_lane,
             lead_gap: lead.gap,
             lead_speed: lead.v,
@@ -518,6 +519,7 @@ impl World {
             speed: self.ego.v,
             speed_limit: lane.speed_limit,
             comfort_violations: 0,
+            comfort_flagged: false,
             outside_lane: false,
             lead_gap: f32::INFINITY,
             lead_speed: 0.0,
@@ -702,14 +704,14 @@ impl World {
     }
 
     /// Comfort metrics from the realised motion: nuPlan's filtered check goes into the
-    /// episode record; the raw step-to-step violations (CaRL's per-step comfort) are returned
-    /// for the reward.
-    fn comfort_metrics(&mut self, prev: &BicycleState) -> u8 {
+    /// episode record; the raw step-to-step violations (CaRL's per-step comfort) and whether
+    /// the filtered check flagged this step are returned for the reward.
+    fn comfort_metrics(&mut self, prev: &BicycleState) -> (u8, bool) {
         let dt = self.cfg.dt;
         let raw = comfort_violations(prev, &self.ego, dt, self.step_count > 1);
         let filtered = self.comfort_filter.push(&self.ego, dt);
         self.stats.record_comfort(filtered);
-        raw
+        (raw, filtered != 0)
     }
 
     /// Lane metrics: whether the ego box pokes out of the route lane `lane` (the route metres
