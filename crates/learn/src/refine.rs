@@ -432,13 +432,13 @@ impl<'a, P: FrozenPlanner> Refiner<'a, P> {
     /// Resumes from a checkpoint written by [`Refiner::save`] for this SFT planner. The run then
     /// continues exactly as if it had never stopped.
     pub fn resume(path: &Path, planner: &'a P) -> Result<Self> {
-        let (meta, _) = load_tensors(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)?;
+        let (meta, tensors) = load_tensors(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)?;
         let cfg: RefineConfig = meta.field("config")?;
         let sim: SimConfig = meta.field("sim")?;
         let scenarios: TrainScenarios = meta.field("scenarios")?;
         let seed: u64 = meta.field("seed")?;
         let env = scenarios.batch_env(sim, cfg.num_envs, seed);
-        Refiner::resume_with_env(path, planner, env)
+        Refiner::resume_loaded(path, (meta, tensors), planner, env)
     }
 }
 
@@ -755,7 +755,18 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
     /// the same way as the checkpointed one. The run then continues exactly as if it had never
     /// stopped.
     pub fn resume_with_env(path: &Path, planner: &'a P, env: E) -> Result<Self> {
-        let (meta, mut tensors) = load_tensors(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)?;
+        let loaded = load_tensors(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)?;
+        Refiner::resume_loaded(path, loaded, planner, env)
+    }
+
+    /// Resumes from a checkpoint already read from `path` (metadata and tensors), so the file
+    /// is read once.
+    fn resume_loaded(
+        path: &Path,
+        (meta, mut tensors): (crate::checkpoint::Metadata, crate::checkpoint::TensorMap),
+        planner: &'a P,
+        env: E,
+    ) -> Result<Self> {
         let shown = path.display().to_string();
         let sft_hash: String = meta.field("sft_hash")?;
         check_sft_hash(&shown, &sft_hash, planner)?;
