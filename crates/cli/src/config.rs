@@ -31,6 +31,10 @@ pub struct Config {
     /// Write the refinement checkpoint every this many iterations (and always at the end and
     /// on Ctrl-C).
     pub checkpoint_every: usize,
+    /// An ONNX planner (with its spec) refined and evaluated in place of the built-in SFT
+    /// planner; `run` then skips record and train-sft. Unset: the built-in planner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planner: Option<std::path::PathBuf>,
     /// Simulation shared by every stage.
     pub sim: SimConfig,
     /// Scenario distribution of the training worlds, shared by the recording and refinement.
@@ -70,6 +74,7 @@ impl Default for Config {
         Config {
             seed: 1,
             checkpoint_every: 10,
+            planner: None,
             sim: SimConfig::default(),
             train_scenarios: TrainScenarios::default(),
             demos: DemoConfig::default(),
@@ -113,6 +118,11 @@ const MOVED_TO_TRAIN_SCENARIOS: &str =
 /// Settings that are unset by default (so `deltaplan config` cannot print them as values):
 /// key, an example value, what setting it does.
 pub const OPTIONAL_SETTINGS: &[(&str, &str, &str)] = &[
+    (
+        "planner",
+        "\"my_planner.onnx\"",
+        "refine this ONNX planner instead of training the built-in one (also --planner)",
+    ),
     (
         "refine.ppo.kl_sft_target",
         "0.02",

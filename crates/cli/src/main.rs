@@ -2,6 +2,7 @@
 //! evaluate in closed loop, and report. `deltaplan run` does every stage with embedded defaults.
 
 mod config;
+mod frozen;
 mod pipeline;
 
 use std::path::PathBuf;
@@ -33,6 +34,10 @@ struct Cli {
     /// Output directory: each stage reads and writes its files here.
     #[arg(long, global = true, default_value = "runs/default")]
     out: PathBuf,
+    /// An ONNX planner to refine and evaluate in place of the built-in SFT planner (the
+    /// `planner` setting; its spec in the model's metadata or in FILE.toml beside it).
+    #[arg(long, global = true, value_name = "FILE.onnx")]
+    planner: Option<PathBuf>,
     /// Worker threads (0: all cores). Results are identical for a given thread count.
     #[arg(long, global = true, default_value_t = 0)]
     threads: usize,
@@ -55,6 +60,12 @@ impl From<PolicyArg> for Policy {
             PolicyArg::Rl => Policy::Rl,
         }
     }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportArg {
+    Sft,
+    Rl,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -116,6 +127,15 @@ enum Command {
     },
     /// Write the report from the evaluation files (OUT/report.md, report.json, figures/).
     Report,
+    /// Export a planner as one ONNX file: `--policy sft` the built-in SFT planner, `--policy rl`
+    /// the refined planner (frozen planner + bounded residual, the frozen planner's inputs).
+    Export {
+        #[arg(long, value_enum)]
+        policy: ExportArg,
+        /// Where to write it (default OUT/export/<policy>.onnx).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
     /// Print the effective configuration as TOML (every field is a setting; derived values and
     /// unset optional settings follow as comments).
     Config,
@@ -145,7 +165,17 @@ fn real_main() -> Result<()> {
             .num_threads(cli.threads)
             .build_global()?;
     }
-    let cfg = Config::load(cli.config.as_deref(), &cli.sets, cli.seed)?;
+    let mut cfg = Config::load(cli.config.as_deref(), &cli.sets, cli.seed)?;
+    if let Some(p) = cli.planner {
+        cfg.planner = Some(p);
+    }
+    if let (Some(p), Command::Record | Command::TrainSft) = (&cfg.planner, &cli.command) {
+        anyhow::bail!(
+            "this run refines the ONNX planner {}: record and train-sft make the built-in \
+             planner; drop --planner (or the `planner` setting) to train one",
+            p.display()
+        );
+    }
     let out = cli.out;
     pipeline::install_interrupt_handler();
     match cli.command {
@@ -172,6 +202,15 @@ fn real_main() -> Result<()> {
             family,
             index,
         } => pipeline::render(&cfg, &out, policy.into(), split.into(), &family, index),
+        Command::Export { policy, file } => {
+            let what = match policy {
+                ExportArg::Sft => pipeline::ExportWhat::Sft,
+                ExportArg::Rl => pipeline::ExportWhat::Refined,
+            };
+            let path = pipeline::export(&cfg, &out, what, file)?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
         Command::Report => {
             pipeline::guard(&cfg, &out)?;
             let (path, _) = pipeline::report(&cfg, &out, None)?;

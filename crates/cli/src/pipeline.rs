@@ -7,6 +7,11 @@
 //! | refine | demos (normalisation lives in sft), sft | `rl.safetensors` (checkpoint, every iteration), `metrics.jsonl` |
 //! | evaluate | sft, rl | `eval/<split>_<policy>.json` |
 //! | report | eval files, metrics | `report.md`, `report.json`, `figures/` |
+//! | export | sft, rl | `export/<policy>.onnx` (or `--file`) |
+//!
+//! With an ONNX planner (`planner = "FILE.onnx"` or `--planner`), that file stands where
+//! `sft.safetensors` stands: record and train-sft are skipped, and the report's open-loop
+//! errors are undefined (there are no demonstrations to measure them on).
 //!
 //! Every file is written atomically (`deltaplan_stdx::fs::write_atomic`: temporary file,
 //! fsync, rename), so an interrupted stage leaves either the old file or the new one; rerunning
@@ -34,12 +39,15 @@ use deltaplan_learn::refine::{
     load_policy, IterationStats, LoadedPolicy, Refiner, ResidualPlanner,
 };
 use deltaplan_learn::sft::{self, SftPlanner, SftWorkspace};
+use deltaplan_learn::FrozenPlanner;
+use deltaplan_onnx::{export_refined, export_sft, OnnxPlanner, Residual};
 use deltaplan_sim::{EpisodeStats, Family, ScenarioSpec, Split, OBS_DIM};
 use deltaplan_stdx::fs::write_atomic;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
+use crate::frozen::{Frozen, FrozenWorkspace};
 
 /// Set by Ctrl-C while a refinement is running: it saves and stops after the current iteration.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -159,6 +167,24 @@ fn load_sft(cfg: &Config, out: &Path) -> Result<SftPlanner> {
     Ok(p)
 }
 
+/// The run's frozen planner: the configured ONNX planner, or the built-in SFT checkpoint.
+fn load_frozen(cfg: &Config, out: &Path) -> Result<Frozen> {
+    match &cfg.planner {
+        Some(path) => {
+            let p = OnnxPlanner::load(path, &cfg.sim)?;
+            tracing::info!(
+                "frozen planner: {} (ONNX, {} waypoints, embedding {}, weights {}...)",
+                path.display(),
+                p.horizon(),
+                p.embedding_dim(),
+                &p.weights_hash()[..12]
+            );
+            Ok(Frozen::Onnx(p))
+        }
+        None => Ok(Frozen::Sft(load_sft(cfg, out)?)),
+    }
+}
+
 pub fn train_sft(cfg: &Config, out: &Path) -> Result<()> {
     let path = sft_path(out);
     if path.exists() {
@@ -195,7 +221,7 @@ fn rl_path(out: &Path) -> PathBuf {
 }
 
 pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
-    let sft = load_sft(cfg, out)?;
+    let sft = load_frozen(cfg, out)?;
     let path = rl_path(out);
     let metrics_path = out.join("metrics.jsonl");
     let mut r = if path.exists() {
@@ -305,18 +331,19 @@ fn with_driver<T>(
     match policy {
         Policy::Expert => f(&mut Driver::Expert),
         Policy::Sft => {
-            let sft = load_sft(cfg, out)?;
-            let mut ws = SftWorkspace::new();
-            let (mut z, zd) = (Vec::new(), sft.z_dim());
+            let frozen = load_frozen(cfg, out)?;
+            let mut ws = FrozenWorkspace::default();
+            let (mut z, zd) = (Vec::new(), frozen.embedding_dim());
             let mut planner = |obs: &[f32], plans: &mut [f32]| {
                 z.resize(obs.len() / OBS_DIM * zd, 0.0);
-                sft.forward(obs, &mut ws, &mut z, plans)
+                frozen
+                    .plan_batch(obs, &mut ws, plans, &mut z)
                     .map_err(PlannerError::new)
             };
             f(&mut Driver::Planner(&mut planner))
         }
         Policy::Rl => {
-            let sft = load_sft(cfg, out)?;
+            let sft = load_frozen(cfg, out)?;
             let path = rl_path(out);
             if !path.exists() {
                 bail!(
@@ -465,13 +492,24 @@ struct OpenLoopErrors {
 }
 
 /// Open-loop ADE/FDE of the SFT and refined planners against the expert on the held-out
-/// demonstrations (the SFT validation episodes).
+/// demonstrations (the SFT validation episodes); undefined (NaN) for an ONNX planner, whose
+/// run records no demonstrations.
 fn open_loop_errors(
     cfg: &Config,
     out: &Path,
-    sft: &SftPlanner,
+    frozen: &Frozen,
     refined: &LoadedPolicy,
 ) -> Result<OpenLoopErrors> {
+    let Frozen::Sft(sft) = frozen else {
+        let undefined = DisplacementError {
+            ade: f64::NAN,
+            fde: f64::NAN,
+        };
+        return Ok(OpenLoopErrors {
+            sft: undefined,
+            rl: undefined,
+        });
+    };
     let ds = Dataset::load(out)?;
     let (_, val) = ds.split(cfg.sft.val_fraction, cfg.stage_seed())?;
     let mut ws = SftWorkspace::new();
@@ -506,7 +544,7 @@ const REPORT_SPLITS: [Split; 2] = [Split::Eval, Split::Hard];
 
 /// Writes the report (evaluating what is missing) and returns it with the path of report.md.
 pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<(PathBuf, Report)> {
-    let sft = load_sft(cfg, out)?;
+    let sft = load_frozen(cfg, out)?;
     let refined = load_policy(&rl_path(out), &sft)?;
     let errors = open_loop_errors(cfg, out, &sft, &refined)?;
     let mut splits = Vec::new();
@@ -628,8 +666,10 @@ fn previous_wall_seconds(out: &Path) -> f64 {
 pub fn run_all(cfg: &Config, out: &Path) -> Result<()> {
     let t = Instant::now();
     guard(cfg, out)?;
-    record(cfg, out)?;
-    train_sft(cfg, out)?;
+    if cfg.planner.is_none() {
+        record(cfg, out)?;
+        train_sft(cfg, out)?;
+    }
     refine(cfg, out)?;
     for split in REPORT_SPLITS {
         for p in Policy::ALL {
@@ -664,4 +704,66 @@ pub fn run_all(cfg: &Config, out: &Path) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Which planner `export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportWhat {
+    /// The built-in SFT planner.
+    Sft,
+    /// The refined planner: frozen planner + residual, one graph.
+    Refined,
+}
+
+/// Writes the built-in SFT planner or the refined planner as one ONNX file (`file`, default
+/// `OUT/export/<sft|rl>.onnx`) and returns its path.
+pub fn export(
+    cfg: &Config,
+    out: &Path,
+    what: ExportWhat,
+    file: Option<PathBuf>,
+) -> Result<PathBuf> {
+    let frozen = load_frozen(cfg, out)?;
+    let name = match what {
+        ExportWhat::Sft => "sft.onnx",
+        ExportWhat::Refined => "rl.onnx",
+    };
+    let path = file.unwrap_or_else(|| out.join("export").join(name));
+    let bytes = match (what, &frozen) {
+        (ExportWhat::Sft, Frozen::Sft(sft)) => export_sft(sft)?,
+        (ExportWhat::Sft, Frozen::Onnx(p)) => bail!(
+            "the frozen planner of this run already is an ONNX file ({}): deploy that file, or \
+             export the refined planner with --policy rl",
+            p.path()
+        ),
+        (ExportWhat::Refined, _) => {
+            let rl = rl_path(out);
+            if !rl.exists() {
+                bail!(
+                    "{} is missing: run `deltaplan refine --out {}` first",
+                    rl.display(),
+                    out.display()
+                );
+            }
+            let loaded = load_policy(&rl, &frozen)?;
+            if loaded.iteration < loaded.iterations {
+                tracing::warn!(
+                    "{} holds iteration {} of {}: exporting an unfinished refinement",
+                    rl.display(),
+                    loaded.iteration,
+                    loaded.iterations
+                );
+            }
+            let residual = Residual {
+                ac: &loaded.ac,
+                ramp: loaded.ramp,
+            };
+            match &frozen {
+                Frozen::Sft(sft) => export_refined(deltaplan_onnx::Frozen::Sft(sft), residual)?,
+                Frozen::Onnx(p) => export_refined(deltaplan_onnx::Frozen::Onnx(p), residual)?,
+            }
+        }
+    };
+    write_file(&path, &bytes)?;
+    Ok(path)
 }

@@ -264,3 +264,82 @@ fn impossible_settings_are_refused_before_any_stage_runs() {
         std::fs::remove_dir_all(&out).ok();
     }
 }
+
+#[test]
+fn an_onnx_planner_is_refined_evaluated_rendered_and_exported_in_place_of_sft() {
+    // The built-in planner of a small run, exported to ONNX...
+    let base = tmp("onnx-base");
+    for stage in [
+        &["record"][..],
+        &["train-sft"],
+        &["export", "--policy", "sft"],
+    ] {
+        let o = run(stage, &base, &[]);
+        assert!(o.status.success(), "{stage:?}: {}", text(&o));
+    }
+    let onnx = base.join("export/sft.onnx");
+    let planner = onnx.to_str().unwrap();
+    // ...is the frozen planner of a run that records and trains nothing.
+    let out = tmp("onnx-run");
+    let with_planner = ["--planner", planner, "--set", "refine.iterations=2"];
+    let o = run(&["run"], &out, &with_planner);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.join("report.json").exists() && out.join("rl.safetensors").exists());
+    assert!(!out.join("demos.safetensors").exists() && !out.join("sft.safetensors").exists());
+    let run_toml = std::fs::read_to_string(out.join("run.toml")).unwrap();
+    assert!(run_toml.contains("planner = "), "{run_toml}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert!(report["splits"]["eval"]["rl"]["driving_score"].is_number());
+    // Open-loop errors need demonstrations, which an ONNX run does not record.
+    assert!(report["splits"]["eval"]["sft"]["ade"].is_null());
+    let o = run(
+        &["render", "--policy", "rl", "--family", "curvy"],
+        &out,
+        &with_planner,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&["export", "--policy", "rl"], &out, &with_planner);
+    assert!(o.status.success(), "{}", text(&o));
+    let exported = std::fs::read(out.join("export/rl.onnx")).unwrap();
+    assert!(exported.len() > std::fs::read(&onnx).unwrap().len());
+    // The refinement belongs to its planner: another planner is refused by its hash.
+    let other = base.join("other.onnx");
+    std::fs::copy(out.join("export/rl.onnx"), &other).unwrap();
+    let o = run(
+        &["evaluate", "--policy", "rl"],
+        &out,
+        &[
+            "--planner",
+            other.to_str().unwrap(),
+            "--set",
+            "refine.iterations=2",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("another"), "{}", text(&o));
+    // Stages that make the built-in planner are refused with an ONNX planner.
+    let o = run(&["train-sft"], &out, &with_planner);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("refines the ONNX planner"),
+        "{}",
+        text(&o)
+    );
+    // A file that is not ONNX is refused naming it.
+    let bogus = base.join("bogus.onnx");
+    std::fs::write(&bogus, b"not a model").unwrap();
+    let o = run(
+        &["refine"],
+        &tmp("onnx-bogus"),
+        &["--planner", bogus.to_str().unwrap()],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("not a readable ONNX model"),
+        "{}",
+        text(&o)
+    );
+    std::fs::remove_dir_all(base).ok();
+    std::fs::remove_dir_all(out).ok();
+}

@@ -46,8 +46,9 @@ pub const CHECKPOINT_KIND: &str = "residual_policy";
 /// and the PPO settings no longer hold the iteration count.
 pub const CHECKPOINT_VERSION: u32 = 2;
 
-/// Waypoints enter the policy input divided by these (x forward, y left), so they are O(1).
-const WAYPOINT_SCALE: [f32; 2] = [20.0, 5.0];
+/// Waypoints enter the policy input divided by these (x forward, y left), so they are O(1);
+/// public because the ONNX export of the refined planner repeats the division.
+pub const WAYPOINT_SCALE: [f32; 2] = [20.0, 5.0];
 
 /// Refinement settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

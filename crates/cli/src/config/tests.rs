@@ -43,7 +43,8 @@ fn stage_inputs(c: &Config) -> String {
                 c.sim,
                 &c.train_scenarios,
                 c.stage_seed(),
-                c.checkpoint_every
+                c.checkpoint_every,
+                &c.planner
             ),
             (c.sim, &c.eval),
         )

@@ -1,0 +1,69 @@
+"""onnxruntime runs deltaplan's exported planners and must reproduce deltaplan's own waypoints.
+
+Called by crates/onnx/tests/onnxruntime.rs (part of `cargo test --workspace --release`) with a
+directory holding `obs.f32` ([N, 128] little-endian float32 recorded observations) and, for each
+NAME in (sft, rl), `NAME.onnx` and `NAME_waypoints.f32` (deltaplan's [N, H, 2] waypoints).
+Exits non-zero when any waypoint differs by more than TOLERANCE metres.
+
+    python python/onnx_parity.py DIR            # parity check
+    python python/onnx_parity.py DIR --bench    # also time onnxruntime at batch 64 and 1024
+"""
+
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+TOLERANCE = 1e-5
+OBS_DIM = 128
+
+
+def session(path, threads):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def parity(directory):
+    obs = np.fromfile(f"{directory}/obs.f32", dtype="<f4").reshape(-1, OBS_DIM)
+    ok = True
+    for name in ("sft", "rl"):
+        sess = session(f"{directory}/{name}.onnx", threads=1)
+        (waypoints,) = sess.run(["waypoints"], {"obs": obs})
+        ours = np.fromfile(f"{directory}/{name}_waypoints.f32", dtype="<f4")
+        ours = ours.reshape(waypoints.shape)
+        diff = float(np.abs(waypoints - ours).max())
+        print(f"{name}: {len(obs)} observations, waypoints {waypoints.shape}, "
+              f"max |onnxruntime - deltaplan| = {diff:.3e} m (tolerance {TOLERANCE:.0e})")
+        ok &= bool(np.isfinite(waypoints).all()) and diff <= TOLERANCE
+    return ok
+
+
+def bench(directory, threads=2, rounds=15):
+    """Median microseconds per call of the exported SFT planner, best of `rounds` rounds."""
+    obs = np.fromfile(f"{directory}/obs.f32", dtype="<f4").reshape(-1, OBS_DIM)
+    sess = session(f"{directory}/sft.onnx", threads=threads)
+    for batch in (64, 1024):
+        x = np.ascontiguousarray(np.resize(obs, (batch, OBS_DIM)))
+        iters = 2000 if batch == 64 else 200
+        for _ in range(iters // 4):
+            sess.run(["waypoints"], {"obs": x})
+        best = float("inf")
+        for _ in range(rounds):
+            times = []
+            for _ in range(iters // rounds + 1):
+                t = time.perf_counter()
+                sess.run(["waypoints"], {"obs": x})
+                times.append(time.perf_counter() - t)
+            best = min(best, float(np.median(times)))
+        print(f"onnxruntime {ort.__version__}, {threads} threads, batch {batch}: "
+              f"{best * 1e6:.1f} us/call")
+
+
+if __name__ == "__main__":
+    ok = parity(sys.argv[1])
+    if "--bench" in sys.argv[2:]:
+        bench(sys.argv[1])
+    sys.exit(0 if ok else 1)
