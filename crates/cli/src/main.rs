@@ -3,6 +3,7 @@
 
 mod config;
 mod pipeline;
+mod timings;
 
 use std::path::PathBuf;
 

@@ -40,6 +40,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
+use crate::timings;
 
 /// Set by Ctrl-C while a refinement is running: it saves and stops after the current iteration.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -132,6 +133,7 @@ pub fn record(cfg: &Config, out: &Path) -> Result<()> {
     let ds = record_demonstrations(&cfg.recording(), |step| pb.set_position(step as u64))?;
     pb.finish_and_clear();
     ds.save(out)?;
+    timings::charge(out, "record", t.elapsed().as_secs_f64())?;
     tracing::info!(
         "recorded {} expert samples in {:.1} s -> {}",
         ds.n_samples(),
@@ -179,6 +181,7 @@ pub fn train_sft(cfg: &Config, out: &Path) -> Result<()> {
         &out.join("sft_report.json"),
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
+    timings::charge(out, "train-sft", t.elapsed().as_secs_f64())?;
     tracing::info!(
         "SFT planner trained in {:.1} s: best epoch {}, val ADE {:.3} m, FDE {:.3} m -> {}",
         t.elapsed().as_secs_f64(),
@@ -240,6 +243,7 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
         return Ok(());
     }
     let mut metrics = fs::OpenOptions::new().append(true).open(&metrics_path)?;
+    let started = Instant::now();
     let pb = bar(r.cfg.iterations as u64, "refine");
     pb.set_position(r.iteration as u64);
     REFINING.store(true, Ordering::SeqCst);
@@ -281,6 +285,7 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
     })();
     REFINING.store(false, Ordering::SeqCst);
     pb.finish_and_clear();
+    timings::charge(out, "refine", started.elapsed().as_secs_f64())?;
     result?;
     tracing::info!(
         "refinement done: {} iterations, {} env steps -> {}",
@@ -353,6 +358,7 @@ pub fn evaluate(cfg: &Config, out: &Path, policy: Policy, split: Split) -> Resul
     let episodes = with_driver(cfg, out, policy, |d| Ok(closed_loop(cfg.sim, &specs, d)?))?;
     let path = eval_path(out, policy, split);
     write_file(&path, serde_json::to_string(&episodes)?.as_bytes())?;
+    timings::charge(out, "evaluate", t.elapsed().as_secs_f64())?;
     let s = deltaplan_eval::summarize(&episodes).overall;
     tracing::info!(
         "{} on {}: driving score {:.1}, route completion {:.1}, failures {:.1}% ({} episodes, {:.1} s)",
@@ -506,6 +512,7 @@ const REPORT_SPLITS: [Split; 2] = [Split::Eval, Split::Hard];
 
 /// Writes the report (evaluating what is missing) and returns it with the path of report.md.
 pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<(PathBuf, Report)> {
+    let started = Instant::now();
     let sft = load_sft(cfg, out)?;
     let refined = load_policy(&rl_path(out), &sft)?;
     let errors = open_loop_errors(cfg, out, &sft, &refined)?;
@@ -537,12 +544,15 @@ pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<(PathB
         Some(w) => w.as_secs_f64(),
         None => previous_wall_seconds(out),
     };
+    // This report's own time is charged before it is written, so the table includes it.
+    timings::charge(out, "report", started.elapsed().as_secs_f64())?;
     let input = ReportInput {
         splits,
         curve,
         wall_seconds,
         env_steps,
         examples,
+        timings: timings::rows(out),
         notes: vec![
             format!("seed {}, configuration hash {} (`{}/run.toml`)", cfg.seed, config_hash(cfg), out.display()),
             format!(
@@ -658,6 +668,7 @@ pub fn run_all(cfg: &Config, out: &Path) -> Result<()> {
             failures(Policy::Rl),
         );
     }
+    println!("  time: {}", timings::summary_line(&report.timings));
     println!(
         "report: {} ({:.0} s)",
         path.display(),

@@ -89,6 +89,23 @@ fn run_writes_the_report_with_every_required_field() {
     }
     assert!(report["wall_seconds"].as_f64().unwrap() > 0.0);
     assert!(report["env_steps"].as_u64().unwrap() > 0);
+    // Every stage charged its time, and the refinement's phases happen inside its stage.
+    let t = |k: &str| report["timings"][k].as_f64().unwrap_or(f64::NAN);
+    for stage in ["record", "train-sft", "refine", "evaluate", "report"] {
+        assert!(t(stage) > 0.0, "timings.{stage} = {}", t(stage));
+    }
+    let phases: f64 = report["timings"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("refine: "))
+        .map(|(_, v)| v.as_f64().unwrap())
+        .sum();
+    assert!(
+        phases > 0.0 && phases <= t("refine"),
+        "{phases} vs {}",
+        t("refine")
+    );
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
         md.contains("figures/families_eval.svg") && out.join("figures/learning_curve.svg").exists()
@@ -121,11 +138,20 @@ fn run_writes_the_report_with_every_required_field() {
         "{}",
         text(&o)
     );
-    // A standalone `report` rewrites the same numbers and keeps the run's wall time.
+    // A standalone `report` rewrites the same numbers and keeps the run's wall time; only the
+    // time charged to the report stage grows.
     let o = run(&["report"], &out, &["--set", "refine.iterations=2"]);
     assert!(o.status.success(), "{}", text(&o));
-    let again: serde_json::Value =
+    let mut again: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let (mut report, timings) = (report.clone(), report["timings"].clone());
+    for stage in ["record", "train-sft", "refine", "evaluate"] {
+        assert_eq!(again["timings"][stage], timings[stage], "{stage}");
+    }
+    assert!(again["timings"]["report"].as_f64() > timings["report"].as_f64());
+    for r in [&mut report, &mut again] {
+        r.as_object_mut().unwrap().remove("timings");
+    }
     assert_eq!(again, report);
     // Rerunning the finished run does no work and changes nothing.
     let before = std::fs::read(out.join("rl.safetensors")).unwrap();

@@ -100,6 +100,8 @@ pub struct ReportInput {
     pub examples: Vec<Example>,
     /// Free-form lines for the header (configuration, seeds).
     pub notes: Vec<String>,
+    /// Where the wall time went: (stage or phase, seconds), in the order shown.
+    pub timings: Vec<(String, f64)>,
 }
 
 /// One policy's numbers on one split.
@@ -157,6 +159,7 @@ pub struct Report {
     pub env_steps: u64,
     pub examples: Vec<Example>,
     pub notes: Vec<String>,
+    pub timings: Vec<(String, f64)>,
 }
 
 impl Report {
@@ -174,6 +177,7 @@ impl Report {
             env_steps: input.env_steps,
             examples: input.examples,
             notes: input.notes,
+            timings: input.timings,
         })
     }
 
@@ -190,6 +194,7 @@ impl Report {
             "env_steps": self.env_steps,
             "learning_curve": self.curve,
             "notes": self.notes,
+            "timings": self.timings.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<String, Value>>(),
         })
     }
 
@@ -210,6 +215,16 @@ impl Report {
         );
         for split in &self.splits {
             split_markdown(&mut s, split);
+        }
+        if !self.timings.is_empty() {
+            let _ = writeln!(
+                s,
+                "## Where the time went\n\n| stage or phase | seconds |\n|---|---:|"
+            );
+            for (k, v) in &self.timings {
+                let _ = writeln!(s, "| {k} | {v:.1} |");
+            }
+            let _ = writeln!(s);
         }
         let _ = writeln!(s, "## Learning curves\n\n![learning curve](figures/learning_curve.svg)\n\n![returns](figures/learning_returns.svg)\n");
         if !self.examples.is_empty() {

@@ -61,6 +61,7 @@ fn input() -> ReportInput {
         env_steps: 512,
         examples: Vec::new(),
         notes: vec!["a note".into()],
+        timings: vec![("refine".into(), 3.5)],
     }
 }
 

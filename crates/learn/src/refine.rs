@@ -35,6 +35,7 @@ use crate::actor_critic::{
 use crate::checkpoint::{load_tensors, save_tensors, take_tensor};
 use crate::error::{LearnError, Result};
 use crate::gae::GaeSteps;
+use crate::phases::{PhaseClock, PhaseSeconds};
 use crate::planner::FrozenPlanner;
 use crate::ppo::{Ppo, PpoConfig, RolloutBatch};
 use crate::scenarios::TrainScenarios;
@@ -376,6 +377,9 @@ pub struct IterationStats {
     pub actor_frozen: bool,
     /// Environment steps per wall-clock second over the whole iteration (update included).
     pub steps_per_second: f32,
+    /// Where the iteration's time went.
+    #[serde(default)]
+    pub seconds: PhaseSeconds,
 }
 
 /// The PPO refinement loop with its environment, buffers and state.
@@ -552,6 +556,7 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
     pub fn iterate(&mut self) -> Result<IterationStats> {
         self.rng = iteration_rng(self.seed, self.iteration);
         let started = Instant::now();
+        let mut clock = PhaseClock::start();
         let (n, t_len) = (self.cfg.num_envs, self.cfg.rollout_steps);
         let a = self.planner.action_dim();
         let d = policy_input_dim(self.planner);
@@ -581,6 +586,7 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
             )?;
             let bf = &mut self.bufs;
             self.roll.obs[rows * d..r1 * d].copy_from_slice(&bf.x);
+            clock.lap(|s| &mut s.planner_forward);
             self.ppo.ac.sample(
                 &bf.x,
                 &mut self.rng,
@@ -596,6 +602,7 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
                 *p = w + ramp * dl;
                 residual_sum += f64::from((ramp * dl).abs());
             }
+            clock.lap(|s| &mut s.policy_forward);
             self.env.step(&self.plan, &mut self.step);
             self.env_steps += n as u64;
             self.obs.copy_from_slice(&self.step.obs);
@@ -616,6 +623,7 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
                     }
                 }
             }
+            clock.lap(|s| &mut s.env);
             // Bootstrap values of truncated episodes' final observations.
             if !self.final_rows.is_empty() {
                 self.final_obs.clear();
@@ -630,11 +638,13 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
                     &self.final_obs,
                     &mut self.final_bufs,
                 )?;
+                clock.lap(|s| &mut s.planner_forward);
                 let fb = &mut self.final_bufs;
                 self.ppo.ac.value(&fb.x, &mut self.act_ws, &mut fb.value)?;
                 for (k, &i) in self.final_rows.iter().enumerate() {
                     self.next_values[rows + i] = fb.value[k];
                 }
+                clock.lap(|s| &mut s.policy_forward);
             }
         }
         // V of the observation after the last step.
@@ -644,8 +654,10 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
             &self.obs,
             &mut self.bufs,
         )?;
+        clock.lap(|s| &mut s.planner_forward);
         let bf = &mut self.bufs;
         self.ppo.ac.value(&bf.x, &mut self.act_ws, &mut bf.value)?;
+        clock.lap(|s| &mut s.policy_forward);
         for t in 0..t_len {
             for i in 0..n {
                 let k = t * n + i;
@@ -678,8 +690,11 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
             &mut self.roll.returns,
         )?;
 
+        clock.lap(|s| &mut s.gae);
+
         // 4. PPO update.
         let up = self.ppo.update(&self.roll, &mut self.rng)?;
+        clock.lap(|s| &mut s.update);
         self.iteration += 1;
         let l = up.losses;
         let e = ended.mean();
@@ -706,6 +721,7 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
             early_stopped: up.early_stopped,
             actor_frozen: up.actor_frozen,
             steps_per_second: total as f32 / started.elapsed().as_secs_f32(),
+            seconds: clock.seconds,
         })
     }
 
