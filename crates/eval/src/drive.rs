@@ -65,18 +65,33 @@ pub fn drive_to_the_end<E: ExpertEnv + ?Sized>(
     env: &mut E,
     driver: &mut Driver,
 ) -> Result<Vec<EpisodeStats>> {
-    let n = env.num_envs();
+    let (n, od, ad) = (env.num_envs(), env.obs_dim(), env.action_dim());
     let mut buf = StepBuffers::for_env(env);
-    let mut obs = vec![0.0; n * env.obs_dim()];
-    let mut plans = vec![0.0; n * env.action_dim()];
+    let mut obs = vec![0.0; n * od];
+    let mut plans = vec![0.0; n * ad];
+    // The planner sees only the worlds still driving (episodes differ in length by 2-3x, so
+    // planning for idle worlds would double its work); a plan depends on its own row only.
+    let mut active: Vec<usize> = (0..n).collect();
+    let (mut active_obs, mut active_plans) = (obs.clone(), plans.clone());
     env.observe(&mut obs);
     while !env.all_idle() {
         match driver {
             Driver::Expert => env.expert_actions(&mut plans),
-            Driver::Planner(p) => p.plan(&obs, &mut plans)?,
+            Driver::Planner(p) => {
+                let m = active.len();
+                for (k, &i) in active.iter().enumerate() {
+                    active_obs[k * od..(k + 1) * od].copy_from_slice(&obs[i * od..(i + 1) * od]);
+                }
+                p.plan(&active_obs[..m * od], &mut active_plans[..m * ad])?;
+                for (k, &i) in active.iter().enumerate() {
+                    plans[i * ad..(i + 1) * ad]
+                        .copy_from_slice(&active_plans[k * ad..(k + 1) * ad]);
+                }
+            }
         }
         env.step(&plans, &mut buf);
         obs.copy_from_slice(&buf.obs);
+        active.retain(|&i| !(buf.terminated[i] || buf.truncated[i]));
     }
     Ok((0..n).map(|i| *env.finished(i)).collect())
 }
