@@ -57,9 +57,7 @@ pub struct StepEvents {
     /// `metrics::nuplan_comfort::NAMES`).
     pub comfort_violations: u8,
     /// Whether the motion fails nuPlan's comfort check on the filtered quantities the episode
-    /// metric uses (window means and slopes; one such step fails the episode's comfort), on a
-    /// step whose braking the gap ahead did not force (the reward's comfort penalty never
-    /// teaches braking late).
+    /// metric uses (window means and slopes; one such step fails the episode's comfort).
     pub comfort_flagged: bool,
     /// Whether the ego box pokes out of the route lane (by more than 0.3 m).
     pub outside_lane: bool,

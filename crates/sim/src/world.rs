@@ -4,13 +4,9 @@ use crate::config::{ControllerParams, SimConfig, VehicleParams};
 use crate::events::{EndReason, StepEvents, StepResult};
 use crate::geom::{OrientedBox, Vec2};
 use crate::metrics::{
-    comfort_violations, nuplan_comfort, nuplan_score, ComfortFilter, EpisodeStats, COMFORT_WINDOW,
+    comfort_violations, nuplan_comfort, nuplan_score, ComfortFilter, EpisodeStats,
 };
 use crate::reward;
-
-/// Steps after the scene demanded braking beyond comfort during which the reward's comfort
-/// penalty spares flagged steps: two comfort-filter windows (1 s).
-const SPARED_STEPS: u32 = 2 * COMFORT_WINDOW as u32;
 use crate::road::{Lane, RoadMap, SPACING};
 use crate::scenario::{MergeLink, Scenario};
 use crate::spec::ScenarioSpec;
@@ -48,9 +44,6 @@ pub struct World {
     /// Route tangent at `route_s`.
     pub route_dir: Vec2,
     pub step_count: u32,
-    /// Last step at which the gap ahead demanded braking beyond comfort (tracked only when
-    /// the reward has a comfort penalty).
-    brake_demanded_at: Option<u32>,
     pub time_limit_steps: u32,
     /// Speed the route allows at each resampled point (limit and curvature), m/s.
     pub speed_profile: Vec<f32>,
@@ -150,7 +143,6 @@ impl World {
             route_lat: 0.0,
             route_dir: Vec2::new(1.0, 0.0),
             step_count: 0,
-            brake_demanded_at: None,
             time_limit_steps: 0,
             speed_profile: Vec::new(),
             stats: EpisodeStats::default(),
@@ -232,7 +224,6 @@ impl World {
         self.merge = merge;
         self.time_limit_steps = time_limit_steps;
         self.step_count = 0;
-        self.brake_demanded_at = None;
         self.stats = EpisodeStats {
             family: spec.family,
             seed: spec.seed,
@@ -270,9 +261,6 @@ impl World {
             front: self.route_s + 0.5 * self.cfg.vehicle.length,
             best_progress: self.best_progress,
         };
-        if self.cfg.reward.comfort_penalty > 0.0 && self.brake_demanded() {
-            self.brake_demanded_at = Some(self.step_count);
-        }
         let (steer, accel) = self.control(plan);
         let brake_forced = self.brake_forced(accel);
         self.dynamics(steer, accel);
@@ -302,7 +290,7 @@ impl World {
             speed: self.ego.v,
             speed_limit: lane.speed_limit,
             comfort_violations,
-            comfort_flagged: comfort_flagged && !self.brake_recently_demanded(),
+            comfort_flagged,
             outside_lane,
             lead_gap: lead.gap,
             lead_speed: lead.v,
@@ -763,26 +751,14 @@ impl World {
     /// moment of the decision, demands at least that bound to match its speed within the gap.
     /// Searches only when the command brakes that hard (rare).
     fn brake_forced(&self, accel: f32) -> bool {
-        accel < nuplan_comfort::MIN_LON_ACCEL && self.brake_demanded()
-    }
-
-    /// Whether the vehicle or obstacle ahead on the route (lights ignored) demands braking at
-    /// least at nuPlan's comfort bound to match its speed within the gap.
-    fn brake_demanded(&self) -> bool {
         let comfort_decel = -nuplan_comfort::MIN_LON_ACCEL;
+        if accel >= -comfort_decel {
+            return false;
+        }
         let v = self.ego.v;
         let horizon = v * v / (2.0 * comfort_decel) + 1.0;
         let lead = self.leader_on_path(&self.ego_leader_query(horizon));
         v > lead.v && (v - lead.v).powi(2) / (2.0 * lead.gap.max(0.1)) >= comfort_decel
-    }
-
-    /// Whether the scene demanded braking beyond comfort within the last [`SPARED_STEPS`]
-    /// (only tracked when the reward has a comfort penalty): the comfort flags of that
-    /// stretch are what safety costs, and the penalty spares them so it never teaches braking
-    /// late. The stretch covers the filter window's lag and the jerk-limited brake's build-up.
-    fn brake_recently_demanded(&self) -> bool {
-        self.brake_demanded_at
-            .is_some_and(|at| self.step_count <= at + SPARED_STEPS)
     }
 
     /// The vehicle or obstacle ahead on the route that the time-to-collision penalty looks
@@ -921,53 +897,6 @@ mod tests {
                 [v * t + 0.5 * a * t * t, 0.0]
             })
             .collect()
-    }
-
-    /// Steps `w` with and without the comfort penalty on the same plans: per step, the reward
-    /// difference and whether the step's braking was forced.
-    fn comfort_penalties(w: &World, a: f32, steps: usize) -> Vec<(f32, bool)> {
-        let (mut free, mut penalised) = (w.clone(), w.clone());
-        free.cfg.reward.comfort_penalty = 0.0;
-        penalised.cfg.reward.comfort_penalty = 1.0;
-        (0..steps)
-            .map(|_| {
-                let plan = straight_plan(
-                    &free,
-                    free.ego.v.max(0.0),
-                    if free.ego.v > 0.5 { a } else { 0.0 },
-                );
-                let forced_before = free.stats.forced_brake_steps;
-                let r0 = free.step(&plan).reward;
-                let r1 = penalised.step(&plan).reward;
-                (r1 - r0, free.stats.forced_brake_steps > forced_before)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn the_comfort_penalty_spares_braking_the_gap_ahead_demanded() {
-        // Braking at 6 m/s^2 from 10 m/s with nothing ahead: a choice, penalised on every
-        // step the filtered comfort check flags.
-        let mut w = straight_road(vec![]);
-        w.ego.v = 10.0;
-        let free = comfort_penalties(&w, -6.0, 20);
-        assert!(free.iter().all(|&(d, _)| d == 0.0 || d == -1.0), "{free:?}");
-        let first_flag = free.iter().position(|&(d, _)| d == -1.0).expect("flagged");
-        // The same brake towards a standing car 11 m ahead (matching its speed needs
-        // 10^2 / 22 = 4.5 > 4.05 m/s^2 at first): the flags within 1 s of the demand are
-        // spared; braking on once the gap no longer demands it is penalised again.
-        let mut standing = agent(35.3, 0.0, Behaviour::Idm);
-        standing.v = 0.0;
-        standing.idm.a_max = 0.0;
-        let mut w = straight_road(vec![standing]);
-        w.ego.v = 10.0;
-        let demanded = comfort_penalties(&w, -6.0, 20);
-        assert_eq!(demanded[first_flag].0, 0.0, "{demanded:?}");
-        assert!(demanded.iter().any(|&(d, _)| d == -1.0), "{demanded:?}");
-        let cost = |r: &[(f32, bool)]| -r.iter().map(|p| p.0).sum::<f32>();
-        assert!(cost(&demanded) < cost(&free), "{demanded:?} vs {free:?}");
-        // Without a comfort penalty nothing is tracked: the defaults' rewards are unchanged.
-        assert_eq!(w.brake_demanded_at, None);
     }
 
     #[test]
