@@ -80,9 +80,11 @@ fn report_json_has_its_fields_and_the_summaries_numbers() {
             "learning_curve",
             "notes",
             "splits",
+            "timings",
             "wall_seconds"
         ]
     );
+    assert_eq!(v["timings"]["refine"], 3.5);
     let split = &v["splits"]["eval"];
     let mut keys: Vec<String> = split.as_object().unwrap().keys().cloned().collect();
     keys.sort();
