@@ -58,7 +58,7 @@ pub struct EvalConfig {
 impl Default for EvalConfig {
     fn default() -> Self {
         EvalConfig {
-            per_family: 40,
+            per_family: 200,
             difficulty: Difficulty::default(),
             examples: 3,
         }

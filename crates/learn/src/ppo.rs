@@ -228,10 +228,12 @@ pub struct PpoConfig {
 }
 
 impl Default for PpoConfig {
-    /// deltaplan's refinement: CleanRL's values with 8 minibatches, a target-KL early stop at
-    /// 0.05 and 3 iterations of critic warm-up.
+    /// deltaplan's refinement: CleanRL's values with 8 minibatches and 2 epochs (half the
+    /// update's time; no measured loss of quality), a target-KL early stop at 0.05 and 3
+    /// iterations of critic warm-up.
     fn default() -> Self {
         Self {
+            update_epochs: 2,
             num_minibatches: 8,
             target_kl: Some(0.05),
             critic_warmup_iters: 3,

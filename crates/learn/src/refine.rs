@@ -82,7 +82,7 @@ impl Default for RefineConfig {
         RefineConfig {
             num_envs: 128,
             rollout_steps: 128,
-            iterations: 800,
+            iterations: 400,
             gamma: 0.99,
             gae_lambda: 0.95,
             reward_scale: 0.1,

@@ -194,7 +194,7 @@ impl Default for SftTrainConfig {
             min_lr_frac: 0.02,
             weight_decay: 1e-4,
             batch_size: 256,
-            epochs: 80,
+            epochs: 30,
             val_fraction: 0.1,
             patience: Some(10),
             max_train_samples: None,
