@@ -610,6 +610,34 @@ impl Batch {
         Ok(render_svg(w, &inner.trail, &title, false))
     }
 
+    /// Seconds `steps` raw Rust steps of every world with `plans` take (same-step autoreset
+    /// into the batch's own buffers, no copies, no Python): the benchmark's reference.
+    fn time_raw_steps(
+        &mut self,
+        py: Python<'_>,
+        plans: &Bound<'_, PyAny>,
+        steps: usize,
+    ) -> PyResult<f64> {
+        let inner = self.inner.as_mut().ok_or_else(closed)?;
+        let plans: PyReadonlyArray2<f32> = plans
+            .extract()
+            .map_err(|_| ActionError::new_err("plans must be a 2-D float32 array"))?;
+        let plans = plans
+            .as_slice()
+            .map_err(|_| ActionError::new_err("plans must be C-contiguous"))?;
+        if plans.len() != inner.n * inner.action_dim {
+            return Err(ActionError::new_err("plans must be [num_envs, action_dim]"));
+        }
+        let (env, bufs, pool) = (&mut inner.env, &mut inner.bufs, &inner.pool);
+        Ok(py.detach(|| {
+            let t = std::time::Instant::now();
+            for _ in 0..steps {
+                in_pool(pool, || env.step(plans, bufs));
+            }
+            t.elapsed().as_secs_f64()
+        }))
+    }
+
     /// Frees the worlds; any later call raises `ClosedError`. Closing twice is allowed.
     fn close(&mut self) {
         self.inner = None;

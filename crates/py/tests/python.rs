@@ -80,8 +80,29 @@ fn interpreter() -> Option<PathBuf> {
     Some(own_python)
 }
 
+/// Builds the extension module with the profile of this test run: `cargo test` builds the
+/// package's test targets but not its cdylib.
+fn build_extension_module() {
+    let profile = profile_dir();
+    let profile = profile
+        .file_name()
+        .and_then(|p| p.to_str())
+        .expect("target/<profile>");
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.args(["build", "-p", "deltaplan-py", "--lib"]);
+    if profile != "debug" {
+        cargo.args(["--profile", profile]);
+    }
+    let status = cargo
+        .current_dir(workspace())
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build -p deltaplan-py failed");
+}
+
 /// The package directory: the Python sources beside the freshly built extension module.
 fn stage_package() -> PathBuf {
+    build_extension_module();
     let site = profile_dir().join("py-test-site");
     let pkg = site.join("deltaplan");
     let _ = std::fs::remove_dir_all(&pkg);
