@@ -49,6 +49,37 @@ def vector_vs_raw(n: int, threads: int, steps: int, repeats: int = 5) -> dict:
             "python_steps_per_s": n / py_s, "raw_steps_per_s": n / raw_s}
 
 
+def python_progress_during_steps(n: int, threads: int, seconds: float = 1.0) -> float:
+    """How fast another Python thread runs while the main thread steps N worlds, relative to
+    while the main thread sleeps: near 1 when the GIL is released during the batched step,
+    near 0 when it is held."""
+    import threading
+
+    env = deltaplan.DriveVectorEnv(num_envs=n, num_threads=threads)
+    env.reset(seed=0)
+    plans = straight_plans(n)
+
+    def count_while(busy) -> float:
+        stop, count = threading.Event(), [0]
+
+        def spin():
+            while not stop.is_set():
+                count[0] += 1
+
+        t = threading.Thread(target=spin)
+        t.start()
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            busy()
+        stop.set()
+        t.join()
+        return count[0] / (time.perf_counter() - start)
+
+    idle = count_while(lambda: time.sleep(0.01))
+    stepping = count_while(lambda: env.step(plans))
+    return stepping / idle
+
+
 def single_env_rate(steps: int) -> float:
     env = deltaplan.DriveEnv(num_threads=1)
     env.reset(seed=0)
@@ -84,6 +115,8 @@ def main() -> None:
     v = vector_vs_raw(args.num_envs, args.threads, args.steps)
     print(f"VectorEnv.step, N={args.num_envs}: {v['python_us']:.0f} us ({v['python_steps_per_s']:,.0f} steps/s); "
           f"raw Rust step {v['raw_us']:.0f} us ({v['raw_steps_per_s']:,.0f} steps/s); overhead {100 * v['overhead']:+.1f}%")
+    g = python_progress_during_steps(args.num_envs, args.threads)
+    print(f"another Python thread runs at {100 * g:.0f}% of its idle speed during VectorEnv.step (GIL released)")
     print(f"DriveEnv.step (one world, 1 thread): {single_env_rate(args.single_steps):,.0f} steps/s")
     try:
         import torch
