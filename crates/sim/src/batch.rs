@@ -303,6 +303,14 @@ impl BatchEnv {
     /// mode) the world is reset and `obs` holds the new episode's first observation. In fixed
     /// mode a finished world stays idle: its reward is 0 and its flags false from then on.
     pub fn step(&mut self, actions: &[f32], out: &mut StepBuffers) {
+        self.step_holding(actions, &[], out)
+    }
+
+    /// [`BatchEnv::step`], except that the worlds `held[i]` (missing entries: not held) do not
+    /// move this step: reward 0, flags false, their `obs` rows untouched. For environments that
+    /// reset one step after an episode ends (gymnasium's next-step autoreset), where the step
+    /// after the end only hands back the new episode's first observation.
+    pub fn step_holding(&mut self, actions: &[f32], held: &[bool], out: &mut StepBuffers) {
         let a = self.action_dim();
         let n = self.slots.len();
         assert_eq!(actions.len(), n * a, "actions must be [N, 2H]");
@@ -316,7 +324,7 @@ impl BatchEnv {
             .enumerate()
             .with_min_len(8)
             .for_each(|(i, (((slot, plan), obs), final_obs))| {
-                if slot.idle {
+                if slot.idle || held.get(i).copied().unwrap_or(false) {
                     slot.last = StepResult {
                         reward: 0.0,
                         end: EndReason::Running,
