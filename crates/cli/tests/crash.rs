@@ -339,7 +339,7 @@ impl Harness {
         let (mut at_points, mut sigkills) = (0, 0);
         for k in 0..kills {
             let i = k % STAGES.len();
-            let kill = if (k / STAGES.len()) % 2 == 0 {
+            let kill = if (k / STAGES.len()).is_multiple_of(2) {
                 let pts = &self.points[i];
                 let (p, n) = &pts[rng.below(pts.len() as u64) as usize];
                 Kill::At(p.clone(), *n)

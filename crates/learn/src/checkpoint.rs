@@ -343,6 +343,7 @@ pub fn non_finite_tensor(name: &str, data: &[f32]) -> Option<String> {
 
 /// Whether every value of `xs` is finite, branch-free so it vectorises (it runs after every
 /// optimiser step): `x - x` is 0 for a finite `x` and NaN otherwise, and NaN survives a sum.
+#[allow(clippy::eq_op)] // `x - x` is the test itself, not a slip
 pub fn all_finite(xs: &[f32]) -> bool {
     let mut acc = [0.0f32; 16];
     let chunks = xs.chunks_exact(16);
