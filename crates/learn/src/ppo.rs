@@ -37,7 +37,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::actor_critic::{ActorCritic, PAR_MIN_FLOATS};
-use crate::checkpoint::first_non_finite;
+use crate::checkpoint::{all_finite, first_non_finite};
 use crate::dist;
 use crate::error::{check_len, rows_of, LearnError, Result};
 use crate::nn::MlpWorkspace;
@@ -166,7 +166,15 @@ impl Ppo {
                     self.ac.actor.zero_grad();
                     self.ac.log_std_grad.fill(0.0);
                 }
-                if let Some(what) = first_non_finite(&self.ac.named_grads()) {
+                // Flat checks first (no allocation); names only when one fails.
+                let ac = &self.ac;
+                let grads_ok = all_finite(ac.actor.grads())
+                    && all_finite(&ac.log_std_grad)
+                    && all_finite(ac.critic.grads());
+                if let Some(what) = (!grads_ok)
+                    .then(|| first_non_finite(&self.ac.named_grads()))
+                    .flatten()
+                {
                     return Err(LearnError::NonFinite {
                         what: format!("gradient of {what}"),
                         at: at(),
@@ -174,7 +182,14 @@ impl Ppo {
                 }
                 let norm = self.ac.clip_grad_norm(self.cfg.max_grad_norm);
                 self.ac.optimizer_step(&mut self.optim, actor_frozen)?;
-                if let Some(what) = first_non_finite(&self.ac.named_tensors()) {
+                let ac = &self.ac;
+                let weights_ok = all_finite(ac.actor.params())
+                    && all_finite(&ac.log_std)
+                    && all_finite(ac.critic.params());
+                if let Some(what) = (!weights_ok)
+                    .then(|| first_non_finite(&self.ac.named_tensors()))
+                    .flatten()
+                {
                     return Err(LearnError::NonFinite {
                         what: format!("weight {what} after the optimiser step"),
                         at: at(),

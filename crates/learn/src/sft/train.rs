@@ -15,7 +15,7 @@ use deltaplan_stdx::seed;
 use serde::{Deserialize, Serialize};
 
 use super::planner::{grow, SftArch, SftPlanner, SftWorkspace};
-use crate::checkpoint::first_non_finite;
+use crate::checkpoint::{all_finite, first_non_finite};
 use crate::dataset::Dataset;
 use crate::error::{check_len, rows_of, LearnError, Result};
 use crate::nn::Mlp;
@@ -180,6 +180,9 @@ fn non_finite_weights(
     p: &SftPlanner,
     view: for<'a> fn(&'a Mlp) -> Vec<crate::nn::TensorView<'a>>,
 ) -> Option<String> {
+    if all_finite(p.encoder.params()) && all_finite(p.head.params()) {
+        return None;
+    }
     first_non_finite(&view(&p.encoder))
         .map(|w| format!("encoder {w}"))
         .or_else(|| first_non_finite(&view(&p.head)).map(|w| format!("head {w}")))
