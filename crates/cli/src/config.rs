@@ -141,13 +141,21 @@ impl Config {
         for s in sets {
             apply_set(&mut tree, s)?;
         }
-        check_finite(&toml::Value::Table(tree.clone()), "")?;
-        let mut cfg = deserialize(&tree)?;
-        if let Some(seed) = seed {
-            cfg.seed = seed;
+        let checked = (|| {
+            check_finite(&toml::Value::Table(tree.clone()), "")?;
+            let mut cfg = deserialize(&tree)?;
+            if let Some(seed) = seed {
+                cfg.seed = seed;
+            }
+            cfg.validate()?;
+            Ok(cfg)
+        })();
+        match path {
+            Some(p) => {
+                checked.with_context(|| format!("in the configuration from {}", p.display()))
+            }
+            None => checked,
         }
-        cfg.validate()?;
-        Ok(cfg)
     }
 
     /// Checks every range, naming the field at fault.

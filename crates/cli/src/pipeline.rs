@@ -14,6 +14,20 @@
 //! which grows by one line per iteration: lines are appended and fsynced before the checkpoint
 //! that covers them is written, and a resumed run keeps only the complete lines up to its
 //! checkpoint (rewritten atomically), so a torn last line never survives a resume.
+//!
+//! Crash windows between a stage's output and its side files are closed by order: a side file
+//! that can be rebuilt is written first (`sft_report.json` before `sft.safetensors`, metrics
+//! lines before the checkpoint, an evaluation file before the key that says which
+//! configuration and checkpoints made it). `*.tmp` files a kill left behind are removed when a
+//! command starts and never read. An output that does not load (truncated, a flipped bit:
+//! every checkpoint carries a content hash) is rebuilt by the stage that owns it, with a
+//! warning; an output another configuration made is refused, naming the difference, never
+//! adopted. `[eval]` settings do not affect training: changing them re-evaluates in place.
+//!
+//! Fault points for the crash tests (`deltaplan_stdx::fault`, `DELTAPLAN_FAULT=POINT[@N]`):
+//! `write-tmp:NAME` and `write-done:NAME` around every file write, and `refine:appended`
+//! (a metrics line appended, its checkpoint not yet written); `nan:refine:reward@N` makes the
+//! N-th rollout step's first reward NaN.
 
 use std::fs;
 use std::io::Write;
@@ -97,36 +111,109 @@ fn config_hash(cfg: &Config) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Refuses an output directory that holds another configuration's run; records ours.
+/// Refuses an output directory that holds another configuration's run; records ours. Removes
+/// the temporaries of writes a kill interrupted. A run that differs only in `[eval]` (which
+/// training does not read) is the same run: its `run.toml` is updated and the stages
+/// re-evaluate.
 pub fn guard(cfg: &Config, out: &Path) -> Result<()> {
     fs::create_dir_all(out)
         .with_context(|| format!("cannot create output directory {}", out.display()))?;
+    for stale in deltaplan_stdx::fs::remove_stale_tmp(out)
+        .with_context(|| format!("cannot clean up {}", out.display()))?
+    {
+        tracing::info!("removed {} (left by an interrupted write)", stale.display());
+    }
     let marker = out.join("run.toml");
     let ours = cfg.to_toml();
     match fs::read_to_string(&marker) {
         Ok(theirs) if theirs == ours => Ok(()),
-        Ok(_) => bail!(
-            "output directory {} holds another run's files (its run.toml differs from this configuration): \
-             choose a new --out, or pass the same --config/--set/--seed as that run to resume it",
-            out.display()
-        ),
+        Ok(theirs) => {
+            let same_training = toml::from_str::<Config>(&theirs).is_ok_and(|t| {
+                Config {
+                    eval: cfg.eval.clone(),
+                    ..t
+                } == *cfg
+            });
+            if !same_training {
+                bail!(
+                    "output directory {} holds another run's files (its run.toml differs from this configuration): \
+                     choose a new --out, or pass the same --config/--set/--seed as that run to resume it",
+                    out.display()
+                );
+            }
+            tracing::info!(
+                "[eval] settings changed: the evaluations will be redone, training is kept"
+            );
+            write_file(&marker, ours.as_bytes())
+        }
         Err(_) => {
-            if fs::read_dir(out)?.next().is_some() && !out.join("demos.safetensors").exists() {
+            // Temporaries were removed above; a directory holding only them is empty.
+            let foreign = fs::read_dir(out)?
+                .filter_map(|e| e.ok())
+                .any(|e| !deltaplan_stdx::fs::is_tmp(&e.path()));
+            if foreign && !dataset_path(out).exists() {
                 bail!(
                     "output directory {} is not empty and is not a deltaplan run: choose an empty or new --out",
                     out.display()
                 );
+            }
+            // Files already here (a run.toml lost) are adopted only if they carry this
+            // configuration: each stage checks the one it owns before using it, and the
+            // recording is checked here so that another run's directory is not marked ours.
+            if let Ok(ds) = Dataset::load(out) {
+                if ds.config != cfg.recording() {
+                    bail!(
+                        "{} was recorded with another configuration ({}): choose a new --out, or pass that run's --config/--set/--seed",
+                        dataset_path(out).display(),
+                        recording_difference(&ds.config, &cfg.recording())
+                    );
+                }
             }
             write_file(&marker, ours.as_bytes())
         }
     }
 }
 
+/// What loading an existing stage output showed.
+enum Existing<T> {
+    /// Nothing there.
+    Missing,
+    /// It loads and was made by this configuration.
+    Ours(T),
+    /// It does not load (truncated, damaged): the stage rebuilds it.
+    Unreadable(String),
+}
+
+/// Classifies the result of loading an existing output at `path`: an I/O error (permissions)
+/// is returned, a file that does not parse is [`Existing::Unreadable`].
+fn existing<T>(path: &Path, loaded: deltaplan_learn::Result<T>) -> Result<Existing<T>> {
+    use deltaplan_learn::LearnError as E;
+    if !path.exists() {
+        return Ok(Existing::Missing);
+    }
+    match loaded {
+        Ok(t) => Ok(Existing::Ours(t)),
+        Err(e @ E::Io { .. }) => Err(e.into()),
+        Err(e) => Ok(Existing::Unreadable(e.to_string())),
+    }
+}
+
 pub fn record(cfg: &Config, out: &Path) -> Result<()> {
     let path = dataset_path(out);
-    if path.exists() {
-        tracing::info!("demonstrations already recorded: {}", path.display());
-        return Ok(());
+    match existing(&path, Dataset::load(out))? {
+        Existing::Ours(ds) if ds.config == cfg.recording() => {
+            tracing::info!("demonstrations already recorded: {}", path.display());
+            return Ok(());
+        }
+        Existing::Ours(ds) => bail!(
+            "{} was recorded with another configuration ({}): choose a new --out, or pass that run's --config/--set/--seed",
+            path.display(),
+            recording_difference(&ds.config, &cfg.recording())
+        ),
+        Existing::Unreadable(why) => {
+            tracing::warn!("{why}; recording it again");
+        }
+        Existing::Missing => {}
     }
     let t = Instant::now();
     let pb = bar(cfg.demos.steps as u64, "record");
@@ -141,6 +228,22 @@ pub fn record(cfg: &Config, out: &Path) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// The first difference between two recordings' settings, for messages.
+fn recording_difference(
+    theirs: &deltaplan_learn::dataset::Recording,
+    ours: &deltaplan_learn::dataset::Recording,
+) -> String {
+    if theirs.seed != ours.seed {
+        format!("seed {}, this run has seed {}", theirs.seed, ours.seed)
+    } else if theirs.sim != ours.sim {
+        "another [sim]".into()
+    } else if theirs.scenarios != ours.scenarios {
+        "other [train_scenarios]".into()
+    } else {
+        "other [demos] settings".into()
+    }
 }
 
 fn sft_path(out: &Path) -> PathBuf {
@@ -158,29 +261,89 @@ fn load_sft(cfg: &Config, out: &Path) -> Result<SftPlanner> {
     }
     let p = SftPlanner::load_expecting(&path, OBS_DIM)?;
     p.check_compatible(&cfg.sim)?;
+    if let Some(why) = sft_mismatch(cfg, &p) {
+        bail!(
+            "{}: {why}: choose a new --out, or pass that run's --config/--set/--seed",
+            path.display()
+        );
+    }
     Ok(p)
+}
+
+/// The difference between the SFT planner's recorded training settings and this run's, if any.
+fn sft_mismatch(cfg: &Config, p: &SftPlanner) -> Option<String> {
+    let seed = p.info.get("seed").and_then(|v| v.as_u64());
+    if seed != Some(cfg.stage_seed()) {
+        return Some(format!(
+            "it was trained with seed {}, this run has seed {}",
+            seed.map_or("?".into(), |s| s.to_string()),
+            cfg.stage_seed()
+        ));
+    }
+    let trained: Option<sft::SftTrainConfig> = p
+        .info
+        .get("train_config")
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    (trained.as_ref() != Some(&cfg.sft)).then(|| "it was trained with other [sft] settings".into())
 }
 
 pub fn train_sft(cfg: &Config, out: &Path) -> Result<()> {
     let path = sft_path(out);
-    if path.exists() {
-        tracing::info!("SFT planner already trained: {}", path.display());
-        return Ok(());
+    let report_path = out.join("sft_report.json");
+    match existing(&path, SftPlanner::load_expecting(&path, OBS_DIM))? {
+        Existing::Ours(p) => {
+            if let Some(why) = sft_mismatch(cfg, &p) {
+                bail!(
+                    "{}: {why}: choose a new --out, or pass that run's --config/--set/--seed",
+                    path.display()
+                );
+            }
+            if !report_path.exists() {
+                // The report is written before the checkpoint; a directory of an older
+                // version may still lack it: rebuild it from the checkpoint's copy.
+                if let Some(report) = p.info.get("report") {
+                    tracing::warn!(
+                        "{} is missing: rewriting it from {}",
+                        report_path.display(),
+                        path.display()
+                    );
+                    write_file(
+                        &report_path,
+                        serde_json::to_string_pretty(report)?.as_bytes(),
+                    )?;
+                }
+            }
+            tracing::info!("SFT planner already trained: {}", path.display());
+            return Ok(());
+        }
+        Existing::Unreadable(why) => tracing::warn!("{why}; training it again"),
+        Existing::Missing => {}
     }
     let ds =
         Dataset::load(out).context("the SFT planner is trained on the recorded demonstrations")?;
+    if ds.config != cfg.recording() {
+        bail!(
+            "{} was recorded with another configuration ({}): run `deltaplan record` with this run's --out and configuration",
+            dataset_path(out).display(),
+            recording_difference(&ds.config, &cfg.recording())
+        );
+    }
     let t = Instant::now();
     let pb = bar(cfg.sft.epochs as u64, "train-sft");
-    let (planner, report) = sft::train_sft(&cfg.sft, &ds, cfg.stage_seed(), |e| {
+    let (mut planner, report) = sft::train_sft(&cfg.sft, &ds, cfg.stage_seed(), |e| {
         pb.set_position(e.epoch as u64);
         pb.set_message(format!("val ADE {:.3} m FDE {:.3} m", e.val_ade, e.val_fde));
     })?;
     pb.finish_and_clear();
-    planner.save(&path)?;
+    // The report first: a kill before the checkpoint's rename retrains and rewrites it.
     write_file(
-        &out.join("sft_report.json"),
+        &report_path,
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
+    if let Some(info) = planner.info.as_object_mut() {
+        info.insert("report".into(), serde_json::to_value(&report)?);
+    }
+    planner.save(&path)?;
     timings::charge(out, "train-sft", t.elapsed().as_secs_f64())?;
     tracing::info!(
         "SFT planner trained in {:.1} s: best epoch {}, val ADE {:.3} m, FDE {:.3} m -> {}",
@@ -201,38 +364,68 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
     let sft = load_sft(cfg, out)?;
     let path = rl_path(out);
     let metrics_path = out.join("metrics.jsonl");
-    let mut r = if path.exists() {
-        let r = Refiner::resume(&path, &sft)?;
-        if r.cfg != cfg.refine || r.sim != cfg.sim || r.scenarios != cfg.train_scenarios {
-            bail!(
-                "{} was written with another [refine], [sim] or [train_scenarios] configuration: use the same configuration, or a new --out",
-                path.display()
+    let resumed = match existing(&path, Refiner::resume(&path, &sft))? {
+        Existing::Ours(r) => {
+            if r.cfg != cfg.refine
+                || r.sim != cfg.sim
+                || r.scenarios != cfg.train_scenarios
+                || r.seed != cfg.stage_seed()
+            {
+                bail!(
+                    "{} was written with another [refine], [sim], [train_scenarios] or seed: use the same configuration, or a new --out",
+                    path.display()
+                );
+            }
+            tracing::info!(
+                "resuming refinement at iteration {}/{}",
+                r.iteration,
+                r.cfg.iterations
             );
+            Some(r)
         }
-        tracing::info!(
-            "resuming refinement at iteration {}/{}",
-            r.iteration,
-            r.cfg.iterations
-        );
-        r
-    } else {
-        Refiner::new(
+        Existing::Unreadable(why) if why.contains("trained on another SFT planner") => {
+            bail!("{why}")
+        }
+        Existing::Unreadable(why) => {
+            tracing::warn!("{why}; starting the refinement again from iteration 0");
+            None
+        }
+        Existing::Missing => None,
+    };
+    let mut saved = resumed.as_ref().map(|r| r.iteration);
+    let mut r = match resumed {
+        Some(r) => r,
+        None => Refiner::new(
             cfg.refine.clone(),
             cfg.sim,
             cfg.train_scenarios.clone(),
             &sft,
             cfg.stage_seed(),
-        )?
+        )?,
     };
-    // Keep the metrics of the iterations the checkpoint holds; drop any written after it.
+    // Keep the metrics of the iterations the checkpoint holds, each once and in order; drop
+    // torn lines and any written after the checkpoint.
+    let mut next = 1;
     let kept: Vec<String> = fs::read_to_string(&metrics_path)
         .unwrap_or_default()
         .lines()
         .filter(|l| {
-            serde_json::from_str::<IterationStats>(l).is_ok_and(|s| s.iteration <= r.iteration)
+            let keep = serde_json::from_str::<IterationStats>(l)
+                .is_ok_and(|s| s.iteration == next && s.iteration <= r.iteration);
+            next += usize::from(keep);
+            keep
         })
         .map(str::to_string)
         .collect();
+    if kept.len() != r.iteration {
+        tracing::warn!(
+            "{} holds the lines of {} of the {} iterations {} covers (edited or removed): continuing without the missing ones",
+            metrics_path.display(),
+            kept.len(),
+            r.iteration,
+            path.display()
+        );
+    }
     let mut text = kept.join("\n");
     if !text.is_empty() {
         text.push('\n');
@@ -247,13 +440,31 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
     let pb = bar(r.cfg.iterations as u64, "refine");
     pb.set_position(r.iteration as u64);
     REFINING.store(true, Ordering::SeqCst);
+    let last_good = |saved: Option<usize>| match saved {
+        Some(i) => format!(
+            "the last good checkpoint is {} (iteration {i})",
+            path.display()
+        ),
+        None => format!(
+            "no refinement checkpoint was written ({} does not exist)",
+            path.display()
+        ),
+    };
     let result = (|| -> Result<()> {
         while !r.done() {
-            let s = r.iterate()?;
+            let s = match r.iterate() {
+                Ok(s) => s,
+                Err(e @ deltaplan_learn::LearnError::NonFinite { .. }) => bail!(
+                    "refinement stopped before a bad update: {e}; nothing of it was saved and {}. \
+                     Lower refine.ppo.learning_rate, refine.reward_scale or refine.max_delta, or fix the planner or environment that produced it",
+                    last_good(saved)
+                ),
+                Err(e) => return Err(e.into()),
+            };
             if !s.policy_loss.is_finite() || !s.value_loss.is_finite() {
                 bail!(
-                    "refinement diverged at iteration {} (policy loss {}, value loss {}): lower refine.ppo.learning_rate or refine.max_delta; the last good checkpoint is {}",
-                    s.iteration, s.policy_loss, s.value_loss, path.display()
+                    "refinement diverged at iteration {} (policy loss {}, value loss {}): lower refine.ppo.learning_rate or refine.max_delta; {}",
+                    s.iteration, s.policy_loss, s.value_loss, last_good(saved)
                 );
             }
             // Checkpoint every `checkpoint_every` iterations, at the end, and on Ctrl-C. The
@@ -261,12 +472,14 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
             // never covers an iteration whose line could be lost; a resumed run drops the
             // lines written after its checkpoint.
             writeln!(metrics, "{}", serde_json::to_string(&s)?)?;
+            deltaplan_stdx::fault::point(|| "refine:appended".into());
             let stopping = STOP.load(Ordering::SeqCst);
             if r.done() || stopping || s.iteration.is_multiple_of(cfg.checkpoint_every.max(1)) {
                 metrics
                     .sync_data()
                     .with_context(|| format!("cannot write {}", metrics_path.display()))?;
                 r.save(&path)?;
+                saved = Some(r.iteration);
             }
             pb.set_position(s.iteration as u64);
             pb.set_message(format!(
@@ -352,12 +565,55 @@ fn eval_path(out: &Path, policy: Policy, split: Split) -> PathBuf {
         .join(format!("{}_{}.json", split.name(), policy.name()))
 }
 
+/// Beside each evaluation file: the key of what made it (the evaluation settings, the
+/// simulator and the bytes of the checkpoints the policy reads). Written after the evaluation
+/// file and removed before it is rewritten, so a key never vouches for another file.
+fn eval_key_path(out: &Path, policy: Policy, split: Split) -> PathBuf {
+    eval_path(out, policy, split).with_extension("key")
+}
+
+fn eval_key(cfg: &Config, out: &Path, policy: Policy, split: Split) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(format!("{} {} ", policy.name(), split.name()));
+    h.update(toml::to_string(&cfg.sim)?);
+    h.update(format!("{} {:?}", cfg.eval.per_family, cfg.eval.difficulty));
+    let inputs: &[PathBuf] = match policy {
+        Policy::Expert => &[],
+        Policy::Sft => &[sft_path(out)],
+        Policy::Rl => &[sft_path(out), rl_path(out)],
+    };
+    for p in inputs {
+        let bytes = fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        h.update(Sha256::digest(&bytes));
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Evaluates `policy` on `split` unless its evaluation file is there and its key says this
+/// configuration and these checkpoints made it.
+fn ensure_evaluated(cfg: &Config, out: &Path, policy: Policy, split: Split) -> Result<PathBuf> {
+    let path = eval_path(out, policy, split);
+    let key = fs::read_to_string(eval_key_path(out, policy, split)).ok();
+    if path.exists() && key.as_deref() == Some(eval_key(cfg, out, policy, split)?.as_str()) {
+        return Ok(path);
+    }
+    evaluate(cfg, out, policy, split)
+}
+
 pub fn evaluate(cfg: &Config, out: &Path, policy: Policy, split: Split) -> Result<PathBuf> {
     let specs = suite(cfg, split);
     let t = Instant::now();
     let episodes = with_driver(cfg, out, policy, |d| Ok(closed_loop(cfg.sim, &specs, d)?))?;
     let path = eval_path(out, policy, split);
+    let key_path = eval_key_path(out, policy, split);
+    match fs::remove_file(&key_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove {}", key_path.display()))
+        }
+        _ => {}
+    }
     write_file(&path, serde_json::to_string(&episodes)?.as_bytes())?;
+    write_file(&key_path, eval_key(cfg, out, policy, split)?.as_bytes())?;
     timings::charge(out, "evaluate", t.elapsed().as_secs_f64())?;
     let s = deltaplan_eval::summarize(&episodes).overall;
     tracing::info!(
@@ -519,10 +775,7 @@ pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<(PathB
     let mut splits = Vec::new();
     for split in REPORT_SPLITS {
         let run = |policy: Policy, open_loop: DisplacementError| -> Result<PolicyRun> {
-            let path = eval_path(out, policy, split);
-            if !path.exists() {
-                evaluate(cfg, out, policy, split)?;
-            }
+            let path = ensure_evaluated(cfg, out, policy, split)?;
             Ok(PolicyRun {
                 episodes: load_eval(&path)?,
                 open_loop,
@@ -643,7 +896,7 @@ pub fn run_all(cfg: &Config, out: &Path) -> Result<()> {
     refine(cfg, out)?;
     for split in REPORT_SPLITS {
         for p in Policy::ALL {
-            evaluate(cfg, out, p, split)?;
+            ensure_evaluated(cfg, out, p, split)?;
         }
     }
     let (path, report) = report(cfg, out, Some(t.elapsed()))?;

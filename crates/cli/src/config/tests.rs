@@ -380,3 +380,87 @@ fn defaults_round_trip_and_runs_record_only_settings() {
     std::fs::write(&path, cfg.to_annotated_toml()).unwrap();
     assert_eq!(Config::load(Some(&path), &[], None).unwrap(), cfg);
 }
+
+/// Mutants of a valid config file and of valid `--set` arguments: no panic, bounded time,
+/// every refusal naming the file (or, for `--set`, the argument).
+fn fuzz_config(n: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fuzz.toml");
+    let seeds = vec![
+        Config::default().to_toml().into_bytes(),
+        b"seed = 3\n[refine]\niterations = 20\n[refine.ppo]\nlearning_rate = 1e-4\n".to_vec(),
+        b"[sim.vehicle]\nwheelbase = 2.5\n[eval]\nper_family = 3\n".to_vec(),
+    ];
+    let stats = deltaplan_stdx::fuzz::fuzz(
+        &seeds,
+        n,
+        11,
+        |bytes| {
+            std::fs::write(&path, bytes).unwrap();
+            Config::load(Some(&path), &[], None)
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+        },
+        |m| m.contains("fuzz.toml"),
+    );
+    println!(
+        "fuzz config file: {} inputs, {} refused, {} panics, slowest {:?}, {:.1} s",
+        stats.inputs,
+        stats.rejected,
+        stats.panics,
+        stats.slowest,
+        stats.elapsed.as_secs_f64()
+    );
+    assert_eq!(stats.panics, 0, "{:?}", stats.first_panic);
+    assert_eq!(stats.unnamed, 0, "{:?}", stats.first_unnamed);
+    assert!(stats.slowest < std::time::Duration::from_secs(2));
+    let sets: Vec<Vec<u8>> = [
+        "refine.iterations=20",
+        "sim.vehicle.wheelbase=2.5",
+        "train_scenarios.families=[\"curvy\", \"merge\"]",
+        "refine.hidden=[64, 64]",
+        "sft.patience=3",
+        "eval.difficulty.traffic_density=1.5",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    let stats = deltaplan_stdx::fuzz::fuzz(
+        &sets,
+        n,
+        12,
+        |bytes| {
+            let set = String::from_utf8_lossy(bytes).into_owned();
+            Config::load(None, std::slice::from_ref(&set), None)
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+        },
+        // A refusal names the argument, a field or what was wrong with the value.
+        |m| m.contains("--set") || m.contains('`') || m.contains("invalid configuration"),
+    );
+    println!(
+        "fuzz --set: {} inputs, {} refused, {} panics, slowest {:?}, {:.1} s",
+        stats.inputs,
+        stats.rejected,
+        stats.panics,
+        stats.slowest,
+        stats.elapsed.as_secs_f64()
+    );
+    assert_eq!(stats.panics, 0, "{:?}", stats.first_panic);
+    assert_eq!(stats.unnamed, 0, "{:?}", stats.first_unnamed);
+}
+
+#[test]
+fn mutated_config_files_and_sets_are_refused_without_panics() {
+    fuzz_config(3000);
+}
+
+#[test]
+#[ignore = "long: DELTAPLAN_FUZZ_INPUTS=N"]
+fn fuzz_config_long() {
+    let n = std::env::var("DELTAPLAN_FUZZ_INPUTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    fuzz_config(n);
+}
