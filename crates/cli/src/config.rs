@@ -123,6 +123,12 @@ pub const OPTIONAL_SETTINGS: &[(&str, &str, &str)] = &[
         "20000",
         "train on at most this many samples (a deliberately weaker planner)",
     ),
+    (
+        "demos.bev",
+        "{}",
+        "record BEV rasters beside the observations; fields height, width, metres_per_pixel, \
+         behind_m (e.g. {height = 96, width = 96}), the rest default to 64 x 64 at 0.75 m/px",
+    ),
 ];
 
 impl Config {

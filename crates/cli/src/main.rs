@@ -1,6 +1,7 @@
 //! `deltaplan`: record expert demonstrations, train the SFT planner, refine it with PPO,
 //! evaluate in closed loop, and report. `deltaplan run` does every stage with embedded defaults.
 
+mod bev_image;
 mod config;
 mod pipeline;
 mod timings;
@@ -115,6 +116,21 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         index: usize,
     },
+    /// Write the BEV raster of an evaluation scenario, driven by the expert for STEP steps, as
+    /// a PNG (OUT/figures/bev/; the raster of `demos.bev`, or the default one).
+    RenderBev {
+        #[arg(long, value_enum, default_value = "eval")]
+        split: SplitArg,
+        /// Scenario family (curvy, hard_brake, cut_in, intersection, merge).
+        #[arg(long)]
+        family: String,
+        /// Index of the scenario within the family's suite.
+        #[arg(long, default_value_t = 0)]
+        index: usize,
+        /// Simulation steps the expert drives before the raster is taken.
+        #[arg(long, default_value_t = 0)]
+        step: usize,
+    },
     /// Write the report from the evaluation files (OUT/report.md, report.json, figures/).
     Report,
     /// Print the effective configuration as TOML (every field is a setting; derived values and
@@ -173,6 +189,16 @@ fn real_main() -> Result<()> {
             family,
             index,
         } => pipeline::render(&cfg, &out, policy.into(), split.into(), &family, index),
+        Command::RenderBev {
+            split,
+            family,
+            index,
+            step,
+        } => {
+            let path = pipeline::render_bev(&cfg, &out, split.into(), &family, index, step)?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
         Command::Report => {
             pipeline::guard(&cfg, &out)?;
             let (path, _) = pipeline::report(&cfg, &out, None)?;

@@ -7,6 +7,7 @@
 //! | refine | demos (normalisation lives in sft), sft | `rl.safetensors` (checkpoint, every iteration), `metrics.jsonl` |
 //! | evaluate | sft, rl | `eval/<split>_<policy>.json` |
 //! | report | eval files, metrics | `report.md`, `report.json`, `figures/` |
+//! | render-bev | - | `figures/bev/<split>_<family>_<index>_t<step>.png` |
 //!
 //! Every file is written atomically (`deltaplan_stdx::fs::write_atomic`: temporary file,
 //! fsync, rename), so an interrupted stage leaves either the old file or the new one; rerunning
@@ -48,7 +49,9 @@ use deltaplan_learn::refine::{
     load_policy, IterationStats, LoadedPolicy, Refiner, ResidualPlanner,
 };
 use deltaplan_learn::sft::{self, SftPlanner, SftWorkspace};
-use deltaplan_sim::{EpisodeStats, Family, ScenarioSpec, Split, OBS_DIM};
+use deltaplan_sim::{
+    expert_plan, EndReason, EpisodeStats, Family, ScenarioSpec, Split, World, OBS_DIM,
+};
 use deltaplan_stdx::fs::write_atomic;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
@@ -509,6 +512,29 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Scenario `index` of `family` in the split's evaluation suite; errors name the fix.
+fn suite_scenario(cfg: &Config, split: Split, family: &str, index: usize) -> Result<ScenarioSpec> {
+    let fam = Family::ALL
+        .into_iter()
+        .find(|f| f.name() == family)
+        .with_context(|| {
+            format!(
+                "unknown family `{family}`: one of curvy, hard_brake, cut_in, intersection, merge"
+            )
+        })?;
+    if index >= cfg.eval.per_family {
+        bail!(
+            "--index {index} is outside the suite (eval.per_family = {})",
+            cfg.eval.per_family
+        );
+    }
+    suite(cfg, split)
+        .into_iter()
+        .filter(|s| s.family == fam)
+        .nth(index)
+        .context("scenario not in suite")
+}
+
 fn suite(cfg: &Config, split: Split) -> Vec<ScenarioSpec> {
     split.suite(&Family::ALL, cfg.eval.per_family, cfg.eval.difficulty)
 }
@@ -678,25 +704,7 @@ pub fn render(
     family: &str,
     index: usize,
 ) -> Result<()> {
-    let fam = Family::ALL
-        .into_iter()
-        .find(|f| f.name() == family)
-        .with_context(|| {
-            format!(
-                "unknown family `{family}`: one of curvy, hard_brake, cut_in, intersection, merge"
-            )
-        })?;
-    if index >= cfg.eval.per_family {
-        bail!(
-            "--index {index} is outside the suite (eval.per_family = {})",
-            cfg.eval.per_family
-        );
-    }
-    let spec = suite(cfg, split)
-        .into_iter()
-        .filter(|s| s.family == fam)
-        .nth(index)
-        .context("scenario not in suite")?;
+    let spec = suite_scenario(cfg, split, family, index)?;
     let title = format!("{} {} #{index}", policy.name(), family);
     let (stats, svg) = with_driver(cfg, out, policy, |d| {
         Ok(render_episode(cfg.sim, spec, d, &title)?)
@@ -718,6 +726,43 @@ pub fn render(
         stats.driving_score()
     );
     Ok(())
+}
+
+/// The BEV raster of an evaluation scenario after the expert has driven it for `step` steps
+/// (or to the end of its episode), as a PNG in `OUT/figures/bev/` (spec: `demos.bev`, or the
+/// default). Needs no other file of the run.
+pub fn render_bev(
+    cfg: &Config,
+    out: &Path,
+    split: Split,
+    family: &str,
+    index: usize,
+    step: usize,
+) -> Result<PathBuf> {
+    let spec = suite_scenario(cfg, split, family, index)?;
+    let bev_spec = cfg.demos.bev.unwrap_or_default();
+    let mut world = World::new(cfg.sim);
+    world.reset(spec);
+    let mut plan = vec![0.0; cfg.sim.action_dim()];
+    let mut driven = 0;
+    while driven < step {
+        expert_plan(&world, &mut plan);
+        if world.step(&plan).end != EndReason::Running {
+            break;
+        }
+        driven += 1;
+    }
+    let mut raster = vec![0u8; bev_spec.len()];
+    deltaplan_sim::bev::render(&world, &bev_spec, &mut raster);
+    let png = crate::bev_image::bev_png(&bev_spec, &raster)?;
+    let dir = out.join("figures").join("bev");
+    fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{}_{family}_{index}_t{driven}.png", split.name()));
+    write_file(&path, &png)?;
+    if driven < step {
+        tracing::info!("the episode ended after {driven} steps: rendered its last state");
+    }
+    Ok(path)
 }
 
 /// Open-loop errors of the learned planners against the expert.

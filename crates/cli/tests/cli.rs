@@ -290,3 +290,53 @@ fn impossible_settings_are_refused_before_any_stage_runs() {
         std::fs::remove_dir_all(&out).ok();
     }
 }
+
+/// `render-bev` writes the raster as a PNG (composite, then each channel) with the ego where
+/// the spec puts it, and `record` with `demos.bev` stores rasters beside the observations.
+#[test]
+fn render_bev_and_record_with_rasters() {
+    let out = tmp("bev");
+    let spec = ["--set", "demos.bev={height = 32, width = 40}"];
+    let o = bin()
+        .args([
+            "render-bev",
+            "--family",
+            "intersection",
+            "--step",
+            "5",
+            "--out",
+        ])
+        .arg(&out)
+        .args(spec)
+        .output()
+        .expect("run deltaplan");
+    assert!(o.status.success(), "{}", text(&o));
+    let png_path = out.join("figures/bev/eval_intersection_0_t5.png");
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png_path).expect("the PNG"),
+    ));
+    let mut reader = decoder.read_info().expect("a PNG header");
+    let mut rgb = vec![0; reader.output_buffer_size().expect("a size")];
+    let info = reader.next_frame(&mut rgb).expect("PNG data");
+    // 10 tiles (composite + 9 channels) of 40 x 4 pixels with 4-pixel gaps, 32 x 4 high.
+    assert_eq!((info.width, info.height), (10 * 164 - 4, 128));
+    // The ego's centre: row 32 - 9 / 0.75 = 20, column 20; purple in the composite, white in
+    // the last tile (the ego channel).
+    let at = |x: usize, y: usize| &rgb[(y * info.width as usize + x) * 3..][..3];
+    assert_eq!(at(20 * 4 + 1, 20 * 4 + 1), [177, 13, 201]);
+    assert_eq!(at(9 * 164 + 20 * 4 + 1, 20 * 4 + 1), [255, 255, 255]);
+    assert_eq!(at(9 * 164 + 1, 1), [0, 0, 0]);
+
+    let run = out.join("run");
+    let o = bin()
+        .args(["record", "--out"])
+        .arg(&run)
+        .args(["--set", "demos.steps=5", "--set", "demos.n_envs=2"])
+        .args(spec)
+        .output()
+        .expect("run deltaplan");
+    assert!(o.status.success(), "{}", text(&o));
+    let ds = deltaplan_learn::dataset::Dataset::load(&run).expect("the recording");
+    assert_eq!(ds.bev.as_ref().map(Vec::len), Some(10 * 9 * 32 * 40));
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -1,7 +1,8 @@
 //! Generic, atomic, validated safetensors + JSON file I/O shared by every artefact deltaplan
 //! writes (demonstration datasets, SFT planners, ...).
 //!
-//! Format: a plain safetensors file (F32 tensors only) whose `__metadata__` holds exactly one
+//! Format: a plain safetensors file (F32 tensors, and U8 ones where a file kind says so: the
+//! demonstrations' BEV rasters) whose `__metadata__` holds exactly one
 //! entry, `"deltaplan"`, the JSON text of a caller-supplied object with at least `"kind"`
 //! (string) and `"schema_version"` (integer). Any safetensors reader (Python included) can open
 //! the tensors; the JSON carries configuration and normalisation statistics.
@@ -36,6 +37,8 @@ pub const CONTENT_HASH_KEY: &str = "content_sha256";
 
 /// Tensors as loaded: name -> (shape, row-major data).
 pub type TensorMap = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+/// Byte (U8) tensors as loaded: name -> (shape, row-major data).
+pub type ByteTensorMap = BTreeMap<String, (Vec<usize>, Vec<u8>)>;
 
 /// The JSON metadata of a loaded file, read through one typed accessor whose errors name the
 /// file, the field and the fix.
@@ -124,6 +127,16 @@ pub fn save_tensors(
     tensors: &[(String, Vec<usize>, &[f32])],
     metadata: &serde_json::Value,
 ) -> Result<()> {
+    save_tensors_with_bytes(path, tensors, &[], metadata)
+}
+
+/// [`save_tensors`] plus U8 tensors (`byte_tensors`, stored as they are).
+pub fn save_tensors_with_bytes(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, &[f32])],
+    byte_tensors: &[(String, Vec<usize>, &[u8])],
+    metadata: &serde_json::Value,
+) -> Result<()> {
     let obj = metadata.as_object().ok_or_else(|| {
         LearnError::Config("checkpoint metadata must be a JSON object".to_string())
     })?;
@@ -138,13 +151,17 @@ pub fn save_tensors(
         ));
     }
     let mut seen = std::collections::BTreeSet::new();
-    for (name, shape, data) in tensors {
+    let sizes = tensors
+        .iter()
+        .map(|(name, shape, data)| (name, shape, data.len()))
+        .chain(byte_tensors.iter().map(|(n, s, d)| (n, s, d.len())));
+    for (name, shape, len) in sizes {
         let n: usize = shape.iter().product();
-        if n != data.len() {
+        if n != len {
             return Err(LearnError::Shape {
                 name: name.clone(),
                 expected: n,
-                got: data.len(),
+                got: len,
             });
         }
         if !seen.insert(name.as_str()) {
@@ -152,6 +169,8 @@ pub fn save_tensors(
                 "tensor name `{name}` appears twice"
             )));
         }
+    }
+    for (name, _, data) in tensors {
         if let Some(what) = non_finite_tensor(name, data) {
             return Err(LearnError::NonFinite {
                 what,
@@ -168,15 +187,20 @@ pub fn save_tensors(
     let views = tensors
         .iter()
         .zip(&bytes)
-        .map(|((name, shape, _), b)| {
-            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), b)
-                .map(|v| (name.clone(), v))
+        .map(|((name, shape, _), b)| (name, Dtype::F32, shape, b.as_slice()))
+        .chain(
+            byte_tensors
+                .iter()
+                .map(|(name, shape, b)| (name, Dtype::U8, shape, *b)),
+        )
+        .map(|(name, dtype, shape, b)| {
+            safetensors::tensor::TensorView::new(dtype, shape.clone(), b).map(|v| (name.clone(), v))
         })
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| LearnError::Checkpoint(format!("cannot build tensor views: {e}")))?;
     let json = serde_json::to_string(metadata)
         .map_err(|e| LearnError::Checkpoint(format!("cannot encode metadata: {e}")))?;
-    let hash = content_hash(tensors, &json);
+    let hash = content_hash(tensors, byte_tensors, &json);
     // The hash goes last, spliced into the text it covers (`json` is a non-empty object).
     let json = format!(
         "{},\"{CONTENT_HASH_KEY}\":\"{hash}\"}}",
@@ -197,6 +221,23 @@ pub fn load_tensors(
     expected_kind: &str,
     schema_version: u32,
 ) -> Result<(Metadata, TensorMap)> {
+    let (meta, tensors, bytes) = load_tensors_with_bytes(path, expected_kind, schema_version)?;
+    match bytes.keys().next() {
+        Some(name) => Err(LearnError::Corrupt {
+            path: path.display().to_string(),
+            reason: format!("tensor `{name}` has dtype U8; files of this kind hold F32 only"),
+            fix: fix_for_kind(expected_kind),
+        }),
+        None => Ok((meta, tensors)),
+    }
+}
+
+/// [`load_tensors`] for files that may also hold U8 tensors, returned apart.
+pub fn load_tensors_with_bytes(
+    path: &Path,
+    expected_kind: &str,
+    schema_version: u32,
+) -> Result<(Metadata, TensorMap, ByteTensorMap)> {
     let shown = path.display().to_string();
     let fix = fix_for_kind(expected_kind);
     let buf = match fs::read(path) {
@@ -227,10 +268,18 @@ pub fn load_tensors(
     let meta: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| corrupt(format!("metadata is not valid JSON: {e}")))?;
     let mut tensors = TensorMap::new();
+    let mut byte_tensors = ByteTensorMap::new();
     for (name, view) in st.iter() {
+        if view.dtype() == Dtype::U8 {
+            byte_tensors.insert(
+                name.to_string(),
+                (view.shape().to_vec(), view.data().to_vec()),
+            );
+            continue;
+        }
         if view.dtype() != Dtype::F32 {
             return Err(corrupt(format!(
-                "tensor `{name}` has dtype {:?}; deltaplan files hold F32 only",
+                "tensor `{name}` has dtype {:?}; deltaplan files hold F32 (and U8) only",
                 view.dtype()
             )));
         }
@@ -250,12 +299,16 @@ pub fn load_tensors(
         .iter()
         .map(|(n, (s, d))| (n.clone(), s.clone(), d.as_slice()))
         .collect();
-    if content_hash(&views, &covered) != stored {
+    let byte_views: Vec<(String, Vec<usize>, &[u8])> = byte_tensors
+        .iter()
+        .map(|(n, (s, d))| (n.clone(), s.clone(), d.as_slice()))
+        .collect();
+    if content_hash(&views, &byte_views, &covered) != stored {
         return Err(corrupt(
             "its content does not match the hash it was written with (a damaged byte)".into(),
         ));
     }
-    drop(views);
+    drop((views, byte_views));
     for (name, (_, data)) in &tensors {
         if let Some(what) = non_finite_tensor(name, data) {
             return Err(corrupt(format!("it holds a non-finite value: {what}")));
@@ -291,17 +344,18 @@ pub fn load_tensors(
         kind,
         json: meta,
     };
-    Ok((meta, tensors))
+    Ok((meta, tensors, byte_tensors))
 }
 
-/// Removes tensor `name` from `tensors`, checking its shape; errors name the file and the fix.
-pub fn take_tensor(
-    tensors: &mut TensorMap,
+/// Removes tensor `name` from `tensors` (F32 or U8), checking its shape; errors name the file
+/// and the fix.
+pub fn take_tensor<T>(
+    tensors: &mut BTreeMap<String, (Vec<usize>, Vec<T>)>,
     path: &Path,
     kind: &str,
     name: &str,
     shape: &[usize],
-) -> Result<Vec<f32>> {
+) -> Result<Vec<T>> {
     let (got, data) = tensors
         .remove(name)
         .ok_or_else(|| LearnError::MissingTensor {
@@ -365,11 +419,27 @@ pub fn first_non_finite(tensors: &[crate::nn::TensorView<'_>]) -> Option<String>
 
 /// Hex SHA-256 of a file's content: its tensors in name order ([`sha256_of`]) followed by its
 /// metadata text exactly as stored. Independent of the file's byte layout.
-pub fn content_hash(tensors: &[(String, Vec<usize>, &[f32])], metadata_text: &str) -> String {
+pub fn content_hash(
+    tensors: &[(String, Vec<usize>, &[f32])],
+    byte_tensors: &[(String, Vec<usize>, &[u8])],
+    metadata_text: &str,
+) -> String {
     let mut sorted: Vec<&(String, Vec<usize>, &[f32])> = tensors.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let mut h = Sha256::new();
     h.update(sha256_of_refs(&sorted).as_bytes());
+    let mut bytes: Vec<&(String, Vec<usize>, &[u8])> = byte_tensors.iter().collect();
+    bytes.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, shape, data) in bytes {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update((shape.len() as u64).to_le_bytes());
+        for &d in shape {
+            h.update((d as u64).to_le_bytes());
+        }
+        h.update((data.len() as u64).to_le_bytes());
+        h.update(data);
+    }
     h.update(metadata_text.as_bytes());
     hex(&h.finalize())
 }

@@ -5,6 +5,7 @@
 //! specs, which are a pure function of (base seed, world index, episode number). Threads only
 //! decide who computes which world, so results are bit-identical for any thread count.
 
+use crate::bev::{self, BevSpec};
 use crate::config::SimConfig;
 use crate::events::{EndReason, StepResult};
 use crate::metrics::EpisodeStats;
@@ -286,6 +287,22 @@ impl BatchEnv {
             .zip(obs.par_chunks_mut(OBS_DIM))
             .with_min_len(8)
             .for_each(|(s, o)| observe(&s.world, o));
+    }
+
+    /// Writes the current bird's-eye-view rasters into `out` ([N, C, H, W] bytes, see
+    /// [`crate::bev`]), the same states [`BatchEnv::observe`] describes. `spec` must be valid
+    /// ([`BevSpec::validate`]). Allocates nothing; bit-identical for any thread count.
+    pub fn observe_bev(&self, spec: &BevSpec, out: &mut [u8]) {
+        assert_eq!(
+            out.len(),
+            self.slots.len() * spec.len(),
+            "BEV buffer must be [N, C, H, W]"
+        );
+        self.slots
+            .par_iter()
+            .zip(out.par_chunks_mut(spec.len()))
+            .with_min_len(4)
+            .for_each(|(s, o)| bev::render(&s.world, spec, o));
     }
 
     /// Writes the expert's plans into `actions` ([N, 2H]).

@@ -165,7 +165,13 @@ fn optional_settings_can_be_set_and_reach_their_stage() {
         let cfg = load(&[&format!("{key}={example}")]).unwrap_or_else(|e| panic!("{key}: {e:#}"));
         assert_ne!(stage_inputs(&cfg), stage_inputs(&defaults), "{key}");
         let text = cfg.to_toml();
-        assert!(text.contains(&format!("{} = {example}", key.rsplit('.').next().unwrap())));
+        // A value is printed as `leaf = value`, a section (an inline-table example) as `[key]`.
+        let printed = if example.starts_with('{') {
+            format!("[{key}]")
+        } else {
+            format!("{} = {example}", key.rsplit('.').next().unwrap())
+        };
+        assert!(text.contains(&printed), "{key}: {text}");
         assert!(
             defaults.to_annotated_toml().contains(key),
             "{key} not listed"
@@ -174,6 +180,14 @@ fn optional_settings_can_be_set_and_reach_their_stage() {
     let cfg = load(&["refine.ppo.kl_sft_target=0.02", "sft.max_train_samples=500"]).unwrap();
     assert_eq!(cfg.refine.ppo.kl_sft_target, Some(0.02));
     assert_eq!(cfg.sft.max_train_samples, Some(500));
+    // An optional section: its given fields over the spec's defaults, its ranges checked.
+    let cfg = load(&["demos.bev={height = 72, behind_m = 12.0}"]).unwrap();
+    let spec = cfg.demos.bev.unwrap();
+    assert_eq!((spec.height, spec.width, spec.behind_m), (72, 64, 12.0));
+    // Too many bytes of rasters to hold: refused with the fix.
+    assert!(err(&["demos.bev={height = 96, width = 96}"]).contains("fewer demos.steps"));
+    assert!(err(&["demos.bev={metres_per_pixel = 0.0}"]).contains("metres_per_pixel"));
+    assert!(err(&["demos.bev={pixels = 3}"]).contains("pixels"));
 }
 
 #[test]
