@@ -103,10 +103,13 @@ enum Command {
         #[arg(long = "metric")]
         metrics: Vec<Metric>,
     },
-    /// Render one evaluation episode of a policy to SVG.
+    /// Render one evaluation episode to SVG for each policy, at one crop and scale; with two
+    /// policies also a filmstrip around where they diverge and their speed and acceleration
+    /// (OUT/figures/episodes/SPLIT_FAMILY_SEED_*.svg).
     Render {
-        #[arg(long, value_enum)]
-        policy: PolicyArg,
+        /// A policy to render (repeatable: `--policy sft --policy rl`).
+        #[arg(long = "policy", value_enum, required = true)]
+        policies: Vec<PolicyArg>,
         #[arg(long, value_enum, default_value = "eval")]
         split: SplitArg,
         /// Scenario family (curvy, hard_brake, cut_in, intersection, merge).
@@ -184,11 +187,14 @@ fn real_main() -> Result<()> {
         }
         Command::Compare { a, b, metrics } => pipeline::compare(&a, &b, &metrics),
         Command::Render {
-            policy,
+            policies,
             split,
             family,
             index,
-        } => pipeline::render(&cfg, &out, policy.into(), split.into(), &family, index),
+        } => {
+            let policies: Vec<Policy> = policies.into_iter().map(Policy::from).collect();
+            pipeline::render(&cfg, &out, &policies, split.into(), &family, index)
+        }
         Command::RenderBev {
             split,
             family,

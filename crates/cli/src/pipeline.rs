@@ -37,12 +37,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use deltaplan_eval::episode::{filmstrip_svg, motion_svg, Row};
 use deltaplan_eval::report::{
-    write_report, CurvePoint, Example, PolicyRun, Report, ReportInput, SplitRun,
+    write_report, ActorStart, CurvePoint, Example, PolicyRun, Report, ReportInput, SplitRun,
 };
 use deltaplan_eval::{
-    closed_loop, fixed_failures, render_episode, DisplacementError, DisplacementSums, Driver,
-    Estimate, Metric, PlannerError, Policy,
+    closed_loop, fixed_failures, render_episode, trace_episode, Comparison, DisplacementError,
+    DisplacementSums, Driver, Estimate, Metric, PlannerError, Policy,
 };
 use deltaplan_learn::dataset::{dataset_path, record_demonstrations, Dataset};
 use deltaplan_learn::refine::{
@@ -696,36 +697,147 @@ pub fn compare(a: &Path, b: &Path, metrics: &[Metric]) -> Result<()> {
     Ok(())
 }
 
+/// Renders evaluation episode `index` of `family` on `split` for every policy in `policies`,
+/// at one crop (see [`render_comparison`]), and prints the files.
 pub fn render(
     cfg: &Config,
     out: &Path,
-    policy: Policy,
+    policies: &[Policy],
     split: Split,
     family: &str,
     index: usize,
 ) -> Result<()> {
-    let spec = suite_scenario(cfg, split, family, index)?;
-    let title = format!("{} {} #{index}", policy.name(), family);
-    let (stats, svg) = with_driver(cfg, out, policy, |d| {
-        Ok(render_episode(cfg.sim, spec, d, &title)?)
-    })?;
-    let dir = out.join("figures").join("episodes");
-    fs::create_dir_all(&dir)?;
-    let path = dir.join(format!(
-        "{}_{}_{index}_{}.svg",
-        split.name(),
-        family,
-        policy.name()
-    ));
-    write_file(&path, svg.as_bytes())?;
-    println!(
-        "{}: {:?}, route completion {:.1}, driving score {:.1}",
-        path.display(),
-        stats.end,
-        stats.route_completion,
-        stats.driving_score()
-    );
+    let fam = Family::ALL
+        .into_iter()
+        .find(|f| f.name() == family)
+        .with_context(|| {
+            format!(
+                "unknown family `{family}`: one of curvy, hard_brake, cut_in, intersection, merge"
+            )
+        })?;
+    if index >= cfg.eval.per_family {
+        bail!(
+            "--index {index} is outside the suite (eval.per_family = {})",
+            cfg.eval.per_family
+        );
+    }
+    let spec = suite(cfg, split)
+        .into_iter()
+        .filter(|s| s.family == fam)
+        .nth(index)
+        .context("scenario not in suite")?;
+    let (example, outcomes) = render_comparison(cfg, out, split, spec, policies)?;
+    for line in outcomes {
+        println!("{line}");
+    }
+    for file in example.files() {
+        println!("{}", out.join(file).display());
+    }
     Ok(())
+}
+
+/// Renders `spec` for every policy at one crop and scale: one picture per policy, and with two
+/// or more policies a filmstrip around the step where they first diverge and their speed and
+/// acceleration; returns the report's example (files relative to `out`) and a line per
+/// policy saying how its episode ended. The report and `deltaplan render` both call this, so
+/// the command the report prints writes the same files.
+fn render_comparison(
+    cfg: &Config,
+    out: &Path,
+    split: Split,
+    spec: ScenarioSpec,
+    policies: &[Policy],
+) -> Result<(Example, Vec<String>)> {
+    let seed = spec.seed - split.seed_base();
+    let family = spec.family.name();
+    let id = format!("{}_{family}_{seed}", split.name());
+    let index = suite(cfg, split)
+        .iter()
+        .filter(|s| s.family == spec.family)
+        .position(|s| s.seed == spec.seed)
+        .context("scenario not in suite")?;
+    let traces = policies
+        .iter()
+        .map(|&p| with_driver(cfg, out, p, |d| Ok(trace_episode(cfg.sim, spec, d)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let comparison = Comparison::new(&traces.iter().collect::<Vec<_>>());
+    let dir = Path::new("figures").join("episodes");
+    let mut rendered = Vec::new();
+    let mut images = Vec::new();
+    let mut outcomes = Vec::new();
+    for &p in policies {
+        let title = format!("{} {id}", p.name().to_uppercase());
+        let r = with_driver(cfg, out, p, |d| {
+            Ok(render_episode(cfg.sim, spec, d, &title, &comparison)?)
+        })?;
+        let file = dir.join(format!("{id}_{}.svg", p.name()));
+        write_file(&out.join(&file), r.picture.as_bytes())?;
+        let outcome = format!(
+            "{} ({:?}, route completion {:.0}%, driving score {:.1})",
+            p.name().to_uppercase(),
+            r.stats.end,
+            r.stats.route_completion,
+            r.stats.driving_score()
+        );
+        outcomes.push(outcome.clone());
+        images.push((outcome, file.display().to_string()));
+        rendered.push(r);
+    }
+    let (mut filmstrip, mut motion) = (None, None);
+    if policies.len() >= 2 {
+        let rows: Vec<Row<_>> = policies
+            .iter()
+            .zip(&rendered)
+            .map(|(p, r)| Row {
+                name: p.name(),
+                colour: p.colour(),
+                data: r,
+            })
+            .collect();
+        let file = dir.join(format!("{id}_filmstrip.svg"));
+        let svg = filmstrip_svg(&id, &rows, &comparison, cfg.sim.dt);
+        write_file(&out.join(&file), svg.as_bytes())?;
+        filmstrip = Some(file.display().to_string());
+        let rows: Vec<Row<_>> = policies
+            .iter()
+            .zip(&traces)
+            .map(|(p, t)| Row {
+                name: p.name(),
+                colour: p.colour(),
+                data: t,
+            })
+            .collect();
+        let divergence_time = comparison.divergence.map(|k| k as f32 * cfg.sim.dt);
+        let file = dir.join(format!("{id}_motion.svg"));
+        write_file(
+            &out.join(&file),
+            motion_svg(&id, &rows, divergence_time).as_bytes(),
+        )?;
+        motion = Some(file.display().to_string());
+    }
+    let policy_args: Vec<String> = policies
+        .iter()
+        .map(|p| format!("--policy {}", p.name()))
+        .collect();
+    let command = format!(
+        "deltaplan render --config {} --out {} --split {} --family {family} --index {index} {}",
+        out.join("run.toml").display(),
+        out.display(),
+        split.name(),
+        policy_args.join(" ")
+    );
+    let example = Example {
+        id,
+        title: format!(
+            "{family} scenario, seed {seed} of the {} split (index {index})",
+            split.name()
+        ),
+        images,
+        filmstrip,
+        motion,
+        command,
+    };
+    Ok((example, outcomes))
 }
 
 /// The BEV raster of an evaluation scenario after the expert has driven it for `step` steps
@@ -836,6 +948,7 @@ pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<(PathB
     }
     let examples = render_examples(cfg, out, &splits[0])?;
     let curve = learning_curve(out);
+    let actor_start = actor_start(out);
     // From the evaluated checkpoint: the curve skips iterations in which no episode ended.
     let env_steps = refined.env_steps;
     let wall_seconds = match wall {
@@ -858,49 +971,44 @@ pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<(PathB
                 cfg.eval.per_family
             ),
         ],
+        actor_start,
+        config_differences: cfg.differences_from_defaults()?,
     };
     let report = write_report(out, input)?;
     Ok((out.join("report.md"), report))
 }
 
 /// Renders up to `eval.examples` episodes of the eval split where the SFT planner fails and
-/// the refined one does not, for both planners.
+/// the refined one does not, for both planners at one crop.
 fn render_examples(cfg: &Config, out: &Path, eval_split: &SplitRun) -> Result<Vec<Example>> {
     let specs = suite(cfg, Split::Eval);
     let picks = fixed_failures(&eval_split.sft.episodes, &eval_split.rl.episodes)?;
-    let dir = out.join("figures").join("episodes");
-    let mut examples = Vec::new();
-    for i in picks.into_iter().take(cfg.eval.examples) {
-        let spec = specs[i];
-        let mut images = Vec::new();
-        for p in [Policy::Sft, Policy::Rl] {
-            let title = format!(
-                "{} {} seed {}",
-                p.name(),
-                spec.family.name(),
-                spec.seed - Split::Eval.seed_base()
-            );
-            let (stats, svg) = with_driver(cfg, out, p, |d| {
-                Ok(render_episode(cfg.sim, spec, d, &title)?)
-            })?;
-            let name = format!("eval_{}_{}_{}.svg", spec.family.name(), i, p.name());
-            write_file(&dir.join(&name), svg.as_bytes())?;
-            images.push((
-                format!(
-                    "{} ({:?}, route completion {:.0}%)",
-                    p.name().to_uppercase(),
-                    stats.end,
-                    stats.route_completion
-                ),
-                format!("figures/episodes/{name}"),
-            ));
-        }
-        examples.push(Example {
-            title: format!("{} scenario {}", spec.family.name(), i),
-            images,
-        });
-    }
-    Ok(examples)
+    picks
+        .into_iter()
+        .take(cfg.eval.examples)
+        .map(|i| {
+            let (example, _) =
+                render_comparison(cfg, out, Split::Eval, specs[i], &[Policy::Sft, Policy::Rl])?;
+            Ok(example)
+        })
+        .collect()
+}
+
+/// The first iteration of metrics.jsonl whose update stepped the actor (after the critic's
+/// warm-up); `None` if there is none. Read as plain JSON: iterations in which no episode ended
+/// log null statistics and do not parse as [`IterationStats`].
+fn actor_start(out: &Path) -> Option<ActorStart> {
+    fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["actor_frozen"] == serde_json::Value::Bool(false))
+        .and_then(|v| {
+            Some(ActorStart {
+                iteration: usize::try_from(v["iteration"].as_u64()?).ok()?,
+                env_steps: v["env_steps"].as_f64()?,
+            })
+        })
 }
 
 /// The learning curve from metrics.jsonl: iterations in which at least one episode ended

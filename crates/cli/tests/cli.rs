@@ -153,6 +153,48 @@ fn run_writes_the_report_with_every_required_field() {
         r.as_object_mut().unwrap().remove("timings");
     }
     assert_eq!(again, report);
+    // Each example's `render` command, as the report prints it, writes its files again bit for
+    // bit; `render` of two policies draws them at one crop.
+    for example in report["examples"].as_array().unwrap() {
+        let files: Vec<PathBuf> = example["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| out.join(f.as_str().unwrap()))
+            .collect();
+        assert_eq!(files.len(), 4, "two pictures, a filmstrip, a motion chart");
+        let id = example["id"].as_str().unwrap();
+        assert!(files.iter().all(|f| f.to_string_lossy().contains(id)));
+        let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+        files.iter().for_each(|f| std::fs::remove_file(f).unwrap());
+        let command = example["command"].as_str().unwrap();
+        let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+        let o = bin().args(&args).output().unwrap();
+        assert!(o.status.success(), "{command}: {}", text(&o));
+        for (f, b) in files.iter().zip(&before) {
+            assert_eq!(&std::fs::read(f).unwrap(), b, "{}", f.display());
+        }
+    }
+    let o = run(
+        &[
+            "render", "--family", "merge", "--index", "1", "--policy", "sft", "--policy", "rl",
+        ],
+        &out,
+        &["--set", "refine.iterations=2"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let view_box = |policy: &str| {
+        let svg = std::fs::read_to_string(
+            out.join(format!("figures/episodes/eval_merge_4000013_{policy}.svg")),
+        )
+        .unwrap();
+        let start = svg.find("viewBox=\"").unwrap() + 9;
+        svg[start..start + svg[start..].find('"').unwrap()].to_string()
+    };
+    assert_eq!(view_box("sft"), view_box("rl"));
+    assert!(out
+        .join("figures/episodes/eval_merge_4000013_filmstrip.svg")
+        .exists());
     // Rerunning the finished run does no work and changes nothing.
     let before = std::fs::read(out.join("rl.safetensors")).unwrap();
     let o = run(&["run"], &out, &["--set", "refine.iterations=2"]);

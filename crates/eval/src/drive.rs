@@ -3,8 +3,7 @@
 
 use deltaplan_sim::batch::StepBuffers;
 use deltaplan_sim::env::ExpertEnv;
-use deltaplan_sim::render::{render_svg, Trail};
-use deltaplan_sim::{BatchEnv, EndReason, EpisodeStats, ScenarioSpec, SimConfig, World, OBS_DIM};
+use deltaplan_sim::{BatchEnv, EpisodeStats, ScenarioSpec, SimConfig};
 
 use crate::{EvalError, Result};
 
@@ -94,37 +93,6 @@ pub fn drive_to_the_end<E: ExpertEnv + ?Sized>(
         active.retain(|&i| !(buf.terminated[i] || buf.truncated[i]));
     }
     Ok((0..n).map(|i| *env.finished(i)).collect())
-}
-
-/// Drives one scenario and renders its last frame with the driven path as SVG.
-pub fn render_episode(
-    sim: SimConfig,
-    spec: ScenarioSpec,
-    driver: &mut Driver,
-    title: &str,
-) -> Result<(EpisodeStats, String)> {
-    let mut w = World::new(sim);
-    w.reset(spec);
-    let mut trail = Trail::default();
-    trail.record(&w);
-    let mut obs = vec![0.0; OBS_DIM];
-    let mut plan = vec![0.0; sim.action_dim()];
-    loop {
-        match driver {
-            Driver::Expert => deltaplan_sim::expert_plan(&w, &mut plan),
-            Driver::Planner(p) => {
-                deltaplan_sim::observe(&w, &mut obs);
-                p.plan(&obs, &mut plan)?;
-            }
-        }
-        let r = w.step(&plan);
-        trail.record(&w);
-        if r.end != EndReason::Running {
-            break;
-        }
-    }
-    let svg = render_svg(&w, &trail, title, false);
-    Ok((w.stats, svg))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 
 use deltaplan_eval::Metric;
 use deltaplan_learn::{FrozenPlanner, SftPlanner, SftWorkspace};
-use deltaplan_sim::render::{render_svg, Trail};
+use deltaplan_sim::render::{render_svg, Crop, Trail};
 use deltaplan_sim::{BatchEnv, EnvSnapshot, Family, ScenarioSpec, Split, StepBuffers, OBS_DIM};
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyReadonlyArray2, PyUntypedArrayMethods};
@@ -607,7 +607,7 @@ impl Batch {
         let inner = self.inner.as_ref().ok_or_else(closed)?;
         let w = inner.env.world(0);
         let title = format!("{} seed {}", w.spec.family.name(), w.spec.seed);
-        Ok(render_svg(w, &inner.trail, &title, false))
+        Ok(render_svg(w, &inner.trail, &title, Crop::Trail))
     }
 
     /// Seconds `steps` raw Rust steps of every world with `plans` take (same-step autoreset

@@ -478,3 +478,47 @@ fn fuzz_config_long() {
         .unwrap_or(1_000_000);
     fuzz_config(n);
 }
+
+#[test]
+fn differences_from_defaults_list_exactly_the_keys_set() {
+    assert!(Config::default()
+        .differences_from_defaults()
+        .unwrap()
+        .is_empty());
+    // A key set to its default is no difference.
+    assert!(load(&["refine.iterations=400"])
+        .unwrap()
+        .differences_from_defaults()
+        .unwrap()
+        .is_empty());
+    let cfg = Config::load(
+        None,
+        &[
+            "refine.num_envs=16".into(),
+            "sim.reward.comfort_penalty=0".into(),
+            "refine.ppo.kl_sft_target=0.02".into(),
+            "train_scenarios.families=[\"merge\"]".into(),
+        ],
+        Some(7),
+    )
+    .unwrap();
+    let d = cfg.differences_from_defaults().unwrap();
+    let rows: Vec<(&str, &str, &str)> = d
+        .iter()
+        .map(|d| (d.key.as_str(), d.default.as_str(), d.value.as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("refine.num_envs", "128", "16"),
+            ("refine.ppo.kl_sft_target", "(unset)", "0.02"),
+            ("seed", "1", "7"),
+            ("sim.reward.comfort_penalty", "1.0", "0.0"),
+            (
+                "train_scenarios.families",
+                "[\"curvy\", \"hard_brake\", \"cut_in\", \"intersection\", \"merge\"]",
+                "[\"merge\"]"
+            ),
+        ]
+    );
+}
