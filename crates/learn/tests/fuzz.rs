@@ -196,7 +196,11 @@ fn fuzz_all(n: u64) {
     let (demos, sft_path, rl, sft) = valid_files(&d);
     let target = d.join("target");
     std::fs::create_dir_all(&target).unwrap();
-    let s = structural_variants(&demos, "demonstrations", 2);
+    let s = structural_variants(
+        &demos,
+        "demonstrations",
+        deltaplan_learn::dataset::DATASET_SCHEMA_VERSION,
+    );
     fuzz_format(
         "demonstrations",
         &demos,
@@ -205,7 +209,11 @@ fn fuzz_all(n: u64) {
         &target.join("demos.safetensors"),
         |p| Dataset::load(p).map(|_| ()).map_err(|e| e.to_string()),
     );
-    let s = structural_variants(&sft_path, "sft_planner", 1);
+    let s = structural_variants(
+        &sft_path,
+        "sft_planner",
+        deltaplan_learn::sft::planner::SFT_SCHEMA_VERSION,
+    );
     fuzz_format(
         "SFT checkpoint",
         &sft_path,
@@ -214,7 +222,11 @@ fn fuzz_all(n: u64) {
         &target.join("sft.safetensors"),
         |p| SftPlanner::load(p).map(|_| ()).map_err(|e| e.to_string()),
     );
-    let s = structural_variants(&rl, "residual_policy", 2);
+    let s = structural_variants(
+        &rl,
+        "residual_policy",
+        deltaplan_learn::refine::CHECKPOINT_VERSION,
+    );
     fuzz_format(
         "RL checkpoint",
         &rl,
