@@ -707,25 +707,7 @@ pub fn render(
     family: &str,
     index: usize,
 ) -> Result<()> {
-    let fam = Family::ALL
-        .into_iter()
-        .find(|f| f.name() == family)
-        .with_context(|| {
-            format!(
-                "unknown family `{family}`: one of curvy, hard_brake, cut_in, intersection, merge"
-            )
-        })?;
-    if index >= cfg.eval.per_family {
-        bail!(
-            "--index {index} is outside the suite (eval.per_family = {})",
-            cfg.eval.per_family
-        );
-    }
-    let spec = suite(cfg, split)
-        .into_iter()
-        .filter(|s| s.family == fam)
-        .nth(index)
-        .context("scenario not in suite")?;
+    let spec = suite_scenario(cfg, split, family, index)?;
     let (example, outcomes) = render_comparison(cfg, out, split, spec, policies)?;
     for line in outcomes {
         println!("{line}");
