@@ -2,7 +2,7 @@
 //! with the expert for 200 steps, and prints the process's peak resident memory per world.
 //! `cargo run --release -p deltaplan-sim --example big_batch [N]`
 
-use deltaplan_sim::env::{ExpertEnv, VecEnv};
+use deltaplan_sim::env::VecEnv;
 use deltaplan_sim::{BatchEnv, Family, SimConfig, Split, StepBuffers};
 
 fn peak_rss_mib() -> f64 {
