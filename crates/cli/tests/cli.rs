@@ -1,9 +1,13 @@
 //! The command-line tool as a user runs it: a small end-to-end run, Ctrl-C and resume, and the
 //! errors for a bad config field and for an output directory that holds another run.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+use common::{bin, text};
 
 const SMALL: &[&str] = &[
     "--set",
@@ -22,16 +26,8 @@ const SMALL: &[&str] = &[
     "eval.examples=1",
 ];
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_deltaplan"));
-    c.env("RUST_LOG", "warn").env("CI", "1");
-    c
-}
-
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("deltaplan-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::tmp("cli", name)
 }
 
 fn run(args: &[&str], out: &Path, extra: &[&str]) -> Output {
@@ -43,14 +39,6 @@ fn run(args: &[&str], out: &Path, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .expect("run deltaplan")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

@@ -9,10 +9,14 @@
 //! The test suite runs a short version (`crash_short`, 16 kills). The long version is
 //! `scripts/crash_test.sh` (`DELTAPLAN_CRASH_KILLS=N`, ignored test `crash_long`).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::text;
 
 const SMALL: &[&str] = &[
     "--set",
@@ -98,14 +102,6 @@ fn command(args: &[&str], out: &Path) -> Command {
         .args(SMALL)
         .args(["--threads", "2"]);
     c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn copy_into(from: &Path, to: &Path) {

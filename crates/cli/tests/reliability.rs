@@ -3,8 +3,12 @@
 //! damaged and truncated files, another configuration's files, changed `[eval]` settings,
 //! a full disk and a read-only directory.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::{bin, text};
 
 const SMALL: &[&str] = &[
     "--set",
@@ -27,16 +31,8 @@ const SMALL: &[&str] = &[
     "eval.examples=1",
 ];
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_deltaplan"));
-    c.env("RUST_LOG", "warn").env("CI", "1");
-    c
-}
-
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("deltaplan-rel-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::tmp("rel", name)
 }
 
 /// Runs `deltaplan ARGS --out OUT SMALL EXTRA` with the environment `env`.
@@ -51,14 +47,6 @@ fn run_env(args: &[&str], out: &Path, extra: &[&str], env: &[(&str, &str)]) -> O
 
 fn run(args: &[&str], out: &Path, extra: &[&str]) -> Output {
     run_env(args, out, extra, &[])
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn ok(o: Output) -> Output {
