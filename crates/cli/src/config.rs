@@ -13,6 +13,7 @@
 //! (a type error names the field) and validates every range, all before any stage runs.
 
 use anyhow::{anyhow, bail, Context, Result};
+use deltaplan_eval::report::ConfigDifference;
 use deltaplan_learn::dataset::{DemoConfig, Recording};
 use deltaplan_learn::refine::RefineConfig;
 use deltaplan_learn::scenarios::TrainScenarios;
@@ -62,7 +63,7 @@ pub struct EvalConfig {
 impl Default for EvalConfig {
     fn default() -> Self {
         EvalConfig {
-            per_family: 40,
+            per_family: 200,
             difficulty: Difficulty::default(),
             examples: 3,
         }
@@ -133,6 +134,12 @@ pub const OPTIONAL_SETTINGS: &[(&str, &str, &str)] = &[
         "20000",
         "train on at most this many samples (a deliberately weaker planner)",
     ),
+    (
+        "demos.bev",
+        "{}",
+        "record BEV rasters beside the observations; fields height, width, metres_per_pixel, \
+         behind_m (e.g. {height = 96, width = 96}), the rest default to 64 x 64 at 0.75 m/px",
+    ),
 ];
 
 impl Config {
@@ -151,13 +158,21 @@ impl Config {
         for s in sets {
             apply_set(&mut tree, s)?;
         }
-        check_finite(&toml::Value::Table(tree.clone()), "")?;
-        let mut cfg = deserialize(&tree)?;
-        if let Some(seed) = seed {
-            cfg.seed = seed;
+        let checked = (|| {
+            check_finite(&toml::Value::Table(tree.clone()), "")?;
+            let mut cfg = deserialize(&tree)?;
+            if let Some(seed) = seed {
+                cfg.seed = seed;
+            }
+            cfg.validate()?;
+            Ok(cfg)
+        })();
+        match path {
+            Some(p) => {
+                checked.with_context(|| format!("in the configuration from {}", p.display()))
+            }
+            None => checked,
         }
-        cfg.validate()?;
-        Ok(cfg)
     }
 
     /// Checks every range, naming the field at fault.
@@ -202,6 +217,17 @@ impl Config {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// The settings whose values differ from the embedded defaults (an optional setting that is
+    /// set counts, with default `(unset)`), in key order, values as TOML.
+    pub fn differences_from_defaults(&self) -> Result<Vec<ConfigDifference>> {
+        let ours = toml::Table::try_from(self)
+            .map_err(|e| anyhow!("the configuration does not serialise: {e}"))?;
+        let mut out = Vec::new();
+        leaf_differences(&defaults_tree()?, &ours, "", &mut out);
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
     /// [`Config::to_toml`] followed by comments on the values that are not settings and the
     /// settings that are unset by default (what `deltaplan config` prints).
     pub fn to_annotated_toml(&self) -> String {
@@ -221,6 +247,52 @@ impl Config {
 fn defaults_tree() -> Result<toml::Table> {
     toml::Table::try_from(Config::default())
         .map_err(|e| anyhow!("the default configuration does not serialise: {e}"))
+}
+
+/// Appends to `out` every leaf of `ours` that is missing from or different in `defaults`
+/// (tables are walked; arrays are leaves).
+fn leaf_differences(
+    defaults: &toml::Table,
+    ours: &toml::Table,
+    prefix: &str,
+    out: &mut Vec<ConfigDifference>,
+) {
+    for (key, value) in ours {
+        let full = join(prefix, key);
+        match (defaults.get(key), value) {
+            (Some(toml::Value::Table(d)), toml::Value::Table(o)) => {
+                leaf_differences(d, o, &full, out)
+            }
+            (Some(d), v) if d == v => {}
+            (d, v) => out.push(ConfigDifference {
+                key: full,
+                default: d.map_or_else(|| "(unset)".to_string(), shortest),
+                value: shortest(v),
+            }),
+        }
+    }
+}
+
+/// `v` as TOML, with single-precision settings printed as typed (`0.02`, not the f64
+/// expansion of the f32 `0.019999999552965164`).
+fn shortest(v: &toml::Value) -> String {
+    match v {
+        toml::Value::Float(x) if f64::from(*x as f32) == *x => {
+            let s = (*x as f32).to_string();
+            if s.contains(['.', 'e', 'N', 'i']) {
+                s
+            } else {
+                format!("{s}.0")
+            }
+        }
+        toml::Value::Array(items) => {
+            format!(
+                "[{}]",
+                items.iter().map(shortest).collect::<Vec<_>>().join(", ")
+            )
+        }
+        v => v.to_string(),
+    }
 }
 
 /// The hint for `key` if it is not a setting.

@@ -1,9 +1,11 @@
 //! `deltaplan`: record expert demonstrations, train the SFT planner, refine it with PPO,
 //! evaluate in closed loop, and report. `deltaplan run` does every stage with embedded defaults.
 
+mod bev_image;
 mod config;
 mod frozen;
 mod pipeline;
+mod timings;
 
 use std::path::PathBuf;
 
@@ -112,10 +114,13 @@ enum Command {
         #[arg(long = "metric")]
         metrics: Vec<Metric>,
     },
-    /// Render one evaluation episode of a policy to SVG.
+    /// Render one evaluation episode to SVG for each policy, at one crop and scale; with two
+    /// policies also a filmstrip around where they diverge and their speed and acceleration
+    /// (OUT/figures/episodes/SPLIT_FAMILY_SEED_*.svg).
     Render {
-        #[arg(long, value_enum)]
-        policy: PolicyArg,
+        /// A policy to render (repeatable: `--policy sft --policy rl`).
+        #[arg(long = "policy", value_enum, required = true)]
+        policies: Vec<PolicyArg>,
         #[arg(long, value_enum, default_value = "eval")]
         split: SplitArg,
         /// Scenario family (curvy, hard_brake, cut_in, intersection, merge).
@@ -124,6 +129,21 @@ enum Command {
         /// Index of the scenario within the family's suite.
         #[arg(long, default_value_t = 0)]
         index: usize,
+    },
+    /// Write the BEV raster of an evaluation scenario, driven by the expert for STEP steps, as
+    /// a PNG (OUT/figures/bev/; the raster of `demos.bev`, or the default one).
+    RenderBev {
+        #[arg(long, value_enum, default_value = "eval")]
+        split: SplitArg,
+        /// Scenario family (curvy, hard_brake, cut_in, intersection, merge).
+        #[arg(long)]
+        family: String,
+        /// Index of the scenario within the family's suite.
+        #[arg(long, default_value_t = 0)]
+        index: usize,
+        /// Simulation steps the expert drives before the raster is taken.
+        #[arg(long, default_value_t = 0)]
+        step: usize,
     },
     /// Write the report from the evaluation files (OUT/report.md, report.json, figures/).
     Report,
@@ -197,11 +217,24 @@ fn real_main() -> Result<()> {
         }
         Command::Compare { a, b, metrics } => pipeline::compare(&a, &b, &metrics),
         Command::Render {
-            policy,
+            policies,
             split,
             family,
             index,
-        } => pipeline::render(&cfg, &out, policy.into(), split.into(), &family, index),
+        } => {
+            let policies: Vec<Policy> = policies.into_iter().map(Policy::from).collect();
+            pipeline::render(&cfg, &out, &policies, split.into(), &family, index)
+        }
+        Command::RenderBev {
+            split,
+            family,
+            index,
+            step,
+        } => {
+            let path = pipeline::render_bev(&cfg, &out, split.into(), &family, index, step)?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
         Command::Export { policy, file } => {
             let what = match policy {
                 ExportArg::Sft => pipeline::ExportWhat::Sft,

@@ -7,6 +7,7 @@
 //! | refine | demos (normalisation lives in sft), sft | `rl.safetensors` (checkpoint, every iteration), `metrics.jsonl` |
 //! | evaluate | sft, rl | `eval/<split>_<policy>.json` |
 //! | report | eval files, metrics | `report.md`, `report.json`, `figures/` |
+//! | render-bev | - | `figures/bev/<split>_<family>_<index>_t<step>.png` |
 //! | export | sft, rl | `export/<policy>.onnx` (or `--file`) |
 //!
 //! With an ONNX planner (`planner = "FILE.onnx"` or `--planner`), that file stands where
@@ -19,6 +20,20 @@
 //! which grows by one line per iteration: lines are appended and fsynced before the checkpoint
 //! that covers them is written, and a resumed run keeps only the complete lines up to its
 //! checkpoint (rewritten atomically), so a torn last line never survives a resume.
+//!
+//! Crash windows between a stage's output and its side files are closed by order: a side file
+//! that can be rebuilt is written first (`sft_report.json` before `sft.safetensors`, metrics
+//! lines before the checkpoint, an evaluation file before the key that says which
+//! configuration and checkpoints made it). `*.tmp` files a kill left behind are removed when a
+//! command starts and never read. An output that does not load (truncated, a flipped bit:
+//! every checkpoint carries a content hash) is rebuilt by the stage that owns it, with a
+//! warning; an output another configuration made is refused, naming the difference, never
+//! adopted. `[eval]` settings do not affect training: changing them re-evaluates in place.
+//!
+//! Fault points for the crash tests (`deltaplan_stdx::fault`, `DELTAPLAN_FAULT=POINT[@N]`):
+//! `write-tmp:NAME` and `write-done:NAME` around every file write, and `refine:appended`
+//! (a metrics line appended, its checkpoint not yet written); `nan:refine:reward@N` makes the
+//! N-th rollout step's first reward NaN.
 
 use std::fs;
 use std::io::Write;
@@ -27,12 +42,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use deltaplan_eval::episode::{filmstrip_svg, motion_svg, Row};
 use deltaplan_eval::report::{
-    write_report, CurvePoint, Example, PolicyRun, Report, ReportInput, SplitRun,
+    write_report, ActorStart, CurvePoint, Example, PolicyRun, Report, ReportInput, SplitRun,
 };
 use deltaplan_eval::{
-    closed_loop, fixed_failures, render_episode, DisplacementError, DisplacementSums, Driver,
-    Estimate, Metric, PlannerError, Policy,
+    closed_loop, fixed_failures, render_episode, trace_episode, Comparison, DisplacementError,
+    DisplacementSums, Driver, Estimate, Metric, PlannerError, Policy,
 };
 use deltaplan_learn::dataset::{dataset_path, record_demonstrations, Dataset};
 use deltaplan_learn::refine::{
@@ -41,13 +57,16 @@ use deltaplan_learn::refine::{
 use deltaplan_learn::sft::{self, SftPlanner, SftWorkspace};
 use deltaplan_learn::FrozenPlanner;
 use deltaplan_onnx::{export_refined, export_sft, OnnxPlanner, Residual};
-use deltaplan_sim::{EpisodeStats, Family, ScenarioSpec, Split, OBS_DIM};
+use deltaplan_sim::{
+    expert_plan, EndReason, EpisodeStats, Family, ScenarioSpec, Split, World, OBS_DIM,
+};
 use deltaplan_stdx::fs::write_atomic;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::frozen::{Frozen, FrozenWorkspace};
+use crate::timings;
 
 /// Set by Ctrl-C while a refinement is running: it saves and stops after the current iteration.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -104,42 +123,116 @@ fn config_hash(cfg: &Config) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Refuses an output directory that holds another configuration's run; records ours.
+/// Refuses an output directory that holds another configuration's run; records ours. Removes
+/// the temporaries of writes a kill interrupted. A run that differs only in `[eval]` (which
+/// training does not read) is the same run: its `run.toml` is updated and the stages
+/// re-evaluate.
 pub fn guard(cfg: &Config, out: &Path) -> Result<()> {
     fs::create_dir_all(out)
         .with_context(|| format!("cannot create output directory {}", out.display()))?;
+    for stale in deltaplan_stdx::fs::remove_stale_tmp(out)
+        .with_context(|| format!("cannot clean up {}", out.display()))?
+    {
+        tracing::info!("removed {} (left by an interrupted write)", stale.display());
+    }
     let marker = out.join("run.toml");
     let ours = cfg.to_toml();
     match fs::read_to_string(&marker) {
         Ok(theirs) if theirs == ours => Ok(()),
-        Ok(_) => bail!(
-            "output directory {} holds another run's files (its run.toml differs from this configuration): \
-             choose a new --out, or pass the same --config/--set/--seed as that run to resume it",
-            out.display()
-        ),
+        Ok(theirs) => {
+            let same_training = toml::from_str::<Config>(&theirs).is_ok_and(|t| {
+                Config {
+                    eval: cfg.eval.clone(),
+                    ..t
+                } == *cfg
+            });
+            if !same_training {
+                bail!(
+                    "output directory {} holds another run's files (its run.toml differs from this configuration): \
+                     choose a new --out, or pass the same --config/--set/--seed as that run to resume it",
+                    out.display()
+                );
+            }
+            tracing::info!(
+                "[eval] settings changed: the evaluations will be redone, training is kept"
+            );
+            write_file(&marker, ours.as_bytes())
+        }
         Err(_) => {
-            if fs::read_dir(out)?.next().is_some() && !out.join("demos.safetensors").exists() {
+            // Temporaries were removed above; a directory holding only them is empty.
+            let foreign = fs::read_dir(out)?
+                .filter_map(|e| e.ok())
+                .any(|e| !deltaplan_stdx::fs::is_tmp(&e.path()));
+            if foreign && !dataset_path(out).exists() {
                 bail!(
                     "output directory {} is not empty and is not a deltaplan run: choose an empty or new --out",
                     out.display()
                 );
+            }
+            // Files already here (a run.toml lost) are adopted only if they carry this
+            // configuration: each stage checks the one it owns before using it, and the
+            // recording is checked here so that another run's directory is not marked ours.
+            if let Ok(ds) = Dataset::load(out) {
+                if ds.config != cfg.recording() {
+                    bail!(
+                        "{} was recorded with another configuration ({}): choose a new --out, or pass that run's --config/--set/--seed",
+                        dataset_path(out).display(),
+                        recording_difference(&ds.config, &cfg.recording())
+                    );
+                }
             }
             write_file(&marker, ours.as_bytes())
         }
     }
 }
 
+/// What loading an existing stage output showed.
+enum Existing<T> {
+    /// Nothing there.
+    Missing,
+    /// It loads and was made by this configuration.
+    Ours(T),
+    /// It does not load (truncated, damaged): the stage rebuilds it.
+    Unreadable(String),
+}
+
+/// Classifies the result of loading an existing output at `path`: an I/O error (permissions)
+/// is returned, a file that does not parse is [`Existing::Unreadable`].
+fn existing<T>(path: &Path, loaded: deltaplan_learn::Result<T>) -> Result<Existing<T>> {
+    use deltaplan_learn::LearnError as E;
+    if !path.exists() {
+        return Ok(Existing::Missing);
+    }
+    match loaded {
+        Ok(t) => Ok(Existing::Ours(t)),
+        Err(e @ E::Io { .. }) => Err(e.into()),
+        Err(e) => Ok(Existing::Unreadable(e.to_string())),
+    }
+}
+
 pub fn record(cfg: &Config, out: &Path) -> Result<()> {
     let path = dataset_path(out);
-    if path.exists() {
-        tracing::info!("demonstrations already recorded: {}", path.display());
-        return Ok(());
+    match existing(&path, Dataset::load(out))? {
+        Existing::Ours(ds) if ds.config == cfg.recording() => {
+            tracing::info!("demonstrations already recorded: {}", path.display());
+            return Ok(());
+        }
+        Existing::Ours(ds) => bail!(
+            "{} was recorded with another configuration ({}): choose a new --out, or pass that run's --config/--set/--seed",
+            path.display(),
+            recording_difference(&ds.config, &cfg.recording())
+        ),
+        Existing::Unreadable(why) => {
+            tracing::warn!("{why}; recording it again");
+        }
+        Existing::Missing => {}
     }
     let t = Instant::now();
     let pb = bar(cfg.demos.steps as u64, "record");
     let ds = record_demonstrations(&cfg.recording(), |step| pb.set_position(step as u64))?;
     pb.finish_and_clear();
     ds.save(out)?;
+    timings::charge(out, "record", t.elapsed().as_secs_f64())?;
     tracing::info!(
         "recorded {} expert samples in {:.1} s -> {}",
         ds.n_samples(),
@@ -147,6 +240,22 @@ pub fn record(cfg: &Config, out: &Path) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// The first difference between two recordings' settings, for messages.
+fn recording_difference(
+    theirs: &deltaplan_learn::dataset::Recording,
+    ours: &deltaplan_learn::dataset::Recording,
+) -> String {
+    if theirs.seed != ours.seed {
+        format!("seed {}, this run has seed {}", theirs.seed, ours.seed)
+    } else if theirs.sim != ours.sim {
+        "another [sim]".into()
+    } else if theirs.scenarios != ours.scenarios {
+        "other [train_scenarios]".into()
+    } else {
+        "other [demos] settings".into()
+    }
 }
 
 fn sft_path(out: &Path) -> PathBuf {
@@ -164,6 +273,12 @@ fn load_sft(cfg: &Config, out: &Path) -> Result<SftPlanner> {
     }
     let p = SftPlanner::load_expecting(&path, OBS_DIM)?;
     p.check_compatible(&cfg.sim)?;
+    if let Some(why) = sft_mismatch(cfg, &p) {
+        bail!(
+            "{}: {why}: choose a new --out, or pass that run's --config/--set/--seed",
+            path.display()
+        );
+    }
     Ok(p)
 }
 
@@ -185,26 +300,81 @@ fn load_frozen(cfg: &Config, out: &Path) -> Result<Frozen> {
     }
 }
 
+/// The difference between the SFT planner's recorded training settings and this run's, if any.
+fn sft_mismatch(cfg: &Config, p: &SftPlanner) -> Option<String> {
+    let seed = p.info.get("seed").and_then(|v| v.as_u64());
+    if seed != Some(cfg.stage_seed()) {
+        return Some(format!(
+            "it was trained with seed {}, this run has seed {}",
+            seed.map_or("?".into(), |s| s.to_string()),
+            cfg.stage_seed()
+        ));
+    }
+    let trained: Option<sft::SftTrainConfig> = p
+        .info
+        .get("train_config")
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    (trained.as_ref() != Some(&cfg.sft)).then(|| "it was trained with other [sft] settings".into())
+}
+
 pub fn train_sft(cfg: &Config, out: &Path) -> Result<()> {
     let path = sft_path(out);
-    if path.exists() {
-        tracing::info!("SFT planner already trained: {}", path.display());
-        return Ok(());
+    let report_path = out.join("sft_report.json");
+    match existing(&path, SftPlanner::load_expecting(&path, OBS_DIM))? {
+        Existing::Ours(p) => {
+            if let Some(why) = sft_mismatch(cfg, &p) {
+                bail!(
+                    "{}: {why}: choose a new --out, or pass that run's --config/--set/--seed",
+                    path.display()
+                );
+            }
+            if !report_path.exists() {
+                // The report is written before the checkpoint; a directory of an older
+                // version may still lack it: rebuild it from the checkpoint's copy.
+                if let Some(report) = p.info.get("report") {
+                    tracing::warn!(
+                        "{} is missing: rewriting it from {}",
+                        report_path.display(),
+                        path.display()
+                    );
+                    write_file(
+                        &report_path,
+                        serde_json::to_string_pretty(report)?.as_bytes(),
+                    )?;
+                }
+            }
+            tracing::info!("SFT planner already trained: {}", path.display());
+            return Ok(());
+        }
+        Existing::Unreadable(why) => tracing::warn!("{why}; training it again"),
+        Existing::Missing => {}
     }
     let ds =
         Dataset::load(out).context("the SFT planner is trained on the recorded demonstrations")?;
+    if ds.config != cfg.recording() {
+        bail!(
+            "{} was recorded with another configuration ({}): run `deltaplan record` with this run's --out and configuration",
+            dataset_path(out).display(),
+            recording_difference(&ds.config, &cfg.recording())
+        );
+    }
     let t = Instant::now();
     let pb = bar(cfg.sft.epochs as u64, "train-sft");
-    let (planner, report) = sft::train_sft(&cfg.sft, &ds, cfg.stage_seed(), |e| {
+    let (mut planner, report) = sft::train_sft(&cfg.sft, &ds, cfg.stage_seed(), |e| {
         pb.set_position(e.epoch as u64);
         pb.set_message(format!("val ADE {:.3} m FDE {:.3} m", e.val_ade, e.val_fde));
     })?;
     pb.finish_and_clear();
-    planner.save(&path)?;
+    // The report first: a kill before the checkpoint's rename retrains and rewrites it.
     write_file(
-        &out.join("sft_report.json"),
+        &report_path,
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
+    if let Some(info) = planner.info.as_object_mut() {
+        info.insert("report".into(), serde_json::to_value(&report)?);
+    }
+    planner.save(&path)?;
+    timings::charge(out, "train-sft", t.elapsed().as_secs_f64())?;
     tracing::info!(
         "SFT planner trained in {:.1} s: best epoch {}, val ADE {:.3} m, FDE {:.3} m -> {}",
         t.elapsed().as_secs_f64(),
@@ -224,38 +394,68 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
     let sft = load_frozen(cfg, out)?;
     let path = rl_path(out);
     let metrics_path = out.join("metrics.jsonl");
-    let mut r = if path.exists() {
-        let r = Refiner::resume(&path, &sft)?;
-        if r.cfg != cfg.refine || r.sim != cfg.sim || r.scenarios != cfg.train_scenarios {
-            bail!(
-                "{} was written with another [refine], [sim] or [train_scenarios] configuration: use the same configuration, or a new --out",
-                path.display()
+    let resumed = match existing(&path, Refiner::resume(&path, &sft))? {
+        Existing::Ours(r) => {
+            if r.cfg != cfg.refine
+                || r.sim != cfg.sim
+                || r.scenarios != cfg.train_scenarios
+                || r.seed != cfg.stage_seed()
+            {
+                bail!(
+                    "{} was written with another [refine], [sim], [train_scenarios] or seed: use the same configuration, or a new --out",
+                    path.display()
+                );
+            }
+            tracing::info!(
+                "resuming refinement at iteration {}/{}",
+                r.iteration,
+                r.cfg.iterations
             );
+            Some(r)
         }
-        tracing::info!(
-            "resuming refinement at iteration {}/{}",
-            r.iteration,
-            r.cfg.iterations
-        );
-        r
-    } else {
-        Refiner::new(
+        Existing::Unreadable(why) if why.contains("trained on another SFT planner") => {
+            bail!("{why}")
+        }
+        Existing::Unreadable(why) => {
+            tracing::warn!("{why}; starting the refinement again from iteration 0");
+            None
+        }
+        Existing::Missing => None,
+    };
+    let mut saved = resumed.as_ref().map(|r| r.iteration);
+    let mut r = match resumed {
+        Some(r) => r,
+        None => Refiner::new(
             cfg.refine.clone(),
             cfg.sim,
             cfg.train_scenarios.clone(),
             &sft,
             cfg.stage_seed(),
-        )?
+        )?,
     };
-    // Keep the metrics of the iterations the checkpoint holds; drop any written after it.
+    // Keep the metrics of the iterations the checkpoint holds, each once and in order; drop
+    // torn lines and any written after the checkpoint.
+    let mut next = 1;
     let kept: Vec<String> = fs::read_to_string(&metrics_path)
         .unwrap_or_default()
         .lines()
         .filter(|l| {
-            serde_json::from_str::<IterationStats>(l).is_ok_and(|s| s.iteration <= r.iteration)
+            let keep = serde_json::from_str::<IterationStats>(l)
+                .is_ok_and(|s| s.iteration == next && s.iteration <= r.iteration);
+            next += usize::from(keep);
+            keep
         })
         .map(str::to_string)
         .collect();
+    if kept.len() != r.iteration {
+        tracing::warn!(
+            "{} holds the lines of {} of the {} iterations {} covers (edited or removed): continuing without the missing ones",
+            metrics_path.display(),
+            kept.len(),
+            r.iteration,
+            path.display()
+        );
+    }
     let mut text = kept.join("\n");
     if !text.is_empty() {
         text.push('\n');
@@ -266,16 +466,35 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
         return Ok(());
     }
     let mut metrics = fs::OpenOptions::new().append(true).open(&metrics_path)?;
+    let started = Instant::now();
     let pb = bar(r.cfg.iterations as u64, "refine");
     pb.set_position(r.iteration as u64);
     REFINING.store(true, Ordering::SeqCst);
+    let last_good = |saved: Option<usize>| match saved {
+        Some(i) => format!(
+            "the last good checkpoint is {} (iteration {i})",
+            path.display()
+        ),
+        None => format!(
+            "no refinement checkpoint was written ({} does not exist)",
+            path.display()
+        ),
+    };
     let result = (|| -> Result<()> {
         while !r.done() {
-            let s = r.iterate()?;
+            let s = match r.iterate() {
+                Ok(s) => s,
+                Err(e @ deltaplan_learn::LearnError::NonFinite { .. }) => bail!(
+                    "refinement stopped before a bad update: {e}; nothing of it was saved and {}. \
+                     Lower refine.ppo.learning_rate, refine.reward_scale or refine.max_delta, or fix the planner or environment that produced it",
+                    last_good(saved)
+                ),
+                Err(e) => return Err(e.into()),
+            };
             if !s.policy_loss.is_finite() || !s.value_loss.is_finite() {
                 bail!(
-                    "refinement diverged at iteration {} (policy loss {}, value loss {}): lower refine.ppo.learning_rate or refine.max_delta; the last good checkpoint is {}",
-                    s.iteration, s.policy_loss, s.value_loss, path.display()
+                    "refinement diverged at iteration {} (policy loss {}, value loss {}): lower refine.ppo.learning_rate or refine.max_delta; {}",
+                    s.iteration, s.policy_loss, s.value_loss, last_good(saved)
                 );
             }
             // Checkpoint every `checkpoint_every` iterations, at the end, and on Ctrl-C. The
@@ -283,12 +502,14 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
             // never covers an iteration whose line could be lost; a resumed run drops the
             // lines written after its checkpoint.
             writeln!(metrics, "{}", serde_json::to_string(&s)?)?;
+            deltaplan_stdx::fault::point(|| "refine:appended".into());
             let stopping = STOP.load(Ordering::SeqCst);
             if r.done() || stopping || s.iteration.is_multiple_of(cfg.checkpoint_every.max(1)) {
                 metrics
                     .sync_data()
                     .with_context(|| format!("cannot write {}", metrics_path.display()))?;
                 r.save(&path)?;
+                saved = Some(r.iteration);
             }
             pb.set_position(s.iteration as u64);
             pb.set_message(format!(
@@ -307,6 +528,7 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
     })();
     REFINING.store(false, Ordering::SeqCst);
     pb.finish_and_clear();
+    timings::charge(out, "refine", started.elapsed().as_secs_f64())?;
     result?;
     tracing::info!(
         "refinement done: {} iterations, {} env steps -> {}",
@@ -315,6 +537,29 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// Scenario `index` of `family` in the split's evaluation suite; errors name the fix.
+fn suite_scenario(cfg: &Config, split: Split, family: &str, index: usize) -> Result<ScenarioSpec> {
+    let fam = Family::ALL
+        .into_iter()
+        .find(|f| f.name() == family)
+        .with_context(|| {
+            format!(
+                "unknown family `{family}`: one of curvy, hard_brake, cut_in, intersection, merge"
+            )
+        })?;
+    if index >= cfg.eval.per_family {
+        bail!(
+            "--index {index} is outside the suite (eval.per_family = {})",
+            cfg.eval.per_family
+        );
+    }
+    suite(cfg, split)
+        .into_iter()
+        .filter(|s| s.family == fam)
+        .nth(index)
+        .context("scenario not in suite")
 }
 
 fn suite(cfg: &Config, split: Split) -> Vec<ScenarioSpec> {
@@ -374,12 +619,56 @@ fn eval_path(out: &Path, policy: Policy, split: Split) -> PathBuf {
         .join(format!("{}_{}.json", split.name(), policy.name()))
 }
 
+/// Beside each evaluation file: the key of what made it (the evaluation settings, the
+/// simulator and the bytes of the checkpoints the policy reads). Written after the evaluation
+/// file and removed before it is rewritten, so a key never vouches for another file.
+fn eval_key_path(out: &Path, policy: Policy, split: Split) -> PathBuf {
+    eval_path(out, policy, split).with_extension("key")
+}
+
+fn eval_key(cfg: &Config, out: &Path, policy: Policy, split: Split) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(format!("{} {} ", policy.name(), split.name()));
+    h.update(toml::to_string(&cfg.sim)?);
+    h.update(format!("{} {:?}", cfg.eval.per_family, cfg.eval.difficulty));
+    let inputs: &[PathBuf] = match policy {
+        Policy::Expert => &[],
+        Policy::Sft => &[sft_path(out)],
+        Policy::Rl => &[sft_path(out), rl_path(out)],
+    };
+    for p in inputs {
+        let bytes = fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        h.update(Sha256::digest(&bytes));
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Evaluates `policy` on `split` unless its evaluation file is there and its key says this
+/// configuration and these checkpoints made it.
+fn ensure_evaluated(cfg: &Config, out: &Path, policy: Policy, split: Split) -> Result<PathBuf> {
+    let path = eval_path(out, policy, split);
+    let key = fs::read_to_string(eval_key_path(out, policy, split)).ok();
+    if path.exists() && key.as_deref() == Some(eval_key(cfg, out, policy, split)?.as_str()) {
+        return Ok(path);
+    }
+    evaluate(cfg, out, policy, split)
+}
+
 pub fn evaluate(cfg: &Config, out: &Path, policy: Policy, split: Split) -> Result<PathBuf> {
     let specs = suite(cfg, split);
     let t = Instant::now();
     let episodes = with_driver(cfg, out, policy, |d| Ok(closed_loop(cfg.sim, &specs, d)?))?;
     let path = eval_path(out, policy, split);
+    let key_path = eval_key_path(out, policy, split);
+    match fs::remove_file(&key_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove {}", key_path.display()))
+        }
+        _ => {}
+    }
     write_file(&path, serde_json::to_string(&episodes)?.as_bytes())?;
+    write_file(&key_path, eval_key(cfg, out, policy, split)?.as_bytes())?;
+    timings::charge(out, "evaluate", t.elapsed().as_secs_f64())?;
     let s = deltaplan_eval::summarize(&episodes).overall;
     tracing::info!(
         "{} on {}: driving score {:.1}, route completion {:.1}, failures {:.1}% ({} episodes, {:.1} s)",
@@ -435,54 +724,166 @@ pub fn compare(a: &Path, b: &Path, metrics: &[Metric]) -> Result<()> {
     Ok(())
 }
 
+/// Renders evaluation episode `index` of `family` on `split` for every policy in `policies`,
+/// at one crop (see [`render_comparison`]), and prints the files.
 pub fn render(
     cfg: &Config,
     out: &Path,
-    policy: Policy,
+    policies: &[Policy],
     split: Split,
     family: &str,
     index: usize,
 ) -> Result<()> {
-    let fam = Family::ALL
-        .into_iter()
-        .find(|f| f.name() == family)
-        .with_context(|| {
-            format!(
-                "unknown family `{family}`: one of curvy, hard_brake, cut_in, intersection, merge"
-            )
-        })?;
-    if index >= cfg.eval.per_family {
-        bail!(
-            "--index {index} is outside the suite (eval.per_family = {})",
-            cfg.eval.per_family
-        );
+    let spec = suite_scenario(cfg, split, family, index)?;
+    let (example, outcomes) = render_comparison(cfg, out, split, spec, policies)?;
+    for line in outcomes {
+        println!("{line}");
     }
-    let spec = suite(cfg, split)
-        .into_iter()
-        .filter(|s| s.family == fam)
-        .nth(index)
-        .context("scenario not in suite")?;
-    let title = format!("{} {} #{index}", policy.name(), family);
-    let (stats, svg) = with_driver(cfg, out, policy, |d| {
-        Ok(render_episode(cfg.sim, spec, d, &title)?)
-    })?;
-    let dir = out.join("figures").join("episodes");
-    fs::create_dir_all(&dir)?;
-    let path = dir.join(format!(
-        "{}_{}_{index}_{}.svg",
-        split.name(),
-        family,
-        policy.name()
-    ));
-    write_file(&path, svg.as_bytes())?;
-    println!(
-        "{}: {:?}, route completion {:.1}, driving score {:.1}",
-        path.display(),
-        stats.end,
-        stats.route_completion,
-        stats.driving_score()
-    );
+    for file in example.files() {
+        println!("{}", out.join(file).display());
+    }
     Ok(())
+}
+
+/// Renders `spec` for every policy at one crop and scale: one picture per policy, and with two
+/// or more policies a filmstrip around the step where they first diverge and their speed and
+/// acceleration; returns the report's example (files relative to `out`) and a line per
+/// policy saying how its episode ended. The report and `deltaplan render` both call this, so
+/// the command the report prints writes the same files.
+fn render_comparison(
+    cfg: &Config,
+    out: &Path,
+    split: Split,
+    spec: ScenarioSpec,
+    policies: &[Policy],
+) -> Result<(Example, Vec<String>)> {
+    let seed = spec.seed - split.seed_base();
+    let family = spec.family.name();
+    let id = format!("{}_{family}_{seed}", split.name());
+    let index = suite(cfg, split)
+        .iter()
+        .filter(|s| s.family == spec.family)
+        .position(|s| s.seed == spec.seed)
+        .context("scenario not in suite")?;
+    let traces = policies
+        .iter()
+        .map(|&p| with_driver(cfg, out, p, |d| Ok(trace_episode(cfg.sim, spec, d)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let comparison = Comparison::new(&traces.iter().collect::<Vec<_>>());
+    let dir = Path::new("figures").join("episodes");
+    let mut rendered = Vec::new();
+    let mut images = Vec::new();
+    let mut outcomes = Vec::new();
+    for &p in policies {
+        let title = format!("{} {id}", p.name().to_uppercase());
+        let r = with_driver(cfg, out, p, |d| {
+            Ok(render_episode(cfg.sim, spec, d, &title, &comparison)?)
+        })?;
+        let file = dir.join(format!("{id}_{}.svg", p.name()));
+        write_file(&out.join(&file), r.picture.as_bytes())?;
+        let outcome = format!(
+            "{} ({:?}, route completion {:.0}%, driving score {:.1})",
+            p.name().to_uppercase(),
+            r.stats.end,
+            r.stats.route_completion,
+            r.stats.driving_score()
+        );
+        outcomes.push(outcome.clone());
+        images.push((outcome, file.display().to_string()));
+        rendered.push(r);
+    }
+    let (mut filmstrip, mut motion) = (None, None);
+    if policies.len() >= 2 {
+        let rows: Vec<Row<_>> = policies
+            .iter()
+            .zip(&rendered)
+            .map(|(p, r)| Row {
+                name: p.name(),
+                colour: p.colour(),
+                data: r,
+            })
+            .collect();
+        let file = dir.join(format!("{id}_filmstrip.svg"));
+        let svg = filmstrip_svg(&id, &rows, &comparison, cfg.sim.dt);
+        write_file(&out.join(&file), svg.as_bytes())?;
+        filmstrip = Some(file.display().to_string());
+        let rows: Vec<Row<_>> = policies
+            .iter()
+            .zip(&traces)
+            .map(|(p, t)| Row {
+                name: p.name(),
+                colour: p.colour(),
+                data: t,
+            })
+            .collect();
+        let divergence_time = comparison.divergence.map(|k| k as f32 * cfg.sim.dt);
+        let file = dir.join(format!("{id}_motion.svg"));
+        write_file(
+            &out.join(&file),
+            motion_svg(&id, &rows, divergence_time).as_bytes(),
+        )?;
+        motion = Some(file.display().to_string());
+    }
+    let policy_args: Vec<String> = policies
+        .iter()
+        .map(|p| format!("--policy {}", p.name()))
+        .collect();
+    let command = format!(
+        "deltaplan render --config {} --out {} --split {} --family {family} --index {index} {}",
+        out.join("run.toml").display(),
+        out.display(),
+        split.name(),
+        policy_args.join(" ")
+    );
+    let example = Example {
+        id,
+        title: format!(
+            "{family} scenario, seed {seed} of the {} split (index {index})",
+            split.name()
+        ),
+        images,
+        filmstrip,
+        motion,
+        command,
+    };
+    Ok((example, outcomes))
+}
+
+/// The BEV raster of an evaluation scenario after the expert has driven it for `step` steps
+/// (or to the end of its episode), as a PNG in `OUT/figures/bev/` (spec: `demos.bev`, or the
+/// default). Needs no other file of the run.
+pub fn render_bev(
+    cfg: &Config,
+    out: &Path,
+    split: Split,
+    family: &str,
+    index: usize,
+    step: usize,
+) -> Result<PathBuf> {
+    let spec = suite_scenario(cfg, split, family, index)?;
+    let bev_spec = cfg.demos.bev.unwrap_or_default();
+    let mut world = World::new(cfg.sim);
+    world.reset(spec);
+    let mut plan = vec![0.0; cfg.sim.action_dim()];
+    let mut driven = 0;
+    while driven < step {
+        expert_plan(&world, &mut plan);
+        if world.step(&plan).end != EndReason::Running {
+            break;
+        }
+        driven += 1;
+    }
+    let mut raster = vec![0u8; bev_spec.len()];
+    deltaplan_sim::bev::render(&world, &bev_spec, &mut raster);
+    let png = crate::bev_image::bev_png(&bev_spec, &raster)?;
+    let dir = out.join("figures").join("bev");
+    fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{}_{family}_{index}_t{driven}.png", split.name()));
+    write_file(&path, &png)?;
+    if driven < step {
+        tracing::info!("the episode ended after {driven} steps: rendered its last state");
+    }
+    Ok(path)
 }
 
 /// Open-loop errors of the learned planners against the expert.
@@ -544,16 +945,14 @@ const REPORT_SPLITS: [Split; 2] = [Split::Eval, Split::Hard];
 
 /// Writes the report (evaluating what is missing) and returns it with the path of report.md.
 pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<(PathBuf, Report)> {
+    let started = Instant::now();
     let sft = load_frozen(cfg, out)?;
     let refined = load_policy(&rl_path(out), &sft)?;
     let errors = open_loop_errors(cfg, out, &sft, &refined)?;
     let mut splits = Vec::new();
     for split in REPORT_SPLITS {
         let run = |policy: Policy, open_loop: DisplacementError| -> Result<PolicyRun> {
-            let path = eval_path(out, policy, split);
-            if !path.exists() {
-                evaluate(cfg, out, policy, split)?;
-            }
+            let path = ensure_evaluated(cfg, out, policy, split)?;
             Ok(PolicyRun {
                 episodes: load_eval(&path)?,
                 open_loop,
@@ -569,18 +968,22 @@ pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<(PathB
     }
     let examples = render_examples(cfg, out, &splits[0])?;
     let curve = learning_curve(out);
+    let actor_start = actor_start(out);
     // From the evaluated checkpoint: the curve skips iterations in which no episode ended.
     let env_steps = refined.env_steps;
     let wall_seconds = match wall {
         Some(w) => w.as_secs_f64(),
         None => previous_wall_seconds(out),
     };
+    // This report's own time is charged before it is written, so the table includes it.
+    timings::charge(out, "report", started.elapsed().as_secs_f64())?;
     let input = ReportInput {
         splits,
         curve,
         wall_seconds,
         env_steps,
         examples,
+        timings: timings::rows(out),
         notes: vec![
             format!("seed {}, configuration hash {} (`{}/run.toml`)", cfg.seed, config_hash(cfg), out.display()),
             format!(
@@ -588,49 +991,44 @@ pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<(PathB
                 cfg.eval.per_family
             ),
         ],
+        actor_start,
+        config_differences: cfg.differences_from_defaults()?,
     };
     let report = write_report(out, input)?;
     Ok((out.join("report.md"), report))
 }
 
 /// Renders up to `eval.examples` episodes of the eval split where the SFT planner fails and
-/// the refined one does not, for both planners.
+/// the refined one does not, for both planners at one crop.
 fn render_examples(cfg: &Config, out: &Path, eval_split: &SplitRun) -> Result<Vec<Example>> {
     let specs = suite(cfg, Split::Eval);
     let picks = fixed_failures(&eval_split.sft.episodes, &eval_split.rl.episodes)?;
-    let dir = out.join("figures").join("episodes");
-    let mut examples = Vec::new();
-    for i in picks.into_iter().take(cfg.eval.examples) {
-        let spec = specs[i];
-        let mut images = Vec::new();
-        for p in [Policy::Sft, Policy::Rl] {
-            let title = format!(
-                "{} {} seed {}",
-                p.name(),
-                spec.family.name(),
-                spec.seed - Split::Eval.seed_base()
-            );
-            let (stats, svg) = with_driver(cfg, out, p, |d| {
-                Ok(render_episode(cfg.sim, spec, d, &title)?)
-            })?;
-            let name = format!("eval_{}_{}_{}.svg", spec.family.name(), i, p.name());
-            write_file(&dir.join(&name), svg.as_bytes())?;
-            images.push((
-                format!(
-                    "{} ({:?}, route completion {:.0}%)",
-                    p.name().to_uppercase(),
-                    stats.end,
-                    stats.route_completion
-                ),
-                format!("figures/episodes/{name}"),
-            ));
-        }
-        examples.push(Example {
-            title: format!("{} scenario {}", spec.family.name(), i),
-            images,
-        });
-    }
-    Ok(examples)
+    picks
+        .into_iter()
+        .take(cfg.eval.examples)
+        .map(|i| {
+            let (example, _) =
+                render_comparison(cfg, out, Split::Eval, specs[i], &[Policy::Sft, Policy::Rl])?;
+            Ok(example)
+        })
+        .collect()
+}
+
+/// The first iteration of metrics.jsonl whose update stepped the actor (after the critic's
+/// warm-up); `None` if there is none. Read as plain JSON: iterations in which no episode ended
+/// log null statistics and do not parse as [`IterationStats`].
+fn actor_start(out: &Path) -> Option<ActorStart> {
+    fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["actor_frozen"] == serde_json::Value::Bool(false))
+        .and_then(|v| {
+            Some(ActorStart {
+                iteration: usize::try_from(v["iteration"].as_u64()?).ok()?,
+                env_steps: v["env_steps"].as_f64()?,
+            })
+        })
 }
 
 /// The learning curve from metrics.jsonl: iterations in which at least one episode ended
@@ -673,7 +1071,7 @@ pub fn run_all(cfg: &Config, out: &Path) -> Result<()> {
     refine(cfg, out)?;
     for split in REPORT_SPLITS {
         for p in Policy::ALL {
-            evaluate(cfg, out, p, split)?;
+            ensure_evaluated(cfg, out, p, split)?;
         }
     }
     let (path, report) = report(cfg, out, Some(t.elapsed()))?;
@@ -698,6 +1096,7 @@ pub fn run_all(cfg: &Config, out: &Path) -> Result<()> {
             failures(Policy::Rl),
         );
     }
+    println!("  time: {}", timings::summary_line(&report.timings));
     println!(
         "report: {} ({:.0} s)",
         path.display(),

@@ -1,9 +1,13 @@
 //! The command-line tool as a user runs it: a small end-to-end run, Ctrl-C and resume, and the
 //! errors for a bad config field and for an output directory that holds another run.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+use common::{bin, text};
 
 const SMALL: &[&str] = &[
     "--set",
@@ -22,16 +26,8 @@ const SMALL: &[&str] = &[
     "eval.examples=1",
 ];
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_deltaplan"));
-    c.env("RUST_LOG", "warn").env("CI", "1");
-    c
-}
-
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("deltaplan-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::tmp("cli", name)
 }
 
 fn run(args: &[&str], out: &Path, extra: &[&str]) -> Output {
@@ -43,14 +39,6 @@ fn run(args: &[&str], out: &Path, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .expect("run deltaplan")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]
@@ -89,6 +77,23 @@ fn run_writes_the_report_with_every_required_field() {
     }
     assert!(report["wall_seconds"].as_f64().unwrap() > 0.0);
     assert!(report["env_steps"].as_u64().unwrap() > 0);
+    // Every stage charged its time, and the refinement's phases happen inside its stage.
+    let t = |k: &str| report["timings"][k].as_f64().unwrap_or(f64::NAN);
+    for stage in ["record", "train-sft", "refine", "evaluate", "report"] {
+        assert!(t(stage) > 0.0, "timings.{stage} = {}", t(stage));
+    }
+    let phases: f64 = report["timings"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("refine: "))
+        .map(|(_, v)| v.as_f64().unwrap())
+        .sum();
+    assert!(
+        phases > 0.0 && phases <= t("refine"),
+        "{phases} vs {}",
+        t("refine")
+    );
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
         md.contains("figures/families_eval.svg") && out.join("figures/learning_curve.svg").exists()
@@ -121,12 +126,63 @@ fn run_writes_the_report_with_every_required_field() {
         "{}",
         text(&o)
     );
-    // A standalone `report` rewrites the same numbers and keeps the run's wall time.
+    // A standalone `report` rewrites the same numbers and keeps the run's wall time; only the
+    // time charged to the report stage grows.
     let o = run(&["report"], &out, &["--set", "refine.iterations=2"]);
     assert!(o.status.success(), "{}", text(&o));
-    let again: serde_json::Value =
+    let mut again: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let (mut report, timings) = (report.clone(), report["timings"].clone());
+    for stage in ["record", "train-sft", "refine", "evaluate"] {
+        assert_eq!(again["timings"][stage], timings[stage], "{stage}");
+    }
+    assert!(again["timings"]["report"].as_f64() > timings["report"].as_f64());
+    for r in [&mut report, &mut again] {
+        r.as_object_mut().unwrap().remove("timings");
+    }
     assert_eq!(again, report);
+    // Each example's `render` command, as the report prints it, writes its files again bit for
+    // bit; `render` of two policies draws them at one crop.
+    for example in report["examples"].as_array().unwrap() {
+        let files: Vec<PathBuf> = example["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| out.join(f.as_str().unwrap()))
+            .collect();
+        assert_eq!(files.len(), 4, "two pictures, a filmstrip, a motion chart");
+        let id = example["id"].as_str().unwrap();
+        assert!(files.iter().all(|f| f.to_string_lossy().contains(id)));
+        let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+        files.iter().for_each(|f| std::fs::remove_file(f).unwrap());
+        let command = example["command"].as_str().unwrap();
+        let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+        let o = bin().args(&args).output().unwrap();
+        assert!(o.status.success(), "{command}: {}", text(&o));
+        for (f, b) in files.iter().zip(&before) {
+            assert_eq!(&std::fs::read(f).unwrap(), b, "{}", f.display());
+        }
+    }
+    let o = run(
+        &[
+            "render", "--family", "merge", "--index", "1", "--policy", "sft", "--policy", "rl",
+        ],
+        &out,
+        &["--set", "refine.iterations=2"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let view_box = |policy: &str| {
+        let svg = std::fs::read_to_string(
+            out.join(format!("figures/episodes/eval_merge_4000013_{policy}.svg")),
+        )
+        .unwrap();
+        let start = svg.find("viewBox=\"").unwrap() + 9;
+        svg[start..start + svg[start..].find('"').unwrap()].to_string()
+    };
+    assert_eq!(view_box("sft"), view_box("rl"));
+    assert!(out
+        .join("figures/episodes/eval_merge_4000013_filmstrip.svg")
+        .exists());
     // Rerunning the finished run does no work and changes nothing.
     let before = std::fs::read(out.join("rl.safetensors")).unwrap();
     let o = run(&["run"], &out, &["--set", "refine.iterations=2"]);
@@ -342,4 +398,54 @@ fn an_onnx_planner_is_refined_evaluated_rendered_and_exported_in_place_of_sft() 
     );
     std::fs::remove_dir_all(base).ok();
     std::fs::remove_dir_all(out).ok();
+}
+
+/// `render-bev` writes the raster as a PNG (composite, then each channel) with the ego where
+/// the spec puts it, and `record` with `demos.bev` stores rasters beside the observations.
+#[test]
+fn render_bev_and_record_with_rasters() {
+    let out = tmp("bev");
+    let spec = ["--set", "demos.bev={height = 32, width = 40}"];
+    let o = bin()
+        .args([
+            "render-bev",
+            "--family",
+            "intersection",
+            "--step",
+            "5",
+            "--out",
+        ])
+        .arg(&out)
+        .args(spec)
+        .output()
+        .expect("run deltaplan");
+    assert!(o.status.success(), "{}", text(&o));
+    let png_path = out.join("figures/bev/eval_intersection_0_t5.png");
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png_path).expect("the PNG"),
+    ));
+    let mut reader = decoder.read_info().expect("a PNG header");
+    let mut rgb = vec![0; reader.output_buffer_size().expect("a size")];
+    let info = reader.next_frame(&mut rgb).expect("PNG data");
+    // 10 tiles (composite + 9 channels) of 40 x 4 pixels with 4-pixel gaps, 32 x 4 high.
+    assert_eq!((info.width, info.height), (10 * 164 - 4, 128));
+    // The ego's centre: row 32 - 9 / 0.75 = 20, column 20; purple in the composite, white in
+    // the last tile (the ego channel).
+    let at = |x: usize, y: usize| &rgb[(y * info.width as usize + x) * 3..][..3];
+    assert_eq!(at(20 * 4 + 1, 20 * 4 + 1), [177, 13, 201]);
+    assert_eq!(at(9 * 164 + 20 * 4 + 1, 20 * 4 + 1), [255, 255, 255]);
+    assert_eq!(at(9 * 164 + 1, 1), [0, 0, 0]);
+
+    let run = out.join("run");
+    let o = bin()
+        .args(["record", "--out"])
+        .arg(&run)
+        .args(["--set", "demos.steps=5", "--set", "demos.n_envs=2"])
+        .args(spec)
+        .output()
+        .expect("run deltaplan");
+    assert!(o.status.success(), "{}", text(&o));
+    let ds = deltaplan_learn::dataset::Dataset::load(&run).expect("the recording");
+    assert_eq!(ds.bev.as_ref().map(Vec::len), Some(10 * 9 * 32 * 40));
+    let _ = std::fs::remove_dir_all(&out);
 }

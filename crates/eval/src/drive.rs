@@ -3,8 +3,7 @@
 
 use deltaplan_sim::batch::StepBuffers;
 use deltaplan_sim::env::ExpertEnv;
-use deltaplan_sim::render::{render_svg, Trail};
-use deltaplan_sim::{BatchEnv, EndReason, EpisodeStats, ScenarioSpec, SimConfig, World, OBS_DIM};
+use deltaplan_sim::{BatchEnv, EpisodeStats, ScenarioSpec, SimConfig};
 
 use crate::{EvalError, Result};
 
@@ -65,51 +64,35 @@ pub fn drive_to_the_end<E: ExpertEnv + ?Sized>(
     env: &mut E,
     driver: &mut Driver,
 ) -> Result<Vec<EpisodeStats>> {
-    let n = env.num_envs();
+    let (n, od, ad) = (env.num_envs(), env.obs_dim(), env.action_dim());
     let mut buf = StepBuffers::for_env(env);
-    let mut obs = vec![0.0; n * env.obs_dim()];
-    let mut plans = vec![0.0; n * env.action_dim()];
+    let mut obs = vec![0.0; n * od];
+    let mut plans = vec![0.0; n * ad];
+    // The planner sees only the worlds still driving (episodes differ in length by 2-3x, so
+    // planning for idle worlds would double its work); a plan depends on its own row only.
+    let mut active: Vec<usize> = (0..n).collect();
+    let (mut active_obs, mut active_plans) = (obs.clone(), plans.clone());
     env.observe(&mut obs);
     while !env.all_idle() {
         match driver {
             Driver::Expert => env.expert_actions(&mut plans),
-            Driver::Planner(p) => p.plan(&obs, &mut plans)?,
+            Driver::Planner(p) => {
+                let m = active.len();
+                for (k, &i) in active.iter().enumerate() {
+                    active_obs[k * od..(k + 1) * od].copy_from_slice(&obs[i * od..(i + 1) * od]);
+                }
+                p.plan(&active_obs[..m * od], &mut active_plans[..m * ad])?;
+                for (k, &i) in active.iter().enumerate() {
+                    plans[i * ad..(i + 1) * ad]
+                        .copy_from_slice(&active_plans[k * ad..(k + 1) * ad]);
+                }
+            }
         }
         env.step(&plans, &mut buf);
         obs.copy_from_slice(&buf.obs);
+        active.retain(|&i| !(buf.terminated[i] || buf.truncated[i]));
     }
     Ok((0..n).map(|i| *env.finished(i)).collect())
-}
-
-/// Drives one scenario and renders its last frame with the driven path as SVG.
-pub fn render_episode(
-    sim: SimConfig,
-    spec: ScenarioSpec,
-    driver: &mut Driver,
-    title: &str,
-) -> Result<(EpisodeStats, String)> {
-    let mut w = World::new(sim);
-    w.reset(spec);
-    let mut trail = Trail::default();
-    trail.record(&w);
-    let mut obs = vec![0.0; OBS_DIM];
-    let mut plan = vec![0.0; sim.action_dim()];
-    loop {
-        match driver {
-            Driver::Expert => deltaplan_sim::expert_plan(&w, &mut plan),
-            Driver::Planner(p) => {
-                deltaplan_sim::observe(&w, &mut obs);
-                p.plan(&obs, &mut plan)?;
-            }
-        }
-        let r = w.step(&plan);
-        trail.record(&w);
-        if r.end != EndReason::Running {
-            break;
-        }
-    }
-    let svg = render_svg(&w, &trail, title, false);
-    Ok((w.stats, svg))
 }
 
 #[cfg(test)]

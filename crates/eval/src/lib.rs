@@ -8,21 +8,26 @@
 //! policies with its own bootstrap interval.
 //!
 //! Modules, bottom up: [`metric`] (the registry and the one definition of failure), [`stats`]
-//! (bootstrap, summaries, paired differences), [`open_loop`] (ADE/FDE), [`drive`] (closed-loop
-//! episodes), [`plot`] (SVG charts), [`report`] (typed summaries -> `report.json`, `report.md`,
-//! figures).
+//! (bootstrap, summaries, paired differences), [`families`] (per-family differences with
+//! their flags, failure types), [`drive`] (closed-loop episodes), [`plot`] (SVG charts),
+//! [`episode`] (one scenario driven by several policies: traces, a shared crop, the step where
+//! they diverge, filmstrips, speed and acceleration), [`report`] (typed summaries ->
+//! `report.json`, `report.md`, figures).
 //!
 //! This crate knows the simulator but not the learning code: a learned planner comes in as
 //! anything implementing [`Planner`].
 
 pub mod drive;
+pub mod episode;
+pub mod families;
 pub mod metric;
 pub mod plot;
 pub mod report;
 pub mod stats;
 
 pub use deltaplan_sim::{DisplacementError, DisplacementSums};
-pub use drive::{closed_loop, drive_to_the_end, render_episode, Driver, Planner, PlannerError};
+pub use drive::{closed_loop, drive_to_the_end, Driver, Planner, PlannerError};
+pub use episode::{render_episode, trace_episode, Comparison, EpisodeTrace, RenderedEpisode};
 pub use metric::{Metric, PerMetric, Unit, UnknownMetric};
 pub use report::Policy;
 pub use stats::{

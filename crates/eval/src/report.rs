@@ -11,11 +11,17 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use deltaplan_sim::{EndReason, EpisodeStats};
+use deltaplan_sim::{EndReason, EpisodeStats, Family};
 use serde_json::{json, Map, Value};
 
-use crate::metric::{Metric, PerMetric};
-use crate::plot::{grouped_bars, line_chart, Bar, Series};
+use crate::families::{
+    failure_types, family_differences, FailureCounts, FamilyDifference, WORSE_BY_POINTS,
+};
+use crate::metric::{Metric, PerMetric, Unit};
+use crate::plot::{
+    difference_chart, grouped_bars, signed, Bar, Difference, Line, LineChart, Marker, Reference,
+    PALETTE,
+};
 use crate::stats::{paired_differences, summarize, Estimate, Summaries, Summary};
 use crate::{EvalError, Result};
 use deltaplan_sim::DisplacementError;
@@ -41,6 +47,11 @@ impl Policy {
             Policy::Sft => "sft",
             Policy::Rl => "rl",
         }
+    }
+
+    /// The policy's colour in every chart (the bar charts' order).
+    pub fn colour(self) -> &'static str {
+        PALETTE[self as usize % PALETTE.len()]
     }
 }
 
@@ -85,10 +96,54 @@ pub struct CurvePoint {
     pub failure_rate: f64,
 }
 
-/// An episode rendered for two policies (paths relative to the report directory).
+/// Where the actor starts learning: the first refinement iteration whose update stepped the
+/// actor (before it, only the critic warms up).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct ActorStart {
+    pub iteration: usize,
+    /// Environment steps at the end of that iteration's rollout (the curve's x).
+    pub env_steps: f64,
+}
+
+/// One setting whose value differs from the embedded default.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ConfigDifference {
+    /// Dotted key, as `--set` spells it.
+    pub key: String,
+    /// The embedded default as TOML (`(unset)` for an optional setting).
+    pub default: String,
+    /// This run's value as TOML.
+    pub value: String,
+}
+
+/// An evaluation episode rendered for several policies at one crop and scale (paths relative
+/// to the report directory).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Example {
+    /// `split_family_seed` (the seed relative to the split's first seed): in the report, in
+    /// every file name of this example.
+    pub id: String,
     pub title: String,
+    /// (label, path) of each policy's picture, same crop and scale.
     pub images: Vec<(String, String)>,
+    /// Frames of both policies around the step where they first diverge.
+    pub filmstrip: Option<String>,
+    /// Speed and acceleration over time of both policies.
+    pub motion: Option<String>,
+    /// The `deltaplan` command line that writes these files again.
+    pub command: String,
+}
+
+impl Example {
+    /// Every file of the example.
+    pub fn files(&self) -> Vec<&str> {
+        self.images
+            .iter()
+            .map(|(_, p)| p.as_str())
+            .chain(self.filmstrip.as_deref())
+            .chain(self.motion.as_deref())
+            .collect()
+    }
 }
 
 /// Everything the report shows, as measured.
@@ -100,6 +155,12 @@ pub struct ReportInput {
     pub examples: Vec<Example>,
     /// Free-form lines for the header (configuration, seeds).
     pub notes: Vec<String>,
+    /// Where the wall time went: (stage or phase, seconds), in the order shown.
+    pub timings: Vec<(String, f64)>,
+    /// The first iteration that updated the actor (`None` if the log has none).
+    pub actor_start: Option<ActorStart>,
+    /// The run's settings that differ from the embedded defaults, in key order.
+    pub config_differences: Vec<ConfigDifference>,
 }
 
 /// One policy's numbers on one split.
@@ -109,6 +170,10 @@ pub struct PolicySummary {
     pub open_loop: DisplacementError,
     /// How many episodes ended for each reason, in the order of [`EndReason`]'s variants.
     pub endings: Vec<(EndReason, usize)>,
+    /// Failure and infraction counts over all episodes.
+    pub failures: FailureCounts,
+    /// The same per family, ordered by family name.
+    pub failure_types: Vec<(Family, FailureCounts)>,
 }
 
 /// The paired difference `b - a` of every metric.
@@ -129,6 +194,8 @@ pub struct SplitSummary {
     pub rl: PolicySummary,
     /// In the order of [`PAIRS`].
     pub paired: Vec<PairedSummary>,
+    /// The paired RL - SFT driving-score difference per family, ordered by family name.
+    pub family_differences: Vec<FamilyDifference>,
 }
 
 impl SplitSummary {
@@ -147,6 +214,12 @@ impl SplitSummary {
             .find(|p| p.a == a && p.b == b)
             .map(|p| &p.difference)
     }
+
+    /// The families where the refined planner is worse than SFT (either flag of
+    /// [`FamilyDifference`]).
+    pub fn flagged_families(&self) -> impl Iterator<Item = &FamilyDifference> {
+        self.family_differences.iter().filter(|d| d.flagged())
+    }
 }
 
 /// The report: every summary computed once, then written as JSON, Markdown and figures.
@@ -157,6 +230,9 @@ pub struct Report {
     pub env_steps: u64,
     pub examples: Vec<Example>,
     pub notes: Vec<String>,
+    pub timings: Vec<(String, f64)>,
+    pub actor_start: Option<ActorStart>,
+    pub config_differences: Vec<ConfigDifference>,
 }
 
 impl Report {
@@ -174,6 +250,9 @@ impl Report {
             env_steps: input.env_steps,
             examples: input.examples,
             notes: input.notes,
+            timings: input.timings,
+            actor_start: input.actor_start,
+            config_differences: input.config_differences,
         })
     }
 
@@ -190,6 +269,14 @@ impl Report {
             "env_steps": self.env_steps,
             "learning_curve": self.curve,
             "notes": self.notes,
+            "timings": self.timings.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<String, Value>>(),
+            "actor_start": self.actor_start,
+            "config_differences": self.config_differences,
+            "examples": self.examples.iter().map(|e| json!({
+                "id": e.id,
+                "files": e.files(),
+                "command": e.command,
+            })).collect::<Vec<_>>(),
         })
     }
 
@@ -208,20 +295,33 @@ impl Report {
             "- wall time {:.0} s, {} environment steps of RL refinement\n",
             self.wall_seconds, self.env_steps
         );
+        config_markdown(&mut s, &self.config_differences);
         for split in &self.splits {
             split_markdown(&mut s, split);
         }
-        let _ = writeln!(s, "## Learning curves\n\n![learning curve](figures/learning_curve.svg)\n\n![returns](figures/learning_returns.svg)\n");
+        if !self.timings.is_empty() {
+            let _ = writeln!(
+                s,
+                "## Where the time went\n\n| stage or phase | seconds |\n|---|---:|"
+            );
+            for (k, v) in &self.timings {
+                let _ = writeln!(s, "| {k} | {v:.1} |");
+            }
+            let _ = writeln!(s);
+        }
+        let _ = writeln!(s, "## Learning curves\n");
+        let _ = writeln!(
+            s,
+            "Training episodes end in worlds whose difficulty is drawn between the `eval` and the `hard` split's, so the evaluated SFT and expert levels of both splits are drawn as reference lines. Faint: per iteration; bold: exponential moving average.\n"
+        );
+        let _ = writeln!(s, "![learning curve](figures/learning_curve.svg)\n\n![returns](figures/learning_returns.svg)\n");
         if !self.examples.is_empty() {
             let _ = writeln!(
                 s,
                 "## Episodes where the SFT planner fails and the refined one does not\n"
             );
             for ex in &self.examples {
-                let _ = writeln!(s, "### {}\n", ex.title);
-                for (label, path) in &ex.images {
-                    let _ = writeln!(s, "{label}:\n\n![{label}]({path})\n");
-                }
+                example_markdown(&mut s, ex);
             }
         }
         let _ = writeln!(
@@ -245,16 +345,28 @@ pub fn write_report(dir: &Path, input: ReportInput) -> Result<Report> {
     let figs = dir.join("figures");
     write(
         &figs.join("learning_curve.svg"),
-        &learning_curve_svg(&report.curve),
+        &learning_curve_svg(&report),
     )?;
     write(
         &figs.join("learning_returns.svg"),
-        &learning_returns_svg(&report.curve),
+        &learning_returns_svg(&report),
     )?;
     for split in &report.splits {
         write(
             &figs.join(format!("families_{}.svg", split.name)),
-            &families_svg(split),
+            &families_svg(split, Metric::DrivingScore),
+        )?;
+        write(
+            &figs.join(format!("comfort_{}.svg", split.name)),
+            &families_svg(split, Metric::ComfortPassRate),
+        )?;
+        write(
+            &figs.join(format!("nuplan_{}.svg", split.name)),
+            &families_svg(split, Metric::NuplanScore),
+        )?;
+        write(
+            &figs.join(format!("family_differences_{}.svg", split.name)),
+            &family_differences_svg(split),
         )?;
     }
     write(&dir.join("report.md"), &report.markdown())?;
@@ -275,6 +387,8 @@ fn split_summary(run: &SplitRun) -> Result<SplitSummary> {
             summaries: summarize(&r.episodes),
             open_loop: r.open_loop,
             endings: endings(&r.episodes),
+            failures: FailureCounts::of(&r.episodes),
+            failure_types: failure_types(&r.episodes),
         }
     };
     let paired = PAIRS
@@ -294,6 +408,7 @@ fn split_summary(run: &SplitRun) -> Result<SplitSummary> {
         sft: policy(Policy::Sft),
         rl: policy(Policy::Rl),
         paired,
+        family_differences: family_differences(&run.sft.episodes, &run.rl.episodes)?,
     })
 }
 
@@ -360,7 +475,56 @@ fn split_json(split: &SplitSummary) -> Value {
         })
         .collect();
     sp.insert("paired".into(), Value::Object(paired));
+    let differences: Map<String, Value> = split
+        .family_differences
+        .iter()
+        .map(|d| {
+            (
+                d.family.name().to_string(),
+                json!({
+                    "driving_score": d.difference,
+                    "worse_by_more_than_1": d.worse_by_more_than_a_point(),
+                    "interval_below_zero": d.interval_below_zero(),
+                }),
+            )
+        })
+        .collect();
+    sp.insert(
+        "family_differences".into(),
+        json!({ "rl_minus_sft": differences }),
+    );
+    sp.insert(
+        "flagged_families".into(),
+        json!(split
+            .flagged_families()
+            .map(|d| d.family.name())
+            .collect::<Vec<_>>()),
+    );
+    let failures: Map<String, Value> = Policy::ALL
+        .iter()
+        .map(|&p| {
+            let ps = split.policy(p);
+            let mut per: Map<String, Value> = ps
+                .failure_types
+                .iter()
+                .map(|(f, c)| (f.name().to_string(), failure_json(c)))
+                .collect();
+            per.insert("all".into(), failure_json(&ps.failures));
+            (p.name().to_string(), Value::Object(per))
+        })
+        .collect();
+    sp.insert("failure_types".into(), Value::Object(failures));
     Value::Object(sp)
+}
+
+fn failure_json(c: &FailureCounts) -> Value {
+    let mut m: Map<String, Value> = FailureCounts::NAMES
+        .iter()
+        .zip(c.values())
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    m.insert("episodes".into(), json!(c.episodes));
+    Value::Object(m)
 }
 
 fn split_markdown(s: &mut String, split: &SplitSummary) {
@@ -411,21 +575,8 @@ fn split_markdown(s: &mut String, split: &SplitSummary) {
         let _ = writeln!(s, " |");
     }
 
-    let _ = writeln!(s, "\nDriving score per family:\n");
-    let _ = writeln!(s, "| family | {} |", names.join(" | "));
-    let _ = writeln!(s, "|---|{}", "---:|".repeat(names.len()));
-    for (f, _) in &split.expert.summaries.families {
-        let _ = write!(s, "| {} |", f.name());
-        for p in Policy::ALL {
-            let score = split
-                .policy(p)
-                .summaries
-                .family(*f)
-                .map_or(f64::NAN, |fs| fs[Metric::DrivingScore].mean);
-            let _ = write!(s, " {} |", num(score));
-        }
-        s.push('\n');
-    }
+    family_markdown(s, split);
+    failure_types_markdown(s, split);
 
     let _ = writeln!(s, "\nHow episodes ended (number of episodes):\n");
     let _ = writeln!(s, "| ending | {} |", names.join(" | "));
@@ -449,50 +600,291 @@ fn split_markdown(s: &mut String, split: &SplitSummary) {
         }
         s.push('\n');
     }
-    let _ = writeln!(s, "\n![families](figures/families_{}.svg)\n", split.name);
+    let n = &split.name;
+    let _ = writeln!(s, "\n![families](figures/families_{n}.svg)\n");
+    let _ = writeln!(
+        s,
+        "![RL - SFT per family](figures/family_differences_{n}.svg)\n"
+    );
+    let _ = writeln!(s, "![comfort per family](figures/comfort_{n}.svg)\n");
+    let _ = writeln!(s, "![nuPlan score per family](figures/nuplan_{n}.svg)\n");
 }
 
-fn learning_curve_svg(curve: &[CurvePoint]) -> String {
-    line_chart(
-        "Closed-loop driving score of training episodes",
-        "environment steps",
-        "driving score",
-        &[Series {
-            name: "RL (training episodes)",
-            points: curve
+/// Per family: driving score, the paired RL - SFT difference with its flags, comfort pass
+/// rate and nuPlan score of every policy.
+fn family_markdown(s: &mut String, split: &SplitSummary) {
+    let flagged: Vec<String> = split
+        .flagged_families()
+        .map(|d| {
+            format!(
+                "{} ({} [{}, {}])",
+                d.family.name(),
+                signed(d.difference.mean),
+                signed(d.difference.lo),
+                signed(d.difference.hi)
+            )
+        })
+        .collect();
+    let _ = writeln!(s, "\n### Per family (expert / SFT / RL)\n");
+    if flagged.is_empty() {
+        let _ = writeln!(
+            s,
+            "No family where the refined planner is worse than SFT (by more than {WORSE_BY_POINTS} point, or with the paired interval below zero).\n"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "**Families where the refined planner is worse than SFT:** {}.\n",
+            flagged.join(", ")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "| family | driving score | RL - SFT (paired, 95% CI) | RL worse? | comfort pass | nuPlan score |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---|---:|---:|");
+    let of = |p: Policy, f: Family, m: Metric| {
+        split
+            .policy(p)
+            .summaries
+            .family(f)
+            .map_or(f64::NAN, |fs| fs[m].mean)
+    };
+    let three = |f: Family, m: Metric, show: fn(f64) -> String| {
+        Policy::ALL.map(|p| show(of(p, f, m))).join(" / ")
+    };
+    for (f, _) in &split.expert.summaries.families {
+        let d = split.family_differences.iter().find(|d| d.family == *f);
+        let (diff, flag) = match d {
+            Some(d) => (
+                format!(
+                    "{} [{}, {}]",
+                    signed(d.difference.mean),
+                    signed(d.difference.lo),
+                    signed(d.difference.hi)
+                ),
+                flag_text(d),
+            ),
+            None => ("-".into(), String::new()),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {diff} | {flag} | {} | {} |",
+            f.name(),
+            three(*f, Metric::DrivingScore, points),
+            three(*f, Metric::ComfortPassRate, percent),
+            three(*f, Metric::NuplanScore, points),
+        );
+    }
+    let all = |m: Metric, show: fn(f64) -> String| {
+        Policy::ALL
+            .map(|p| show(split.policy(p).summaries.overall[m].mean))
+            .join(" / ")
+    };
+    let overall = split
+        .paired(Policy::Sft, Policy::Rl)
+        .map(|d| d[Metric::DrivingScore])
+        .unwrap_or(Estimate::UNDEFINED);
+    let _ = writeln!(
+        s,
+        "| **all** | {} | {} [{}, {}] | | {} | {} |",
+        all(Metric::DrivingScore, points),
+        signed(overall.mean),
+        signed(overall.lo),
+        signed(overall.hi),
+        all(Metric::ComfortPassRate, percent),
+        all(Metric::NuplanScore, points),
+    );
+}
+
+/// The flags of one family, as report.md shows them.
+fn flag_text(d: &FamilyDifference) -> String {
+    match (d.worse_by_more_than_a_point(), d.interval_below_zero()) {
+        (true, true) => format!("**worse by > {WORSE_BY_POINTS} point, CI below 0**"),
+        (true, false) => format!("**worse by > {WORSE_BY_POINTS} point**"),
+        (false, true) => "**CI below 0**".into(),
+        (false, false) => String::new(),
+    }
+}
+
+/// Failure and infraction counts per family, each cell `expert / SFT / RL`.
+fn failure_types_markdown(s: &mut String, split: &SplitSummary) {
+    let _ = writeln!(
+        s,
+        "\nFailure types per family (episodes, expert / SFT / RL):\n"
+    );
+    let _ = writeln!(
+        s,
+        "| family | episodes | collision | off-road | red light | non-finite | time limit | blocked |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let row = |s: &mut String, label: &str, counts: [FailureCounts; 3]| {
+        let _ = write!(s, "| {label} | {} |", counts[0].episodes);
+        for k in 0..FailureCounts::NAMES.len() {
+            let cell: Vec<String> = counts.iter().map(|c| c.values()[k].to_string()).collect();
+            let _ = write!(s, " {} |", cell.join(" / "));
+        }
+        s.push('\n');
+    };
+    for (f, _) in &split.expert.failure_types {
+        let counts = Policy::ALL.map(|p| {
+            split
+                .policy(p)
+                .failure_types
                 .iter()
-                .map(|p| (p.env_steps, p.driving_score))
-                .collect(),
-        }],
+                .find(|(g, _)| g == f)
+                .map(|(_, c)| *c)
+                .unwrap_or_default()
+        });
+        row(s, f.name(), counts);
+    }
+    row(s, "**all**", Policy::ALL.map(|p| split.policy(p).failures));
+}
+
+/// The settings that differ from the embedded defaults, or a line saying there are none.
+fn config_markdown(s: &mut String, differences: &[ConfigDifference]) {
+    let _ = writeln!(s, "## Configuration: differences from the defaults\n");
+    if differences.is_empty() {
+        let _ = writeln!(
+            s,
+            "None: this run used the embedded defaults (`deltaplan config` prints them).\n"
+        );
+        return;
+    }
+    let _ = writeln!(s, "| key | default | this run |");
+    let _ = writeln!(s, "|---|---|---|");
+    for d in differences {
+        let _ = writeln!(
+            s,
+            "| `{}` | `{}` | `{}` |",
+            d.key,
+            d.default.replace('|', "\\|"),
+            d.value.replace('|', "\\|")
+        );
+    }
+    s.push('\n');
+}
+
+/// One example: its identifier, the pictures, the filmstrip and motion chart, its files and
+/// the command that writes them again.
+fn example_markdown(s: &mut String, ex: &Example) {
+    let _ = writeln!(s, "### `{}`: {}\n", ex.id, ex.title);
+    for (label, path) in &ex.images {
+        let _ = writeln!(s, "{label}:\n\n![{label}]({path})\n");
+    }
+    if let Some(path) = &ex.filmstrip {
+        let _ = writeln!(
+            s,
+            "Around the moment the two planners first drive more than 1 m apart:\n\n![filmstrip]({path})\n"
+        );
+    }
+    if let Some(path) = &ex.motion {
+        let _ = writeln!(s, "![speed and acceleration]({path})\n");
+    }
+    let files: Vec<String> = ex.files().iter().map(|f| format!("`{f}`")).collect();
+    let _ = writeln!(s, "Files: {}. Rendered by:\n", files.join(", "));
+    let _ = writeln!(s, "```sh\n{}\n```\n", ex.command);
+}
+
+/// Driving score of training episodes (raw faint, smoothed bold) with the evaluated SFT and
+/// expert levels of every split and the actor's first update marked.
+fn learning_curve_svg(report: &Report) -> String {
+    let raw: Vec<(f64, f64)> = report
+        .curve
+        .iter()
+        .map(|p| (p.env_steps, p.driving_score))
+        .collect();
+    let mut references = Vec::new();
+    for split in &report.splits {
+        for p in [Policy::Expert, Policy::Sft] {
+            let level = split.policy(p).summaries.overall[Metric::DrivingScore].mean;
+            references.push(Reference {
+                label: format!("{} on {}: {level:.1}", p.name(), split.name),
+                y: level,
+                colour: p.colour(),
+                dashed: split.name != "eval",
+            });
+        }
+    }
+    curve_chart(
+        report,
+        "Driving score of training episodes during refinement",
+        "driving score (points, 0-100)",
+        vec![Line::smoothed_with_raw(
+            "RL training episodes",
+            Policy::Rl.colour(),
+            raw,
+        )],
+        references,
     )
 }
 
-fn learning_returns_svg(curve: &[CurvePoint]) -> String {
-    line_chart(
-        "Episode return and failure rate during refinement",
-        "environment steps",
-        "return / failure %",
-        &[
-            Series {
-                name: "episode return",
-                points: curve
-                    .iter()
-                    .map(|p| (p.env_steps, p.episode_return))
-                    .collect(),
-            },
-            Series {
-                name: "failures (collision, off-road or non-finite), % of episodes",
-                points: curve
-                    .iter()
-                    .map(|p| (p.env_steps, 100.0 * p.failure_rate))
-                    .collect(),
-            },
-        ],
+/// Episode return and failure rate of training episodes, raw and smoothed.
+fn learning_returns_svg(report: &Report) -> String {
+    let returns: Vec<(f64, f64)> = report
+        .curve
+        .iter()
+        .map(|p| (p.env_steps, p.episode_return))
+        .collect();
+    let failures: Vec<(f64, f64)> = report
+        .curve
+        .iter()
+        .map(|p| (p.env_steps, 100.0 * p.failure_rate))
+        .collect();
+    let mut lines = Line::smoothed_with_raw("episode return", PALETTE[0], returns);
+    lines.extend(Line::smoothed_with_raw(
+        "failures, % of episodes",
+        PALETTE[3],
+        failures,
+    ));
+    curve_chart(
+        report,
+        "Episode return and failures of training episodes",
+        "return (reward units) / failures (% of episodes)",
+        vec![lines],
+        Vec::new(),
     )
 }
 
-fn families_svg(split: &SplitSummary) -> String {
+fn curve_chart(
+    report: &Report,
+    title: &str,
+    y_label: &str,
+    lines: Vec<Vec<Line>>,
+    references: Vec<Reference>,
+) -> String {
+    let markers = report
+        .actor_start
+        .iter()
+        .map(|a| Marker {
+            label: format!(
+                "actor starts (iteration {}, after {} critic warm-up)",
+                a.iteration,
+                a.iteration.saturating_sub(1)
+            ),
+            x: a.env_steps,
+        })
+        .collect();
+    LineChart {
+        title: title.into(),
+        x_label: "environment steps (transitions, all worlds)".into(),
+        y_label: y_label.into(),
+        lines: lines.into_iter().flatten().collect(),
+        references,
+        markers,
+        ..LineChart::default()
+    }
+    .to_svg()
+}
+
+/// A per-family bar chart of `metric` (rates as percent) with 95% intervals.
+fn families_svg(split: &SplitSummary, metric: Metric) -> String {
     let names: Vec<&str> = Policy::ALL.iter().map(|p| p.name()).collect();
+    let scale = if metric.unit() == Unit::FractionOfEpisodes {
+        100.0
+    } else {
+        1.0
+    };
     let groups: Vec<(String, Vec<Bar>)> = split
         .expert
         .summaries
@@ -506,25 +898,74 @@ fn families_svg(split: &SplitSummary) -> String {
                         .policy(p)
                         .summaries
                         .family(*f)
-                        .map(|fs| fs[Metric::DrivingScore])
+                        .map(|fs| fs[metric])
                         .unwrap_or_default();
                     Bar {
-                        value: e.mean,
-                        lo: e.lo,
-                        hi: e.hi,
+                        value: scale * e.mean,
+                        lo: scale * e.lo,
+                        hi: scale * e.hi,
                     }
                 })
                 .collect();
             (f.name().to_string(), bars)
         })
         .collect();
+    let (title, y_label) = match metric {
+        Metric::ComfortPassRate => (
+            "nuPlan comfort pass rate per family",
+            "episodes passing comfort (%)",
+        ),
+        Metric::NuplanScore => (
+            "nuPlan closed-loop score per family",
+            "nuPlan score (points, 0-100)",
+        ),
+        _ => ("Driving score per family", "driving score (points, 0-100)"),
+    };
     grouped_bars(
-        &format!("Driving score per family ({} split, 95% CI)", split.name),
-        "driving score",
+        &format!("{title} ({} split, 95% CI)", split.name),
+        y_label,
         &names,
         &groups,
         100.0,
     )
+}
+
+/// RL - SFT per family with 95% intervals, the -1 point threshold, flagged families in red.
+fn family_differences_svg(split: &SplitSummary) -> String {
+    let rows: Vec<Difference> = split
+        .family_differences
+        .iter()
+        .map(|d| Difference {
+            label: d.family.name().to_string(),
+            estimate: d.difference,
+            flagged: d.flagged(),
+        })
+        .collect();
+    difference_chart(
+        &format!(
+            "Driving score RL - SFT per family ({} split, paired 95% CI)",
+            split.name
+        ),
+        "RL - SFT driving score (points)",
+        &rows,
+        -WORSE_BY_POINTS,
+    )
+}
+
+fn points(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.1}")
+    } else {
+        "-".into()
+    }
+}
+
+fn percent(x: f64) -> String {
+    if x.is_finite() {
+        format!("{:.1}%", 100.0 * x)
+    } else {
+        "-".into()
+    }
 }
 
 fn num(x: f64) -> String {

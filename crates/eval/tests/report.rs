@@ -1,7 +1,10 @@
 //! The report as files: report.json keeps its field names (other tools read them), its
 //! numbers are the typed summaries', report.md shows them and counts how episodes ended.
 
-use deltaplan_eval::report::{write_report, CurvePoint, PolicyRun, ReportInput, SplitRun};
+use deltaplan_eval::report::{
+    write_report, ActorStart, ConfigDifference, CurvePoint, Example, PolicyRun, ReportInput,
+    SplitRun,
+};
 use deltaplan_eval::{DisplacementError, Metric, Policy};
 use deltaplan_sim::{EndReason, EpisodeStats, Family};
 
@@ -61,6 +64,9 @@ fn input() -> ReportInput {
         env_steps: 512,
         examples: Vec::new(),
         notes: vec!["a note".into()],
+        timings: vec![("refine".into(), 3.5)],
+        actor_start: None,
+        config_differences: Vec::new(),
     }
 }
 
@@ -75,17 +81,33 @@ fn report_json_has_its_fields_and_the_summaries_numbers() {
     assert_eq!(
         top,
         [
+            "actor_start",
+            "config_differences",
             "env_steps",
+            "examples",
             "learning_curve",
             "notes",
             "splits",
+            "timings",
             "wall_seconds"
         ]
     );
+    assert_eq!(v["timings"]["refine"], 3.5);
     let split = &v["splits"]["eval"];
     let mut keys: Vec<String> = split.as_object().unwrap().keys().cloned().collect();
     keys.sort();
-    assert_eq!(keys, ["expert", "paired", "rl", "sft"]);
+    assert_eq!(
+        keys,
+        [
+            "expert",
+            "failure_types",
+            "family_differences",
+            "flagged_families",
+            "paired",
+            "rl",
+            "sft"
+        ]
+    );
     let mut expected: Vec<&str> = Metric::names();
     expected.extend(["ade", "ci", "episodes", "families", "fde"]);
     expected.sort();
@@ -160,12 +182,28 @@ fn report_md_and_figures_are_written_atomically() {
     assert!(md.contains("| CollisionVehicle | 0 | 1 | 1 |"), "{md}");
     assert!(md.contains("| OffRoad | 0 | 1 | 0 |"), "{md}");
     assert!(md.find("| RouteCompleted |") < md.find("| OffRoad |"));
+    // Failure types per family, each cell expert / SFT / RL: merge holds seeds 1 and 3 (SFT
+    // collides on 1, leaves the road on 3; RL collides on 1).
+    assert!(
+        md.contains(
+            "| merge | 2 | 0 / 1 / 1 | 0 / 1 / 0 | 0 / 0 / 0 | 0 / 0 / 0 | 0 / 0 / 0 | 0 / 0 / 0 |"
+        ),
+        "{md}"
+    );
+    // No differences from the defaults: the empty-state line.
+    assert!(
+        md.contains("None: this run used the embedded defaults"),
+        "{md}"
+    );
     for f in [
         "report.json",
         "report.md",
         "figures/learning_curve.svg",
         "figures/learning_returns.svg",
         "figures/families_eval.svg",
+        "figures/comfort_eval.svg",
+        "figures/nuplan_eval.svg",
+        "figures/family_differences_eval.svg",
     ] {
         assert!(dir.path().join(f).is_file(), "{f}");
     }
@@ -187,4 +225,212 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The refined planner loses 2 points on every merge scenario and gains on curvy ones.
+fn worse_on_merge() -> ReportInput {
+    let mut input = input();
+    let split = &mut input.splits[0];
+    split.sft.episodes = split.expert.episodes.clone();
+    split.rl.episodes = split.expert.episodes.clone();
+    for e in &mut split.sft.episodes {
+        if e.family == Family::Curvy {
+            e.route_completion = 90.0;
+        }
+    }
+    for e in &mut split.rl.episodes {
+        if e.family == Family::Merge {
+            e.route_completion = 98.0;
+        }
+    }
+    input
+}
+
+#[test]
+fn families_where_rl_is_worse_are_flagged_in_json_markdown_and_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = write_report(dir.path(), worse_on_merge()).unwrap();
+    let s = &report.splits[0];
+    let flagged: Vec<&str> = s.flagged_families().map(|d| d.family.name()).collect();
+    assert_eq!(flagged, ["merge"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    let split = &v["splits"]["eval"];
+    assert_eq!(split["flagged_families"], serde_json::json!(["merge"]));
+    let merge = &split["family_differences"]["rl_minus_sft"]["merge"];
+    assert_eq!(merge["driving_score"]["mean"], -2.0);
+    assert_eq!(merge["worse_by_more_than_1"], true);
+    assert_eq!(merge["interval_below_zero"], true);
+    let curvy = &split["family_differences"]["rl_minus_sft"]["curvy"];
+    assert_eq!(curvy["driving_score"]["mean"], 10.0);
+    assert_eq!(curvy["worse_by_more_than_1"], false);
+    assert_eq!(split["failure_types"]["sft"]["all"]["collision"], 0);
+    assert_eq!(split["failure_types"]["sft"]["merge"]["episodes"], 2);
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(
+        md.contains(
+            "**Families where the refined planner is worse than SFT:** merge (-2.0 [-2.0, -2.0])."
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains("| merge | 100.0 / 100.0 / 98.0 | -2.0 [-2.0, -2.0] | **worse by > 1 point, CI below 0** |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| curvy | 100.0 / 90.0 / 100.0 | +10.0 [+10.0, +10.0] |  |"),
+        "{md}"
+    );
+    // The figure draws the flagged family's interval in red, the other in black.
+    let svg =
+        std::fs::read_to_string(dir.path().join("figures/family_differences_eval.svg")).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let intervals: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("interval"))
+        .map(|n| n.attribute("data-flagged").unwrap())
+        .collect();
+    assert_eq!(intervals, ["false", "true"], "curvy, merge");
+    let threshold: f64 = doc
+        .descendants()
+        .find(|n| n.attribute("class") == Some("reference"))
+        .and_then(|n| n.attribute("data-value"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(threshold, -1.0);
+}
+
+/// The (x, y) pixels of a polyline's points.
+fn points(node: roxmltree::Node) -> Vec<(f64, f64)> {
+    node.attribute("points")
+        .unwrap()
+        .split_whitespace()
+        .map(|p| {
+            let (a, b) = p.split_once(',').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn learning_curve_draws_raw_and_smoothed_lines_reference_levels_and_the_actor_start() {
+    let mut input = input();
+    // The SFT level of the eval split is 62.5, the expert's 100: curve points at those values
+    // must be drawn at the reference lines' heights.
+    input.curve = [
+        (512.0, 62.5),
+        (1024.0, 100.0),
+        (1536.0, 80.0),
+        (2048.0, 90.0),
+    ]
+    .map(|(env_steps, driving_score)| CurvePoint {
+        env_steps,
+        driving_score,
+        episode_return: 1.0,
+        failure_rate: 0.0,
+    })
+    .to_vec();
+    input.actor_start = Some(ActorStart {
+        iteration: 2,
+        env_steps: 1024.0,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    write_report(dir.path(), input).unwrap();
+    let svg = std::fs::read_to_string(dir.path().join("figures/learning_curve.svg")).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let with_class = |c: &str| {
+        doc.descendants()
+            .filter(|n| n.attribute("class") == Some(c))
+            .collect::<Vec<_>>()
+    };
+    let (raw, smooth) = (with_class("raw"), with_class("line"));
+    assert_eq!(
+        (raw.len(), smooth.len()),
+        (1, 1),
+        "one RL curve, raw and smoothed"
+    );
+    let raw = points(raw[0]);
+    assert_eq!(raw.len(), 4);
+    assert_eq!(points(smooth[0]).len(), 4);
+    let references = with_class("reference");
+    let level = |value: f64| {
+        references
+            .iter()
+            .find(|n| {
+                (n.attribute("data-value").unwrap().parse::<f64>().unwrap() - value).abs() < 1e-4
+            })
+            .map(|n| n.attribute("y1").unwrap().parse::<f64>().unwrap())
+            .unwrap_or_else(|| panic!("no reference line at {value}"))
+    };
+    assert!(
+        (level(62.5) - raw[0].1).abs() < 0.11,
+        "SFT level at the height of 62.5"
+    );
+    assert!(
+        (level(100.0) - raw[1].1).abs() < 0.11,
+        "expert level at the height of 100"
+    );
+    // SFT and expert on the one split: two reference lines, labelled.
+    assert_eq!(references.len(), 2);
+    assert!(svg.contains("sft on eval: 62.5") && svg.contains("expert on eval: 100.0"));
+    let markers = with_class("marker");
+    assert_eq!(markers.len(), 1);
+    let x: f64 = markers[0].attribute("x1").unwrap().parse().unwrap();
+    assert!(
+        (x - raw[1].0).abs() < 0.11,
+        "the actor starts at 1024 environment steps"
+    );
+    assert!(svg.contains("actor starts (iteration 2"));
+    assert!(svg.contains("environment steps") && svg.contains("driving score (points, 0-100)"));
+}
+
+#[test]
+fn config_differences_and_examples_are_in_the_report() {
+    let mut input = input();
+    input.config_differences = vec![ConfigDifference {
+        key: "refine.iterations".into(),
+        default: "800".into(),
+        value: "6".into(),
+    }];
+    input.examples = vec![Example {
+        id: "eval_merge_4000002".into(),
+        title: "merge".into(),
+        images: vec![
+            (
+                "SFT".into(),
+                "figures/episodes/eval_merge_4000002_sft.svg".into(),
+            ),
+            (
+                "RL".into(),
+                "figures/episodes/eval_merge_4000002_rl.svg".into(),
+            ),
+        ],
+        filmstrip: Some("figures/episodes/eval_merge_4000002_filmstrip.svg".into()),
+        motion: None,
+        command: "deltaplan render --family merge --index 2 --policy sft --policy rl".into(),
+    }];
+    let dir = tempfile::tempdir().unwrap();
+    write_report(dir.path(), input).unwrap();
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(
+        md.contains(
+            "| key | default | this run |\n|---|---|---|\n| `refine.iterations` | `800` | `6` |\n"
+        ),
+        "{md}"
+    );
+    assert!(!md.contains("None: this run used the embedded defaults"));
+    assert!(md.contains("### `eval_merge_4000002`"), "{md}");
+    assert!(md.contains("![filmstrip](figures/episodes/eval_merge_4000002_filmstrip.svg)"));
+    assert!(md.contains("`figures/episodes/eval_merge_4000002_sft.svg`, `figures/episodes/eval_merge_4000002_rl.svg`, `figures/episodes/eval_merge_4000002_filmstrip.svg`"), "{md}");
+    assert!(md.contains(
+        "```sh\ndeltaplan render --family merge --index 2 --policy sft --policy rl\n```"
+    ));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(v["config_differences"][0]["key"], "refine.iterations");
+    assert_eq!(v["examples"][0]["id"], "eval_merge_4000002");
+    assert_eq!(v["examples"][0]["files"].as_array().unwrap().len(), 3);
 }

@@ -16,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
+use deltaplan_sim::bev::{self, BevSpec};
 use deltaplan_sim::{Difficulty, Family, SimConfig, StepBuffers, OBS_DIM};
 use deltaplan_stdx::seed::{self, splitmix64};
 use rand::RngExt;
@@ -23,7 +24,7 @@ use rand_distr::{Distribution, StandardNormal};
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{load_tensors, save_tensors, take_tensor};
+use crate::checkpoint::{load_tensors_with_bytes, save_tensors_with_bytes, take_tensor};
 use crate::error::{LearnError, Result};
 use crate::scenarios::TrainScenarios;
 
@@ -31,8 +32,11 @@ use crate::scenarios::TrainScenarios;
 pub const DATASET_KIND: &str = "demonstrations";
 /// Schema version this build writes and reads.
 /// Version 2: the metadata `config` is a [`Recording`] (simulator, seed, training scenarios and
-/// the demonstration settings as separate parts).
-pub const DATASET_SCHEMA_VERSION: u32 = 2;
+/// the demonstration settings as separate parts). Version 3: optional BEV rasters, a U8 tensor
+/// `bev` `[N, C, H, W]` with its spec and channel names in the metadata (`bev`).
+pub const DATASET_SCHEMA_VERSION: u32 = 3;
+/// Recorded rasters above this many bytes are refused (they are held in memory).
+pub const MAX_BEV_BYTES: usize = 4 << 30;
 /// File name inside a dataset directory.
 pub const DATASET_FILE: &str = "demos.safetensors";
 
@@ -73,6 +77,10 @@ pub struct DemoConfig {
     /// Steps per world; samples = `n_envs * steps`.
     pub steps: usize,
     pub noise: DemoNoise,
+    /// Also record the bird's-eye-view raster of every sample (unset: none; an empty
+    /// `[demos.bev]` section records the default [`BevSpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bev: Option<BevSpec>,
 }
 
 impl Default for DemoConfig {
@@ -81,6 +89,7 @@ impl Default for DemoConfig {
             n_envs: 64,
             steps: 1500,
             noise: DemoNoise::default(),
+            bev: None,
         }
     }
 }
@@ -108,6 +117,22 @@ impl DemoConfig {
         }
         if !(n.tau_s > 0.0 && n.tau_s <= 60.0) {
             return bad("noise.tau_s must be in (0, 60]");
+        }
+        if let Some(spec) = &self.bev {
+            spec.validate()
+                .map_err(|e| LearnError::Config(format!("demos.bev: {e}")))?;
+            let bytes = (self.n_envs * self.steps).saturating_mul(spec.len());
+            if bytes > MAX_BEV_BYTES {
+                return Err(LearnError::Config(format!(
+                    "demos.bev: {} samples x {} bytes per raster = {:.1} GiB, above the {} GiB the \
+                     recording holds in memory: record fewer demos.steps or demos.n_envs, \
+                     or a smaller raster",
+                    self.n_envs * self.steps,
+                    spec.len(),
+                    bytes as f64 / f64::from(1u32 << 30),
+                    MAX_BEV_BYTES >> 30
+                )));
+            }
         }
         Ok(())
     }
@@ -170,6 +195,9 @@ pub struct Dataset {
     pub episode: Vec<u32>,
     /// `[N]`: step within the episode (0 = the reset state).
     pub step: Vec<u32>,
+    /// `[N, C, H, W]` bytes when `config.demos.bev` is set: the BEV raster of each sample's
+    /// state (see `deltaplan_sim::bev`).
+    pub bev: Option<Vec<u8>>,
     /// Per episode id.
     pub episodes: Vec<EpisodeInfo>,
 }
@@ -243,8 +271,12 @@ pub fn record_demonstrations(rec: &Recording, mut progress: impl FnMut(usize)) -
         family: Vec::with_capacity(total),
         episode: Vec::with_capacity(total),
         step: Vec::with_capacity(total),
+        bev: cfg.bev.map(|spec| Vec::with_capacity(total * spec.len())),
         episodes: Vec::new(),
     };
+    let mut rasters = cfg
+        .bev
+        .map_or_else(Vec::new, |spec| vec![0u8; n * spec.len()]);
     let mut noise: Vec<NoiseState> = (0..n)
         .map(|i| {
             // One generator per world, seeded through SplitMix64 so neighbouring worlds and
@@ -276,6 +308,10 @@ pub fn record_demonstrations(rec: &Recording, mut progress: impl FnMut(usize)) -
     for _ in 0..cfg.steps {
         env.expert_actions(&mut clean);
         ds.obs.extend_from_slice(&buf.obs);
+        if let (Some(spec), Some(bev)) = (&cfg.bev, &mut ds.bev) {
+            env.observe_bev(spec, &mut rasters);
+            bev.extend_from_slice(&rasters);
+        }
         ds.actions.extend_from_slice(&clean);
         for i in 0..n {
             let ep = current[i];
@@ -312,6 +348,45 @@ pub fn record_demonstrations(rec: &Recording, mut progress: impl FnMut(usize)) -
     Ok(ds)
 }
 
+/// The recorded rasters of a dataset's file, checked against its spec and this build's
+/// renderer: channel names, shape, and masks that are 0 or 255.
+fn load_bev(
+    meta: &crate::checkpoint::Metadata,
+    byte_tensors: &mut crate::checkpoint::ByteTensorMap,
+    path: &Path,
+    spec: &BevSpec,
+    n: usize,
+) -> Result<Vec<u8>> {
+    let incompatible = |reason: String| meta.incompatible(reason);
+    spec.validate()
+        .map_err(|e| incompatible(format!("its demos.bev spec is invalid: {e}")))?;
+    #[derive(Deserialize)]
+    struct BevMeta {
+        channels: Vec<String>,
+    }
+    let recorded: BevMeta = meta.field("bev")?;
+    if recorded.channels != bev::CHANNELS {
+        return Err(incompatible(format!(
+            "its rasters have channels {:?}, this build's renderer draws {:?}",
+            recorded.channels,
+            bev::CHANNELS
+        )));
+    }
+    let [c, h, w] = spec.shape();
+    let data = take_tensor(byte_tensors, path, DATASET_KIND, "bev", &[n, c, h, w])?;
+    let planes = data.chunks_exact(spec.plane()).enumerate();
+    for (i, plane) in planes.filter(|(i, _)| i % c != bev::channel::SPEED) {
+        if let Some(&x) = plane.iter().find(|&&x| x != 0 && x != bev::ON) {
+            return Err(incompatible(format!(
+                "BEV sample {} channel `{}` holds {x}, but mask channels hold 0 or 255",
+                i / c,
+                bev::CHANNELS[i % c]
+            )));
+        }
+    }
+    Ok(data)
+}
+
 /// Path of the dataset file inside `dir`.
 pub fn dataset_path(dir: &Path) -> PathBuf {
     dir.join(DATASET_FILE)
@@ -344,6 +419,17 @@ impl Dataset {
         &self.actions[k * a..(k + 1) * a]
     }
 
+    /// The BEV spec of the recorded rasters, if any.
+    pub fn bev_spec(&self) -> Option<&BevSpec> {
+        self.config.demos.bev.as_ref()
+    }
+
+    /// BEV raster of sample `k` (`[C, H, W]` bytes), when rasters were recorded.
+    pub fn bev_row(&self, k: usize) -> Option<&[u8]> {
+        let len = self.bev_spec()?.len();
+        Some(&self.bev.as_ref()?[k * len..(k + 1) * len])
+    }
+
     fn metadata(&self) -> serde_json::Value {
         let layout: Vec<serde_json::Value> = deltaplan_sim::obs::LAYOUT
             .iter()
@@ -351,7 +437,17 @@ impl Dataset {
                 |&(name, start, len)| serde_json::json!({"name": name, "start": start, "len": len}),
             )
             .collect();
+        let bev = self.bev_spec().map(|spec| {
+            serde_json::json!({
+                "spec": spec,
+                "shape": spec.shape(),
+                "channels": bev::CHANNELS,
+                "dtype": "uint8",
+                "value": "byte / 255",
+            })
+        });
         serde_json::json!({
+            "bev": bev,
             "kind": DATASET_KIND,
             "schema_version": DATASET_SCHEMA_VERSION,
             "obs_dim": OBS_DIM,
@@ -386,8 +482,15 @@ impl Dataset {
             ("episode".into(), vec![n], &episode),
             ("step".into(), vec![n], &step),
         ];
+        let bev: Vec<(String, Vec<usize>, &[u8])> = match (self.bev_spec(), &self.bev) {
+            (Some(spec), Some(data)) => {
+                let [c, h, w] = spec.shape();
+                vec![("bev".into(), vec![n, c, h, w], data.as_slice())]
+            }
+            _ => Vec::new(),
+        };
         let path = dataset_path(dir);
-        save_tensors(&path, &tensors, &self.metadata())?;
+        save_tensors_with_bytes(&path, &tensors, &bev, &self.metadata())?;
         Ok(path)
     }
 
@@ -399,7 +502,8 @@ impl Dataset {
         } else {
             dataset_path(dir)
         };
-        let (meta, mut tensors) = load_tensors(&path, DATASET_KIND, DATASET_SCHEMA_VERSION)?;
+        let (meta, mut tensors, mut byte_tensors) =
+            load_tensors_with_bytes(&path, DATASET_KIND, DATASET_SCHEMA_VERSION)?;
         let incompatible = |reason: String| meta.incompatible(reason);
         let obs_dim: usize = meta.field("obs_dim")?;
         if obs_dim != OBS_DIM {
@@ -446,6 +550,15 @@ impl Dataset {
                 "non-finite value at flat index {k} of obs/actions/executed"
             )));
         }
+        let bev = match &config.demos.bev {
+            None if byte_tensors.contains_key("bev") => {
+                return Err(incompatible(
+                    "it holds a `bev` tensor but its config records no demos.bev spec".into(),
+                ))
+            }
+            None => None,
+            Some(spec) => Some(load_bev(&meta, &mut byte_tensors, &path, spec, n)?),
+        };
         Ok(Dataset {
             config,
             obs,
@@ -454,6 +567,7 @@ impl Dataset {
             family: family_f.iter().map(|&x| x as u8).collect(),
             episode: episode_f.iter().map(|&x| x as u32).collect(),
             step: step_f.iter().map(|&x| x as u32).collect(),
+            bev,
             episodes,
         })
     }

@@ -113,6 +113,15 @@ pub enum LearnError {
         /// How to recreate the file.
         fix: String,
     },
+    /// A non-finite number where training or a file needs finite ones, named where it first
+    /// appeared (which tensor, loss, observation or reward; which iteration, epoch or world).
+    #[error("non-finite value: {what} at {at}")]
+    NonFinite {
+        /// What holds it, e.g. "tensor `actor.0.weight` (3 of 8192 values)".
+        what: String,
+        /// Where in training, e.g. "refinement iteration 4" or "SFT epoch 2".
+        at: String,
+    },
     /// A well-formed file that does not fit this build or its caller (observation width,
     /// horizon, inconsistent metadata).
     #[error("`{path}` is incompatible: {reason}: {fix}")]

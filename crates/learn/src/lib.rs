@@ -22,6 +22,7 @@ pub mod error;
 pub mod gae;
 pub mod nn;
 pub mod optim;
+pub mod phases;
 pub mod planner;
 pub mod ppo;
 pub mod refine;

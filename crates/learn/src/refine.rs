@@ -23,7 +23,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use deltaplan_sim::batch::StepBuffers;
-use deltaplan_sim::env::ResumableEnv;
+use deltaplan_sim::env::{ResumableEnv, VecEnv};
 use deltaplan_sim::{BatchEnv, EnvSnapshot, SimConfig};
 use deltaplan_stdx::seed;
 use rand_pcg::Pcg64;
@@ -35,6 +35,7 @@ use crate::actor_critic::{
 use crate::checkpoint::{load_tensors, save_tensors, take_tensor};
 use crate::error::{LearnError, Result};
 use crate::gae::GaeSteps;
+use crate::phases::{PhaseClock, PhaseSeconds};
 use crate::planner::FrozenPlanner;
 use crate::ppo::{Ppo, PpoConfig, RolloutBatch};
 use crate::scenarios::TrainScenarios;
@@ -82,7 +83,7 @@ impl Default for RefineConfig {
         RefineConfig {
             num_envs: 128,
             rollout_steps: 128,
-            iterations: 800,
+            iterations: 400,
             gamma: 0.99,
             gae_lambda: 0.95,
             reward_scale: 0.1,
@@ -200,6 +201,49 @@ fn actor_critic_config(cfg: &RefineConfig, planner: &impl FrozenPlanner) -> Acto
     ac
 }
 
+/// Refuses a checkpoint whose settings would build networks or an environment larger than
+/// what the file holds (a damaged or hostile file must not make the loader allocate without
+/// bound): the parameters its `hidden` implies must be among its tensors, and its world count
+/// must match its stored episode counters when `worlds` is given.
+fn check_checkpoint_sizes(
+    meta: &crate::checkpoint::Metadata,
+    cfg: &RefineConfig,
+    planner: &impl FrozenPlanner,
+    tensors: &crate::checkpoint::TensorMap,
+    worlds: Option<usize>,
+) -> Result<()> {
+    cfg.validate()
+        .map_err(|e| meta.incompatible(format!("its settings are invalid: {e}")))?;
+    let held: usize = tensors.values().map(|(_, d)| d.len()).sum();
+    let (d, a) = (policy_input_dim(planner), planner.action_dim());
+    let mut implied = Some(a);
+    for out in [a, 1] {
+        let mut fan_in = d;
+        for &w in cfg.hidden.iter().chain([&out]) {
+            implied = implied.and_then(|n| {
+                fan_in
+                    .checked_mul(w)
+                    .and_then(|x| x.checked_add(w))
+                    .and_then(|x| n.checked_add(x))
+            });
+            fan_in = w;
+        }
+    }
+    if implied.is_none_or(|n| n > held) {
+        return Err(meta.incompatible(format!(
+            "its settings (hidden = {:?}) imply more parameters than its {held} stored values",
+            cfg.hidden
+        )));
+    }
+    if let Some(n) = worlds.filter(|&n| n != cfg.num_envs) {
+        return Err(meta.incompatible(format!(
+            "it stores {n} worlds' episode counters but num_envs = {}",
+            cfg.num_envs
+        )));
+    }
+    Ok(())
+}
+
 /// A trained residual policy read back from a refinement checkpoint.
 pub struct LoadedPolicy {
     pub ac: ActorCritic,
@@ -219,6 +263,7 @@ pub fn load_policy(path: &Path, planner: &impl FrozenPlanner) -> Result<LoadedPo
         planner,
     )?;
     let cfg: RefineConfig = meta.field("config")?;
+    check_checkpoint_sizes(&meta, &cfg, planner, &tensors, None)?;
     let iteration: usize = meta.field("iteration")?;
     let env_steps: u64 = meta.field("env_steps")?;
     // Every weight is overwritten from the file; the seed only fills the shapes.
@@ -377,6 +422,9 @@ pub struct IterationStats {
     pub actor_frozen: bool,
     /// Environment steps per wall-clock second over the whole iteration (update included).
     pub steps_per_second: f32,
+    /// Where the iteration's time went.
+    #[serde(default)]
+    pub seconds: PhaseSeconds,
 }
 
 /// The PPO refinement loop with its environment, buffers and state.
@@ -438,6 +486,13 @@ impl<'a, P: FrozenPlanner> Refiner<'a, P> {
         let sim: SimConfig = meta.field("sim")?;
         let scenarios: TrainScenarios = meta.field("scenarios")?;
         let seed: u64 = meta.field("seed")?;
+        let worlds = meta.field::<Vec<u64>>("env_episodes")?.len();
+        check_checkpoint_sizes(&meta, &cfg, planner, &tensors, Some(worlds))?;
+        sim.validate()
+            .map_err(|e| meta.incompatible(format!("its [sim] is invalid: {e}")))?;
+        scenarios
+            .validate()
+            .map_err(|e| meta.incompatible(format!("its scenarios are invalid: {e}")))?;
         let env = scenarios.batch_env(sim, cfg.num_envs, seed);
         Refiner::resume_loaded(path, (meta, tensors), planner, env)
     }
@@ -553,6 +608,7 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
     pub fn iterate(&mut self) -> Result<IterationStats> {
         self.rng = iteration_rng(self.seed, self.iteration);
         let started = Instant::now();
+        let mut clock = PhaseClock::start();
         let (n, t_len) = (self.cfg.num_envs, self.cfg.rollout_steps);
         let a = self.planner.action_dim();
         let d = policy_input_dim(self.planner);
@@ -571,6 +627,7 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
 
         let mut ended = EpisodeTally::default();
         let mut residual_sum = 0.0f64;
+        let iteration = self.iteration + 1;
         for t in 0..t_len {
             let (rows, r1) = (t * n, (t + 1) * n);
             // 1. Frozen SFT once per step; its outputs are stored as part of the policy input.
@@ -580,8 +637,16 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
                 &self.obs,
                 &mut self.bufs,
             )?;
+            let at = move || format!("refinement iteration {iteration}, rollout step {}", t + 1);
+            if let Some(i) = first_bad_row(&self.bufs.wp, a) {
+                return Err(LearnError::NonFinite {
+                    what: format!("plan of the frozen planner for {}", self.env.world_label(i)),
+                    at: at(),
+                });
+            }
             let bf = &mut self.bufs;
             self.roll.obs[rows * d..r1 * d].copy_from_slice(&bf.x);
+            clock.lap(|s| &mut s.planner_forward);
             self.ppo.ac.sample(
                 &bf.x,
                 &mut self.rng,
@@ -597,7 +662,12 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
                 *p = w + ramp * dl;
                 residual_sum += f64::from((ramp * dl).abs());
             }
+            clock.lap(|s| &mut s.policy_forward);
             self.env.step(&self.plan, &mut self.step);
+            if deltaplan_stdx::fault::inject_nan(|| "refine:reward".into()) {
+                self.step.reward[0] = f32::NAN;
+            }
+            check_step(&self.env, &self.step, at)?;
             self.env_steps += n as u64;
             self.obs.copy_from_slice(&self.step.obs);
 
@@ -617,6 +687,7 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
                     }
                 }
             }
+            clock.lap(|s| &mut s.env);
             // Bootstrap values of truncated episodes' final observations.
             if !self.final_rows.is_empty() {
                 self.final_obs.clear();
@@ -631,11 +702,13 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
                     &self.final_obs,
                     &mut self.final_bufs,
                 )?;
+                clock.lap(|s| &mut s.planner_forward);
                 let fb = &mut self.final_bufs;
                 self.ppo.ac.value(&fb.x, &mut self.act_ws, &mut fb.value)?;
                 for (k, &i) in self.final_rows.iter().enumerate() {
                     self.next_values[rows + i] = fb.value[k];
                 }
+                clock.lap(|s| &mut s.policy_forward);
             }
         }
         // V of the observation after the last step.
@@ -645,8 +718,10 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
             &self.obs,
             &mut self.bufs,
         )?;
+        clock.lap(|s| &mut s.planner_forward);
         let bf = &mut self.bufs;
         self.ppo.ac.value(&bf.x, &mut self.act_ws, &mut bf.value)?;
+        clock.lap(|s| &mut s.policy_forward);
         for t in 0..t_len {
             for i in 0..n {
                 let k = t * n + i;
@@ -679,8 +754,11 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
             &mut self.roll.returns,
         )?;
 
+        clock.lap(|s| &mut s.gae);
+
         // 4. PPO update.
         let up = self.ppo.update(&self.roll, &mut self.rng)?;
+        clock.lap(|s| &mut s.update);
         self.iteration += 1;
         let l = up.losses;
         let e = ended.mean();
@@ -707,6 +785,7 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
             early_stopped: up.early_stopped,
             actor_frozen: up.actor_frozen,
             steps_per_second: total as f32 / started.elapsed().as_secs_f32(),
+            seconds: clock.seconds,
         })
     }
 
@@ -782,6 +861,8 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
         let sim: SimConfig = meta.field("sim")?;
         let scenarios: TrainScenarios = meta.field("scenarios")?;
         let seed: u64 = meta.field("seed")?;
+        let worlds = meta.field::<Vec<u64>>("env_episodes")?.len();
+        check_checkpoint_sizes(&meta, &cfg, planner, &tensors, Some(worlds))?;
         let mut r = Refiner::with_env(cfg, sim, scenarios, planner, seed, env)?;
         load_actor_critic(&mut r.ppo.ac, &mut tensors, path)?;
         let steps: Vec<u64> = meta.field("optim_steps")?;
@@ -834,6 +915,40 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
         r.running_return = meta.field("running_return")?;
         Ok(r)
     }
+}
+
+/// The first row of `[rows, width]` `xs` holding a non-finite value.
+fn first_bad_row(xs: &[f32], width: usize) -> Option<usize> {
+    xs.chunks_exact(width.max(1))
+        .position(|r| r.iter().any(|x| !x.is_finite()))
+}
+
+/// Refuses a step whose observations (current or final) or rewards are not finite, naming the
+/// world and its scenario: training stops before such a number reaches an update.
+fn check_step(env: &impl VecEnv, step: &StepBuffers, at: impl Fn() -> String) -> Result<()> {
+    let od = env.obs_dim();
+    let bad = |what: String, i: usize| {
+        Err(LearnError::NonFinite {
+            what: format!("{what} of {}", env.world_label(i)),
+            at: at(),
+        })
+    };
+    if let Some(i) = first_bad_row(&step.obs, od) {
+        return bad("observation".into(), i);
+    }
+    for i in 0..env.num_envs() {
+        if !step.reward[i].is_finite() {
+            return bad(format!("reward {}", step.reward[i]), i);
+        }
+        if step.truncated[i]
+            && step.final_obs[i * od..(i + 1) * od]
+                .iter()
+                .any(|x| !x.is_finite())
+        {
+            return bad("final observation".into(), i);
+        }
+    }
+    Ok(())
 }
 
 /// The RNG of one iteration (action noise, minibatch shuffles): a function of the seed and the

@@ -447,7 +447,8 @@ fn checkpoint_round_trip_is_bit_identical_and_errors_name_the_problem() {
     );
     assert!(SftPlanner::load_expecting(&p7, 7).is_ok());
 
-    // Silently altered weights (one bit of the last tensor's data): the stored hash catches it.
+    // Silently altered weights (one bit of the last tensor's data): the file's content hash
+    // catches it (before the weights hash would).
     let mut flipped = bytes.clone();
     let last = flipped.len() - 1;
     flipped[last] ^= 1;
@@ -455,7 +456,7 @@ fn checkpoint_round_trip_is_bit_identical_and_errors_name_the_problem() {
     std::fs::write(&bad, &flipped).unwrap();
     let msg = err_text(SftPlanner::load(&bad));
     assert!(
-        msg.contains("weights hash") && msg.contains("corrupt"),
+        msg.contains("does not match the hash") && msg.contains("corrupt"),
         "{msg}"
     );
 

@@ -50,7 +50,12 @@ fn main() {
         }
         trail.record(&w);
         if svg_at == Some(w.step_count) {
-            let svg = deltaplan_sim::render::render_svg(&w, &trail, "trace", true);
+            let svg = deltaplan_sim::render::render_svg(
+                &w,
+                &trail,
+                "trace",
+                deltaplan_sim::render::Crop::WholeMap,
+            );
             std::fs::write("/tmp/trace.svg", svg).expect("write /tmp/trace.svg");
         }
         let every = std::env::var("EVERY")

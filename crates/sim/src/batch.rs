@@ -5,6 +5,7 @@
 //! specs, which are a pure function of (base seed, world index, episode number). Threads only
 //! decide who computes which world, so results are bit-identical for any thread count.
 
+use crate::bev::{self, BevSpec};
 use crate::config::SimConfig;
 use crate::events::{EndReason, StepResult};
 use crate::metrics::EpisodeStats;
@@ -288,6 +289,22 @@ impl BatchEnv {
             .for_each(|(s, o)| observe(&s.world, o));
     }
 
+    /// Writes the current bird's-eye-view rasters into `out` ([N, C, H, W] bytes, see
+    /// [`crate::bev`]), the same states [`BatchEnv::observe`] describes. `spec` must be valid
+    /// ([`BevSpec::validate`]). Allocates nothing; bit-identical for any thread count.
+    pub fn observe_bev(&self, spec: &BevSpec, out: &mut [u8]) {
+        assert_eq!(
+            out.len(),
+            self.slots.len() * spec.len(),
+            "BEV buffer must be [N, C, H, W]"
+        );
+        self.slots
+            .par_iter()
+            .zip(out.par_chunks_mut(spec.len()))
+            .with_min_len(4)
+            .for_each(|(s, o)| bev::render(&s.world, spec, o));
+    }
+
     /// Writes the expert's plans into `actions` ([N, 2H]).
     pub fn expert_actions(&self, actions: &mut [f32]) {
         let a = self.action_dim();
@@ -303,6 +320,14 @@ impl BatchEnv {
     /// mode) the world is reset and `obs` holds the new episode's first observation. In fixed
     /// mode a finished world stays idle: its reward is 0 and its flags false from then on.
     pub fn step(&mut self, actions: &[f32], out: &mut StepBuffers) {
+        self.step_holding(actions, &[], out)
+    }
+
+    /// [`BatchEnv::step`], except that the worlds `held[i]` (missing entries: not held) do not
+    /// move this step: reward 0, flags false, their `obs` rows untouched. For environments that
+    /// reset one step after an episode ends (gymnasium's next-step autoreset), where the step
+    /// after the end only hands back the new episode's first observation.
+    pub fn step_holding(&mut self, actions: &[f32], held: &[bool], out: &mut StepBuffers) {
         let a = self.action_dim();
         let n = self.slots.len();
         assert_eq!(actions.len(), n * a, "actions must be [N, 2H]");
@@ -316,7 +341,7 @@ impl BatchEnv {
             .enumerate()
             .with_min_len(8)
             .for_each(|(i, (((slot, plan), obs), final_obs))| {
-                if slot.idle {
+                if slot.idle || held.get(i).copied().unwrap_or(false) {
                     slot.last = StepResult {
                         reward: 0.0,
                         end: EndReason::Running,

@@ -218,7 +218,9 @@ pub struct RewardConfig {
     pub ttc_factor: f32,
     /// Subtracted on every step whose motion fails nuPlan's comfort check on the filtered
     /// quantities the episode metric uses (so the residual cannot buy progress with a ride the
-    /// metric fails). 0 disables.
+    /// metric fails). 0 disables. 1 by default: measured on seeds 1-3, the refined planner's
+    /// comfort pass rate went from 14-20% (0) to 66-77%, above the SFT planner's; 4 taught it
+    /// not to brake.
     pub comfort_penalty: f32,
 }
 
@@ -230,7 +232,7 @@ impl Default for RewardConfig {
             outside_lane_factor: 0.0,
             ttc_threshold: 0.0,
             ttc_factor: 0.5,
-            comfort_penalty: 0.0,
+            comfort_penalty: 1.0,
         }
     }
 }

@@ -37,6 +37,11 @@ pub trait VecEnv {
     /// Whether every world has finished its single episode (fixed scenario lists); never true
     /// for a batch that resets its worlds.
     fn all_idle(&self) -> bool;
+    /// World `i` named for a message (which scenario it runs, where the environment knows):
+    /// what a non-finite observation or reward is reported against.
+    fn world_label(&self, i: usize) -> String {
+        format!("world {i}")
+    }
 }
 
 /// An environment with a privileged expert planner and known scenarios: recording
@@ -90,6 +95,15 @@ impl VecEnv for BatchEnv {
 
     fn all_idle(&self) -> bool {
         BatchEnv::all_idle(self)
+    }
+
+    fn world_label(&self, i: usize) -> String {
+        let spec = self.world(i).spec;
+        format!(
+            "world {i} (scenario {} seed {})",
+            spec.family.name(),
+            spec.seed
+        )
     }
 }
 

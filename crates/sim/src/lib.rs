@@ -14,10 +14,11 @@
 //! 2. `geom`, `road`, `vehicle`, `traffic`, `reward`, `metrics`;
 //! 3. `scenario`: generation of a [`Scenario`] value from a [`ScenarioSpec`];
 //! 4. `world`: one world, reset from a [`Scenario`];
-//! 5. `expert`, `obs`, `render`: read a [`World`];
+//! 5. `expert`, `obs`, `bev`, `render`: read a [`World`];
 //! 6. `batch`: [`BatchEnv`]; 7. `env`: the [`VecEnv`] seam over it.
 
 pub mod batch;
+pub mod bev;
 pub mod config;
 pub mod displacement;
 pub mod env;
@@ -37,6 +38,7 @@ pub mod vehicle;
 pub mod world;
 
 pub use batch::{BatchEnv, EnvSnapshot, SnapshotError, StepBuffers};
+pub use bev::{BevSpec, BevSpecError};
 pub use config::{
     ControllerParams, ExpertConfig, RewardConfig, SimConfig, SimConfigError, VehicleParams,
 };

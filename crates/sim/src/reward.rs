@@ -85,7 +85,13 @@ mod tests {
         // 1 point of progress, minus the penalty; unflagged steps pay nothing.
         assert_eq!(compute(&flagged, &rc), 0.25);
         assert_eq!(compute(&clean_step(), &rc), 1.0);
-        assert_eq!(compute(&flagged, &RewardConfig::default()), 1.0);
+        // The default penalty is 1: a flagged step with 1 point of progress earns nothing.
+        assert_eq!(compute(&flagged, &RewardConfig::default()), 0.0);
+        let off = RewardConfig {
+            comfort_penalty: 0.0,
+            ..Default::default()
+        };
+        assert_eq!(compute(&flagged, &off), 1.0);
     }
 
     #[test]

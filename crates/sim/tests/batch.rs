@@ -1,7 +1,8 @@
 //! Batched stepping: bit-identical across thread counts, auto-reset semantics, and no heap
-//! allocation in the per-step path.
+//! allocation in the per-step path (BEV rasters included).
 
 use deltaplan_sim::batch::StepBuffers;
+use deltaplan_sim::bev::{self, BevSpec};
 use deltaplan_sim::spec::{Difficulty, Family};
 use deltaplan_sim::{
     expert_plan, observe, BatchEnv, ScenarioSpec, SimConfig, SnapshotError, World, OBS_DIM,
@@ -96,8 +97,10 @@ fn same_seed_same_bits_for_one_and_two_threads() {
 }
 
 #[test]
-fn world_step_observe_and_expert_do_not_allocate() {
+fn world_step_observe_bev_and_expert_do_not_allocate() {
     let cfg = SimConfig::default();
+    let spec = BevSpec::default();
+    let mut raster = vec![0u8; spec.len()];
     for family in Family::ALL {
         let mut w = World::new(cfg);
         w.reset(ScenarioSpec {
@@ -118,8 +121,13 @@ fn world_step_observe_and_expert_do_not_allocate() {
                 break;
             }
             observe(&w, &mut obs);
+            bev::render(&w, &spec, &mut raster);
         }
         COUNT_ON.with(|c| c.set(false));
+        assert!(
+            raster.iter().any(|&x| x != 0),
+            "{family:?}: an empty raster"
+        );
         assert_eq!(
             ALLOCS.load(Ordering::SeqCst),
             0,

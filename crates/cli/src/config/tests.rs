@@ -166,7 +166,13 @@ fn optional_settings_can_be_set_and_reach_their_stage() {
         let cfg = load(&[&format!("{key}={example}")]).unwrap_or_else(|e| panic!("{key}: {e:#}"));
         assert_ne!(stage_inputs(&cfg), stage_inputs(&defaults), "{key}");
         let text = cfg.to_toml();
-        assert!(text.contains(&format!("{} = {example}", key.rsplit('.').next().unwrap())));
+        // A value is printed as `leaf = value`, a section (an inline-table example) as `[key]`.
+        let printed = if example.starts_with('{') {
+            format!("[{key}]")
+        } else {
+            format!("{} = {example}", key.rsplit('.').next().unwrap())
+        };
+        assert!(text.contains(&printed), "{key}: {text}");
         assert!(
             defaults.to_annotated_toml().contains(key),
             "{key} not listed"
@@ -175,6 +181,14 @@ fn optional_settings_can_be_set_and_reach_their_stage() {
     let cfg = load(&["refine.ppo.kl_sft_target=0.02", "sft.max_train_samples=500"]).unwrap();
     assert_eq!(cfg.refine.ppo.kl_sft_target, Some(0.02));
     assert_eq!(cfg.sft.max_train_samples, Some(500));
+    // An optional section: its given fields over the spec's defaults, its ranges checked.
+    let cfg = load(&["demos.bev={height = 72, behind_m = 12.0}"]).unwrap();
+    let spec = cfg.demos.bev.unwrap();
+    assert_eq!((spec.height, spec.width, spec.behind_m), (72, 64, 12.0));
+    // Too many bytes of rasters to hold: refused with the fix.
+    assert!(err(&["demos.bev={height = 96, width = 96}"]).contains("fewer demos.steps"));
+    assert!(err(&["demos.bev={metres_per_pixel = 0.0}"]).contains("metres_per_pixel"));
+    assert!(err(&["demos.bev={pixels = 3}"]).contains("pixels"));
 }
 
 #[test]
@@ -380,4 +394,132 @@ fn defaults_round_trip_and_runs_record_only_settings() {
     let path = dir.path().join("run.toml");
     std::fs::write(&path, cfg.to_annotated_toml()).unwrap();
     assert_eq!(Config::load(Some(&path), &[], None).unwrap(), cfg);
+}
+
+/// Mutants of a valid config file and of valid `--set` arguments: no panic, bounded time,
+/// every refusal naming the file (or, for `--set`, the argument).
+fn fuzz_config(n: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fuzz.toml");
+    let seeds = vec![
+        Config::default().to_toml().into_bytes(),
+        b"seed = 3\n[refine]\niterations = 20\n[refine.ppo]\nlearning_rate = 1e-4\n".to_vec(),
+        b"[sim.vehicle]\nwheelbase = 2.5\n[eval]\nper_family = 3\n".to_vec(),
+    ];
+    let stats = deltaplan_stdx::fuzz::fuzz(
+        &seeds,
+        n,
+        11,
+        |bytes| {
+            std::fs::write(&path, bytes).unwrap();
+            Config::load(Some(&path), &[], None)
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+        },
+        |m| m.contains("fuzz.toml"),
+    );
+    println!(
+        "fuzz config file: {} inputs, {} refused, {} panics, slowest {:?}, {:.1} s",
+        stats.inputs,
+        stats.rejected,
+        stats.panics,
+        stats.slowest,
+        stats.elapsed.as_secs_f64()
+    );
+    assert_eq!(stats.panics, 0, "{:?}", stats.first_panic);
+    assert_eq!(stats.unnamed, 0, "{:?}", stats.first_unnamed);
+    assert!(stats.slowest < std::time::Duration::from_secs(2));
+    let sets: Vec<Vec<u8>> = [
+        "refine.iterations=20",
+        "sim.vehicle.wheelbase=2.5",
+        "train_scenarios.families=[\"curvy\", \"merge\"]",
+        "refine.hidden=[64, 64]",
+        "sft.patience=3",
+        "eval.difficulty.traffic_density=1.5",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    let stats = deltaplan_stdx::fuzz::fuzz(
+        &sets,
+        n,
+        12,
+        |bytes| {
+            let set = String::from_utf8_lossy(bytes).into_owned();
+            Config::load(None, std::slice::from_ref(&set), None)
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+        },
+        // A refusal names the argument, a field or what was wrong with the value.
+        |m| m.contains("--set") || m.contains('`') || m.contains("invalid configuration"),
+    );
+    println!(
+        "fuzz --set: {} inputs, {} refused, {} panics, slowest {:?}, {:.1} s",
+        stats.inputs,
+        stats.rejected,
+        stats.panics,
+        stats.slowest,
+        stats.elapsed.as_secs_f64()
+    );
+    assert_eq!(stats.panics, 0, "{:?}", stats.first_panic);
+    assert_eq!(stats.unnamed, 0, "{:?}", stats.first_unnamed);
+}
+
+#[test]
+fn mutated_config_files_and_sets_are_refused_without_panics() {
+    fuzz_config(3000);
+}
+
+#[test]
+#[ignore = "long: DELTAPLAN_FUZZ_INPUTS=N"]
+fn fuzz_config_long() {
+    let n = std::env::var("DELTAPLAN_FUZZ_INPUTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    fuzz_config(n);
+}
+
+#[test]
+fn differences_from_defaults_list_exactly_the_keys_set() {
+    assert!(Config::default()
+        .differences_from_defaults()
+        .unwrap()
+        .is_empty());
+    // A key set to its default is no difference.
+    assert!(load(&["refine.iterations=400"])
+        .unwrap()
+        .differences_from_defaults()
+        .unwrap()
+        .is_empty());
+    let cfg = Config::load(
+        None,
+        &[
+            "refine.num_envs=16".into(),
+            "sim.reward.comfort_penalty=0".into(),
+            "refine.ppo.kl_sft_target=0.02".into(),
+            "train_scenarios.families=[\"merge\"]".into(),
+        ],
+        Some(7),
+    )
+    .unwrap();
+    let d = cfg.differences_from_defaults().unwrap();
+    let rows: Vec<(&str, &str, &str)> = d
+        .iter()
+        .map(|d| (d.key.as_str(), d.default.as_str(), d.value.as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("refine.num_envs", "128", "16"),
+            ("refine.ppo.kl_sft_target", "(unset)", "0.02"),
+            ("seed", "1", "7"),
+            ("sim.reward.comfort_penalty", "1.0", "0.0"),
+            (
+                "train_scenarios.families",
+                "[\"curvy\", \"hard_brake\", \"cut_in\", \"intersection\", \"merge\"]",
+                "[\"merge\"]"
+            ),
+        ]
+    );
 }

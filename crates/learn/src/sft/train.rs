@@ -15,6 +15,7 @@ use deltaplan_stdx::seed;
 use serde::{Deserialize, Serialize};
 
 use super::planner::{grow, SftArch, SftPlanner, SftWorkspace};
+use crate::checkpoint::{all_finite, first_non_finite};
 use crate::dataset::Dataset;
 use crate::error::{check_len, rows_of, LearnError, Result};
 use crate::nn::Mlp;
@@ -83,11 +84,19 @@ pub fn train_sft(
             }
             p.zero_grad();
             let l = p.loss_and_grad(&obs[..b * d], &act[..b * a], cfg.loss, &mut ws)?;
+            let at = || {
+                format!(
+                    "SFT epoch {epoch}, step {} (lower sft.lr; no SFT checkpoint was written)",
+                    step + 1
+                )
+            };
             if !l.is_finite() {
-                return Err(LearnError::Config(format!(
-                    "SFT loss became {l} at epoch {epoch}: lower lr"
-                )));
+                return Err(LearnError::NonFinite {
+                    what: format!("training loss ({l})"),
+                    at: at(),
+                });
             }
+
             loss_sum += f64::from(l);
             lr = cfg.lr_at(step, total_steps);
             opt.set_lr(lr);
@@ -95,9 +104,21 @@ pub fn train_sft(
             opt.step_group(0, ep, eg)?;
             let (hp, hg) = p.head.params_and_grads_mut();
             opt.step_group(1, hp, hg)?;
+            if let Some(what) = non_finite_weights(&p, Mlp::named_tensors) {
+                return Err(LearnError::NonFinite {
+                    what: format!("weight {what} after the optimiser step"),
+                    at: at(),
+                });
+            }
             step += 1;
         }
         let v = evaluate(&p, ds, &val_idx, cfg.loss, &mut ws)?;
+        if !v.loss.is_finite() {
+            return Err(LearnError::NonFinite {
+                what: format!("validation loss ({})", v.loss),
+                at: format!("SFT epoch {epoch} (lower sft.lr; no SFT checkpoint was written)"),
+            });
+        }
         let stats = EpochStats {
             epoch,
             train_loss: (loss_sum / steps_per_epoch.max(1) as f64) as f32,
@@ -152,6 +173,21 @@ pub fn train_sft(
     Ok((p, report))
 }
 
+/// The first encoder or head tensor (as `view` shows it: weights or gradients) holding a
+/// non-finite value, named with its network. Checked after every step: a non-finite gradient
+/// of a finite loss shows up here, one step later, before anything is saved.
+fn non_finite_weights(
+    p: &SftPlanner,
+    view: for<'a> fn(&'a Mlp) -> Vec<crate::nn::TensorView<'a>>,
+) -> Option<String> {
+    if all_finite(p.encoder.params()) && all_finite(p.head.params()) {
+        return None;
+    }
+    first_non_finite(&view(&p.encoder))
+        .map(|w| format!("encoder {w}"))
+        .or_else(|| first_non_finite(&view(&p.head)).map(|w| format!("head {w}")))
+}
+
 /// Behaviour-cloning hyper-parameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -194,7 +230,7 @@ impl Default for SftTrainConfig {
             min_lr_frac: 0.02,
             weight_decay: 1e-4,
             batch_size: 256,
-            epochs: 80,
+            epochs: 30,
             val_fraction: 0.1,
             patience: Some(10),
             max_train_samples: None,

@@ -1,0 +1,38 @@
+"""Shared fixtures: a deliberately weak SFT planner, trained once per session from Python with
+the CLI's stages (few demonstrations of the cut-in family, a short training), so that a
+residual has something to fix."""
+
+import os
+
+import pytest
+
+import deltaplan
+
+# The weak planner's recipe (the Rust test `refinement_beats_an_imperfect_sft_planner_in_closed_loop`
+# uses the same one).
+WEAK_SFT = {
+    "seed": 3,
+    "train_scenarios.families": ["cut_in"],
+    "demos.n_envs": 32,
+    "demos.steps": 150,
+    "sft.hidden": [64],
+    "sft.z_dim": 32,
+    "sft.head_hidden": [],
+    "sft.epochs": 6,
+    "sft.patience": None,
+}
+
+
+@pytest.fixture(scope="session")
+def weak_sft(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("weak_sft")
+    path, ade = deltaplan.record_and_train_sft(str(out), WEAK_SFT)
+    assert os.path.exists(path) and ade > 0.0
+    return path
+
+
+def require_sb3():
+    """SB3 tests skip when SB3 is not installed, except where DELTAPLAN_REQUIRE_SB3=1 (CI)."""
+    if os.environ.get("DELTAPLAN_REQUIRE_SB3") == "1":
+        import stable_baselines3  # noqa: F401 (fails loudly)
+    return pytest.importorskip("stable_baselines3")
