@@ -282,6 +282,11 @@ fn load_sft(cfg: &Config, out: &Path) -> Result<SftPlanner> {
     Ok(p)
 }
 
+/// The file of the run's frozen planner: the configured ONNX planner, or `sft.safetensors`.
+fn frozen_path(cfg: &Config, out: &Path) -> PathBuf {
+    cfg.planner.clone().unwrap_or_else(|| sft_path(out))
+}
+
 /// The run's frozen planner: the configured ONNX planner, or the built-in SFT checkpoint.
 fn load_frozen(cfg: &Config, out: &Path) -> Result<Frozen> {
     match &cfg.planner {
@@ -631,10 +636,11 @@ fn eval_key(cfg: &Config, out: &Path, policy: Policy, split: Split) -> Result<St
     h.update(format!("{} {} ", policy.name(), split.name()));
     h.update(toml::to_string(&cfg.sim)?);
     h.update(format!("{} {:?}", cfg.eval.per_family, cfg.eval.difficulty));
+    let frozen = frozen_path(cfg, out);
     let inputs: &[PathBuf] = match policy {
         Policy::Expert => &[],
-        Policy::Sft => &[sft_path(out)],
-        Policy::Rl => &[sft_path(out), rl_path(out)],
+        Policy::Sft => &[frozen],
+        Policy::Rl => &[frozen, rl_path(out)],
     };
     for p in inputs {
         let bytes = fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
