@@ -5,12 +5,12 @@ directory holding `obs.f32` ([N, 128] little-endian float32 recorded observation
 NAME in (sft, rl), `NAME.onnx` and `NAME_waypoints.f32` (deltaplan's [N, H, 2] waypoints).
 Exits non-zero when any waypoint differs by more than TOLERANCE metres.
 
-    python python/onnx_parity.py DIR            # parity check
-    python python/onnx_parity.py DIR --bench    # also time onnxruntime at batch 64 and 1024
+    python python/onnx_parity.py DIR
+
+Timing onnxruntime on the same model as deltaplan's own ONNX bench: python/onnx_bench.py.
 """
 
 import sys
-import time
 
 import numpy as np
 import onnxruntime as ort
@@ -41,29 +41,5 @@ def parity(directory):
     return ok
 
 
-def bench(directory, threads=2, rounds=15):
-    """Median microseconds per call of the exported SFT planner, best of `rounds` rounds."""
-    obs = np.fromfile(f"{directory}/obs.f32", dtype="<f4").reshape(-1, OBS_DIM)
-    sess = session(f"{directory}/sft.onnx", threads=threads)
-    for batch in (64, 1024):
-        x = np.ascontiguousarray(np.resize(obs, (batch, OBS_DIM)))
-        iters = 2000 if batch == 64 else 200
-        for _ in range(iters // 4):
-            sess.run(["waypoints"], {"obs": x})
-        best = float("inf")
-        for _ in range(rounds):
-            times = []
-            for _ in range(iters // rounds + 1):
-                t = time.perf_counter()
-                sess.run(["waypoints"], {"obs": x})
-                times.append(time.perf_counter() - t)
-            best = min(best, float(np.median(times)))
-        print(f"onnxruntime {ort.__version__}, {threads} threads, batch {batch}: "
-              f"{best * 1e6:.1f} us/call")
-
-
 if __name__ == "__main__":
-    ok = parity(sys.argv[1])
-    if "--bench" in sys.argv[2:]:
-        bench(sys.argv[1])
-    sys.exit(0 if ok else 1)
+    sys.exit(0 if parity(sys.argv[1]) else 1)

@@ -5,8 +5,9 @@
 //!
 //! Median over many calls after warm-up, best of 15 rounds (as `deltaplan-learn`'s `ppo`
 //! bench); threads = rayon's global pool (RAYON_NUM_THREADS). Run:
-//! `RAYON_NUM_THREADS=2 cargo bench -p deltaplan-onnx`. onnxruntime on the same model:
-//! `DELTAPLAN_ORT_BENCH=1 cargo test --release -p deltaplan-onnx --test onnxruntime -- --nocapture`.
+//! `RAYON_NUM_THREADS=1 cargo bench -p deltaplan-onnx`. With `DELTAPLAN_PYTHON` naming an
+//! interpreter that has onnxruntime (`pip install -r python/requirements-onnx.txt`), the same
+//! model is also timed by onnxruntime at the same thread count (`python/onnx_bench.py`).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -76,6 +77,30 @@ fn refine_steps_per_second<P: FrozenPlanner>(planner: &P, iters: usize) -> f64 {
     steps / start.elapsed().as_secs_f64()
 }
 
+/// onnxruntime's times for the same file, when `DELTAPLAN_PYTHON` can run it.
+fn onnxruntime_rows(model: &std::path::Path, threads: usize) {
+    let Some(python) = std::env::var_os("DELTAPLAN_PYTHON") else {
+        println!("\n(onnxruntime not timed: set DELTAPLAN_PYTHON to a python with onnxruntime)");
+        return;
+    };
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../python/onnx_bench.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(model)
+        .arg(threads.to_string())
+        .output()
+        .expect("run python/onnx_bench.py");
+    println!("\n# onnxruntime on the same file, {threads} threads (median us per call)");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() {
+        println!(
+            "onnxruntime failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 fn main() {
     let threads = rayon::current_num_threads();
     let sft = default_planner();
@@ -108,6 +133,7 @@ fn main() {
             tract / native
         );
     }
+    onnxruntime_rows(&path, threads);
     let iters = 3;
     let native = refine_steps_per_second(&sft, iters);
     let tract = refine_steps_per_second(&onnx, iters);

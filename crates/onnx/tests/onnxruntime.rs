@@ -105,12 +105,11 @@ fn onnxruntime_reproduces_deltaplans_waypoints_on_1000_recorded_observations() {
     write(&dir, "rl.onnx", &refined);
     write(&dir, "rl_waypoints.f32", &f32_bytes(&rl_wp));
 
-    let mut cmd = Command::new(python());
-    cmd.arg(repo_root().join("python/onnx_parity.py")).arg(&dir);
-    if std::env::var_os("DELTAPLAN_ORT_BENCH").is_some() {
-        cmd.arg("--bench");
-    }
-    let out = cmd.output().expect("run python/onnx_parity.py");
+    let out = Command::new(python())
+        .arg(repo_root().join("python/onnx_parity.py"))
+        .arg(&dir)
+        .output()
+        .expect("run python/onnx_parity.py");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
