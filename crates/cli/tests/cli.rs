@@ -44,6 +44,12 @@ fn run(args: &[&str], out: &Path, extra: &[&str]) -> Output {
 /// The CARLA Leaderboard file's average driving score and the nuPlan table's final score of
 /// every split and policy are report.json's `driving_score` and `nuplan_score` / 100.
 fn check_field_formats(out: &Path, report: &serde_json::Value) {
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("`eval/<split>/<policy>/carla_leaderboard.json`")
+            && md.contains("`eval/<split>/<policy>/nuplan_aggregator.csv`"),
+        "the report says where the field's formats are"
+    );
     for split in ["eval", "hard"] {
         for policy in ["expert", "sft", "rl"] {
             let dir = out.join("eval").join(split).join(policy);
