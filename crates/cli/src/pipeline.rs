@@ -5,7 +5,7 @@
 //! | record | - | `demos.safetensors` |
 //! | train-sft | demos | `sft.safetensors`, `sft_report.json` |
 //! | refine | demos (normalisation lives in sft), sft | `rl.safetensors` (checkpoint, every iteration), `metrics.jsonl` |
-//! | evaluate | sft, rl | `eval/<split>_<policy>.json` |
+//! | evaluate | sft, rl | `eval/<split>_<policy>.json`; the same episodes in the field's formats: `eval/<split>/<policy>/carla_leaderboard.json`, `nuplan_aggregator.csv`, `README.md` |
 //! | report | eval files, metrics | `report.md`, `report.json`, `figures/` |
 //! | render-bev | - | `figures/bev/<split>_<family>_<index>_t<step>.png` |
 //! | export | sft, rl | `export/<policy>.onnx` (or `--file`) |
@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use deltaplan_eval::episode::{filmstrip_svg, motion_svg, Row};
+use deltaplan_eval::formats::{self, FieldFiles, FieldRun};
 use deltaplan_eval::report::{
     write_report, ActorStart, CurvePoint, Example, PolicyRun, Report, ReportInput, SplitRun,
 };
@@ -649,12 +650,42 @@ fn eval_key(cfg: &Config, out: &Path, policy: Policy, split: Split) -> Result<St
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The directory of an evaluation's files in the field's formats: `eval/<split>/<policy>/`.
+fn field_formats_dir(out: &Path, policy: Policy, split: Split) -> PathBuf {
+    out.join("eval").join(split.name()).join(policy.name())
+}
+
+/// Writes the evaluation's CARLA Leaderboard results and nuPlan table (derived from its
+/// episodes, so they are written before the key that vouches for the evaluation).
+fn write_field_formats(
+    cfg: &Config,
+    out: &Path,
+    policy: Policy,
+    split: Split,
+    episodes: &[EpisodeStats],
+) -> Result<()> {
+    let run = FieldRun {
+        split,
+        policy,
+        episodes,
+        dt: cfg.sim.dt,
+    };
+    let dir = field_formats_dir(out, policy, split);
+    formats::write_field_formats(&dir, &run)
+        .with_context(|| format!("cannot write the field's formats into {}", dir.display()))?;
+    Ok(())
+}
+
 /// Evaluates `policy` on `split` unless its evaluation file is there and its key says this
-/// configuration and these checkpoints made it.
+/// configuration and these checkpoints made it (then only the field's formats are written,
+/// if a directory made before they existed lacks them).
 fn ensure_evaluated(cfg: &Config, out: &Path, policy: Policy, split: Split) -> Result<PathBuf> {
     let path = eval_path(out, policy, split);
     let key = fs::read_to_string(eval_key_path(out, policy, split)).ok();
     if path.exists() && key.as_deref() == Some(eval_key(cfg, out, policy, split)?.as_str()) {
+        if !FieldFiles::in_dir(&field_formats_dir(out, policy, split)).exist() {
+            write_field_formats(cfg, out, policy, split, &load_eval(&path)?)?;
+        }
         return Ok(path);
     }
     evaluate(cfg, out, policy, split)
@@ -673,6 +704,7 @@ pub fn evaluate(cfg: &Config, out: &Path, policy: Policy, split: Split) -> Resul
         _ => {}
     }
     write_file(&path, serde_json::to_string(&episodes)?.as_bytes())?;
+    write_field_formats(cfg, out, policy, split, &episodes)?;
     write_file(&key_path, eval_key(cfg, out, policy, split)?.as_bytes())?;
     timings::charge(out, "evaluate", t.elapsed().as_secs_f64())?;
     let s = deltaplan_eval::summarize(&episodes).overall;

@@ -41,6 +41,50 @@ fn run(args: &[&str], out: &Path, extra: &[&str]) -> Output {
         .expect("run deltaplan")
 }
 
+/// The CARLA Leaderboard file's average driving score and the nuPlan table's final score of
+/// every split and policy are report.json's `driving_score` and `nuplan_score` / 100.
+fn check_field_formats(out: &Path, report: &serde_json::Value) {
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("`eval/<split>/<policy>/carla_leaderboard.json`")
+            && md.contains("`eval/<split>/<policy>/nuplan_aggregator.csv`"),
+        "the report says where the field's formats are"
+    );
+    for split in ["eval", "hard"] {
+        for policy in ["expert", "sft", "rl"] {
+            let dir = out.join("eval").join(split).join(policy);
+            let lb: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("carla_leaderboard.json")).unwrap(),
+            )
+            .unwrap();
+            let want = report["splits"][split][policy]["driving_score"]
+                .as_f64()
+                .unwrap();
+            let global = &lb["_checkpoint"]["global_record"]["scores_mean"];
+            let got = global["score_composed"].as_f64().unwrap();
+            assert!(
+                (got - want).abs() <= 1e-6,
+                "{split} {policy}: {got} vs {want}"
+            );
+            let first_value: f64 = lb["values"][0].as_str().unwrap().parse().unwrap();
+            assert_eq!(first_value, got);
+            assert_eq!(lb["_checkpoint"]["records"].as_array().unwrap().len(), 10);
+            let csv = std::fs::read_to_string(dir.join("nuplan_aggregator.csv")).unwrap();
+            let last = csv.lines().last().unwrap();
+            assert!(last.starts_with("final_score,,final_score,10,"), "{last}");
+            let score: f64 = last.rsplit(',').next().unwrap().parse().unwrap();
+            let want = report["splits"][split][policy]["nuplan_score"]
+                .as_f64()
+                .unwrap();
+            assert!(
+                (100.0 * score - want).abs() <= 1e-4,
+                "{split} {policy}: {score} vs {want}"
+            );
+            assert!(dir.join("README.md").is_file());
+        }
+    }
+}
+
 #[test]
 fn run_writes_the_report_with_every_required_field() {
     let out = tmp("run");
@@ -126,10 +170,27 @@ fn run_writes_the_report_with_every_required_field() {
         "{}",
         text(&o)
     );
+    // Every evaluation also wrote the field's formats, with report.json's numbers.
+    check_field_formats(&out, &report);
+    let sft_formats = out.join("eval/eval/sft");
+    let names = [
+        "carla_leaderboard.json",
+        "nuplan_aggregator.csv",
+        "README.md",
+    ];
+    let formats_before: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| std::fs::read(sft_formats.join(n)).unwrap())
+        .collect();
+    std::fs::remove_dir_all(&sft_formats).unwrap();
     // A standalone `report` rewrites the same numbers and keeps the run's wall time; only the
-    // time charged to the report stage grows.
+    // time charged to the report stage grows. Field formats that are missing are written
+    // again from the evaluation file, the same bytes.
     let o = run(&["report"], &out, &["--set", "refine.iterations=2"]);
     assert!(o.status.success(), "{}", text(&o));
+    for (n, before) in names.iter().zip(&formats_before) {
+        assert_eq!(&std::fs::read(sft_formats.join(n)).unwrap(), before, "{n}");
+    }
     let mut again: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     let (mut report, timings) = (report.clone(), report["timings"].clone());

@@ -12,7 +12,8 @@
 //! their flags, failure types), [`drive`] (closed-loop episodes), [`plot`] (SVG charts),
 //! [`episode`] (one scenario driven by several policies: traces, a shared crop, the step where
 //! they diverge, filmstrips, speed and acceleration), [`report`] (typed summaries ->
-//! `report.json`, `report.md`, figures).
+//! `report.json`, `report.md`, figures), [`formats`] (the same episodes as a CARLA
+//! Leaderboard 2.x results file and a nuPlan aggregator table).
 //!
 //! This crate knows the simulator but not the learning code: a learned planner comes in as
 //! anything implementing [`Planner`].
@@ -20,6 +21,7 @@
 pub mod drive;
 pub mod episode;
 pub mod families;
+pub mod formats;
 pub mod metric;
 pub mod plot;
 pub mod report;

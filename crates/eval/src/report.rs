@@ -328,6 +328,10 @@ impl Report {
             s,
             "## How to read this\n\nDriving score is the CARLA Leaderboard 2.x score (route completion x infraction multipliers: vehicle collision 0.60, static collision 0.65, red light 0.70, times the fraction of the route driven inside the route lanes). Rates are fractions of episodes with at least one event. Intervals are 95% percentile bootstraps over scenarios; the RL - SFT column is the paired difference on the same scenarios. A failure is an episode with a collision, an off-road event or a non-finite plan or vehicle state (a broken planner fails; it never scores). Episodes end on a collision, leaving the road, running a red light, being blocked for 60 s or a non-finite plan or state; finishing the route or the time limit ends them without a penalty."
         );
+        let _ = writeln!(
+            s,
+            "\nThe same episodes in the field's formats, per split and policy: `eval/<split>/<policy>/carla_leaderboard.json` (CARLA Leaderboard 2.x results; its average driving score is the driving score above), `eval/<split>/<policy>/nuplan_aggregator.csv` (nuPlan's metric-aggregator table; its final score is the nuPlan score above / 100), and `README.md` beside them listing what deltaplan approximates or does not measure."
+        );
         s
     }
 }

@@ -46,7 +46,7 @@ pub use displacement::{DisplacementError, DisplacementSums};
 pub use env::{ExpertEnv, ResumableEnv, VecEnv};
 pub use events::{EndReason, StepEvents, StepResult};
 pub use expert::expert_plan;
-pub use metrics::EpisodeStats;
+pub use metrics::{EpisodeStats, NuplanMetrics};
 pub use obs::{observe, OBS_DIM};
 pub use scenario::Scenario;
 pub use spec::{Difficulty, Family, RangeError, ScenarioSpec, Split};

@@ -233,6 +233,47 @@ pub struct EpisodeStats {
     pub wrong_way_distance: f32,
 }
 
+/// The values of nuPlan's closed-loop metrics for one episode, named as nuPlan names them
+/// (the columns of its metric aggregator); [`nuplan_score`] says how each is measured here
+/// and where that differs from nuPlan.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NuplanMetrics {
+    /// Multiplier: 0 after an at-fault vehicle collision, 0.5 after a static one, else 1.
+    pub no_ego_at_fault_collisions: f32,
+    /// Multiplier: 0 if the ego left the drivable area, else 1.
+    pub drivable_area_compliance: f32,
+    /// Multiplier: 1, 0.5 or 0 by the distance driven against the route.
+    pub driving_direction_compliance: f32,
+    /// Multiplier: 1 if the progress ratio reached `nuplan_score::MIN_PROGRESS_RATIO`.
+    pub ego_is_making_progress: f32,
+    /// Weight 5: route completion as a fraction (against the route, not an expert log).
+    pub ego_progress_along_expert_route: f32,
+    /// Weight 5: 1 if the time to collision never fell below `nuplan_score::TTC_BOUND`.
+    pub time_to_collision_within_bound: f32,
+    /// Weight 4: `max(0, 1 - mean overspeed / nuplan_score::MAX_OVERSPEED)`.
+    pub speed_limit_compliance: f32,
+    /// Weight 2: 1 if every comfort bound held on every step.
+    pub ego_is_comfortable: f32,
+}
+
+impl NuplanMetrics {
+    /// nuPlan's scenario score, 0-100: the multipliers times the weighted average.
+    pub fn score(&self) -> f32 {
+        let [w_progress, w_ttc, w_speed, w_comfort] = nuplan_score::WEIGHTS;
+        let weighted = (w_progress * self.ego_progress_along_expert_route
+            + w_ttc * self.time_to_collision_within_bound
+            + w_speed * self.speed_limit_compliance
+            + w_comfort * self.ego_is_comfortable)
+            / nuplan_score::WEIGHTS.iter().sum::<f32>();
+        100.0
+            * self.no_ego_at_fault_collisions
+            * self.drivable_area_compliance
+            * self.driving_direction_compliance
+            * self.ego_is_making_progress
+            * weighted
+    }
+}
+
 impl EpisodeStats {
     pub(crate) fn record_comfort(&mut self, bits: u8) {
         for (i, c) in self.comfort_steps.iter_mut().enumerate() {
@@ -271,22 +312,28 @@ impl EpisodeStats {
     }
 
     /// nuPlan's closed-loop score, 0-100 (see [`nuplan_score`] for the definition and where it
-    /// differs from nuPlan's).
+    /// differs from nuPlan's); 0 for a non-finite plan or state.
     pub fn nuplan_score(&self) -> f32 {
+        self.nuplan_metrics().map_or(0.0, |m| m.score())
+    }
+
+    /// The metric values nuPlan's score is made of, as this simulator measures them; `None`
+    /// after a non-finite plan or state (nothing was measured that a score could stand on).
+    pub fn nuplan_metrics(&self) -> Option<NuplanMetrics> {
         use nuplan_score::*;
         if self.end == EndReason::NonFinite {
-            return 0.0;
+            return None;
         }
         let at_fault_vehicle = self.collisions_vehicle > self.collisions_vehicle_not_at_fault;
-        let no_at_fault_collision = if at_fault_vehicle {
+        let no_ego_at_fault_collisions = if at_fault_vehicle {
             0.0
         } else if self.collisions_static > 0 {
             0.5
         } else {
             1.0
         };
-        let drivable_area = if self.offroad > 0 { 0.0 } else { 1.0 };
-        let driving_direction = if self.wrong_way_distance < WRONG_WAY_COMPLIANT {
+        let drivable_area_compliance = if self.offroad > 0 { 0.0 } else { 1.0 };
+        let driving_direction_compliance = if self.wrong_way_distance < WRONG_WAY_COMPLIANT {
             1.0
         } else if self.wrong_way_distance < WRONG_WAY_TOLERATED {
             0.5
@@ -294,12 +341,12 @@ impl EpisodeStats {
             0.0
         };
         let progress = (self.route_completion / 100.0).clamp(0.0, 1.0);
-        let making_progress = if progress >= MIN_PROGRESS_RATIO {
+        let ego_is_making_progress = if progress >= MIN_PROGRESS_RATIO {
             1.0
         } else {
             0.0
         };
-        let ttc = if self.ttc_violation_steps == 0 {
+        let time_to_collision_within_bound = if self.ttc_violation_steps == 0 {
             1.0
         } else {
             0.0
@@ -309,18 +356,16 @@ impl EpisodeStats {
         } else {
             self.overspeed_sum / self.steps as f32
         };
-        let speed_limit = (1.0 - mean_overspeed / MAX_OVERSPEED).max(0.0);
-        let comfort = if self.comfort_pass() { 1.0 } else { 0.0 };
-        let [w_progress, w_ttc, w_speed, w_comfort] = WEIGHTS;
-        let weighted =
-            (w_progress * progress + w_ttc * ttc + w_speed * speed_limit + w_comfort * comfort)
-                / WEIGHTS.iter().sum::<f32>();
-        100.0
-            * no_at_fault_collision
-            * drivable_area
-            * driving_direction
-            * making_progress
-            * weighted
+        Some(NuplanMetrics {
+            no_ego_at_fault_collisions,
+            drivable_area_compliance,
+            driving_direction_compliance,
+            ego_is_making_progress,
+            ego_progress_along_expert_route: progress,
+            time_to_collision_within_bound,
+            speed_limit_compliance: (1.0 - mean_overspeed / MAX_OVERSPEED).max(0.0),
+            ego_is_comfortable: if self.comfort_pass() { 1.0 } else { 0.0 },
+        })
     }
 
     pub fn had_collision(&self) -> bool {
