@@ -398,8 +398,10 @@ impl BatchEnv {
     }
 }
 
-/// One observation row: the vector, then the raster as floats if `raster` is set.
-fn observe_with(w: &World, raster: Option<&BevSpec>, out: &mut [f32]) {
+/// One observation row of `w`: the vector ([`observe`]), then, if `raster` is set, its raster
+/// as floats in [0, 1] (the rows of [`BatchEnv::with_bev_observation`]; `out` is
+/// `OBS_DIM + raster.len()` long).
+pub fn observe_with(w: &World, raster: Option<&BevSpec>, out: &mut [f32]) {
     let (vector, rest) = out.split_at_mut(OBS_DIM);
     observe(w, vector);
     if let Some(spec) = raster {
