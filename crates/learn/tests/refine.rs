@@ -474,7 +474,7 @@ impl FrozenPlanner for RasterPlanner {
             let ego = &raster[channel::EGO * plane..(channel::EGO + 1) * plane];
             let vehicles = &raster[channel::VEHICLES * plane..(channel::VEHICLES + 1) * plane];
             self.rows.fetch_add(1, Relaxed);
-            if ego.iter().any(|&v| v == 1.0) {
+            if ego.contains(&1.0) {
                 self.rows_with_ego.fetch_add(1, Relaxed);
             }
             let ahead = vehicles[..plane / 2].iter().sum::<f32>() / (plane / 2) as f32;

@@ -19,6 +19,9 @@ use deltaplan_learn::FrozenPlanner;
 use deltaplan_onnx::{export_refined, export_sft, Frozen, OnnxPlanner, OnnxWorkspace, Residual};
 use deltaplan_sim::{SimConfig, OBS_DIM};
 
+/// A parity case: name, model bytes, deltaplan's observation rows and its waypoints.
+type Case<'a> = (&'static str, Vec<u8>, &'a [f32], &'a [f32]);
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -120,7 +123,7 @@ fn onnxruntime_reproduces_deltaplans_waypoints_on_1000_recorded_observations() {
     let dir = tmpdir("onnxruntime");
     let refined = export_refined(Frozen::Sft(&sft), Residual { ac: &ac, ramp }).unwrap();
     let bev_refined = export_refined(Frozen::Onnx(&bev), Residual { ac: &bev_ac, ramp }).unwrap();
-    let cases: [(&str, Vec<u8>, &[f32], &[f32]); 4] = [
+    let cases: [Case; 4] = [
         ("sft", export_sft(&sft).unwrap(), &obs, &sft_wp),
         ("rl", refined, &obs, &rl_wp),
         ("bev", std::fs::read(fixture()).unwrap(), &bev_obs, &bev_wp),
