@@ -5,6 +5,7 @@
 use deltaplan_learn::sft::{SftPlanner, SftWorkspace};
 use deltaplan_learn::{FrozenPlanner, PlannerError};
 use deltaplan_onnx::{OnnxPlanner, OnnxWorkspace};
+use deltaplan_sim::BevSpec;
 
 /// The planner the residual refines.
 pub enum Frozen {
@@ -60,6 +61,20 @@ impl FrozenPlanner for Frozen {
         match self {
             Frozen::Sft(p) => p.obs_normalisation(),
             Frozen::Onnx(p) => p.obs_normalisation(),
+        }
+    }
+
+    fn bev_observation(&self) -> Option<BevSpec> {
+        match self {
+            Frozen::Sft(p) => p.bev_observation(),
+            Frozen::Onnx(p) => p.bev_observation(),
+        }
+    }
+
+    fn residual_obs_dim(&self) -> usize {
+        match self {
+            Frozen::Sft(p) => p.residual_obs_dim(),
+            Frozen::Onnx(p) => p.residual_obs_dim(),
         }
     }
 

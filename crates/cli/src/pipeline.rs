@@ -49,7 +49,7 @@ use deltaplan_eval::report::{
 };
 use deltaplan_eval::{
     closed_loop, fixed_failures, render_episode, trace_episode, Comparison, DisplacementError,
-    DisplacementSums, Driver, Estimate, Metric, PlannerError, Policy,
+    DisplacementSums, Driver, Estimate, Metric, Planner, PlannerError, Policy, WithRaster,
 };
 use deltaplan_learn::dataset::{dataset_path, record_demonstrations, Dataset};
 use deltaplan_learn::refine::{
@@ -59,7 +59,7 @@ use deltaplan_learn::sft::{self, SftPlanner, SftWorkspace};
 use deltaplan_learn::FrozenPlanner;
 use deltaplan_onnx::{export_refined, export_sft, OnnxPlanner, Residual};
 use deltaplan_sim::{
-    expert_plan, EndReason, EpisodeStats, Family, ScenarioSpec, Split, World, OBS_DIM,
+    expert_plan, BevSpec, EndReason, EpisodeStats, Family, ScenarioSpec, Split, World, OBS_DIM,
 };
 use deltaplan_stdx::fs::write_atomic;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -585,13 +585,14 @@ fn with_driver<T>(
             let frozen = load_frozen(cfg, out)?;
             let mut ws = FrozenWorkspace::default();
             let (mut z, zd) = (Vec::new(), frozen.embedding_dim());
-            let mut planner = |obs: &[f32], plans: &mut [f32]| {
-                z.resize(obs.len() / OBS_DIM * zd, 0.0);
+            let od = frozen.obs_dim();
+            let planner = |obs: &[f32], plans: &mut [f32]| {
+                z.resize(obs.len() / od * zd, 0.0);
                 frozen
                     .plan_batch(obs, &mut ws, plans, &mut z)
                     .map_err(PlannerError::new)
             };
-            f(&mut Driver::Planner(&mut planner))
+            drive_with(planner, frozen.bev_observation(), f)
         }
         Policy::Rl => {
             let sft = load_frozen(cfg, out)?;
@@ -613,10 +614,22 @@ fn with_driver<T>(
                 );
             }
             let mut rp = ResidualPlanner::new(&sft, &loaded.ac, loaded.ramp);
-            let mut planner =
+            let planner =
                 |obs: &[f32], plans: &mut [f32]| rp.plan(obs, plans).map_err(PlannerError::new);
-            f(&mut Driver::Planner(&mut planner))
+            drive_with(planner, sft.bev_observation(), f)
         }
+    }
+}
+
+/// Runs `f` with `planner` as the driver, its observations carrying `raster` if it reads one.
+fn drive_with<T>(
+    mut planner: impl Planner,
+    raster: Option<BevSpec>,
+    f: impl FnOnce(&mut Driver) -> Result<T>,
+) -> Result<T> {
+    match raster {
+        Some(raster) => f(&mut Driver::Planner(&mut WithRaster { planner, raster })),
+        None => f(&mut Driver::Planner(&mut planner)),
     }
 }
 

@@ -461,6 +461,51 @@ fn an_onnx_planner_is_refined_evaluated_rendered_and_exported_in_place_of_sft() 
     std::fs::remove_dir_all(out).ok();
 }
 
+/// The PyTorch BEV-CNN planner (the ONNX fixture with its sidecar spec) is refined, evaluated
+/// with the raster its spec names, and exported back with its two inputs.
+#[test]
+fn the_pytorch_bev_planner_is_refined_and_exported() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../onnx/tests/fixtures/bev_cnn.onnx");
+    let planner = fixture.to_str().unwrap();
+    let out = tmp("bev-planner");
+    let with_planner = [
+        "--planner",
+        planner,
+        "--set",
+        "refine.iterations=6",
+        "--set",
+        "refine.ppo.critic_warmup_iters=3",
+    ];
+    let o = run(&["run"], &out, &with_planner);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    for split in ["eval", "hard"] {
+        let s = &report["splits"][split];
+        assert_eq!(s["sft"]["episodes"], 10, "{split}");
+        // The actor moved after the critic's warm-up: the refined planner drives differently.
+        assert_ne!(
+            s["rl"]["driving_score"], s["sft"]["driving_score"],
+            "{split}"
+        );
+    }
+    let o = run(&["export", "--policy", "rl"], &out, &with_planner);
+    assert!(o.status.success(), "{}", text(&o));
+    let exported = out.join("export/rl.onnx");
+    let o = run(
+        &["evaluate", "--policy", "sft", "--split", "eval"],
+        &tmp("bev-exported"),
+        &["--planner", exported.to_str().unwrap()],
+    );
+    assert!(
+        o.status.success(),
+        "the exported planner loads and drives: {}",
+        text(&o)
+    );
+    std::fs::remove_dir_all(out).ok();
+}
+
 /// `render-bev` writes the raster as a PNG (composite, then each channel) with the ego where
 /// the spec puts it, and `record` with `demos.bev` stores rasters beside the observations.
 #[test]

@@ -3,13 +3,35 @@
 
 use deltaplan_sim::batch::StepBuffers;
 use deltaplan_sim::env::ExpertEnv;
-use deltaplan_sim::{BatchEnv, EpisodeStats, ScenarioSpec, SimConfig};
+use deltaplan_sim::{BatchEnv, BevSpec, EpisodeStats, ScenarioSpec, SimConfig};
 
 use crate::{EvalError, Result};
 
-/// A planner that maps a batch of observations `[B, OBS_DIM]` to plans `[B, 2H]`.
+/// A planner that maps a batch of observations `[B, obs_dim]` to plans `[B, 2H]`.
 pub trait Planner {
     fn plan(&mut self, obs: &[f32], out: &mut [f32]) -> std::result::Result<(), PlannerError>;
+
+    /// The raster it reads after the vector (`obs_dim = OBS_DIM + raster.len()`, rows as
+    /// [`deltaplan_sim::observe_with`] writes them); `None`: the vector only.
+    fn bev_observation(&self) -> Option<BevSpec> {
+        None
+    }
+}
+
+/// A planner (any [`Planner`], e.g. a closure) that reads a raster after the vector.
+pub struct WithRaster<P> {
+    pub planner: P,
+    pub raster: BevSpec,
+}
+
+impl<P: Planner> Planner for WithRaster<P> {
+    fn plan(&mut self, obs: &[f32], out: &mut [f32]) -> std::result::Result<(), PlannerError> {
+        self.planner.plan(obs, out)
+    }
+
+    fn bev_observation(&self) -> Option<BevSpec> {
+        Some(self.raster)
+    }
 }
 
 impl<F: FnMut(&[f32], &mut [f32]) -> std::result::Result<(), PlannerError>> Planner for F {
@@ -44,6 +66,16 @@ pub enum Driver<'a> {
     Planner(&'a mut dyn Planner),
 }
 
+impl Driver<'_> {
+    /// The raster the driver's observations carry, if any.
+    pub fn bev_observation(&self) -> Option<BevSpec> {
+        match self {
+            Driver::Expert => None,
+            Driver::Planner(p) => p.bev_observation(),
+        }
+    }
+}
+
 /// Runs every scenario once, in parallel worlds, and returns their records in input order.
 pub fn closed_loop(
     sim: SimConfig,
@@ -53,7 +85,12 @@ pub fn closed_loop(
     if specs.is_empty() {
         return Err(EvalError::Empty);
     }
-    drive_to_the_end(&mut BatchEnv::fixed(sim, specs.to_vec()), driver)
+    let env = BatchEnv::fixed(sim, specs.to_vec());
+    let mut env = match driver.bev_observation() {
+        Some(raster) => env.with_bev_observation(raster)?,
+        None => env,
+    };
+    drive_to_the_end(&mut env, driver)
 }
 
 /// The evaluation loop over the environment seam: drives every world of `env` (a batch over a

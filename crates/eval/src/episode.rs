@@ -65,13 +65,17 @@ pub fn drive_episode(
     let mut w = World::new(sim);
     w.reset(spec);
     watch(&w);
-    let mut obs = vec![0.0; OBS_DIM];
+    let raster = driver.bev_observation();
+    if let Some(r) = raster {
+        r.validate()?;
+    }
+    let mut obs = vec![0.0; OBS_DIM + raster.map_or(0, |r| r.len())];
     let mut plan = vec![0.0; sim.action_dim()];
     loop {
         match driver {
             Driver::Expert => deltaplan_sim::expert_plan(&w, &mut plan),
             Driver::Planner(p) => {
-                deltaplan_sim::observe(&w, &mut obs);
+                deltaplan_sim::observe_with(&w, raster.as_ref(), &mut obs);
                 p.plan(&obs, &mut plan)?;
             }
         }

@@ -28,7 +28,7 @@ pub mod report;
 pub mod stats;
 
 pub use deltaplan_sim::{DisplacementError, DisplacementSums};
-pub use drive::{closed_loop, drive_to_the_end, Driver, Planner, PlannerError};
+pub use drive::{closed_loop, drive_to_the_end, Driver, Planner, PlannerError, WithRaster};
 pub use episode::{render_episode, trace_episode, Comparison, EpisodeTrace, RenderedEpisode};
 pub use metric::{Metric, PerMetric, Unit, UnknownMetric};
 pub use report::Policy;
@@ -44,6 +44,8 @@ pub enum EvalError {
     Planner(#[from] PlannerError),
     #[error("nothing to evaluate: the scenario list is empty")]
     Empty,
+    #[error("the planner's raster cannot be rendered: {0}")]
+    Raster(#[from] deltaplan_sim::BevSpecError),
     #[error("paired comparison needs the same scenarios in the same order ({0})")]
     Unpaired(String),
     #[error("cannot write {path}: {source}")]

@@ -5,6 +5,13 @@
 //! The residual policy's input is built from what the planner declares: its embedding (if it
 //! exposes one, `embedding_dim > 0`), its plan, and the observation normalised with the
 //! statistics it provides: `x = [embedding, plan / scale, (obs - mean) / std]`.
+//!
+//! A planner that reads a bird's-eye-view raster declares it ([`FrozenPlanner::bev_observation`]):
+//! its observations are then the vector followed by the raster
+//! (`deltaplan_sim::BatchEnv::with_bev_observation`), and the residual reads only the vector
+//! part ([`FrozenPlanner::residual_obs_dim`]), so its size does not grow with the raster.
+
+use deltaplan_sim::BevSpec;
 
 /// A planner failure, typed so that callers can tell a caller's mistake from a backend error.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -43,9 +50,21 @@ pub trait FrozenPlanner: Sync {
         embedding_out: &mut [f32],
     ) -> Result<(), PlannerError>;
 
-    /// Per-feature `(mean, std)`, each `[obs_dim]`, with which the residual's input normalises
-    /// observations (a planner without its own statistics returns zeros and ones).
+    /// Per-feature `(mean, std)`, each `[residual_obs_dim]`, with which the residual's input
+    /// normalises observations (a planner without its own statistics returns zeros and ones).
     fn obs_normalisation(&self) -> (&[f32], &[f32]);
+
+    /// The raster each observation carries after the vector, for a planner that reads one
+    /// (`obs_dim` then counts the raster's floats too); `None`: the vector only.
+    fn bev_observation(&self) -> Option<BevSpec> {
+        None
+    }
+
+    /// The leading features of each observation the residual reads: all of them, or the
+    /// vector part of an observation that carries a raster.
+    fn residual_obs_dim(&self) -> usize {
+        self.obs_dim()
+    }
 
     /// Identifies the weights: stored in every refinement checkpoint and checked on resume and
     /// evaluation, so a residual is never applied to another planner.

@@ -158,11 +158,12 @@ impl RefineConfig {
 
 /// Width of the policy input on top of `planner`: its embedding, its plan, the observation.
 pub fn policy_input_dim(planner: &impl FrozenPlanner) -> usize {
-    planner.embedding_dim() + planner.action_dim() + planner.obs_dim()
+    planner.embedding_dim() + planner.action_dim() + planner.residual_obs_dim()
 }
 
 /// Writes the policy input `x = [z, W / scale, normalised obs]` for a batch: the planner's
-/// embedding `z` and plan `W`, the observation normalised with the planner's statistics.
+/// embedding `z` and plan `W`, the observation's first `residual_obs_dim` features normalised
+/// with the planner's statistics.
 fn build_policy_input(
     planner: &impl FrozenPlanner,
     z: &[f32],
@@ -189,6 +190,24 @@ fn build_policy_input(
         for (k, o) in row[z_dim + a..].iter_mut().enumerate() {
             *o = (obs[i * od + k] - mean[k]) / std[k];
         }
+    }
+}
+
+/// The built-in simulator's training batch, observed the way `planner` reads (with its raster,
+/// if it reads one).
+fn planner_env(
+    scenarios: &TrainScenarios,
+    sim: SimConfig,
+    n: usize,
+    seed: u64,
+    planner: &impl FrozenPlanner,
+) -> Result<BatchEnv> {
+    let env = scenarios.batch_env(sim, n, seed);
+    match planner.bev_observation() {
+        Some(spec) => env
+            .with_bev_observation(spec)
+            .map_err(|e| LearnError::Config(format!("the frozen planner's raster: {e}"))),
+        None => Ok(env),
     }
 }
 
@@ -474,7 +493,7 @@ impl<'a, P: FrozenPlanner> Refiner<'a, P> {
         planner: &'a P,
         seed: u64,
     ) -> Result<Self> {
-        let env = scenarios.batch_env(sim, cfg.num_envs, seed);
+        let env = planner_env(&scenarios, sim, cfg.num_envs, seed, planner)?;
         Refiner::with_env(cfg, sim, scenarios, planner, seed, env)
     }
 
@@ -493,7 +512,7 @@ impl<'a, P: FrozenPlanner> Refiner<'a, P> {
         scenarios
             .validate()
             .map_err(|e| meta.incompatible(format!("its scenarios are invalid: {e}")))?;
-        let env = scenarios.batch_env(sim, cfg.num_envs, seed);
+        let env = planner_env(&scenarios, sim, cfg.num_envs, seed, planner)?;
         Refiner::resume_loaded(path, (meta, tensors), planner, env)
     }
 }

@@ -434,3 +434,119 @@ fn refinement_stands_on_any_frozen_planner() {
         ),
     }
 }
+
+/// A planner over a BEV raster: it slows down in proportion to the vehicle pixels ahead of the
+/// ego (so its plans depend on the raster), and counts the rows whose raster shows the ego.
+struct RasterPlanner {
+    spec: deltaplan_sim::BevSpec,
+    rows: std::sync::atomic::AtomicUsize,
+    rows_with_ego: std::sync::atomic::AtomicUsize,
+    zeros: Vec<f32>,
+    ones: Vec<f32>,
+}
+
+impl FrozenPlanner for RasterPlanner {
+    type Workspace = ();
+    fn obs_dim(&self) -> usize {
+        OBS_DIM + self.spec.len()
+    }
+    fn horizon(&self) -> usize {
+        10
+    }
+    fn embedding_dim(&self) -> usize {
+        0
+    }
+    fn plan_batch(
+        &self,
+        obs: &[f32],
+        _ws: &mut (),
+        plans_out: &mut [f32],
+        _embedding_out: &mut [f32],
+    ) -> Result<(), PlannerError> {
+        use deltaplan_sim::bev::channel;
+        use std::sync::atomic::Ordering::Relaxed;
+        let plane = self.spec.plane();
+        for (row, plan) in obs
+            .chunks_exact(self.obs_dim())
+            .zip(plans_out.chunks_exact_mut(20))
+        {
+            let raster = &row[OBS_DIM..];
+            let ego = &raster[channel::EGO * plane..(channel::EGO + 1) * plane];
+            let vehicles = &raster[channel::VEHICLES * plane..(channel::VEHICLES + 1) * plane];
+            self.rows.fetch_add(1, Relaxed);
+            if ego.contains(&1.0) {
+                self.rows_with_ego.fetch_add(1, Relaxed);
+            }
+            let ahead = vehicles[..plane / 2].iter().sum::<f32>() / (plane / 2) as f32;
+            let speed = 8.0 * (1.0 - 4.0 * ahead).max(0.0);
+            for (j, wp) in plan.chunks_exact_mut(2).enumerate() {
+                wp[0] = speed * 0.2 * (j + 1) as f32;
+                wp[1] = 0.0;
+            }
+        }
+        Ok(())
+    }
+    fn obs_normalisation(&self) -> (&[f32], &[f32]) {
+        (&self.zeros, &self.ones)
+    }
+    fn bev_observation(&self) -> Option<deltaplan_sim::BevSpec> {
+        Some(self.spec)
+    }
+    fn residual_obs_dim(&self) -> usize {
+        OBS_DIM
+    }
+    fn weights_hash(&self) -> String {
+        "raster".into()
+    }
+}
+
+/// A planner that reads a raster is refined in a batch whose observations carry it: every
+/// row it is given shows the ego, the residual's input stays the vector's size, and a
+/// checkpoint resumes bit for bit.
+#[test]
+fn refinement_feeds_a_raster_planner_its_raster() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let planner = RasterPlanner {
+        spec: deltaplan_sim::BevSpec {
+            height: 24,
+            width: 16,
+            metres_per_pixel: 1.5,
+            behind_m: 6.0,
+        },
+        rows: 0.into(),
+        rows_with_ego: 0.into(),
+        zeros: vec![0.0; OBS_DIM],
+        ones: vec![1.0; OBS_DIM],
+    };
+    assert_eq!(
+        deltaplan_learn::refine::policy_input_dim(&planner),
+        20 + OBS_DIM
+    );
+    let new = || {
+        Refiner::new(
+            tiny_refine(),
+            SimConfig::default(),
+            TrainScenarios::default(),
+            &planner,
+            5,
+        )
+        .unwrap()
+    };
+    let mut a = new();
+    a.iterate().unwrap();
+    let dir = tmpdir("raster");
+    let path = dir.join("rl.safetensors");
+    a.save(&path).unwrap();
+    let sa = a.iterate().unwrap();
+    let (rows, with_ego) = (
+        planner.rows.load(Relaxed),
+        planner.rows_with_ego.load(Relaxed),
+    );
+    assert!(rows >= 2 * 8 * 32, "{rows} rows planned");
+    assert_eq!(with_ego, rows, "every raster shows the ego");
+    let mut b = Refiner::resume(&path, &planner).unwrap();
+    let sb = b.iterate().unwrap();
+    assert_eq!(sa.policy_loss.to_bits(), sb.policy_loss.to_bits());
+    assert_eq!(sa.value_loss.to_bits(), sb.value_loss.to_bits());
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -1,6 +1,8 @@
 //! ONNX out: the built-in SFT planner as an ONNX graph, and the refined planner (frozen planner
 //! plus the residual's deterministic mean, tanh bound and ramp included) as ONE graph with the
-//! frozen planner's inputs, so it drops in where the frozen planner was deployed.
+//! frozen planner's inputs, so it drops in where the frozen planner was deployed. (A raster
+//! planner without a vector input is the one exception: the residual reads the vector
+//! observation, so its refined graph has a second input `obs` `[batch, 128]`.)
 //!
 //! The protobuf is written with the message types tract-onnx already carries (`tract_onnx::pb`,
 //! prost-generated from onnx.proto): no second ONNX crate, no `protoc` at build time, and what
@@ -98,6 +100,8 @@ fn sft_model(sft: &SftPlanner) -> Result<(pb::ModelProto, PlannerSpec)> {
         observation: ObservationSpec {
             kind: ObservationKind::Vector,
             input: Some(OBS_INPUT.into()),
+            bev: None,
+            vector_input: None,
         },
         output: OutputSpec {
             waypoints: WAYPOINTS_OUTPUT.into(),
@@ -159,14 +163,28 @@ fn refined_model(
         .graph
         .take()
         .ok_or_else(|| OnnxError::Export("the frozen planner's model has no graph".into()))?;
-    let obs_input = match &spec.observation.input {
-        Some(name) => name.clone(),
-        None => graph
-            .input
-            .iter()
-            .find(|i| !graph.initializer.iter().any(|t| t.name == i.name))
-            .map(|i| i.name.clone())
-            .ok_or_else(|| OnnxError::Export("the frozen graph has no input".into()))?,
+    // The residual reads the vector observation: a vector planner's input, a raster planner's
+    // vector input, or (a raster planner without one) a new input `obs` of the refined graph.
+    let obs_input = match (spec.observation.kind, &spec.observation.vector_input) {
+        (ObservationKind::Bev, Some(name)) => name.clone(),
+        (ObservationKind::Bev, None) => {
+            let batch = graph.input.first().and_then(out_info_batch);
+            graph
+                .input
+                .push(tensor_info_dims(OBS_INPUT, vec![batch, Some(OBS_DIM)]));
+            OBS_INPUT.to_string()
+        }
+        (ObservationKind::Vector, Some(_)) | (ObservationKind::Vector, None) => {
+            match &spec.observation.input {
+                Some(name) => name.clone(),
+                None => graph
+                    .input
+                    .iter()
+                    .find(|i| !graph.initializer.iter().any(|t| t.name == i.name))
+                    .map(|i| i.name.clone())
+                    .ok_or_else(|| OnnxError::Export("the frozen graph has no input".into()))?,
+            }
+        }
     };
     // The frozen waypoints get an internal name; the refined ones take the public name.
     let out_name = spec.output.waypoints.clone();
@@ -236,7 +254,10 @@ fn refined_model(
     graph.name = format!("deltaplan_refined_{}", graph.name);
     let refined_spec = PlannerSpec {
         version: SPEC_VERSION,
-        observation: spec.observation.clone(),
+        observation: ObservationSpec {
+            vector_input: (spec.observation.kind == ObservationKind::Bev).then_some(obs_input),
+            ..spec.observation.clone()
+        },
         output: OutputSpec {
             embedding: None,
             ..spec.output.clone()

@@ -2,10 +2,15 @@
 //! (pure Rust, nothing fetched at build time).
 //!
 //! Loading checks everything a model can get wrong before a step is driven, each with its own
-//! error ([`OnnxError`]): a file that is not ONNX, a missing or invalid spec, an observation kind
-//! this build cannot produce, an operator tract does not implement, an input that is not
-//! `[batch, OBS_DIM]`, a named output the graph lacks, a horizon or waypoint spacing the
-//! simulator does not use. Planning refuses non-finite outputs, naming the row.
+//! error ([`OnnxError`]): a file that is not ONNX, a missing or invalid spec, an operator tract
+//! does not implement, an input that is not `[batch, OBS_DIM]` (or, for a raster planner,
+//! `[batch, C, H, W]` as its spec's raster), a named output the graph lacks, a horizon or
+//! waypoint spacing the simulator does not use. Planning refuses non-finite outputs, naming
+//! the row.
+//!
+//! A raster planner (`kind = "bev"`) reads observations that carry the raster after the vector
+//! (`deltaplan_sim::BatchEnv::with_bev_observation`); each chunk's rows are split into the
+//! raster input and, if the model has one, the vector input.
 //!
 //! Batches run in fixed chunks of [`CHUNK_ROWS`] rows (tract runs one inference on one thread),
 //! side by side on rayon's pool; the chunking never depends on the thread count, so results
@@ -16,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use deltaplan_learn::planner::{FrozenPlanner, PlannerError};
-use deltaplan_sim::{SimConfig, OBS_DIM};
+use deltaplan_sim::{BevSpec, SimConfig, OBS_DIM};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use tract_onnx::pb;
@@ -46,7 +51,11 @@ pub struct OnnxPlanner {
     spec: PlannerSpec,
     plan: Plan,
     batch: BatchDim,
+    /// Floats per observation: the vector, plus the raster for a raster planner.
     obs_dim: usize,
+    /// The raster a raster planner reads after the vector, and whether it is also fed the
+    /// vector (its second input).
+    raster: Option<(BevSpec, bool)>,
     embedding_dim: usize,
     obs_mean: Vec<f32>,
     obs_std: Vec<f32>,
@@ -73,10 +82,13 @@ pub struct OnnxWorkspace {
     chunks: Vec<Chunk>,
 }
 
-/// One chunk's outputs, kept between calls.
+/// One chunk's inputs and outputs, kept between calls.
 #[derive(Debug, Default)]
 struct Chunk {
+    /// The first input: the vector observations, or the rasters of a raster planner.
     input: Vec<f32>,
+    /// A raster planner's vector input.
+    vector: Vec<f32>,
     plans: Vec<f32>,
     embedding: Vec<f32>,
     error: Option<PlannerError>,
@@ -132,22 +144,37 @@ impl OnnxPlanner {
         spec: PlannerSpec,
         sim: &SimConfig,
     ) -> Result<Self> {
-        if spec.observation.kind == ObservationKind::Bev {
-            return Err(OnnxError::Unsupported {
-                path: shown.into(),
-                what: "the `bev` observation (a bird's-eye-view raster)".into(),
-                fix: "this build feeds planners the `vector` observation only; export a planner \
-                      over the vector observation, or wait for the BEV observation"
-                    .into(),
-            });
-        }
         let graph = proto.graph.as_ref().ok_or_else(|| OnnxError::Corrupt {
             path: shown.into(),
             reason: "the model has no graph".into(),
         })?;
         check_operators(shown, graph)?;
         let input = observation_input(shown, graph, &spec)?;
-        let batch = check_input_shape(shown, input, OBS_DIM)?;
+        let raster = match (spec.observation.kind, spec.observation.bev) {
+            (ObservationKind::Bev, Some(bev)) => Some(bev),
+            _ => None,
+        };
+        let batch = match raster {
+            Some(bev) => check_input_shape(shown, input, &raster_shape(&bev), "bev")?,
+            None => check_input_shape(shown, input, &[OBS_DIM], "vector")?,
+        };
+        let vector_input = match &spec.observation.vector_input {
+            Some(name) => {
+                let info = named_input(shown, graph, name, "observation.vector_input")?;
+                let vector_batch = check_input_shape(shown, info, &[OBS_DIM], "vector")?;
+                if vector_batch != batch {
+                    return Err(OnnxError::InputShape {
+                        path: shown.into(),
+                        input: name.clone(),
+                        kind: "vector",
+                        found: format!("batch {vector_batch:?}"),
+                        expected: format!("the raster input's batch, {batch:?}"),
+                    });
+                }
+                Some(info.name.as_str())
+            }
+            None => None,
+        };
         let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
         let mut wanted = vec![spec.output.waypoints.as_str()];
         wanted.extend(spec.output.embedding.as_deref());
@@ -185,16 +212,29 @@ impl OnnxPlanner {
         let mut model = tract_onnx::onnx()
             .model_for_proto_model(proto)
             .map_err(tract_err("read"))?;
+        let mut names = vec![input.name.as_str()];
+        names.extend(vector_input);
         model
-            .select_inputs_by_name([input.name.as_str()])
-            .map_err(tract_err("select the observation input of"))?;
+            .select_inputs_by_name(names)
+            .map_err(tract_err("select the observation inputs of"))?;
         let rows: TDim = match batch {
             BatchDim::Fixed(n) => n.into(),
             BatchDim::Dynamic => model.sym("batch").into(),
         };
+        let first: Vec<TDim> = match raster {
+            Some(bev) => std::iter::once(rows.clone())
+                .chain(raster_shape(&bev).into_iter().map(TDim::from))
+                .collect(),
+            None => vec![rows.clone(), OBS_DIM.into()],
+        };
         model
-            .set_input_fact(0, f32::fact([rows, OBS_DIM.into()]).into())
+            .set_input_fact(0, f32::fact(first).into())
             .map_err(tract_err("set the input shape of"))?;
+        if vector_input.is_some() {
+            model
+                .set_input_fact(1, f32::fact([rows, OBS_DIM.into()]).into())
+                .map_err(tract_err("set the vector input shape of"))?;
+        }
         model
             .select_outputs_by_name(wanted.iter().copied())
             .map_err(tract_err("select the outputs of"))?;
@@ -232,12 +272,14 @@ impl OnnxPlanner {
             }
             None => (vec![0.0; OBS_DIM], vec![1.0; OBS_DIM]),
         };
+        let with_vector = vector_input.is_some();
         Ok(OnnxPlanner {
             path: shown.into(),
             spec,
             plan,
             batch,
-            obs_dim: OBS_DIM,
+            obs_dim: OBS_DIM + raster.map_or(0, |b| b.len()),
+            raster: raster.map(|b| (b, with_vector)),
             embedding_dim,
             obs_mean,
             obs_std,
@@ -254,14 +296,39 @@ impl OnnxPlanner {
             BatchDim::Fixed(n) => n,
             BatchDim::Dynamic => rows,
         };
-        chunk.input.clear();
-        chunk.input.extend_from_slice(obs);
-        chunk.input.resize(run_rows * self.obs_dim, 0.0);
         let failed = |e: TractError| {
             PlannerError::Failed(format!("the ONNX planner {} failed: {e:#}", self.path))
         };
-        let input = Tensor::from_shape(&[run_rows, self.obs_dim], &chunk.input).map_err(failed)?;
-        let out = self.plan.run(tvec!(input.into())).map_err(failed)?;
+        let inputs = match self.raster {
+            None => {
+                chunk.input.clear();
+                chunk.input.extend_from_slice(obs);
+                chunk.input.resize(run_rows * self.obs_dim, 0.0);
+                tvec!(Tensor::from_shape(&[run_rows, self.obs_dim], &chunk.input)
+                    .map_err(failed)?
+                    .into())
+            }
+            Some((bev, with_vector)) => {
+                let r = bev.len();
+                chunk.input.clear();
+                chunk.vector.clear();
+                for row in obs.chunks_exact(self.obs_dim) {
+                    chunk.input.extend_from_slice(&row[OBS_DIM..]);
+                    chunk.vector.extend_from_slice(&row[..OBS_DIM]);
+                }
+                chunk.input.resize(run_rows * r, 0.0);
+                chunk.vector.resize(run_rows * OBS_DIM, 0.0);
+                let [c, h, w] = raster_shape(&bev);
+                let raster = Tensor::from_shape(&[run_rows, c, h, w], &chunk.input);
+                let mut inputs = tvec!(raster.map_err(failed)?.into());
+                if with_vector {
+                    let vector = Tensor::from_shape(&[run_rows, OBS_DIM], &chunk.vector);
+                    inputs.push(vector.map_err(failed)?.into());
+                }
+                inputs
+            }
+        };
+        let out = self.plan.run(inputs).map_err(failed)?;
         let a = 2 * self.spec.output.horizon;
         let wp = out[0].try_as_plain_ram().map_err(failed)?;
         chunk.plans.clear();
@@ -366,6 +433,14 @@ impl FrozenPlanner for OnnxPlanner {
 
     fn obs_normalisation(&self) -> (&[f32], &[f32]) {
         (&self.obs_mean, &self.obs_std)
+    }
+
+    fn bev_observation(&self) -> Option<BevSpec> {
+        self.raster.map(|(bev, _)| bev)
+    }
+
+    fn residual_obs_dim(&self) -> usize {
+        OBS_DIM
     }
 
     fn weights_hash(&self) -> String {
@@ -486,6 +561,12 @@ fn observation_input<'g>(
         source_of_spec: "observation.input".into(),
         reason,
     };
+    let vector = spec.observation.vector_input.as_deref();
+    let candidates: Vec<&pb::ValueInfoProto> = inputs
+        .iter()
+        .copied()
+        .filter(|i| Some(i.name.as_str()) != vector)
+        .collect();
     match &spec.observation.input {
         Some(name) => inputs
             .iter()
@@ -497,13 +578,45 @@ fn observation_input<'g>(
                     names()
                 ))
             }),
-        None if inputs.len() == 1 => Ok(inputs[0]),
+        None if candidates.len() == 1 => Ok(candidates[0]),
         None => Err(bad(format!(
             "the graph has inputs [{}]: name the observation's in observation.input (the \
              others are not fed)",
             names()
         ))),
     }
+}
+
+/// The graph input `name` (not an initialiser), or an error naming the spec field.
+fn named_input<'g>(
+    shown: &str,
+    graph: &'g pb::GraphProto,
+    name: &str,
+    field: &str,
+) -> Result<&'g pb::ValueInfoProto> {
+    graph
+        .input
+        .iter()
+        .filter(|i| !graph.initializer.iter().any(|t| t.name == i.name))
+        .find(|i| i.name == name)
+        .ok_or_else(|| OnnxError::BadSpec {
+            path: shown.into(),
+            source_of_spec: field.into(),
+            reason: format!(
+                "the graph has no input `{name}`; its inputs are [{}]",
+                graph
+                    .input
+                    .iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+}
+
+/// `[C, H, W]` of a raster.
+fn raster_shape(bev: &BevSpec) -> [usize; 3] {
+    bev.shape()
 }
 
 /// One dimension of a declared shape: a size, a symbol, or unknown.
@@ -532,13 +645,25 @@ fn show_dims(dims: &[Option<i64>]) -> String {
     format!("[{}]", parts.join(", "))
 }
 
-/// Checks the observation input is `[batch, obs_dim]` f32 and returns its batch dimension.
-fn check_input_shape(shown: &str, input: &pb::ValueInfoProto, obs_dim: usize) -> Result<BatchDim> {
-    let expected = format!("[batch, {obs_dim}]");
+/// Checks an observation input is `[batch, ..dims]` f32 and returns its batch dimension.
+fn check_input_shape(
+    shown: &str,
+    input: &pb::ValueInfoProto,
+    dims_after_batch: &[usize],
+    kind: &'static str,
+) -> Result<BatchDim> {
+    let expected = format!(
+        "[batch, {}]",
+        dims_after_batch
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let mismatch = |found: String| OnnxError::InputShape {
         path: shown.into(),
         input: input.name.clone(),
-        kind: "vector",
+        kind,
         found,
         expected: expected.clone(),
     };
@@ -555,7 +680,8 @@ fn check_input_shape(shown: &str, input: &pb::ValueInfoProto, obs_dim: usize) ->
     let Some(dims) = dims_of(input) else {
         return Err(mismatch("undeclared".into()));
     };
-    if dims.len() != 2 || dims[1] != Some(obs_dim as i64) {
+    let want: Vec<Option<i64>> = dims_after_batch.iter().map(|&d| Some(d as i64)).collect();
+    if dims.len() != 1 + want.len() || dims[1..] != want[..] {
         return Err(mismatch(show_dims(&dims)));
     }
     Ok(match dims[0] {

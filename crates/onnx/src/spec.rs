@@ -11,8 +11,12 @@
 //! ```toml
 //! version = 1
 //! [observation]
-//! kind = "vector"          # deltaplan's 128-float vector (crates/sim/src/obs.rs); "bev": not yet
+//! kind = "vector"          # deltaplan's 128-float vector (crates/sim/src/obs.rs), or "bev"
 //! input = "obs"            # graph input, [batch, 128] (batch symbolic or fixed)
+//! # kind = "bev": `input` is the raster, [batch, 9, H, W] float32 in [0, 1] (crates/sim/src/bev.rs)
+//! # vector_input = "obs"   # optional second input: the 128-float vector beside the raster
+//! # [observation.bev]      # the raster: height, width, metres_per_pixel, behind_m
+//! # height = 64
 //! [output]
 //! waypoints = "waypoints"  # graph output, [batch, H, 2] or [batch, 2H]: ego frame, metres
 //! horizon = 10             # H, must equal sim.horizon
@@ -25,6 +29,7 @@
 
 use std::path::{Path, PathBuf};
 
+use deltaplan_sim::BevSpec;
 use serde::{Deserialize, Serialize};
 
 /// The `metadata_props` key holding the spec's TOML text.
@@ -38,7 +43,8 @@ pub const SPEC_VERSION: u32 = 1;
 pub enum ObservationKind {
     /// deltaplan's vector observation (`deltaplan_sim::obs::LAYOUT`, `OBS_DIM` floats).
     Vector,
-    /// A bird's-eye-view raster (C x H x W); named so a spec can say it, not supported yet.
+    /// A bird's-eye-view raster (`[C, H, W]`, `deltaplan_sim::bev`), optionally with the
+    /// vector beside it.
     Bev,
 }
 
@@ -56,9 +62,16 @@ impl ObservationKind {
 #[serde(deny_unknown_fields)]
 pub struct ObservationSpec {
     pub kind: ObservationKind,
-    /// Graph input name; `None`: the graph's only input.
+    /// Graph input name (of the raster, for `bev`); `None`: the graph's only input (for `bev`:
+    /// the one input that is not `vector_input`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<String>,
+    /// `bev` only: the raster's size, resolution and ego placement (required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bev: Option<BevSpec>,
+    /// `bev` only: the graph input that receives the vector observation beside the raster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector_input: Option<String>,
 }
 
 /// The graph outputs deltaplan reads.
@@ -104,6 +117,36 @@ impl PlannerSpec {
                 "spec version {} is not the version {SPEC_VERSION} this build reads",
                 spec.version
             ));
+        }
+        let o = &spec.observation;
+        match (o.kind, &o.bev) {
+            (ObservationKind::Bev, None) => {
+                return Err(
+                    "observation.kind = \"bev\" needs [observation.bev] (height, \
+                            width, metres_per_pixel, behind_m)"
+                        .into(),
+                )
+            }
+            (ObservationKind::Bev, Some(b)) => {
+                b.validate().map_err(|e| format!("observation.bev: {e}"))?
+            }
+            (ObservationKind::Vector, Some(_)) => {
+                return Err(
+                    "observation.bev is for kind = \"bev\"; this spec says \"vector\"".into(),
+                )
+            }
+            (ObservationKind::Vector, None) => {}
+        }
+        if o.kind == ObservationKind::Vector && o.vector_input.is_some() {
+            return Err(
+                "observation.vector_input is for kind = \"bev\" (kind \"vector\" uses `input`)"
+                    .into(),
+            );
+        }
+        if o.vector_input.is_some() && o.vector_input == o.input {
+            return Err(
+                "observation.input and observation.vector_input name the same input".into(),
+            );
         }
         if spec.output.horizon == 0 {
             return Err("output.horizon must be at least 1".into());
@@ -172,6 +215,39 @@ waypoint_dt = 0.2
         let with_std = format!("{MINIMAL}[normalisation]\nobs_mean = [0.0]\nobs_std = [0.0]\n");
         let err = PlannerSpec::parse(&with_std).unwrap_err();
         assert!(err.contains("obs_std"), "{err}");
+    }
+
+    #[test]
+    fn a_bev_spec_needs_its_raster_and_keeps_vector_fields_to_bev() {
+        let bev = MINIMAL.replace(
+            "kind = \"vector\"",
+            "kind = \"bev\"\nvector_input = \"obs\"",
+        );
+        let err = PlannerSpec::parse(&bev).unwrap_err();
+        assert!(err.contains("[observation.bev]"), "{err}");
+        let with_raster = bev.replace(
+            "[output]",
+            "[observation.bev]\nheight = 32\nwidth = 24\nmetres_per_pixel = 1.0\nbehind_m = 4.0\n[output]",
+        );
+        let spec = PlannerSpec::parse(&with_raster).unwrap();
+        assert_eq!(spec.observation.bev.map(|b| b.len()), Some(9 * 32 * 24));
+        assert_eq!(spec.observation.vector_input.as_deref(), Some("obs"));
+        assert_eq!(PlannerSpec::parse(&spec.to_toml()).unwrap(), spec);
+        let err =
+            PlannerSpec::parse(&with_raster.replace("height = 32", "height = 2")).unwrap_err();
+        assert!(
+            err.contains("observation.bev") && err.contains("height"),
+            "{err}"
+        );
+        let vector_with_raster = with_raster.replace("kind = \"bev\"", "kind = \"vector\"");
+        let err = PlannerSpec::parse(&vector_with_raster).unwrap_err();
+        assert!(err.contains("observation.bev is for kind"), "{err}");
+        let same = with_raster.replace(
+            "vector_input = \"obs\"",
+            "vector_input = \"obs\"\ninput = \"obs\"",
+        );
+        let err = PlannerSpec::parse(&same).unwrap_err();
+        assert!(err.contains("same input"), "{err}");
     }
 
     #[test]

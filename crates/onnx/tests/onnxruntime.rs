@@ -1,5 +1,6 @@
 //! onnxruntime (PyPI) reproduces deltaplan's waypoints within 1e-5 m on 1,000 recorded
-//! observations, for the exported built-in SFT planner and the exported refined planner.
+//! observations, for the exported built-in SFT planner and its exported refinement, and for the
+//! PyTorch BEV-CNN planner (the fixture, as tract runs it) and its exported refinement.
 //!
 //! Part of the README's test command: the test installs `python/requirements-onnx.txt` into a
 //! venv under cargo's target directory the first time (about 30 s and 60 MB from PyPI), then
@@ -14,8 +15,12 @@ use std::process::Command;
 use common::*;
 use deltaplan_learn::refine::ResidualPlanner;
 use deltaplan_learn::sft::SftWorkspace;
-use deltaplan_onnx::{export_refined, export_sft, Frozen, Residual};
-use deltaplan_sim::OBS_DIM;
+use deltaplan_learn::FrozenPlanner;
+use deltaplan_onnx::{export_refined, export_sft, Frozen, OnnxPlanner, OnnxWorkspace, Residual};
+use deltaplan_sim::{SimConfig, OBS_DIM};
+
+/// A parity case: name, model bytes, deltaplan's observation rows and its waypoints.
+type Case<'a> = (&'static str, Vec<u8>, &'a [f32], &'a [f32]);
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -97,17 +102,47 @@ fn onnxruntime_reproduces_deltaplans_waypoints_on_1000_recorded_observations() {
         "the residual must move the plans"
     );
 
+    // The PyTorch BEV-CNN planner (raster and vector inputs) and its refined export.
+    let bev = OnnxPlanner::load(&fixture(), &SimConfig::default()).unwrap();
+    let bev_obs = raster_observations(bev.bev_observation().unwrap(), 25, 40);
+    let mut bev_wp = vec![0.0; n * 20];
+    bev.plan_batch(
+        &bev_obs,
+        &mut OnnxWorkspace::default(),
+        &mut bev_wp,
+        &mut vec![0.0; n * bev.embedding_dim()],
+    )
+    .unwrap();
+    let bev_ac = residual(&bev);
+    let mut bev_rl_wp = vec![0.0; n * 20];
+    ResidualPlanner::new(&bev, &bev_ac, ramp)
+        .plan(&bev_obs, &mut bev_rl_wp)
+        .unwrap();
+    assert!(max_abs_diff(&bev_wp, &bev_rl_wp) > 0.1);
+
     let dir = tmpdir("onnxruntime");
-    write(&dir, "obs.f32", &f32_bytes(&obs));
-    write(&dir, "sft.onnx", &export_sft(&sft).unwrap());
-    write(&dir, "sft_waypoints.f32", &f32_bytes(&sft_wp));
     let refined = export_refined(Frozen::Sft(&sft), Residual { ac: &ac, ramp }).unwrap();
-    write(&dir, "rl.onnx", &refined);
-    write(&dir, "rl_waypoints.f32", &f32_bytes(&rl_wp));
+    let bev_refined = export_refined(Frozen::Onnx(&bev), Residual { ac: &bev_ac, ramp }).unwrap();
+    let cases: [Case; 4] = [
+        ("sft", export_sft(&sft).unwrap(), &obs, &sft_wp),
+        ("rl", refined, &obs, &rl_wp),
+        ("bev", std::fs::read(fixture()).unwrap(), &bev_obs, &bev_wp),
+        ("bev_rl", bev_refined, &bev_obs, &bev_rl_wp),
+    ];
+    for (name, model, rows, waypoints) in &cases {
+        write(&dir, &format!("{name}.onnx"), model);
+        write(&dir, &format!("{name}_obs.f32"), &f32_bytes(rows));
+        write(
+            &dir,
+            &format!("{name}_waypoints.f32"),
+            &f32_bytes(waypoints),
+        );
+    }
 
     let out = Command::new(python())
         .arg(repo_root().join("python/onnx_parity.py"))
         .arg(&dir)
+        .args(cases.iter().map(|c| c.0))
         .output()
         .expect("run python/onnx_parity.py");
     let text = format!(
@@ -117,5 +152,10 @@ fn onnxruntime_reproduces_deltaplans_waypoints_on_1000_recorded_observations() {
     );
     println!("{text}");
     assert!(out.status.success(), "onnxruntime parity failed:\n{text}");
-    assert!(text.contains("sft: 1000 observations") && text.contains("rl: 1000 observations"));
+    for (name, ..) in &cases {
+        assert!(
+            text.contains(&format!("{name}: 1000 observations")),
+            "{name}: {text}"
+        );
+    }
 }

@@ -307,19 +307,28 @@ fn the_spec_comes_from_the_metadata_or_the_sidecar_never_both_never_neither() {
 }
 
 #[test]
-fn a_bev_planner_is_refused_as_not_supported_yet() {
+fn a_vector_model_declared_a_raster_planner_is_refused_naming_its_input() {
     let ds = recorded(8, 10);
     let dir = tmpdir("bev");
     let mut model = decode(&export_sft(&sft_planner(&ds, OBS_DIM, 10, 1)).unwrap());
     let mut spec = spec_of(&model);
     spec.observation.kind = ObservationKind::Bev;
+    // The spec says a raster without saying which: refused before the graph is read.
+    set_spec(&mut model, &spec);
+    let err = load_err(
+        &write(&dir, "bev.onnx", &model.encode_to_vec()),
+        &SimConfig::default(),
+    );
+    assert!(err.contains("[observation.bev]"), "{err}");
+    // With a raster, the model's `[batch, 128]` input is not one.
+    spec.observation.bev = Some(deltaplan_sim::BevSpec::default());
     set_spec(&mut model, &spec);
     let err = load_err(
         &write(&dir, "bev.onnx", &model.encode_to_vec()),
         &SimConfig::default(),
     );
     assert!(
-        err.contains("`bev` observation") && err.contains("not supported yet"),
+        err.contains("`obs`") && err.contains("[batch, 9, 64, 64]") && err.contains("[batch, 128]"),
         "{err}"
     );
 }

@@ -33,12 +33,12 @@ pub enum Scenarios {
 /// Per-step outputs for all N worlds, each a contiguous array in world order.
 #[derive(Clone, Debug, Default)]
 pub struct StepBuffers {
-    /// [N, OBS_DIM]: the observation to act on next (after an auto-reset, the new episode's).
+    /// [N, obs_dim]: the observation to act on next (after an auto-reset, the new episode's).
     pub obs: Vec<f32>,
     pub reward: Vec<f32>,
     pub terminated: Vec<bool>,
     pub truncated: Vec<bool>,
-    /// [N, OBS_DIM]: the last observation of an episode that ended this step (valid where
+    /// [N, obs_dim]: the last observation of an episode that ended this step (valid where
     /// `terminated || truncated`), for bootstrapping truncated episodes.
     pub final_obs: Vec<f32>,
 }
@@ -83,6 +83,8 @@ pub struct BatchEnv {
     slots: Vec<Slot>,
     scenarios: Scenarios,
     seed: u64,
+    /// The raster appended to every observation ([`BatchEnv::with_bev_observation`]).
+    raster: Option<BevSpec>,
 }
 
 /// What it takes to rebuild a training batch exactly: per world, the episode number and the
@@ -200,7 +202,29 @@ impl BatchEnv {
             slots,
             scenarios,
             seed,
+            raster: None,
         }
+    }
+
+    /// Observations that carry a BEV raster after the vector: each row is the [`OBS_DIM`]
+    /// floats of [`observe`], then the raster of [`bev::render`] (`[C, H, W]`) as floats in
+    /// [0, 1] ([`bev::to_unit_f32`]), for planners that read a raster (a CNN over a
+    /// bird's-eye view). Final observations carry their raster too, so truncated episodes
+    /// bootstrap from what the planner saw. The trajectories are those of the plain batch.
+    pub fn with_bev_observation(mut self, spec: BevSpec) -> Result<Self, bev::BevSpecError> {
+        spec.validate()?;
+        self.raster = Some(spec);
+        Ok(self)
+    }
+
+    /// The raster each observation carries after the vector, if any.
+    pub fn bev_observation(&self) -> Option<BevSpec> {
+        self.raster
+    }
+
+    /// Floats per observation: [`OBS_DIM`], plus the raster's `C * H * W` if there is one.
+    pub fn obs_dim(&self) -> usize {
+        OBS_DIM + self.raster.map_or(0, |r| r.len())
     }
 
     /// The state needed to rebuild this batch with [`BatchEnv::restore`].
@@ -280,13 +304,14 @@ impl BatchEnv {
         self.slots.iter().all(|s| s.idle)
     }
 
-    /// Writes the current observations into `obs` ([N, OBS_DIM]).
+    /// Writes the current observations into `obs` ([N, obs_dim]).
     pub fn observe(&self, obs: &mut [f32]) {
+        let raster = self.raster.as_ref();
         self.slots
             .par_iter()
-            .zip(obs.par_chunks_mut(OBS_DIM))
+            .zip(obs.par_chunks_mut(self.obs_dim()))
             .with_min_len(8)
-            .for_each(|(s, o)| observe(&s.world, o));
+            .for_each(|(s, o)| observe_with(&s.world, raster, o));
     }
 
     /// Writes the current bird's-eye-view rasters into `out` ([N, C, H, W] bytes, see
@@ -332,12 +357,13 @@ impl BatchEnv {
         let n = self.slots.len();
         assert_eq!(actions.len(), n * a, "actions must be [N, 2H]");
         let fixed = matches!(self.scenarios, Scenarios::Fixed(_));
-        let (scenarios, seed) = (&self.scenarios, self.seed);
+        let (scenarios, seed, od) = (&self.scenarios, self.seed, self.obs_dim());
+        let raster = self.raster.as_ref();
         self.slots
             .par_iter_mut()
             .zip(actions.par_chunks(a))
-            .zip(out.obs.par_chunks_mut(OBS_DIM))
-            .zip(out.final_obs.par_chunks_mut(OBS_DIM))
+            .zip(out.obs.par_chunks_mut(od))
+            .zip(out.final_obs.par_chunks_mut(od))
             .enumerate()
             .with_min_len(8)
             .for_each(|(i, (((slot, plan), obs), final_obs))| {
@@ -352,7 +378,7 @@ impl BatchEnv {
                 slot.last = slot.world.step(plan);
                 if slot.last.end != EndReason::Running {
                     slot.finished = slot.world.stats;
-                    observe(&slot.world, final_obs);
+                    observe_with(&slot.world, raster, final_obs);
                     if fixed {
                         slot.idle = true;
                     } else {
@@ -361,7 +387,7 @@ impl BatchEnv {
                         slot.world.reset(spec_for(scenarios, seed, i, slot.episode));
                     }
                 }
-                observe(&slot.world, obs);
+                observe_with(&slot.world, raster, obs);
             });
         for (i, slot) in self.slots.iter().enumerate() {
             let end = slot.last.end;
@@ -369,5 +395,24 @@ impl BatchEnv {
             out.terminated[i] = end.is_termination();
             out.truncated[i] = end != EndReason::Running && !end.is_termination();
         }
+    }
+}
+
+/// One observation row of `w`: the vector ([`observe`]), then, if `raster` is set, its raster
+/// as floats in [0, 1] (the rows of [`BatchEnv::with_bev_observation`]; `out` is
+/// `OBS_DIM + raster.len()` long).
+pub fn observe_with(w: &World, raster: Option<&BevSpec>, out: &mut [f32]) {
+    let (vector, rest) = out.split_at_mut(OBS_DIM);
+    observe(w, vector);
+    if let Some(spec) = raster {
+        thread_local! {
+            /// The raster's bytes before they become floats (one per thread, grown once).
+            static BYTES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BYTES.with_borrow_mut(|bytes| {
+            bytes.resize(spec.len(), 0);
+            bev::render(w, spec, bytes);
+            bev::to_unit_f32(bytes, rest);
+        });
     }
 }

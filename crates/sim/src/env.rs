@@ -17,7 +17,6 @@
 
 use crate::batch::{BatchEnv, EnvSnapshot, SnapshotError, StepBuffers};
 use crate::metrics::EpisodeStats;
-use crate::obs::OBS_DIM;
 use crate::spec::ScenarioSpec;
 
 /// A batch of N driving worlds stepped together.
@@ -74,7 +73,7 @@ impl VecEnv for BatchEnv {
     }
 
     fn obs_dim(&self) -> usize {
-        OBS_DIM
+        BatchEnv::obs_dim(self)
     }
 
     fn action_dim(&self) -> usize {

@@ -37,7 +37,7 @@ pub mod traffic;
 pub mod vehicle;
 pub mod world;
 
-pub use batch::{BatchEnv, EnvSnapshot, SnapshotError, StepBuffers};
+pub use batch::{observe_with, BatchEnv, EnvSnapshot, SnapshotError, StepBuffers};
 pub use bev::{BevSpec, BevSpecError};
 pub use config::{
     ControllerParams, ExpertConfig, RewardConfig, SimConfig, SimConfigError, VehicleParams,

@@ -483,3 +483,65 @@ fn batched_rasters_are_per_world_rasters_for_any_thread_count() {
     let one = run(1);
     assert!(one == run(2), "BEV rasters differ between 1 and 2 threads");
 }
+
+/// A batch whose observations carry the raster drives the same trajectories as the plain
+/// batch; each row is the plain observation followed by the world's raster / 255, and an
+/// episode's final observation carries the raster of its last state (a copy of the world,
+/// stepped by hand, rendered before the batch resets it).
+#[test]
+fn observations_with_a_raster_are_the_vector_then_the_raster_as_floats() {
+    let cfg = SimConfig::default();
+    let n = 6;
+    let new = || BatchEnv::train(cfg, n, 11, Family::ALL.to_vec(), Difficulty::default());
+    let mut plain = new();
+    let mut wide = new().with_bev_observation(SMALL).unwrap();
+    let (od, r) = (wide.obs_dim(), SMALL.len());
+    assert_eq!(od, deltaplan_sim::OBS_DIM + r);
+    assert_eq!(wide.bev_observation(), Some(SMALL));
+    let mut pb = deltaplan_sim::StepBuffers::new(n);
+    let mut wb = deltaplan_sim::StepBuffers::with_obs_dim(n, od);
+    let mut actions = vec![0.0; n * cfg.action_dim()];
+    let mut obs = vec![0.0; n * od];
+    let mut ended = 0;
+    for _ in 0..600 {
+        plain.expert_actions(&mut actions);
+        let before: Vec<World> = (0..n).map(|i| plain.world(i).clone()).collect();
+        plain.step(&actions, &mut pb);
+        wide.step(&actions, &mut wb);
+        assert_eq!(pb.reward, wb.reward);
+        assert_eq!(pb.truncated, wb.truncated);
+        wide.observe(&mut obs);
+        assert!(obs == wb.obs, "observe and step disagree");
+        for i in 0..n {
+            let row = &wb.obs[i * od..(i + 1) * od];
+            let plain_row = &pb.obs[i * deltaplan_sim::OBS_DIM..(i + 1) * deltaplan_sim::OBS_DIM];
+            assert!(row[..deltaplan_sim::OBS_DIM] == *plain_row);
+            let want = raster(plain.world(i), &SMALL);
+            assert!(row[deltaplan_sim::OBS_DIM..]
+                .iter()
+                .zip(&want)
+                .all(|(&f, &b)| f == f32::from(b) / 255.0));
+            if pb.terminated[i] || pb.truncated[i] {
+                ended += 1;
+                let fin = &wb.final_obs[i * od..(i + 1) * od];
+                let plain_fin =
+                    &pb.final_obs[i * deltaplan_sim::OBS_DIM..(i + 1) * deltaplan_sim::OBS_DIM];
+                assert!(fin[..deltaplan_sim::OBS_DIM] == *plain_fin);
+                let mut last = before[i].clone();
+                last.step(&actions[i * cfg.action_dim()..(i + 1) * cfg.action_dim()]);
+                let want_final = raster(&last, &SMALL);
+                assert!(fin[deltaplan_sim::OBS_DIM..]
+                    .iter()
+                    .zip(&want_final)
+                    .all(|(&f, &b)| f == f32::from(b) / 255.0));
+                assert!(
+                    want_final != want,
+                    "the final raster is not the new episode's first"
+                );
+            }
+        }
+    }
+    assert!(ended >= n / 2, "{ended} episodes ended in 600 steps");
+    let bad = BevSpec { height: 2, ..SMALL };
+    assert!(new().with_bev_observation(bad).is_err());
+}

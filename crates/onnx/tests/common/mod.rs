@@ -14,7 +14,7 @@ use deltaplan_learn::sft::{SftArch, SftPlanner};
 use deltaplan_learn::FrozenPlanner;
 use deltaplan_onnx::spec::PlannerSpec;
 use deltaplan_onnx::SPEC_KEY;
-use deltaplan_sim::{SimConfig, OBS_DIM};
+use deltaplan_sim::{BatchEnv, BevSpec, Difficulty, Family, SimConfig, OBS_DIM};
 use deltaplan_stdx::seed;
 use prost::Message;
 use tract_onnx::pb;
@@ -136,4 +136,29 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// The BEV-CNN planner trained in PyTorch (`python/train_bev_planner.py`), with its sidecar spec.
+pub fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bev_cnn.onnx")
+}
+
+/// `worlds * steps` observations carrying `raster`, the expert driving.
+pub fn raster_observations(raster: BevSpec, worlds: usize, steps: usize) -> Vec<f32> {
+    let cfg = SimConfig::default();
+    let mut env = BatchEnv::train(cfg, worlds, 3, Family::ALL.to_vec(), Difficulty::default())
+        .with_bev_observation(raster)
+        .unwrap();
+    let od = env.obs_dim();
+    let mut buf = deltaplan_sim::StepBuffers::with_obs_dim(worlds, od);
+    let mut plans = vec![0.0; worlds * cfg.action_dim()];
+    let mut out = Vec::with_capacity(worlds * steps * od);
+    let mut obs = vec![0.0; worlds * od];
+    for _ in 0..steps {
+        env.observe(&mut obs);
+        out.extend_from_slice(&obs);
+        env.expert_actions(&mut plans);
+        env.step(&plans, &mut buf);
+    }
+    out
 }

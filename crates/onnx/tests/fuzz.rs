@@ -1,0 +1,95 @@
+//! Fuzzing of the ONNX planner files deltaplan reads: damaged variants of an exported model
+//! (spec in its metadata), of the PyTorch BEV-CNN fixture (model bytes) and of its sidecar
+//! spec (TOML text) are loaded by `OnnxPlanner::load`: no panic (tract's own included), bounded
+//! time per input, and every refusal an error naming the file.
+//!
+//! The suite runs a short version; `DELTAPLAN_FUZZ_INPUTS=N cargo test --release -p
+//! deltaplan-onnx --test fuzz -- --ignored` runs N inputs per file.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use deltaplan_onnx::{export_sft, OnnxPlanner};
+use deltaplan_sim::{SimConfig, OBS_DIM};
+use deltaplan_stdx::fuzz::fuzz;
+
+/// Feeds `n` mutants of `seed` (written to `target`, the file `load_path` reads) to
+/// `OnnxPlanner::load`, checking the stats.
+fn fuzz_file(name: &str, seed: Vec<u8>, n: u64, target: &Path, load_path: &Path) {
+    let shown = |p: &Path| p.display().to_string();
+    let (model, sidecar) = (shown(load_path), shown(&load_path.with_extension("toml")));
+    let named = |m: &str| m.contains(&model) || m.contains(&sidecar);
+    let parse = |bytes: &[u8]| {
+        std::fs::write(target, bytes).unwrap();
+        OnnxPlanner::load(load_path, &SimConfig::default())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let stats = fuzz(&[seed], n, 11, parse, named);
+    println!(
+        "fuzz {name}: {} inputs, {} refused, {} panics, {} refusals not naming the file, slowest {:?}, {:.1} s",
+        stats.inputs,
+        stats.rejected,
+        stats.panics,
+        stats.unnamed,
+        stats.slowest,
+        stats.elapsed.as_secs_f64()
+    );
+    assert_eq!(stats.panics, 0, "{name}: {:?}", stats.first_panic);
+    assert_eq!(stats.unnamed, 0, "{name}: {:?}", stats.first_unnamed);
+    assert!(
+        stats.slowest < Duration::from_secs(2),
+        "{name}: {:?}",
+        stats.slowest
+    );
+    assert!(
+        stats.rejected > stats.inputs / 2,
+        "{name}: mutants mostly refused"
+    );
+}
+
+fn fuzz_all(n: u64) {
+    let d = tmpdir("fuzz");
+    // An exported built-in planner: the spec sits in the model's metadata.
+    let ds = recorded(2, 20);
+    let exported = export_sft(&sft_planner(&ds, OBS_DIM, 10, 1)).unwrap();
+    let sft = d.join("sft.onnx");
+    fuzz_file("exported SFT model", exported, n, &sft, &sft);
+    // The PyTorch model, with its sidecar spec beside it; then the sidecar itself.
+    let bev = d.join("bev.onnx");
+    std::fs::copy(fixture().with_extension("toml"), bev.with_extension("toml")).unwrap();
+    fuzz_file(
+        "PyTorch BEV-CNN model",
+        std::fs::read(fixture()).unwrap(),
+        n,
+        &bev,
+        &bev,
+    );
+    std::fs::copy(fixture(), &bev).unwrap();
+    fuzz_file(
+        "sidecar spec",
+        std::fs::read(fixture().with_extension("toml")).unwrap(),
+        n,
+        &bev.with_extension("toml"),
+        &bev,
+    );
+    std::fs::remove_dir_all(d).ok();
+}
+
+#[test]
+fn damaged_planner_files_are_refused_by_name_without_panics() {
+    fuzz_all(300);
+}
+
+#[test]
+#[ignore = "long: DELTAPLAN_FUZZ_INPUTS=N"]
+fn fuzz_long() {
+    let n = std::env::var("DELTAPLAN_FUZZ_INPUTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    fuzz_all(n);
+}
