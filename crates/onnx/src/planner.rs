@@ -138,7 +138,34 @@ impl OnnxPlanner {
         &self.path
     }
 
+    /// [`OnnxPlanner::check_and_build`], with a panic inside tract (its graph analysis indexes
+    /// maps a malformed graph lacks entries in: fuzzing found `no entry found for key`) turned
+    /// into an error naming the file, so a damaged model never crashes the program.
     fn from_proto(
+        shown: &str,
+        proto: &pb::ModelProto,
+        spec: PlannerSpec,
+        sim: &SimConfig,
+    ) -> Result<Self> {
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::check_and_build(shown, proto, spec, sim)
+        }));
+        built.unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "no message".into());
+            Err(OnnxError::Tract {
+                path: shown.into(),
+                stage: "read",
+                message: format!("tract panicked ({message}): the graph is malformed"),
+            })
+        })
+    }
+
+    /// Every load-time check, then tract's typed, optimised plan.
+    fn check_and_build(
         shown: &str,
         proto: &pb::ModelProto,
         spec: PlannerSpec,

@@ -332,3 +332,18 @@ fn a_vector_model_declared_a_raster_planner_is_refused_naming_its_input() {
         "{err}"
     );
 }
+
+/// A damaged model on which tract's graph analysis panics (`no entry found for key`; found by
+/// `tests/fuzz.rs` among 20,000 mutants of an exported planner, kept as a fixture) is an error
+/// naming the file, not a crash.
+#[test]
+fn a_model_tract_panics_on_is_refused_naming_the_file() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tract_panic.onnx");
+    let loaded = std::panic::catch_unwind(|| OnnxPlanner::load(&path, &SimConfig::default()));
+    let err = loaded
+        .expect("loading must not panic")
+        .expect_err("a damaged model")
+        .to_string();
+    assert!(err.contains("tract_panic.onnx"), "{err}");
+}
