@@ -151,15 +151,13 @@ impl OnnxPlanner {
             Self::check_and_build(shown, proto, spec, sim)
         }));
         built.unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "no message".into());
             Err(OnnxError::Tract {
                 path: shown.into(),
                 stage: "read",
-                message: format!("tract panicked ({message}): the graph is malformed"),
+                message: format!(
+                    "tract panicked ({}): the graph is malformed",
+                    deltaplan_stdx::panic_message(panic.as_ref())
+                ),
             })
         })
     }

@@ -125,12 +125,9 @@ pub fn fuzz(
             }
             Err(p) => {
                 stats.panics += 1;
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                stats.first_panic.get_or_insert(msg);
+                stats
+                    .first_panic
+                    .get_or_insert_with(|| crate::panic_message(p.as_ref()));
             }
         }
     }
