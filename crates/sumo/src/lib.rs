@@ -9,9 +9,13 @@
 //! Layers, bottom-up: `locate`, `traci`, `net`; `process`, `netgen`; `world` (one episode in
 //! one SUMO); `env` ([`SumoEnv`], N worlds).
 
+pub mod env;
 pub mod locate;
 pub mod net;
 pub mod netgen;
 pub mod process;
 pub mod traci;
 pub mod world;
+
+pub use env::{SumoEnv, SumoScenarios};
+pub use world::{NetContext, SumoConfig, SumoWorld};

@@ -83,7 +83,12 @@ impl SumoProcess {
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(if std::env::var_os("DELTAPLAN_SUMO_STDERR").is_some() {
+                // Debugging: SUMO's own messages on this process's stderr.
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
         if let Some(home) = bins.home() {
             command.env("SUMO_HOME", home);
         }

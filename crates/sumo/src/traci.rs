@@ -71,9 +71,12 @@ pub mod ty {
 /// What can go wrong talking to SUMO.
 #[derive(Debug, thiserror::Error)]
 pub enum TraciError {
-    /// The socket failed, or SUMO did not answer within the read timeout.
+    /// The socket failed.
     #[error("TraCI connection: {0}")]
     Io(#[from] io::Error),
+    /// SUMO did not answer within the read timeout (hung or stopped).
+    #[error("SUMO did not answer within {0:?}")]
+    Timeout(Duration),
     /// SUMO closed the connection (the process ended).
     #[error("TraCI connection closed by SUMO")]
     Closed,
@@ -88,7 +91,7 @@ pub enum TraciError {
 impl TraciError {
     /// Whether SUMO stopped answering in time (the read timeout elapsed).
     pub fn is_timeout(&self) -> bool {
-        matches!(self, TraciError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+        matches!(self, TraciError::Timeout(_))
     }
 }
 
@@ -486,6 +489,7 @@ impl<'a> Reader<'a> {
 pub struct Client {
     stream: TcpStream,
     answer: Vec<u8>,
+    timeout: Duration,
 }
 
 impl Client {
@@ -498,7 +502,16 @@ impl Client {
         Ok(Client {
             stream,
             answer: Vec::new(),
+            timeout,
         })
+    }
+
+    /// Changes how long an answer may take.
+    pub fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        self.stream.set_write_timeout(Some(timeout))?;
+        self.timeout = timeout;
+        Ok(())
     }
 
     /// Sends `request` and reads the whole answer; the returned reader starts at the first
@@ -506,12 +519,12 @@ impl Client {
     pub fn send(&mut self, request: &Request) -> Result<Reader<'_>, TraciError> {
         self.stream.write_all(&request.message())?;
         let mut len = [0u8; 4];
-        read_exact(&mut self.stream, &mut len)?;
+        read_exact(&mut self.stream, &mut len, self.timeout)?;
         let n = (u32::from_be_bytes(len) as usize)
             .checked_sub(4)
             .ok_or_else(|| TraciError::Protocol("answer length below 4".into()))?;
         self.answer.resize(n, 0);
-        read_exact(&mut self.stream, &mut self.answer)?;
+        read_exact(&mut self.stream, &mut self.answer, self.timeout)?;
         Ok(Reader::new(&self.answer))
     }
 
@@ -542,10 +555,18 @@ impl Client {
     }
 }
 
-fn read_exact(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), TraciError> {
+fn read_exact(stream: &mut TcpStream, buf: &mut [u8], timeout: Duration) -> Result<(), TraciError> {
     match stream.read_exact(buf) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(TraciError::Closed),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(TraciError::Timeout(timeout))
+        }
         Err(e) => Err(TraciError::Io(e)),
     }
 }

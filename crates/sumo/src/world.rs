@@ -90,6 +90,10 @@ pub struct SumoConfig {
     pub timeout_seconds: f32,
     /// Demand of generated networks, vehicles per hour.
     pub vehicles_per_hour: u32,
+    /// A SUMO process serves episode after episode (its traffic stays warm; only the ego is
+    /// replaced) until half of this many simulated seconds remain of it; 0: a new process
+    /// for every episode. The demand of generated networks lasts an hour.
+    pub reuse_seconds: f32,
 }
 
 impl Default for SumoConfig {
@@ -99,6 +103,7 @@ impl Default for SumoConfig {
             min_route_length: 250.0,
             timeout_seconds: 10.0,
             vehicles_per_hour: 1500,
+            reuse_seconds: 3600.0,
         }
     }
 }
@@ -170,6 +175,10 @@ pub struct SumoWorld {
     pub time_limit_steps: u32,
     pub stats: EpisodeStats,
     speed_profile: Vec<f32>,
+    /// SUMO's simulated time, seconds.
+    sim_time: f64,
+    /// Ego routes added to this SUMO process (each needs its own id).
+    ego_routes: u64,
     best_progress: f32,
     stall_anchor: f32,
     stall_steps: u32,
@@ -208,6 +217,8 @@ impl SumoWorld {
             time_limit_steps: 0,
             stats: EpisodeStats::default(),
             speed_profile: Vec::new(),
+            sim_time: 0.0,
+            ego_routes: 0,
             best_progress: 0.0,
             stall_anchor: 0.0,
             stall_steps: 0,
@@ -234,15 +245,55 @@ impl SumoWorld {
     /// drawn from the seed, the ego placed at its start.
     pub fn reset(&mut self, seed: u64) -> Result<(), WorldError> {
         self.seed = seed;
-        self.process = None;
-        let run = SumoRun {
-            net: self.net.files.net.clone(),
-            routes: self.net.files.routes.clone(),
-            seed,
-            step_length: self.cfg.dt,
-            timeout: Duration::from_secs_f32(self.sumo_cfg.timeout_seconds),
+        let reuse = self.process.is_some()
+            && self.sim_time + 0.5 * f64::from(self.sumo_cfg.reuse_seconds)
+                < f64::from(self.sumo_cfg.reuse_seconds);
+        let mut process = match self.process.take() {
+            // The traffic of the last episode is warm already: only the ego goes.
+            Some(mut p) if reuse => {
+                self.req.clear();
+                // Subscriptions with no variables end the ego's subscriptions (SUMO quits on
+                // a subscription to a vehicle that is gone).
+                self.req
+                    .subscribe_vehicle(EGO, &[])
+                    .subscribe_vehicle_context(EGO, SENSE_RANGE, &[])
+                    .remove_vehicle(EGO)
+                    .simulation_step(0.0);
+                let mut a = p.client.send(&self.req)?;
+                a.status(cmd::SUBSCRIBE_VEHICLE_VARIABLE)?;
+                a.status(cmd::SUBSCRIBE_VEHICLE_CONTEXT)?;
+                a.status(cmd::SET_VEHICLE_VARIABLE)?;
+                a.status(cmd::SIMULATION_STEP)?;
+                self.sim_time += f64::from(self.cfg.dt);
+                p
+            }
+            _ => {
+                let run = SumoRun {
+                    net: self.net.files.net.clone(),
+                    routes: self.net.files.routes.clone(),
+                    seed,
+                    step_length: self.cfg.dt,
+                    timeout: Duration::from_secs_f32(self.sumo_cfg.timeout_seconds),
+                };
+                let mut p = SumoProcess::start(&self.bins, &run)?;
+                // Traffic fills the network: many steps in one call, which may take longer
+                // than one step may (a loaded machine: a minute at least).
+                self.sim_time = f64::from(self.sumo_cfg.warmup_seconds);
+                self.req.clear();
+                self.req.simulation_step(self.sim_time);
+                p.client
+                    .set_timeout(run.timeout.max(Duration::from_secs(60)))
+                    .map_err(TraciError::from)?;
+                let mut a = p.client.send(&self.req)?;
+                a.status(cmd::SIMULATION_STEP)?;
+                p.client
+                    .set_timeout(run.timeout)
+                    .map_err(TraciError::from)?;
+                p
+            }
         };
-        let mut process = SumoProcess::start(&self.bins, &run)?;
+        self.ego_routes += 1;
+        let route_id = format!("ego_route_{}", self.ego_routes);
         let mut r = rng(seed, 0x524f_5554);
         let route = self
             .net
@@ -250,13 +301,6 @@ impl SumoWorld {
             .random_route(&mut r, self.sumo_cfg.min_route_length)
             .ok_or(WorldError::NoRoute(self.sumo_cfg.min_route_length))?;
         self.build_route(route);
-        // Traffic fills the network, then nothing stands where the ego starts.
-        let warm = f64::from(self.sumo_cfg.warmup_seconds);
-        let req = &mut self.req;
-        req.clear();
-        req.simulation_step(warm);
-        let mut a = process.client.send(req)?;
-        a.status(cmd::SIMULATION_STEP)?;
         let vp = self.cfg.vehicle;
         let net_ctx = Arc::clone(&self.net);
         let net = &net_ctx.network;
@@ -281,10 +325,10 @@ impl SumoWorld {
         let front = p + t * (0.5 * vp.length);
         let req = &mut self.req;
         req.clear();
-        req.add_route("ego_route", &edges)
+        req.add_route(&route_id, &edges)
             .add_vehicle(
                 EGO,
-                "ego_route",
+                &route_id,
                 &Departure {
                     vehicle_type: "ego".into(),
                     lane: lane0.index.to_string(),
@@ -323,7 +367,7 @@ impl SumoWorld {
             read_subscription(&mut a, &mut self.stops, &mut self.neighbours)?;
         }
         self.process = Some(process);
-
+        self.sim_time += f64::from(self.cfg.dt);
         self.step_count = 0;
         self.stats = EpisodeStats {
             family: Family::Intersection,
@@ -494,6 +538,7 @@ impl SumoWorld {
             return Ok(self.end_non_finite());
         }
         self.sumo_step()?;
+        self.sim_time += f64::from(self.cfg.dt);
         self.step_count += 1;
         self.track_route(self.route_s);
         self.best_progress = self.best_progress.max(self.route_s.min(self.route_len));
@@ -906,8 +951,35 @@ impl SumoWorld {
         (n - 1 - lane.index.min(n - 1), lane.index)
     }
 
-    /// Ends the SUMO process (the next reset starts a new one). For fault tests: what a
-    /// crash looks like from here.
+    /// Where SUMO has vehicle `id` now: its front bumper and yaw (for checks; not on the
+    /// stepping path).
+    pub fn sumo_pose(&mut self, id: &str) -> Result<(Vec2, f32), WorldError> {
+        let process = self
+            .process
+            .as_mut()
+            .ok_or(WorldError::Traci(TraciError::Closed))?;
+        self.req.clear();
+        self.req
+            .get(cmd::GET_VEHICLE_VARIABLE, var::POSITION, id)
+            .get(cmd::GET_VEHICLE_VARIABLE, var::ANGLE, id);
+        let mut a = process.client.send(&self.req)?;
+        let mut read = || -> Result<Value, TraciError> {
+            a.status(cmd::GET_VEHICLE_VARIABLE)?;
+            a.command_header()?;
+            a.u8()?;
+            a.str()?;
+            a.value()
+        };
+        match (read()?, read()?) {
+            (Value::Position(x, y), Value::Double(angle)) => {
+                Ok((Vec2::new(x as f32, y as f32), yaw_from_sumo(angle)))
+            }
+            other => Err(TraciError::Protocol(format!("pose of {id}: {other:?}")).into()),
+        }
+    }
+
+    /// Ends the SUMO process: the next reset starts a new one (after a fault, the old one is
+    /// not to be trusted).
     pub fn kill_sumo(&mut self) {
         self.process = None;
     }
