@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             routes: files.routes.clone(),
             seed: 1,
             step_length: 0.1,
-            timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(60),
         };
         // SUMO alone: after the warm-up, the simulated time of `steps` steps in one call.
         let warm = f64::from(sumo_cfg.warmup_seconds);

@@ -127,7 +127,9 @@ impl Network {
         let doc = roxmltree::Document::parse(text)?;
         let mut net = Network::default();
         let root = doc.root_element();
-        for node in root.children().filter(|n| n.is_element()) {
+        // Elements may sit at the top level or in wrappers (some netgenerate versions write
+        // `<junctions>`): every element of these kinds counts, wherever it is.
+        for node in root.descendants().filter(|n| n.is_element()) {
             match node.tag_name().name() {
                 "edge" => net.add_edge(node)?,
                 "junction" => {
@@ -162,7 +164,7 @@ impl Network {
                 _ => {}
             }
         }
-        for node in root.children().filter(|n| n.has_tag_name("connection")) {
+        for node in root.descendants().filter(|n| n.has_tag_name("connection")) {
             let from = attr(node, "connection", "from")?;
             let to = attr(node, "connection", "to")?;
             let from_lane = net.lane_of(from, attr(node, "connection", "fromLane")?)?;
@@ -383,7 +385,8 @@ pub fn point_in_polygon(p: Vec2, poly: &[Vec2]) -> bool {
 mod tests {
     use super::*;
 
-    /// Two edges meeting at a signalised junction J, with the internal lane between them.
+    /// Two edges meeting at a signalised junction J, with the internal lane between them (the
+    /// junction inside a `<junctions>` wrapper, as some netgenerate versions write it).
     const NET: &str = r#"<net version="1.20">
       <edge id=":J_0" function="internal">
         <lane id=":J_0_0" index="0" speed="13.89" length="10.00" shape="100.00,-1.60 110.00,-1.60"/>
@@ -399,7 +402,9 @@ mod tests {
         <phase duration="3" state="y"/>
         <phase duration="20" state="r"/>
       </tlLogic>
-      <junction id="J" type="traffic_light" x="105.00" y="0.00" shape="100.00,0.00 110.00,0.00 110.00,-3.20 100.00,-3.20"/>
+      <junctions>
+        <junction id="J" type="traffic_light" x="105.00" y="0.00" shape="100.00,0.00 110.00,0.00 110.00,-3.20 100.00,-3.20"/>
+      </junctions>
       <connection from="a" to="b" fromLane="0" toLane="0" via=":J_0_0" tl="J" linkIndex="0" dir="s" state="O"/>
       <connection from=":J_0" to="b" fromLane="0" toLane="0" dir="s" state="M"/>
     </net>"#;

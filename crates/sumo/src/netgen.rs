@@ -97,7 +97,16 @@ pub fn generate(
             }
         }
         let lanes = 1 + (seed % 2);
+        // Lanes as wide as the built-in world's (3.5 m, SUMO's default is 3.2) and turns of a
+        // 10 m radius (SUMO's default 4 m): with SUMO's tightest corners the ego's inner rear
+        // corner sweeps over the kerb of a right turn on any path its controller can follow.
         c.args(["-L", &lanes.to_string(), "--tls.guess", "true"])
+            .args([
+                "--default.lanewidth",
+                "3.5",
+                "--default.junctions.radius",
+                "10",
+            ])
             .args([
                 "--no-turnarounds",
                 "true",

@@ -101,7 +101,7 @@ impl Default for SumoConfig {
         SumoConfig {
             warmup_seconds: 60.0,
             min_route_length: 250.0,
-            timeout_seconds: 10.0,
+            timeout_seconds: 30.0,
             vehicles_per_hour: 1500,
             reuse_seconds: 3600.0,
         }
