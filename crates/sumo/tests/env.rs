@@ -163,3 +163,50 @@ fn a_hung_sumo_times_out_and_is_restarted() {
         "{text}"
     );
 }
+
+#[test]
+fn training_worlds_reset_themselves_after_each_episode() {
+    let Some(bins) = common::sumo_or_skip("training_worlds_reset_themselves") else {
+        return;
+    };
+    let dir = common::scratch("train");
+    let files = generate(&bins, &dir, NetKind::Spider, 9, 1500).unwrap();
+    let net = Arc::new(NetContext::load(files).unwrap());
+    let mut e = SumoEnv::new(
+        SimConfig::default(),
+        SumoConfig::default(),
+        &[net],
+        &bins,
+        SumoScenarios::Train { seed: 4 },
+        2,
+    );
+    let (n, ad, od) = (e.num_envs(), e.action_dim(), e.obs_dim());
+    let mut plans = vec![0.0; n * ad];
+    let mut buf = StepBuffers::for_env(&e);
+    let mut ended = 0;
+    for _ in 0..3000 {
+        let seeds: Vec<u64> = (0..n).map(|i| e.scenario(i).seed).collect();
+        e.expert_actions(&mut plans);
+        e.step(&plans, &mut buf);
+        for i in 0..n {
+            if buf.terminated[i] || buf.truncated[i] {
+                ended += 1;
+                let s = e.finished(i);
+                assert_eq!(s.seed, seeds[i], "the record is the episode that ended");
+                assert!(s.steps > 0 && s.route_completion > 0.0, "{s:?}");
+                // The next episode started: a new training seed, and the observation is its
+                // first (speed feature = the start speed of at most 8 m/s, /10).
+                let next = e.scenario(i).seed;
+                assert_ne!(next, seeds[i]);
+                assert!(deltaplan_sim::Split::Train.contains(next));
+                assert!(buf.obs[i * od] <= 0.8 + 1e-6, "{}", buf.obs[i * od]);
+            }
+        }
+        if ended >= 3 {
+            break;
+        }
+    }
+    assert!(ended >= 3, "only {ended} episodes ended");
+    assert!(e.restarts().iter().all(|&r| r == 0), "{:?}", e.restarts());
+    assert!(!e.all_idle());
+}
