@@ -188,16 +188,16 @@ fn training_worlds_reset_themselves_after_each_episode() {
         let seeds: Vec<u64> = (0..n).map(|i| e.scenario(i).seed).collect();
         e.expert_actions(&mut plans);
         e.step(&plans, &mut buf);
-        for i in 0..n {
+        for (i, &seed) in seeds.iter().enumerate() {
             if buf.terminated[i] || buf.truncated[i] {
                 ended += 1;
                 let s = e.finished(i);
-                assert_eq!(s.seed, seeds[i], "the record is the episode that ended");
+                assert_eq!(s.seed, seed, "the record is the episode that ended");
                 assert!(s.steps > 0 && s.route_completion > 0.0, "{s:?}");
                 // The next episode started: a new training seed, and the observation is its
                 // first (speed feature = the start speed of at most 8 m/s, /10).
                 let next = e.scenario(i).seed;
-                assert_ne!(next, seeds[i]);
+                assert_ne!(next, seed);
                 assert!(deltaplan_sim::Split::Train.contains(next));
                 assert!(buf.obs[i * od] <= 0.8 + 1e-6, "{}", buf.obs[i * od]);
             }
