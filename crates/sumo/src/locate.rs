@@ -1,6 +1,6 @@
 //! Where SUMO's binaries are: `DELTAPLAN_SUMO` (the `sumo` binary itself), else
-//! `SUMO_HOME/bin`, else the `sumo` package of the workspace's `.venv` (what `.ci/run` and the
-//! README's setup install: `pip install eclipse-sumo`).
+//! `SUMO_HOME/bin`, else the `sumo` package of a `.venv` (the current directory's, then the
+//! workspace's: what `.ci/run` and the README's setup install, `pip install eclipse-sumo`).
 
 use std::path::{Path, PathBuf};
 
@@ -57,14 +57,42 @@ impl SumoBinaries {
         })
     }
 
-    /// `locate` from this crate's workspace root.
+    /// `locate` from the current directory, then from the workspace this crate was built in.
     pub fn locate_default() -> Result<Self, SumoNotFound> {
-        Self::locate(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        let built_in = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        match std::env::current_dir() {
+            Ok(cwd) if cwd.join(".venv").is_dir() => {
+                Self::locate(&cwd).or_else(|_| Self::locate(&built_in))
+            }
+            _ => Self::locate(&built_in),
+        }
     }
 
     /// SUMO's installation directory (the parent of `bin`), which SUMO wants in `SUMO_HOME`
     /// to find its data files.
     pub fn home(&self) -> Option<&Path> {
         self.sumo.parent().and_then(Path::parent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_sumo_names_where_it_looked_and_the_fix() {
+        if std::env::var_os("DELTAPLAN_SUMO").is_some() || std::env::var_os("SUMO_HOME").is_some() {
+            eprintln!("SKIPPED: DELTAPLAN_SUMO or SUMO_HOME is set");
+            return;
+        }
+        let empty = std::env::temp_dir().join(format!("deltaplan-no-sumo-{}", std::process::id()));
+        std::fs::create_dir_all(&empty).unwrap();
+        let e = SumoBinaries::locate(&empty).unwrap_err().to_string();
+        assert!(e.contains(".venv/bin/pip install eclipse-sumo"), "{e}");
+        assert!(
+            e.contains("DELTAPLAN_SUMO") && e.contains(&empty.display().to_string()),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&empty);
     }
 }
