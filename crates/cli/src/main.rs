@@ -5,6 +5,7 @@ mod bev_image;
 mod config;
 mod frozen;
 mod pipeline;
+mod sumo_eval;
 mod timings;
 
 use std::path::PathBuf;
@@ -85,6 +86,15 @@ impl From<SplitArg> for Split {
     }
 }
 
+/// Which simulator a command drives in.
+#[derive(Clone, Copy, ValueEnum)]
+enum WorldArg {
+    /// deltaplan's own simulator.
+    Builtin,
+    /// SUMO (crates/sumo; `pip install eclipse-sumo` into .venv).
+    Sumo,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Every stage in order (record, train-sft, refine, evaluate, report), resuming where a
@@ -97,12 +107,15 @@ enum Command {
     /// Refine the SFT planner with PPO; checkpoints to OUT/rl.safetensors every
     /// `checkpoint_every` iterations, at the end and on Ctrl-C.
     Refine,
-    /// Evaluate a policy in closed loop on a split; writes OUT/eval/SPLIT_POLICY.json.
+    /// Evaluate a policy in closed loop on a split; writes OUT/eval/SPLIT_POLICY.json (with
+    /// `--world sumo`: in SUMO on held-out networks, OUT/eval/sumo_SPLIT_POLICY.json).
     Evaluate {
         #[arg(long, value_enum)]
         policy: PolicyArg,
         #[arg(long, value_enum, default_value = "eval")]
         split: SplitArg,
+        #[arg(long, value_enum, default_value = "builtin")]
+        world: WorldArg,
     },
     /// Compare two evaluation files of the same split (paired differences, B minus A).
     Compare {
@@ -209,9 +222,16 @@ fn real_main() -> Result<()> {
             pipeline::guard(&cfg, &out).and_then(|_| pipeline::train_sft(&cfg, &out))
         }
         Command::Refine => pipeline::guard(&cfg, &out).and_then(|_| pipeline::refine(&cfg, &out)),
-        Command::Evaluate { policy, split } => {
+        Command::Evaluate {
+            policy,
+            split,
+            world,
+        } => {
             pipeline::guard(&cfg, &out)?;
-            let path = pipeline::evaluate(&cfg, &out, policy.into(), split.into())?;
+            let path = match world {
+                WorldArg::Builtin => pipeline::evaluate(&cfg, &out, policy.into(), split.into())?,
+                WorldArg::Sumo => sumo_eval::evaluate(&cfg, &out, policy.into(), split.into())?,
+            };
             println!("wrote {}", path.display());
             Ok(())
         }

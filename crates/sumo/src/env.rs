@@ -1,0 +1,254 @@
+//! [`SumoEnv`]: N SUMO worlds behind the environment seam ([`VecEnv`], [`ExpertEnv`]), each
+//! its own SUMO process, stepped in parallel across cores (rayon).
+//!
+//! Fault handling: a world whose SUMO dies, stops answering within the timeout, or refuses a
+//! command is restarted (a new process) with a `tracing::warn!` naming the world, the process
+//! and the episode, and that episode is discarded: its record is never reported. An evaluation
+//! world reruns the same scenario from the start; a training world starts its next scenario
+//! (the step reports no episode end, so no record is counted for it). Starting fails at most
+//! [`MAX_START_ATTEMPTS`] times in a row before the environment gives up with a panic that
+//! says why: never a hang.
+//!
+//! Not [`deltaplan_sim::ResumableEnv`]: SUMO's state is not rebuilt from a snapshot here.
+
+use crate::locate::SumoBinaries;
+use crate::world::{NetContext, SumoConfig, SumoWorld, WorldError};
+use deltaplan_sim::config::SimConfig;
+use deltaplan_sim::events::EndReason;
+use deltaplan_sim::metrics::EpisodeStats;
+use deltaplan_sim::obs::OBS_DIM;
+use deltaplan_sim::spec::{Difficulty, Family, ScenarioSpec, Split};
+use deltaplan_sim::{ExpertEnv, StepBuffers, VecEnv};
+use deltaplan_stdx::seed::mix64;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Starting a world's episode fails this many times in a row before the environment stops.
+pub const MAX_START_ATTEMPTS: u32 = 3;
+
+/// Where a world's episodes come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SumoScenarios {
+    /// Training: episode seeds drawn from the training split from (seed, world, episode);
+    /// worlds reset themselves.
+    Train { seed: u64 },
+    /// A fixed list of episode seeds, one episode per world, no reset (evaluation).
+    Fixed(Vec<u64>),
+}
+
+/// N worlds in SUMO.
+pub struct SumoEnv {
+    slots: Vec<Slot>,
+    scenarios: SumoScenarios,
+    action_dim: usize,
+}
+
+struct Slot {
+    world: SumoWorld,
+    episode: u64,
+    finished: EpisodeStats,
+    idle: bool,
+    /// SUMO processes restarted after a fault in this world.
+    restarts: u32,
+}
+
+/// The episode seed of `episode` in world `i`: a pure function.
+fn seed_for(scenarios: &SumoScenarios, world: usize, episode: u64) -> u64 {
+    match scenarios {
+        SumoScenarios::Fixed(seeds) => seeds[world],
+        SumoScenarios::Train { seed } => {
+            let h = mix64(mix64(seed ^ 0x5355_4d4f).wrapping_add(mix64(world as u64)) ^ episode);
+            Split::Train.seed_base() + h % Split::SPLIT_SIZE
+        }
+    }
+}
+
+impl SumoEnv {
+    /// `n` worlds (training) or one per seed (fixed); world `i` drives on `nets[i % len]`.
+    /// Every world's first episode starts here.
+    pub fn new(
+        cfg: SimConfig,
+        sumo_cfg: SumoConfig,
+        nets: &[Arc<NetContext>],
+        bins: &SumoBinaries,
+        scenarios: SumoScenarios,
+        n: usize,
+    ) -> Self {
+        assert!(!nets.is_empty(), "SumoEnv needs at least one network");
+        let n = match &scenarios {
+            SumoScenarios::Fixed(seeds) => seeds.len(),
+            SumoScenarios::Train { .. } => n,
+        };
+        let mut slots: Vec<Slot> = (0..n)
+            .map(|i| Slot {
+                world: SumoWorld::new(
+                    cfg,
+                    sumo_cfg.clone(),
+                    Arc::clone(&nets[i % nets.len()]),
+                    bins.clone(),
+                ),
+                episode: 0,
+                finished: EpisodeStats::default(),
+                idle: false,
+                restarts: 0,
+            })
+            .collect();
+        slots.par_iter_mut().enumerate().for_each(|(i, s)| {
+            start_episode(s, i, seed_for(&scenarios, i, 0));
+        });
+        SumoEnv {
+            slots,
+            scenarios,
+            action_dim: cfg.action_dim(),
+        }
+    }
+
+    pub fn world(&self, i: usize) -> &SumoWorld {
+        &self.slots[i].world
+    }
+
+    /// For fault tests: world `i`'s SUMO process id.
+    pub fn sumo_pid(&self, i: usize) -> Option<u32> {
+        self.slots[i].world.sumo_pid()
+    }
+
+    /// SUMO processes restarted after faults, per world.
+    pub fn restarts(&self) -> Vec<u32> {
+        self.slots.iter().map(|s| s.restarts).collect()
+    }
+}
+
+/// Starts episode `seed` in a slot, restarting SUMO after a failed start up to
+/// [`MAX_START_ATTEMPTS`] times.
+fn start_episode(slot: &mut Slot, i: usize, seed: u64) {
+    let mut last = None;
+    for attempt in 1..=MAX_START_ATTEMPTS {
+        match slot.world.reset(seed) {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(
+                    "SUMO world {i} (episode seed {seed}) failed to start (attempt {attempt} of {MAX_START_ATTEMPTS}): {e}"
+                );
+                slot.restarts += 1;
+                last = Some(e);
+            }
+        }
+    }
+    let e: WorldError = last.expect("at least one attempt");
+    panic!("SUMO world {i} could not start episode seed {seed} after {MAX_START_ATTEMPTS} attempts: {e}");
+}
+
+impl VecEnv for SumoEnv {
+    fn num_envs(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn obs_dim(&self) -> usize {
+        OBS_DIM
+    }
+
+    fn action_dim(&self) -> usize {
+        self.action_dim
+    }
+
+    fn observe(&self, obs: &mut [f32]) {
+        self.slots
+            .par_iter()
+            .zip(obs.par_chunks_mut(OBS_DIM))
+            .for_each(|(s, o)| s.world.observe(o));
+    }
+
+    fn step(&mut self, plans: &[f32], out: &mut StepBuffers) {
+        let a = self.action_dim;
+        assert_eq!(plans.len(), self.slots.len() * a, "plans must be [N, 2H]");
+        let scenarios = &self.scenarios;
+        let fixed = matches!(scenarios, SumoScenarios::Fixed(_));
+        let results: Vec<(f32, EndReason)> = self
+            .slots
+            .par_iter_mut()
+            .with_max_len(1)
+            .zip(plans.par_chunks(a))
+            .zip(out.obs.par_chunks_mut(OBS_DIM))
+            .zip(out.final_obs.par_chunks_mut(OBS_DIM))
+            .enumerate()
+            .map(|(i, (((slot, plan), obs), final_obs))| {
+                if slot.idle {
+                    return (0.0, EndReason::Running);
+                }
+                let result = match slot.world.step(plan) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(
+                            "SUMO world {i} (process {}, episode seed {}) failed: {e}; restarting SUMO, episode discarded",
+                            slot.world.sumo_pid().map_or("gone".to_string(), |p| p.to_string()),
+                            slot.world.seed
+                        );
+                        slot.restarts += 1;
+                        slot.world.kill_sumo();
+                        if !fixed {
+                            slot.episode += 1;
+                        }
+                        let seed = seed_for(scenarios, i, slot.episode);
+                        start_episode(slot, i, seed);
+                        slot.world.observe(obs);
+                        return (0.0, EndReason::Running);
+                    }
+                };
+                if result.end != EndReason::Running {
+                    slot.finished = slot.world.stats;
+                    slot.world.observe(final_obs);
+                    if fixed {
+                        slot.idle = true;
+                    } else {
+                        slot.episode += 1;
+                        start_episode(slot, i, seed_for(scenarios, i, slot.episode));
+                    }
+                }
+                slot.world.observe(obs);
+                (result.reward, result.end)
+            })
+            .collect();
+        for (i, (reward, end)) in results.into_iter().enumerate() {
+            out.reward[i] = reward;
+            out.terminated[i] = end.is_termination();
+            out.truncated[i] = end != EndReason::Running && !end.is_termination();
+        }
+    }
+
+    fn finished(&self, i: usize) -> &EpisodeStats {
+        &self.slots[i].finished
+    }
+
+    fn all_idle(&self) -> bool {
+        self.slots.iter().all(|s| s.idle)
+    }
+
+    fn world_label(&self, i: usize) -> String {
+        let w = &self.slots[i].world;
+        format!(
+            "SUMO world {i} ({} network seed {}, episode seed {})",
+            w.net.files.kind.name(),
+            w.net.files.seed,
+            w.seed
+        )
+    }
+}
+
+impl ExpertEnv for SumoEnv {
+    fn expert_actions(&self, plans: &mut [f32]) {
+        self.slots
+            .par_iter()
+            .zip(plans.par_chunks_mut(self.action_dim))
+            .for_each(|(s, p)| s.world.expert_plan(p));
+    }
+
+    /// SUMO episodes have no family of their own: they are labelled `Intersection` (signalised
+    /// junction networks) with the episode seed.
+    fn scenario(&self, i: usize) -> ScenarioSpec {
+        ScenarioSpec {
+            family: Family::Intersection,
+            seed: self.slots[i].world.seed,
+            difficulty: Difficulty::default(),
+        }
+    }
+}

@@ -1,0 +1,1102 @@
+//! One world in SUMO: a SUMO process, the ego on a route through its network, and the rules
+//! that score it, the same as the built-in world's: the waypoint controller and bicycle model
+//! drive the ego ([`deltaplan_sim::vehicle`]); collisions are oriented-box overlaps
+//! ([`OrientedBox::overlaps`]); off-road is a box corner outside every lane and junction area;
+//! red lights are crossing a stop line at red; the episode record is an [`EpisodeStats`] and
+//! the reward is [`deltaplan_sim::reward::compute`] of the step's events.
+//!
+//! SUMO is told the ego's pose (moveToXY onto its route) and steps its own traffic; the
+//! vehicles within [`SENSE_RANGE`] of the ego and the ego's next traffic lights come back in the
+//! same answer (subscriptions), so a step is one round trip.
+
+use crate::locate::SumoBinaries;
+use crate::net::{point_in_polygon, EgoRoute, Network};
+use crate::netgen::NetFiles;
+use crate::process::{StartError, SumoProcess, SumoRun};
+use crate::traci::{
+    cmd, sumo_angle, var, yaw_from_sumo, Departure, Reader, Request, TraciError, Value, XyPose,
+};
+use deltaplan_sim::config::SimConfig;
+use deltaplan_sim::events::{EndReason, StepEvents, StepResult};
+use deltaplan_sim::geom::{wrap_angle, OrientedBox, Vec2};
+use deltaplan_sim::metrics::{
+    comfort_violations, nuplan_comfort, nuplan_score, ComfortFilter, EpisodeStats,
+};
+use deltaplan_sim::obs::{AGENT_FEATURES, K_AGENTS, OBS_DIM, ROUTE_SAMPLES};
+use deltaplan_sim::road::{RoadMap, SPACING};
+use deltaplan_sim::spec::Family;
+use deltaplan_sim::traffic::{Idm, LightState};
+use deltaplan_sim::vehicle::{bicycle_step, limit_jerk, track_waypoints, BicycleState};
+use deltaplan_stdx::seed::rng;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Vehicles within this distance of the ego are read every step, metres.
+pub const SENSE_RANGE: f64 = 80.0;
+
+/// The ego's id in SUMO.
+const EGO: &str = "ego";
+
+/// Below this speed the ego counts as standing: a collision then is not its fault (as in the
+/// built-in world).
+const STANDSTILL_SPEED: f32 = 0.1;
+
+/// A network loaded once and shared by every world on it.
+pub struct NetContext {
+    pub files: NetFiles,
+    pub network: Network,
+    /// Every lane of the network, for the drivable area (lane capsules; junction polygons are
+    /// checked besides).
+    pub drivable: RoadMap,
+}
+
+impl NetContext {
+    pub fn load(files: NetFiles) -> Result<Self, crate::net::NetError> {
+        let network = Network::from_file(&files.net)?;
+        let mut drivable = RoadMap::default();
+        for l in &network.lanes {
+            if l.length > 0.1 && l.shape.len() >= 2 {
+                drivable.add_lane(&l.shape, l.width, l.speed);
+            }
+        }
+        drivable.build_index();
+        Ok(NetContext {
+            files,
+            network,
+            drivable,
+        })
+    }
+
+    /// Whether `p` is on the road: on a lane or inside a junction's area.
+    pub fn is_drivable(&self, p: Vec2) -> bool {
+        self.drivable.is_drivable(p)
+            || self
+                .network
+                .junctions
+                .iter()
+                .any(|j| j.shape.len() >= 3 && point_in_polygon(p, &j.shape))
+    }
+}
+
+/// Settings of the SUMO worlds beyond the simulator's own [`SimConfig`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SumoConfig {
+    /// Seconds SUMO runs before the ego enters (traffic fills the network).
+    pub warmup_seconds: f32,
+    /// Shortest ego route, metres.
+    pub min_route_length: f32,
+    /// Seconds one SUMO answer may take before the process counts as hung.
+    pub timeout_seconds: f32,
+    /// Demand of generated networks, vehicles per hour.
+    pub vehicles_per_hour: u32,
+    /// A SUMO process serves episode after episode (its traffic stays warm; only the ego is
+    /// replaced) until half of this many simulated seconds remain of it; 0: a new process
+    /// for every episode. The demand of generated networks lasts an hour.
+    pub reuse_seconds: f32,
+}
+
+impl Default for SumoConfig {
+    fn default() -> Self {
+        SumoConfig {
+            warmup_seconds: 60.0,
+            min_route_length: 250.0,
+            timeout_seconds: 30.0,
+            vehicles_per_hour: 1500,
+            reuse_seconds: 3600.0,
+        }
+    }
+}
+
+/// Why a SUMO world failed (the process died, hung or refused): the episode is lost.
+#[derive(Debug, thiserror::Error)]
+pub enum WorldError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Traci(#[from] TraciError),
+    #[error("no route of {0} m on this network")]
+    NoRoute(f32),
+}
+
+/// A vehicle of SUMO's traffic near the ego.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Neighbour {
+    pub center: Vec2,
+    pub heading: Vec2,
+    pub v: f32,
+    pub length: f32,
+    pub width: f32,
+}
+
+/// The nearest obstacle ahead on the route.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Leader {
+    pub gap: f32,
+    pub v: f32,
+}
+
+impl Leader {
+    pub const NONE: Leader = Leader {
+        gap: f32::INFINITY,
+        v: 0.0,
+    };
+}
+
+/// A stop line on the ego's route and the state SUMO last reported for its signal.
+#[derive(Clone, Debug, PartialEq)]
+struct Stop {
+    s: f32,
+    light: (String, u32),
+    state: LightState,
+}
+
+/// One SUMO world.
+pub struct SumoWorld {
+    pub cfg: SimConfig,
+    pub sumo_cfg: SumoConfig,
+    pub net: Arc<NetContext>,
+    bins: SumoBinaries,
+    process: Option<SumoProcess>,
+    req: Request,
+    /// The episode's seed (route, start, SUMO's own randomness).
+    pub seed: u64,
+    pub route: EgoRoute,
+    /// The route's centreline (path 0) and its lanes.
+    pub map: RoadMap,
+    pub route_len: f32,
+    stops: Vec<Stop>,
+    pub ego: BicycleState,
+    pub route_s: f32,
+    pub route_lat: f32,
+    pub route_dir: Vec2,
+    pub neighbours: Vec<Neighbour>,
+    pub step_count: u32,
+    pub time_limit_steps: u32,
+    pub stats: EpisodeStats,
+    speed_profile: Vec<f32>,
+    /// SUMO's simulated time, seconds.
+    sim_time: f64,
+    /// Ego routes added to this SUMO process (each needs its own id).
+    ego_routes: u64,
+    best_progress: f32,
+    stall_anchor: f32,
+    stall_steps: u32,
+    comfort_filter: ComfortFilter,
+}
+
+impl SumoWorld {
+    pub fn new(
+        cfg: SimConfig,
+        sumo_cfg: SumoConfig,
+        net: Arc<NetContext>,
+        bins: SumoBinaries,
+    ) -> Self {
+        SumoWorld {
+            cfg,
+            sumo_cfg,
+            net,
+            bins,
+            process: None,
+            req: Request::default(),
+            seed: 0,
+            route: EgoRoute {
+                edges: Vec::new(),
+                lanes: Vec::new(),
+                lights: Vec::new(),
+            },
+            map: RoadMap::default(),
+            route_len: 0.0,
+            stops: Vec::new(),
+            ego: BicycleState::default(),
+            route_s: 0.0,
+            route_lat: 0.0,
+            route_dir: Vec2::new(1.0, 0.0),
+            neighbours: Vec::new(),
+            step_count: 0,
+            time_limit_steps: 0,
+            stats: EpisodeStats::default(),
+            speed_profile: Vec::new(),
+            sim_time: 0.0,
+            ego_routes: 0,
+            best_progress: 0.0,
+            stall_anchor: 0.0,
+            stall_steps: 0,
+            comfort_filter: ComfortFilter::default(),
+        }
+    }
+
+    /// The SUMO process's id, while one runs.
+    pub fn sumo_pid(&self) -> Option<u32> {
+        self.process.as_ref().map(SumoProcess::pid)
+    }
+
+    /// Simulated time of the episode, seconds.
+    pub fn time(&self) -> f32 {
+        self.step_count as f32 * self.cfg.dt
+    }
+
+    /// Route completion so far, percent.
+    pub fn route_completion(&self) -> f32 {
+        (100.0 * self.best_progress / self.route_len).clamp(0.0, 100.0)
+    }
+
+    /// Starts episode `seed`: a fresh SUMO on the network (its traffic warmed up), a route
+    /// drawn from the seed, the ego placed at its start.
+    pub fn reset(&mut self, seed: u64) -> Result<(), WorldError> {
+        self.seed = seed;
+        let reuse = self.process.is_some()
+            && self.sim_time + 0.5 * f64::from(self.sumo_cfg.reuse_seconds)
+                < f64::from(self.sumo_cfg.reuse_seconds);
+        let mut process = match self.process.take() {
+            // The traffic of the last episode is warm already: only the ego goes.
+            Some(mut p) if reuse => {
+                self.req.clear();
+                // Subscriptions with no variables end the ego's subscriptions (SUMO quits on
+                // a subscription to a vehicle that is gone).
+                self.req
+                    .subscribe_vehicle(EGO, &[])
+                    .subscribe_vehicle_context(EGO, SENSE_RANGE, &[])
+                    .remove_vehicle(EGO)
+                    .simulation_step(0.0);
+                let mut a = p.client.send(&self.req)?;
+                a.status(cmd::SUBSCRIBE_VEHICLE_VARIABLE)?;
+                a.status(cmd::SUBSCRIBE_VEHICLE_CONTEXT)?;
+                a.status(cmd::SET_VEHICLE_VARIABLE)?;
+                a.status(cmd::SIMULATION_STEP)?;
+                self.sim_time += f64::from(self.cfg.dt);
+                p
+            }
+            _ => {
+                let run = SumoRun {
+                    net: self.net.files.net.clone(),
+                    routes: self.net.files.routes.clone(),
+                    seed,
+                    step_length: self.cfg.dt,
+                    timeout: Duration::from_secs_f32(self.sumo_cfg.timeout_seconds),
+                };
+                let mut p = SumoProcess::start(&self.bins, &run)?;
+                // Traffic fills the network: many steps in one call, which may take longer
+                // than one step may (a loaded machine: a minute at least).
+                self.sim_time = f64::from(self.sumo_cfg.warmup_seconds);
+                self.req.clear();
+                self.req.simulation_step(self.sim_time);
+                p.client
+                    .set_timeout(run.timeout.max(Duration::from_secs(60)))
+                    .map_err(TraciError::from)?;
+                let mut a = p.client.send(&self.req)?;
+                a.status(cmd::SIMULATION_STEP)?;
+                p.client
+                    .set_timeout(run.timeout)
+                    .map_err(TraciError::from)?;
+                p
+            }
+        };
+        self.ego_routes += 1;
+        let route_id = format!("ego_route_{}", self.ego_routes);
+        let mut r = rng(seed, 0x524f_5554);
+        let route = self
+            .net
+            .network
+            .random_route(&mut r, self.sumo_cfg.min_route_length)
+            .ok_or(WorldError::NoRoute(self.sumo_cfg.min_route_length))?;
+        self.build_route(route);
+        let vp = self.cfg.vehicle;
+        let net_ctx = Arc::clone(&self.net);
+        let net = &net_ctx.network;
+        let lane0 = &net.lanes[self.route.lanes[0]];
+        let s0 = (0.25 * lane0.length).min(8.0);
+        let (p, t) = self.map.lines.sample(self.map.paths[0].line, s0);
+        let yaw = t.y.atan2(t.x);
+        let v0 = (0.6 * lane0.speed).min(8.0);
+        self.ego = BicycleState {
+            pos: p - t * vp.rear_to_center,
+            yaw,
+            v: v0,
+            ..Default::default()
+        };
+        self.clear_start(&mut process, p)?;
+        let edges: Vec<&str> = self
+            .route
+            .edges
+            .iter()
+            .map(|&e| net.edges[e].id.as_str())
+            .collect();
+        let front = p + t * (0.5 * vp.length);
+        let req = &mut self.req;
+        req.clear();
+        req.add_route(&route_id, &edges)
+            .add_vehicle(
+                EGO,
+                &route_id,
+                &Departure {
+                    vehicle_type: "ego".into(),
+                    lane: lane0.index.to_string(),
+                    pos: format!("{:.2}", s0 + 0.5 * vp.length),
+                    speed: format!("{v0:.2}"),
+                },
+            )
+            .set_vehicle_int(EGO, var::SPEED_MODE, 0)
+            .set_vehicle_int(EGO, var::LANE_CHANGE_MODE, 0)
+            .move_to_xy(EGO, &ego_pose(front, yaw));
+        process.client.send_checked(req)?;
+        req.clear();
+        // SUMO answers a simulation step after the commands that follow it in a message.
+        req.subscribe_vehicle(EGO, &[var::NEXT_TLS])
+            .subscribe_vehicle_context(
+                EGO,
+                SENSE_RANGE,
+                &[
+                    var::POSITION,
+                    var::ANGLE,
+                    var::SPEED,
+                    var::LENGTH,
+                    var::WIDTH,
+                ],
+            )
+            .simulation_step(0.0);
+        let mut a = process.client.send(req)?;
+        a.status(cmd::SUBSCRIBE_VEHICLE_VARIABLE)?;
+        skip_subscription(&mut a)?;
+        a.status(cmd::SUBSCRIBE_VEHICLE_CONTEXT)?;
+        skip_subscription(&mut a)?;
+        a.status(cmd::SIMULATION_STEP)?;
+        let n = a.i32()?;
+        self.neighbours.clear();
+        for _ in 0..n {
+            read_subscription(&mut a, &mut self.stops, &mut self.neighbours)?;
+        }
+        self.process = Some(process);
+        self.sim_time += f64::from(self.cfg.dt);
+        self.step_count = 0;
+        self.stats = EpisodeStats {
+            family: Family::Intersection,
+            seed,
+            route_length: self.route_len,
+            ..Default::default()
+        };
+        self.comfort_filter = ComfortFilter::default();
+        self.track_route(s0);
+        self.best_progress = self.route_s;
+        self.stall_anchor = self.route_s;
+        self.stall_steps = 0;
+        self.time_limit_steps = ((self.route_len / 3.0 + 30.0) / self.cfg.dt) as u32;
+        Ok(())
+    }
+
+    /// Removes SUMO's vehicles within 15 m of the ego's start (they would collide at once).
+    fn clear_start(&mut self, process: &mut SumoProcess, at: Vec2) -> Result<(), WorldError> {
+        let req = &mut self.req;
+        req.clear();
+        req.get(cmd::GET_VEHICLE_VARIABLE, var::ID_LIST, "");
+        let mut a = process.client.send(req)?;
+        a.status(cmd::GET_VEHICLE_VARIABLE)?;
+        a.command_header()?;
+        a.u8()?;
+        a.str()?;
+        let ids: Vec<String> = match a.value()? {
+            Value::StringList(n) => (0..n)
+                .map(|_| a.str().map(str::to_string))
+                .collect::<Result<_, _>>()?,
+            v => return Err(TraciError::Protocol(format!("vehicle id list: {v:?}")).into()),
+        };
+        if ids.is_empty() {
+            return Ok(());
+        }
+        req.clear();
+        for id in &ids {
+            req.get(cmd::GET_VEHICLE_VARIABLE, var::POSITION, id);
+        }
+        let mut a = process.client.send(req)?;
+        let mut near = Vec::new();
+        for id in &ids {
+            a.status(cmd::GET_VEHICLE_VARIABLE)?;
+            a.command_header()?;
+            a.u8()?;
+            a.str()?;
+            if let Value::Position(x, y) = a.value()? {
+                if (Vec2::new(x as f32, y as f32) - at).norm() < 15.0 {
+                    near.push(id.clone());
+                }
+            }
+        }
+        if !near.is_empty() {
+            req.clear();
+            for id in &near {
+                req.remove_vehicle(id);
+            }
+            process.client.send_checked(req)?;
+        }
+        Ok(())
+    }
+
+    fn build_route(&mut self, route: EgoRoute) {
+        let net = &self.net.network;
+        self.map.clear();
+        let mut ids = Vec::with_capacity(route.lanes.len());
+        for &l in &route.lanes {
+            let lane = &net.lanes[l];
+            // Lanes of (nearly) zero length add nothing to the centreline.
+            let shape: Vec<Vec2> = if lane.shape.len() >= 2 && lane.length > 0.05 {
+                lane.shape.clone()
+            } else {
+                continue;
+            };
+            ids.push((self.map.add_lane(&shape, lane.width, lane.speed), l));
+        }
+        for w in ids.windows(2) {
+            self.map.link(w[0].0, w[1].0);
+        }
+        let lane_ids: Vec<u16> = ids.iter().map(|&(id, _)| id).collect();
+        let lights: Vec<Option<u16>> = vec![None; lane_ids.len()];
+        self.map.add_path(&lane_ids, &lights);
+        self.map.build_index();
+        self.route_len = self.map.path_length(0);
+        // Stop lines at the end of each lane whose link has a signal.
+        self.stops.clear();
+        let pl = self.map.path_lanes(0).to_vec();
+        for (k, &(_, l)) in ids.iter().enumerate() {
+            let i = route.lanes.iter().position(|&x| x == l).unwrap_or(0);
+            if let Some(light) = &route.lights[i] {
+                let end = pl.get(k + 1).map_or(self.route_len, |p| p.s_start);
+                self.stops.push(Stop {
+                    s: end,
+                    light: light.clone(),
+                    state: LightState::Green,
+                });
+            }
+        }
+        self.route = route;
+        self.compute_speed_profile();
+    }
+
+    /// Allowed speed along the route: the lane limit and a comfortable lateral acceleration in
+    /// bends, braking for them in time (as the built-in world's profile).
+    fn compute_speed_profile(&mut self) {
+        let pts = self.map.lines.points(self.map.paths[0].line);
+        let n = pts.len();
+        self.speed_profile.clear();
+        let a_lat = self.cfg.expert.lateral_accel;
+        for i in 0..n {
+            let a = pts[i.saturating_sub(2)];
+            let b = pts[i];
+            let c = pts[(i + 2).min(n - 1)];
+            let (ab, bc, ca) = ((b - a).norm(), (c - b).norm(), (a - c).norm());
+            let area2 = (b - a).cross(c - a).abs();
+            let k = if ab * bc * ca > 1e-6 {
+                2.0 * area2 / (ab * bc * ca)
+            } else {
+                0.0
+            };
+            let lane = self.map.lane_at(0, i as f32 * SPACING);
+            let limit = self.map.lanes[lane as usize].speed_limit;
+            let v_curve = if k > 1e-4 {
+                (a_lat / k).sqrt()
+            } else {
+                f32::INFINITY
+            };
+            self.speed_profile.push(limit.min(v_curve));
+        }
+        let b = self.cfg.expert.comfort_brake;
+        for i in (0..n.saturating_sub(1)).rev() {
+            let reach = (self.speed_profile[i + 1].powi(2) + 2.0 * b * SPACING).sqrt();
+            self.speed_profile[i] = self.speed_profile[i].min(reach);
+        }
+    }
+
+    /// Allowed speed at route arc length `s`.
+    pub fn allowed_speed(&self, s: f32) -> f32 {
+        let i = ((s / SPACING).max(0.0) as usize).min(self.speed_profile.len().saturating_sub(1));
+        self.speed_profile.get(i).copied().unwrap_or(0.0)
+    }
+
+    fn track_route(&mut self, hint: f32) {
+        let c = self.ego.center(&self.cfg.vehicle);
+        let (s, lat, dir) = self.map.lines.project(self.map.paths[0].line, c, hint);
+        self.route_s = s;
+        self.route_lat = lat;
+        self.route_dir = dir;
+    }
+
+    /// Executes a plan of H ego-frame waypoints for one step (as the built-in world's
+    /// `World::step`): control, dynamics, SUMO's step, progress, events, metrics, reward.
+    pub fn step(&mut self, plan: &[f32]) -> Result<StepResult, WorldError> {
+        if !plan.iter().all(|x| x.is_finite()) {
+            return Ok(self.end_non_finite());
+        }
+        let vp = self.cfg.vehicle;
+        let before_ego = self.ego;
+        let before_front = self.route_s + 0.5 * vp.length;
+        let before_best = self.best_progress;
+        let waypoints: Vec<[f32; 2]> = plan.chunks_exact(2).map(|w| [w[0], w[1]]).collect();
+        let (steer, accel) = track_waypoints(&waypoints, self.ego.v, &vp, &self.cfg.controller);
+        let accel = limit_jerk(accel, self.ego.accel, &self.cfg.controller, self.cfg.dt);
+        let brake_forced = self.brake_forced(accel);
+        bicycle_step(&mut self.ego, &vp, steer, accel, self.cfg.dt);
+        if !self.ego.is_finite() {
+            self.ego = before_ego;
+            return Ok(self.end_non_finite());
+        }
+        self.sumo_step()?;
+        self.sim_time += f64::from(self.cfg.dt);
+        self.step_count += 1;
+        self.track_route(self.route_s);
+        self.best_progress = self.best_progress.max(self.route_s.min(self.route_len));
+        if self.best_progress > self.stall_anchor + 0.5 {
+            self.stall_anchor = self.best_progress;
+            self.stall_steps = 0;
+        } else {
+            self.stall_steps += 1;
+        }
+        let end = self.events(&before_ego, before_front);
+        let progress_gain = self.best_progress - before_best;
+        let dt = self.cfg.dt;
+        let raw = comfort_violations(&before_ego, &self.ego, dt, self.step_count > 1);
+        let filtered = self.comfort_filter.push(&self.ego, dt);
+        for (i, c) in self.stats.comfort_steps.iter_mut().enumerate() {
+            *c += u32::from(filtered >> i & 1);
+        }
+        self.stats.comfort_violation_steps += u32::from(filtered != 0);
+        let lane = self.map.lanes[self.map.lane_at(0, self.route_s) as usize];
+        let outside_lane = self.route_lat.abs() + 0.5 * vp.width > 0.5 * lane.width + 0.3;
+        if outside_lane {
+            self.stats.outside_lane_distance += progress_gain;
+        }
+        self.stats.steps += 1;
+        self.stats.speed_sum += self.ego.v;
+        let v = self.ego.v;
+        self.stats.overspeed_sum += (v - lane.speed_limit).max(0.0);
+        if Vec2::from_angle(self.ego.yaw).dot(self.route_dir) < 0.0 {
+            self.stats.wrong_way_distance += 0.5 * (before_ego.v + v) * dt;
+        }
+        let ttc = nuplan_score::TTC_BOUND;
+        if v > 0.0 {
+            let lead = self.leader(v * ttc, false);
+            if v > lead.v && lead.gap < (v - lead.v) * ttc {
+                self.stats.ttc_violation_steps += 1;
+            }
+        }
+        if brake_forced && self.ego.accel < nuplan_comfort::MIN_LON_ACCEL {
+            self.stats.forced_brake_steps += 1;
+        }
+        let rc = &self.cfg.reward;
+        let lead = if rc.ttc_threshold > 0.0 {
+            self.leader((v * rc.ttc_threshold * 2.0).max(10.0), false)
+        } else {
+            Leader::NONE
+        };
+        let events = StepEvents {
+            end,
+            progress_gain,
+            route_length: self.route_len,
+            speed: v,
+            speed_limit: lane.speed_limit,
+            comfort_violations: raw,
+            comfort_flagged: filtered != 0,
+            outside_lane,
+            lead_gap: lead.gap,
+            lead_speed: lead.v,
+        };
+        let reward = deltaplan_sim::reward::compute(&events, rc);
+        if end != EndReason::Running {
+            self.stats.end = end;
+            self.stats.route_completion = if end == EndReason::RouteCompleted {
+                100.0
+            } else {
+                self.route_completion()
+            };
+        }
+        Ok(StepResult { reward, end })
+    }
+
+    /// Tells SUMO the ego's pose, steps it, and reads the traffic around the ego and its next
+    /// lights: one round trip.
+    fn sumo_step(&mut self) -> Result<(), WorldError> {
+        let vp = self.cfg.vehicle;
+        let h = Vec2::from_angle(self.ego.yaw);
+        let front = self.ego.center(&vp) + h * (0.5 * vp.length);
+        let process = self
+            .process
+            .as_mut()
+            .ok_or(WorldError::Traci(TraciError::Closed))?;
+        self.req.clear();
+        self.req
+            .move_to_xy(EGO, &ego_pose(front, self.ego.yaw))
+            .simulation_step(0.0);
+        let mut a = process.client.send(&self.req)?;
+        a.status(cmd::SET_VEHICLE_VARIABLE)?;
+        a.status(cmd::SIMULATION_STEP)?;
+        let n = a.i32()?;
+        self.neighbours.clear();
+        for _ in 0..n {
+            read_subscription(&mut a, &mut self.stops, &mut self.neighbours)?;
+        }
+        Ok(())
+    }
+
+    /// Collision, off-road, red light; else route completed, blocked or out of time.
+    fn events(&mut self, before_ego: &BicycleState, before_front: f32) -> EndReason {
+        let vp = self.cfg.vehicle;
+        let ego_box = self.ego.bbox(&vp);
+        if let Some(other) = self.neighbours.iter().find(|a| {
+            ego_box.overlaps(&OrientedBox {
+                center: a.center,
+                heading: a.heading,
+                half_length: 0.5 * a.length,
+                half_width: 0.5 * a.width,
+            })
+        }) {
+            self.stats.collisions_vehicle += 1;
+            let heading = Vec2::from_angle(self.ego.yaw);
+            let rel = other.center - ego_box.center;
+            let rear_ended =
+                rel.dot(heading) < 0.0 && rel.dot(heading.perp()).abs() < 0.5 * vp.width;
+            if rear_ended || before_ego.v < STANDSTILL_SPEED {
+                self.stats.collisions_vehicle_not_at_fault += 1;
+            }
+            return EndReason::CollisionVehicle;
+        }
+        if !ego_box.corners().iter().all(|&c| self.net.is_drivable(c)) {
+            self.stats.offroad += 1;
+            return EndReason::OffRoad;
+        }
+        let front = self.route_s + 0.5 * vp.length;
+        if self
+            .stops
+            .iter()
+            .any(|st| before_front < st.s && front >= st.s && st.state == LightState::Red)
+        {
+            self.stats.red_lights += 1;
+            return EndReason::RedLight;
+        }
+        if self.best_progress >= self.route_len - self.cfg.route_end_tolerance {
+            EndReason::RouteCompleted
+        } else if self.stall_steps as f32 * self.cfg.dt >= self.cfg.blocked_seconds {
+            self.stats.blocked = true;
+            EndReason::Blocked
+        } else if self.step_count >= self.time_limit_steps {
+            self.stats.timeout = true;
+            EndReason::TimeLimit
+        } else {
+            EndReason::Running
+        }
+    }
+
+    fn end_non_finite(&mut self) -> StepResult {
+        let lane = self.map.lanes[self.map.lane_at(0, self.route_s) as usize];
+        let events = StepEvents {
+            end: EndReason::NonFinite,
+            progress_gain: 0.0,
+            route_length: self.route_len,
+            speed: self.ego.v,
+            speed_limit: lane.speed_limit,
+            comfort_violations: 0,
+            comfort_flagged: false,
+            outside_lane: false,
+            lead_gap: f32::INFINITY,
+            lead_speed: 0.0,
+        };
+        self.stats.end = EndReason::NonFinite;
+        self.stats.route_completion = self.route_completion();
+        StepResult {
+            reward: deltaplan_sim::reward::compute(&events, &self.cfg.reward),
+            end: EndReason::NonFinite,
+        }
+    }
+
+    fn brake_forced(&self, accel: f32) -> bool {
+        let comfort_decel = -nuplan_comfort::MIN_LON_ACCEL;
+        if accel >= -comfort_decel {
+            return false;
+        }
+        let v = self.ego.v;
+        let lead = self.leader(v * v / (2.0 * comfort_decel) + 1.0, false);
+        v > lead.v && (v - lead.v).powi(2) / (2.0 * lead.gap.max(0.1)) >= comfort_decel
+    }
+
+    /// The nearest vehicle ahead on the route within `horizon` metres (bumper to bumper), and,
+    /// with `obey_lights`, a stop line at red, or at yellow when stopping needs no more than
+    /// the expert's yellow braking.
+    pub fn leader(&self, horizon: f32, obey_lights: bool) -> Leader {
+        let vp = &self.cfg.vehicle;
+        let line = self.map.paths[0].line;
+        let lines = &self.map.lines;
+        let (s, d) = (self.route_s, self.route_lat);
+        let mut best = Leader::NONE;
+        for a in &self.neighbours {
+            let c = self.ego.center(vp);
+            let hint = s + (a.center - c).dot(self.route_dir);
+            let (sa, lat, t) = lines.project(line, a.center, hint);
+            let ds = sa - s;
+            if ds <= 0.0 || ds > horizon + a.length {
+                continue;
+            }
+            let ext_lat =
+                0.5 * a.length * t.cross(a.heading).abs() + 0.5 * a.width * t.dot(a.heading).abs();
+            if (lat - d).abs() > 0.5 * vp.width + ext_lat + 0.3 {
+                continue;
+            }
+            let ext_lon =
+                0.5 * a.length * t.dot(a.heading).abs() + 0.5 * a.width * t.cross(a.heading).abs();
+            let gap = ds - 0.5 * vp.length - ext_lon;
+            // A car overlapping the ego's length is beside it, not ahead.
+            if gap < best.gap && gap >= -1.0 {
+                best = Leader {
+                    gap,
+                    v: a.v * a.heading.dot(t),
+                };
+            }
+        }
+        if obey_lights {
+            let v = self.ego.v;
+            for st in &self.stops {
+                let gap = st.s - (s + 0.5 * vp.length);
+                if gap < -0.5 || gap > horizon || gap >= best.gap {
+                    continue;
+                }
+                let must_stop = match st.state {
+                    LightState::Green => false,
+                    LightState::Red => true,
+                    LightState::Yellow => gap > v * v / (2.0 * self.cfg.expert.yellow_brake),
+                };
+                if must_stop {
+                    best = Leader {
+                        gap: gap.max(0.0),
+                        v: 0.0,
+                    };
+                }
+            }
+        }
+        best
+    }
+
+    /// A route-following expert built on the built-in expert's logic (IDM towards the
+    /// route's allowed speed behind the vehicle or stop line ahead, a kinematic braking floor,
+    /// the centreline converging from the current offset). Not SUMO's own driver model.
+    pub fn expert_plan(&self, out: &mut [f32]) {
+        let e = &self.cfg.expert;
+        let vp = &self.cfg.vehicle;
+        let v = self.ego.v;
+        let s = self.route_s;
+        let lead = self.leader((v * 4.0 + 25.0).min(100.0), true);
+        let v_des = self.allowed_speed(s + 0.5 * v).min(self.allowed_speed(s));
+        let idm = Idm {
+            v0: v_des.max(0.5),
+            headway: e.headway,
+            s0: e.min_gap,
+            a_max: e.max_accel,
+            b: e.idm_brake,
+        };
+        let mut a = idm.accel(v, lead.gap, lead.v, vp.max_brake);
+        let floor = if lead.gap.is_finite() && v > lead.v {
+            (v - lead.v).powi(2) / (2.0 * (lead.gap - 1.0).max(0.2))
+        } else {
+            0.0
+        };
+        if floor > 1.5 {
+            a = a.min(-floor * 1.2);
+        }
+        a = a.max(-e.max_comfort_decel);
+        if a < 0.0 {
+            a = a.max(-v / 0.8);
+        }
+        if floor > e.max_comfort_decel {
+            a = a.min(-floor);
+        }
+        let a = a.clamp(-vp.max_brake, e.max_accel);
+        let line = self.map.paths[0].line;
+        let center = self.ego.center(vp);
+        let heading = Vec2::from_angle(self.ego.yaw);
+        let tau = e.lateral_tau;
+        for (j, wp) in out.chunks_exact_mut(2).enumerate() {
+            let t = (j + 1) as f32 * self.cfg.controller.waypoint_dt;
+            let ds = if v + a * t >= 0.0 {
+                v * t + 0.5 * a * t * t
+            } else {
+                v * v / (2.0 * -a)
+            };
+            let (q, tan) = self.map.lines.sample(line, s + ds);
+            let lat = self.route_lat * (-ds / (tau * v.max(5.0))).exp();
+            let p = (q + tan.perp() * lat).to_frame(center, heading);
+            wp[0] = p.x;
+            wp[1] = p.y;
+        }
+    }
+
+    /// Writes the observation in the built-in world's layout ([`deltaplan_sim::obs`]).
+    pub fn observe(&self, out: &mut [f32]) {
+        debug_assert_eq!(out.len(), OBS_DIM);
+        out.fill(0.0);
+        let vp = &self.cfg.vehicle;
+        let ego = &self.ego;
+        let center = ego.center(vp);
+        let heading = Vec2::from_angle(ego.yaw);
+        let line = self.map.paths[0].line;
+        let lane = self.map.lanes[self.map.lane_at(0, self.route_s) as usize];
+        let half_lane = 0.5 * lane.width;
+        let route_yaw = self.route_dir.y.atan2(self.route_dir.x);
+        out[0] = ego.v / 10.0;
+        out[1] = ego.accel / 4.0;
+        out[2] = ego.steer / vp.max_steer;
+        out[3] = ego.yaw_rate / 0.5;
+        out[4] = self.route_lat / half_lane;
+        out[5] = wrap_angle(ego.yaw - route_yaw) / 0.5;
+        out[6] = lane.speed_limit / 10.0;
+        out[7] = self.allowed_speed(self.route_s) / 10.0;
+        for (k, &d) in ROUTE_SAMPLES.iter().enumerate() {
+            let (q, _) = self.map.lines.sample(line, self.route_s + d);
+            let p = q.to_frame(center, heading);
+            out[8 + 2 * k] = p.x / 50.0;
+            out[9 + 2 * k] = p.y / 20.0;
+        }
+        // Same-direction lanes beside the route lane: SUMO's lane index counts from the right.
+        let (left, right) = self.lanes_beside();
+        let to_left = half_lane - self.route_lat;
+        let to_right = half_lane + self.route_lat;
+        out[28] = to_left / lane.width;
+        out[29] = to_right / lane.width;
+        out[30] = ((to_left + left as f32 * lane.width) / lane.width).min(4.0);
+        out[31] = ((to_right + right as f32 * lane.width) / lane.width).min(4.0);
+        // The nearest vehicles within 60 m, nearest first.
+        let mut order: [(f32, usize); K_AGENTS] = [(f32::INFINITY, usize::MAX); K_AGENTS];
+        for (i, a) in self.neighbours.iter().enumerate() {
+            let d2 = (a.center - center).norm_sq();
+            if d2 >= order[K_AGENTS - 1].0 {
+                continue;
+            }
+            let mut k = K_AGENTS - 1;
+            while k > 0 && order[k - 1].0 > d2 {
+                order[k] = order[k - 1];
+                k -= 1;
+            }
+            order[k] = (d2, i);
+        }
+        let vel_ego = heading * ego.v;
+        for (k, &(d2, i)) in order.iter().enumerate() {
+            if i == usize::MAX || d2 > 60.0 * 60.0 {
+                break;
+            }
+            let a = &self.neighbours[i];
+            let p = a.center.to_frame(center, heading);
+            let rel_v = a.heading * a.v - vel_ego;
+            let f = &mut out[32 + k * AGENT_FEATURES..32 + (k + 1) * AGENT_FEATURES];
+            f[0] = 1.0;
+            f[1] = p.x / 50.0;
+            f[2] = p.y / 50.0;
+            f[3] = a.heading.dot(heading);
+            f[4] = heading.cross(a.heading);
+            f[5] = rel_v.dot(heading) / 10.0;
+            f[6] = heading.cross(rel_v) / 10.0;
+            f[7] = a.length / 5.0;
+            f[8] = a.width / 2.5;
+            f[9] = 0.0;
+            let (s, lat, _) = self
+                .map
+                .lines
+                .project(line, a.center, self.route_s + p.x.max(0.0));
+            f[10] = f32::from(s > self.route_s && lat.abs() < half_lane + 0.5 * a.width);
+        }
+        let light_base = 32 + K_AGENTS * AGENT_FEATURES;
+        let front = self.route_s + 0.5 * vp.length;
+        match self
+            .stops
+            .iter()
+            .find(|st| st.s >= front - 0.5 && st.s - front < 80.0)
+        {
+            None => {
+                out[light_base] = 1.0;
+                out[light_base + 4] = 1.0;
+            }
+            Some(st) => {
+                let k = match st.state {
+                    LightState::Green => 1,
+                    LightState::Yellow => 2,
+                    LightState::Red => 3,
+                };
+                out[light_base + k] = 1.0;
+                out[light_base + 4] = (st.s - front) / 50.0;
+            }
+        }
+        let lead = self.leader(80.0, true);
+        let lb = light_base + 5;
+        if lead.gap.is_finite() {
+            out[lb] = (lead.gap / 50.0).clamp(-0.2, 1.6);
+            out[lb + 1] = (lead.v - ego.v) / 10.0;
+            out[lb + 2] = 1.0;
+        } else {
+            out[lb] = 1.6;
+        }
+    }
+
+    /// Same-direction lanes to the left and right of the ego's current route lane (none inside
+    /// junctions).
+    fn lanes_beside(&self) -> (u32, u32) {
+        let net = &self.net.network;
+        let lane_id = self.map.lane_at(0, self.route_s) as usize;
+        let Some(&l) = self
+            .route
+            .lanes
+            .iter()
+            .filter(|&&l| net.lanes[l].length > 0.05)
+            .nth(lane_id)
+        else {
+            return (0, 0);
+        };
+        let lane = &net.lanes[l];
+        let edge = &net.edges[lane.edge];
+        if edge.internal {
+            return (0, 0);
+        }
+        let n = edge.lanes.len() as u32;
+        (n - 1 - lane.index.min(n - 1), lane.index)
+    }
+
+    /// Where SUMO has vehicle `id` now: its front bumper and yaw (for checks; not on the
+    /// stepping path).
+    pub fn sumo_pose(&mut self, id: &str) -> Result<(Vec2, f32), WorldError> {
+        let process = self
+            .process
+            .as_mut()
+            .ok_or(WorldError::Traci(TraciError::Closed))?;
+        self.req.clear();
+        self.req
+            .get(cmd::GET_VEHICLE_VARIABLE, var::POSITION, id)
+            .get(cmd::GET_VEHICLE_VARIABLE, var::ANGLE, id);
+        let mut a = process.client.send(&self.req)?;
+        let mut read = || -> Result<Value, TraciError> {
+            a.status(cmd::GET_VEHICLE_VARIABLE)?;
+            a.command_header()?;
+            a.u8()?;
+            a.str()?;
+            a.value()
+        };
+        match (read()?, read()?) {
+            (Value::Position(x, y), Value::Double(angle)) => {
+                Ok((Vec2::new(x as f32, y as f32), yaw_from_sumo(angle)))
+            }
+            other => Err(TraciError::Protocol(format!("pose of {id}: {other:?}")).into()),
+        }
+    }
+
+    /// Ends the SUMO process: the next reset starts a new one (after a fault, the old one is
+    /// not to be trusted).
+    pub fn kill_sumo(&mut self) {
+        self.process = None;
+    }
+}
+
+/// The ego's SUMO pose: front bumper `front`, heading `yaw`, kept on its route's lanes.
+fn ego_pose(front: Vec2, yaw: f32) -> XyPose {
+    XyPose {
+        x: f64::from(front.x),
+        y: f64::from(front.y),
+        angle: sumo_angle(yaw),
+        keep_route: 1,
+        match_threshold: 100.0,
+    }
+}
+
+/// Skips one subscription result.
+fn skip_subscription(a: &mut Reader) -> Result<(), TraciError> {
+    let (_, len) = a.command_header()?;
+    for _ in 0..len {
+        a.u8()?;
+    }
+    Ok(())
+}
+
+/// Reads one subscription result: the ego's next lights (into the route's stops) or the
+/// vehicles around it (into `neighbours`, the ego itself left out).
+fn read_subscription(
+    a: &mut Reader,
+    stops: &mut [Stop],
+    neighbours: &mut Vec<Neighbour>,
+) -> Result<(), TraciError> {
+    let (id, _) = a.command_header()?;
+    let object = a.str()?;
+    match id {
+        cmd::RESPONSE_SUBSCRIBE_VEHICLE_VARIABLE => {
+            let nvars = a.u8()?;
+            for _ in 0..nvars {
+                let variable = a.u8()?;
+                let status = a.u8()?;
+                let v = a.value()?;
+                if status != 0 {
+                    return Err(TraciError::Protocol(format!(
+                        "subscription of {object} variable 0x{variable:02x} failed: {v:?}"
+                    )));
+                }
+                if variable == var::NEXT_TLS {
+                    read_next_tls(a, v, stops)?;
+                }
+            }
+        }
+        cmd::RESPONSE_SUBSCRIBE_VEHICLE_CONTEXT => {
+            let _domain = a.u8()?;
+            let nvars = a.u8()?;
+            let nobjects = a.i32()?;
+            for _ in 0..nobjects {
+                let vid = a.str()?;
+                let mut n = Neighbour::default();
+                let (mut front, mut yaw) = (Vec2::ZERO, 0.0);
+                for _ in 0..nvars {
+                    let variable = a.u8()?;
+                    let status = a.u8()?;
+                    let v = a.value()?;
+                    match (status, variable, v) {
+                        (0, var::POSITION, Value::Position(x, y)) => {
+                            front = Vec2::new(x as f32, y as f32)
+                        }
+                        (0, var::ANGLE, Value::Double(d)) => yaw = yaw_from_sumo(d),
+                        (0, var::SPEED, Value::Double(d)) => n.v = d as f32,
+                        (0, var::LENGTH, Value::Double(d)) => n.length = d as f32,
+                        (0, var::WIDTH, Value::Double(d)) => n.width = d as f32,
+                        _ => {}
+                    }
+                }
+                if vid != EGO {
+                    n.heading = Vec2::from_angle(yaw);
+                    n.center = front - n.heading * (0.5 * n.length);
+                    neighbours.push(n);
+                }
+            }
+        }
+        other => {
+            return Err(TraciError::Protocol(format!(
+                "unexpected subscription answer 0x{other:02x}"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// The next-lights compound: a count, then per light its id, link index, distance and state
+/// character; states go to the matching stops of the route.
+fn read_next_tls(a: &mut Reader, v: Value, stops: &mut [Stop]) -> Result<(), TraciError> {
+    let Value::Compound(_) = v else {
+        return Err(TraciError::Protocol(format!("next lights: {v:?}")));
+    };
+    let count = match a.value()? {
+        Value::Int(n) => n.max(0),
+        v => return Err(TraciError::Protocol(format!("next lights count: {v:?}"))),
+    };
+    for _ in 0..count {
+        let (Value::Str(id), Value::Int(index), Value::Double(_dist), Value::Byte(state)) =
+            (a.value()?, a.value()?, a.value()?, a.value()?)
+        else {
+            return Err(TraciError::Protocol("next lights entry".into()));
+        };
+        let state = match state as u8 {
+            b'r' | b'R' | b'u' => LightState::Red,
+            b'y' | b'Y' => LightState::Yellow,
+            _ => LightState::Green,
+        };
+        if let Some(st) = stops
+            .iter_mut()
+            .find(|st| st.light.0 == id && st.light.1 == index as u32)
+        {
+            st.state = state;
+        }
+    }
+    Ok(())
+}

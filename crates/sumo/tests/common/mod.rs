@@ -1,0 +1,36 @@
+//! What the SUMO tests share: SUMO's binaries, or a printed reason to skip (a failure when
+//! `DELTAPLAN_REQUIRE_SUMO=1`, as CI sets it), and a scratch directory for networks.
+
+#![allow(dead_code)]
+
+use deltaplan_sumo::locate::SumoBinaries;
+use std::path::PathBuf;
+
+/// SUMO's binaries; `None` (the test skips, saying why) when SUMO is not installed, unless
+/// `DELTAPLAN_REQUIRE_SUMO=1`, where its absence fails the test.
+pub fn sumo_or_skip(test: &str) -> Option<SumoBinaries> {
+    match SumoBinaries::locate_default() {
+        Ok(b) => Some(b),
+        Err(e) if std::env::var("DELTAPLAN_REQUIRE_SUMO").as_deref() == Ok("1") => {
+            panic!("{test}: DELTAPLAN_REQUIRE_SUMO=1 but {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED {test}: {e}");
+            None
+        }
+    }
+}
+
+/// A scratch directory under the target directory, emptied.
+pub fn scratch(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target/<profile>/deps")
+        .join("sumo-tests")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
