@@ -174,7 +174,7 @@ fn refined_model(
                 .push(tensor_info_dims(OBS_INPUT, vec![batch, Some(OBS_DIM)]));
             OBS_INPUT.to_string()
         }
-        (ObservationKind::Vector, Some(_)) | (ObservationKind::Vector, None) => {
+        (ObservationKind::Vector, _) => {
             match &spec.observation.input {
                 Some(name) => name.clone(),
                 None => graph
