@@ -174,17 +174,15 @@ fn refined_model(
                 .push(tensor_info_dims(OBS_INPUT, vec![batch, Some(OBS_DIM)]));
             OBS_INPUT.to_string()
         }
-        (ObservationKind::Vector, _) => {
-            match &spec.observation.input {
-                Some(name) => name.clone(),
-                None => graph
-                    .input
-                    .iter()
-                    .find(|i| !graph.initializer.iter().any(|t| t.name == i.name))
-                    .map(|i| i.name.clone())
-                    .ok_or_else(|| OnnxError::Export("the frozen graph has no input".into()))?,
-            }
-        }
+        (ObservationKind::Vector, _) => match &spec.observation.input {
+            Some(name) => name.clone(),
+            None => graph
+                .input
+                .iter()
+                .find(|i| !graph.initializer.iter().any(|t| t.name == i.name))
+                .map(|i| i.name.clone())
+                .ok_or_else(|| OnnxError::Export("the frozen graph has no input".into()))?,
+        },
     };
     // The frozen waypoints get an internal name; the refined ones take the public name.
     let out_name = spec.output.waypoints.clone();
