@@ -8,7 +8,6 @@
 //! deltaplan-learn --test fuzz -- --ignored` runs N inputs per format.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use deltaplan_learn::checkpoint::{load_tensors, save_tensors};
 use deltaplan_learn::dataset::{record_demonstrations, DemoConfig, Recording};
@@ -168,26 +167,7 @@ fn fuzz_format(
     let mut seeds = vec![std::fs::read(seed_file).unwrap()];
     seeds.extend(structural);
     let stats = fuzz(&seeds, n, 7, parse, named);
-    println!(
-        "fuzz {name}: {} inputs, {} refused, {} panics, {} refusals not naming the file, slowest {:?}, {:.1} s",
-        stats.inputs,
-        stats.rejected,
-        stats.panics,
-        stats.unnamed,
-        stats.slowest,
-        stats.elapsed.as_secs_f64()
-    );
-    assert_eq!(stats.panics, 0, "{name}: {:?}", stats.first_panic);
-    assert_eq!(stats.unnamed, 0, "{name}: {:?}", stats.first_unnamed);
-    assert!(
-        stats.slowest < Duration::from_secs(2),
-        "{name}: {:?}",
-        stats.slowest
-    );
-    assert!(
-        stats.rejected > stats.inputs / 2,
-        "{name}: mutants mostly refused"
-    );
+    stats.print_and_check(name);
     stats
 }
 

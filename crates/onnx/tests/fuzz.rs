@@ -9,7 +9,6 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
 use common::*;
 use deltaplan_onnx::{export_sft, OnnxPlanner};
@@ -29,26 +28,7 @@ fn fuzz_file(name: &str, seed: Vec<u8>, n: u64, target: &Path, load_path: &Path)
             .map_err(|e| e.to_string())
     };
     let stats = fuzz(&[seed], n, 11, parse, named);
-    println!(
-        "fuzz {name}: {} inputs, {} refused, {} panics, {} refusals not naming the file, slowest {:?}, {:.1} s",
-        stats.inputs,
-        stats.rejected,
-        stats.panics,
-        stats.unnamed,
-        stats.slowest,
-        stats.elapsed.as_secs_f64()
-    );
-    assert_eq!(stats.panics, 0, "{name}: {:?}", stats.first_panic);
-    assert_eq!(stats.unnamed, 0, "{name}: {:?}", stats.first_unnamed);
-    assert!(
-        stats.slowest < Duration::from_secs(2),
-        "{name}: {:?}",
-        stats.slowest
-    );
-    assert!(
-        stats.rejected > stats.inputs / 2,
-        "{name}: mutants mostly refused"
-    );
+    stats.print_and_check(name);
 }
 
 fn fuzz_all(n: u64) {

@@ -27,6 +27,34 @@ pub struct FuzzStats {
     pub elapsed: Duration,
 }
 
+impl FuzzStats {
+    /// Prints the run's line and asserts what every parser's fuzzing demands: no panic, every
+    /// refusal named, no input slower than 2 s, and most mutants refused (so the mutations
+    /// reached the parser's checks). For test suites, which is why it panics.
+    pub fn print_and_check(&self, name: &str) {
+        println!(
+            "fuzz {name}: {} inputs, {} refused, {} panics, {} refusals not naming the file, slowest {:?}, {:.1} s",
+            self.inputs,
+            self.rejected,
+            self.panics,
+            self.unnamed,
+            self.slowest,
+            self.elapsed.as_secs_f64()
+        );
+        assert_eq!(self.panics, 0, "{name}: {:?}", self.first_panic);
+        assert_eq!(self.unnamed, 0, "{name}: {:?}", self.first_unnamed);
+        assert!(
+            self.slowest < Duration::from_secs(2),
+            "{name}: {:?}",
+            self.slowest
+        );
+        assert!(
+            self.rejected > self.inputs / 2,
+            "{name}: mutants mostly refused"
+        );
+    }
+}
+
 /// One damaged variant of `seeds[k]` for a random `k` (another seed may be spliced in).
 pub fn mutate<R: Rng + ?Sized>(seeds: &[Vec<u8>], rng: &mut R) -> Vec<u8> {
     let mut v = seeds[rng.random_range(0..seeds.len())].clone();
