@@ -33,7 +33,9 @@
 //! Fault points for the crash tests (`deltaplan_stdx::fault`, `DELTAPLAN_FAULT=POINT[@N]`):
 //! `write-tmp:NAME` and `write-done:NAME` around every file write, and `refine:appended`
 //! (a metrics line appended, its checkpoint not yet written); `nan:refine:reward@N` makes the
-//! N-th rollout step's first reward NaN.
+//! N-th rollout step's first reward NaN, `nan:ppo:gradient@N` and `nan:ppo:weight@N` the N-th
+//! PPO minibatch update's first critic gradient NaN and first critic weight (after the
+//! optimiser step) infinite.
 
 use std::fs;
 use std::io::Write;

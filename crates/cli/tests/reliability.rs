@@ -138,6 +138,30 @@ fn a_nan_reward_stops_refinement_and_names_the_checkpoint_that_exists() {
     std::fs::remove_dir_all(out).ok();
 }
 
+/// A NaN gradient and an infinite weight, injected into the first PPO minibatch update, stop
+/// training before the update is applied or saved, naming the tensor and where.
+#[test]
+fn a_nan_gradient_or_an_infinite_weight_stops_refinement_naming_the_tensor() {
+    for (point, what) in [
+        (
+            "nan:ppo:gradient@1",
+            "gradient of tensor `critic.0.weight` (1 of",
+        ),
+        ("nan:ppo:weight@1", "weight tensor `critic.0.weight` (1 of"),
+    ] {
+        let out = tmp(point.split(':').nth(2).unwrap_or("ppo"));
+        let t = failed(run_env(&["run"], &out, &[], &[("DELTAPLAN_FAULT", point)]));
+        assert!(
+            t.contains(what)
+                && t.contains("refinement iteration 1 (PPO epoch 1, minibatch 1)")
+                && t.contains("no refinement checkpoint was written"),
+            "{point}: {t}"
+        );
+        assert!(!out.join("rl.safetensors").exists());
+        std::fs::remove_dir_all(out).ok();
+    }
+}
+
 #[test]
 fn a_hopeless_reward_scale_stops_before_any_checkpoint_and_says_so() {
     let out = tmp("reward-scale");

@@ -166,6 +166,9 @@ impl Ppo {
                     self.ac.actor.zero_grad();
                     self.ac.log_std_grad.fill(0.0);
                 }
+                if deltaplan_stdx::fault::inject_nan(|| "ppo:gradient".into()) {
+                    self.ac.critic.grads_mut()[0] = f32::NAN;
+                }
                 // Flat checks first (no allocation); names only when one fails.
                 let ac = &self.ac;
                 let grads_ok = all_finite(ac.actor.grads())
@@ -182,6 +185,9 @@ impl Ppo {
                 }
                 let norm = self.ac.clip_grad_norm(self.cfg.max_grad_norm);
                 self.ac.optimizer_step(&mut self.optim, actor_frozen)?;
+                if deltaplan_stdx::fault::inject_nan(|| "ppo:weight".into()) {
+                    self.ac.critic.params_mut()[0] = f32::INFINITY;
+                }
                 let ac = &self.ac;
                 let weights_ok = all_finite(ac.actor.params())
                     && all_finite(&ac.log_std)
