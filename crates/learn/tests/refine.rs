@@ -317,6 +317,14 @@ fn refinement_beats_an_imperfect_sft_planner_in_closed_loop() {
     );
 }
 
+/// Waypoints straight ahead at `speed`, 0.2 s apart (the test planners' plan).
+fn straight_ahead(speed: f32, plan: &mut [f32]) {
+    for (j, wp) in plan.chunks_exact_mut(2).enumerate() {
+        wp[0] = speed * 0.2 * (j + 1) as f32;
+        wp[1] = 0.0;
+    }
+}
+
 /// A planner from "another format": straight-ahead waypoints at a fixed speed, no embedding,
 /// identity observation statistics; optionally failing.
 struct ConstantPlanner {
@@ -361,10 +369,7 @@ impl FrozenPlanner for ConstantPlanner {
         assert!(embedding_out.is_empty());
         assert_eq!(plans_out.len(), obs.len() / OBS_DIM * 20);
         for plan in plans_out.chunks_exact_mut(20) {
-            for (j, wp) in plan.chunks_exact_mut(2).enumerate() {
-                wp[0] = self.speed * 0.2 * (j + 1) as f32;
-                wp[1] = 0.0;
-            }
+            straight_ahead(self.speed, plan);
         }
         Ok(())
     }
@@ -478,11 +483,7 @@ impl FrozenPlanner for RasterPlanner {
                 self.rows_with_ego.fetch_add(1, Relaxed);
             }
             let ahead = vehicles[..plane / 2].iter().sum::<f32>() / (plane / 2) as f32;
-            let speed = 8.0 * (1.0 - 4.0 * ahead).max(0.0);
-            for (j, wp) in plan.chunks_exact_mut(2).enumerate() {
-                wp[0] = speed * 0.2 * (j + 1) as f32;
-                wp[1] = 0.0;
-            }
+            straight_ahead(8.0 * (1.0 - 4.0 * ahead).max(0.0), plan);
         }
         Ok(())
     }
