@@ -49,6 +49,33 @@ fn run(args: &[&str], out: &Path, extra: &[&str]) -> Output {
     run_env(args, out, extra, &[])
 }
 
+/// Runs `deltaplan ARGS --out OUT SMALL` as the user `nobody` (uid 65534), from a copy of the
+/// binary that user may execute (the checkout's own may sit in a directory only root reads).
+/// Only root may switch users; the tests call it as root.
+fn as_nobody(args: &[&str], out: &Path) -> Output {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tmp("nobody-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.join("deltaplan");
+    std::fs::copy(env!("CARGO_BIN_EXE_deltaplan"), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = std::process::Command::new(&exe)
+        .env("RUST_LOG", "warn")
+        .env("CI", "1")
+        .uid(65534)
+        .gid(65534)
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .args(SMALL)
+        .output()
+        .expect("run deltaplan as nobody");
+    std::fs::remove_dir_all(dir).ok();
+    o
+}
+
 fn ok(o: Output) -> Output {
     assert!(o.status.success(), "{}", text(&o));
     o
@@ -393,22 +420,30 @@ fn a_full_disk_and_a_read_only_directory_are_clear_errors_and_keep_the_old_files
         "report changed"
     );
     assert_eq!(tmp_files(&out), Vec::<PathBuf>::new());
-    // A read-only output directory (not testable as root, who may write anyway).
+    // A read-only output directory. Root writes through permissions, so as root the command
+    // runs as `nobody`, whom the directory's mode binds.
     use std::os::unix::fs::PermissionsExt;
     let mode = |m| std::fs::set_permissions(&out, std::fs::Permissions::from_mode(m)).unwrap();
     mode(0o555);
     let root = std::fs::write(out.join("probe"), "").is_ok();
-    if !root {
-        let t = failed(run(&["report"], &out, &[]));
-        assert!(
-            t.contains("Permission denied") && t.contains(&out.display().to_string()),
-            "{t}"
-        );
-        assert!(
-            std::fs::read(out.join("report.json")).unwrap() == report,
-            "report changed"
-        );
-    }
+    std::fs::remove_file(out.join("probe")).ok();
+    let o = if root {
+        as_nobody(&["report"], &out)
+    } else {
+        run(&["report"], &out, &[])
+    };
+    let t = failed(o);
+    assert!(
+        t.contains("cannot write")
+            && t.contains("Permission denied")
+            && t.contains(&out.display().to_string()),
+        "{t}"
+    );
+    assert!(
+        std::fs::read(out.join("report.json")).unwrap() == report,
+        "report changed"
+    );
+    assert_eq!(tmp_files(&out), Vec::<PathBuf>::new());
     mode(0o755);
     std::fs::remove_dir_all(out).ok();
 }
