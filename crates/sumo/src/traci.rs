@@ -137,7 +137,7 @@ impl Request {
     }
 
     /// Appends command `id` whose content the closure writes.
-    fn command(&mut self, id: u8, write: impl FnOnce(&mut Vec<u8>)) {
+    pub(crate) fn command(&mut self, id: u8, write: impl FnOnce(&mut Vec<u8>)) {
         let mut c = std::mem::take(&mut self.content);
         c.clear();
         write(&mut c);
@@ -337,31 +337,31 @@ pub fn yaw_from_sumo(angle: f64) -> f32 {
     a.sin().atan2(a.cos()) as f32
 }
 
-fn put_f64(c: &mut Vec<u8>, v: f64) {
+pub(crate) fn put_f64(c: &mut Vec<u8>, v: f64) {
     c.extend_from_slice(&v.to_be_bytes());
 }
 
-fn put_str(c: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(c: &mut Vec<u8>, s: &str) {
     c.extend_from_slice(&(s.len() as i32).to_be_bytes());
     c.extend_from_slice(s.as_bytes());
 }
 
-fn put_typed_str(c: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_typed_str(c: &mut Vec<u8>, s: &str) {
     c.push(ty::STRING);
     put_str(c, s);
 }
 
-fn put_typed_i32(c: &mut Vec<u8>, v: i32) {
+pub(crate) fn put_typed_i32(c: &mut Vec<u8>, v: i32) {
     c.push(ty::INTEGER);
     c.extend_from_slice(&v.to_be_bytes());
 }
 
-fn put_typed_f64(c: &mut Vec<u8>, v: f64) {
+pub(crate) fn put_typed_f64(c: &mut Vec<u8>, v: f64) {
     c.push(ty::DOUBLE);
     put_f64(c, v);
 }
 
-fn put_compound(c: &mut Vec<u8>, n: i32) {
+pub(crate) fn put_compound(c: &mut Vec<u8>, n: i32) {
     c.push(ty::COMPOUND);
     c.extend_from_slice(&n.to_be_bytes());
 }
@@ -485,6 +485,25 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The most an answer may announce: far above any answer the SUMO world asks for (a step's
+/// subscriptions are a few kilobytes), so a corrupt length prefix is an error, not an
+/// allocation of up to 4 GiB.
+pub const MAX_ANSWER_BYTES: usize = 64 << 20;
+
+/// The length of an answer's body from its 4-byte prefix (which counts itself).
+pub fn answer_len(prefix: [u8; 4]) -> Result<usize, TraciError> {
+    let total = u32::from_be_bytes(prefix) as usize;
+    let n = total
+        .checked_sub(4)
+        .ok_or_else(|| TraciError::Protocol(format!("answer length {total} below 4")))?;
+    if n > MAX_ANSWER_BYTES {
+        return Err(TraciError::Protocol(format!(
+            "answer announces {n} bytes, more than the {MAX_ANSWER_BYTES} allowed"
+        )));
+    }
+    Ok(n)
+}
+
 /// A connection to one SUMO process.
 pub struct Client {
     stream: TcpStream,
@@ -520,9 +539,7 @@ impl Client {
         self.stream.write_all(&request.message())?;
         let mut len = [0u8; 4];
         read_exact(&mut self.stream, &mut len, self.timeout)?;
-        let n = (u32::from_be_bytes(len) as usize)
-            .checked_sub(4)
-            .ok_or_else(|| TraciError::Protocol("answer length below 4".into()))?;
+        let n = answer_len(len)?;
         self.answer.resize(n, 0);
         read_exact(&mut self.stream, &mut self.answer, self.timeout)?;
         Ok(Reader::new(&self.answer))

@@ -624,13 +624,7 @@ impl SumoWorld {
             .move_to_xy(EGO, &ego_pose(front, self.ego.yaw))
             .simulation_step(0.0);
         let mut a = process.client.send(&self.req)?;
-        a.status(cmd::SET_VEHICLE_VARIABLE)?;
-        a.status(cmd::SIMULATION_STEP)?;
-        let n = a.i32()?;
-        self.neighbours.clear();
-        for _ in 0..n {
-            read_subscription(&mut a, &mut self.stops, &mut self.neighbours)?;
-        }
+        read_step_answer(&mut a, &mut self.stops, &mut self.neighbours)?;
         Ok(())
     }
 
@@ -1005,6 +999,30 @@ fn skip_subscription(a: &mut Reader) -> Result<(), TraciError> {
     Ok(())
 }
 
+/// Reads the answer to [`SumoWorld::sumo_step`]'s request (move the ego, step): both statuses,
+/// then every subscription result of the step, and nothing after them. What does not follow
+/// the protocol, or a non-finite number, is a protocol error naming it (the world then restarts
+/// SUMO, as for a crash).
+fn read_step_answer(
+    a: &mut Reader,
+    stops: &mut [Stop],
+    neighbours: &mut Vec<Neighbour>,
+) -> Result<(), TraciError> {
+    a.status(cmd::SET_VEHICLE_VARIABLE)?;
+    a.status(cmd::SIMULATION_STEP)?;
+    let n = a.i32()?;
+    neighbours.clear();
+    for _ in 0..n {
+        read_subscription(a, stops, neighbours)?;
+    }
+    if !a.is_empty() {
+        return Err(TraciError::Protocol(
+            "bytes after the step's subscription results".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads one subscription result: the ego's next lights (into the route's stops) or the
 /// vehicles around it (into `neighbours`, the ego itself left out).
 fn read_subscription(
@@ -1043,6 +1061,16 @@ fn read_subscription(
                     let variable = a.u8()?;
                     let status = a.u8()?;
                     let v = a.value()?;
+                    let finite = match v {
+                        Value::Position(x, y) => x.is_finite() && y.is_finite(),
+                        Value::Double(d) => d.is_finite(),
+                        _ => true,
+                    };
+                    if !finite {
+                        return Err(TraciError::Protocol(format!(
+                            "vehicle {vid} variable 0x{variable:02x} is not finite: {v:?}"
+                        )));
+                    }
                     match (status, variable, v) {
                         (0, var::POSITION, Value::Position(x, y)) => {
                             front = Vec2::new(x as f32, y as f32)
@@ -1099,4 +1127,175 @@ fn read_next_tls(a: &mut Reader, v: Value, stops: &mut [Stop]) -> Result<(), Tra
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traci::{
+        put_compound, put_str, put_typed_f64, put_typed_i32, put_typed_str, Request,
+    };
+    use deltaplan_stdx::fuzz::fuzz;
+
+    /// A status block: command `id` accepted, with an empty message.
+    fn status(answer: &mut Request, id: u8) {
+        answer.command(id, |c| {
+            c.push(0);
+            put_str(c, "");
+        });
+    }
+
+    /// What SUMO answers a step of the world: both statuses, then the ego's subscription (its
+    /// next lights: J1 link 0 red, J2 link 1 green) and its context subscription (the ego and
+    /// two vehicles: heading east at (10, 0), 5 m long; heading north at (0, 20), 4 m long).
+    fn step_answer() -> Vec<u8> {
+        let mut r = Request::default();
+        status(&mut r, cmd::SET_VEHICLE_VARIABLE);
+        status(&mut r, cmd::SIMULATION_STEP);
+        let mut m = r.message();
+        m.extend_from_slice(&2i32.to_be_bytes());
+        let mut subs = Request::default();
+        subs.command(cmd::RESPONSE_SUBSCRIBE_VEHICLE_VARIABLE, |c| {
+            put_str(c, EGO);
+            c.extend_from_slice(&[1, var::NEXT_TLS, 0]);
+            put_compound(c, 9);
+            put_typed_i32(c, 2);
+            for (id, link, state) in [("J1", 0, b'r'), ("J2", 1, b'G')] {
+                put_typed_str(c, id);
+                put_typed_i32(c, link);
+                put_typed_f64(c, 30.0);
+                c.extend_from_slice(&[crate::traci::ty::BYTE, state]);
+            }
+        });
+        subs.command(cmd::RESPONSE_SUBSCRIBE_VEHICLE_CONTEXT, |c| {
+            put_str(c, EGO);
+            c.extend_from_slice(&[0xa4, 3]);
+            c.extend_from_slice(&3i32.to_be_bytes());
+            for (id, x, y, angle, length) in [
+                (EGO, 0.0, 0.0, 90.0, 4.5),
+                ("car_a", 10.0, 0.0, 90.0, 5.0),
+                ("car_b", 0.0, 20.0, 0.0, 4.0),
+            ] {
+                put_str(c, id);
+                c.extend_from_slice(&[var::POSITION, 0, crate::traci::ty::POSITION_2D]);
+                c.extend_from_slice(&f64::to_be_bytes(x));
+                c.extend_from_slice(&f64::to_be_bytes(y));
+                c.extend_from_slice(&[var::ANGLE, 0]);
+                put_typed_f64(c, angle);
+                c.extend_from_slice(&[var::LENGTH, 0]);
+                put_typed_f64(c, length);
+            }
+        });
+        // The statuses' message already carries the length prefix: fix it for the whole.
+        m.extend_from_slice(&subs.message()[4..]);
+        let total = m.len() as u32;
+        m[..4].copy_from_slice(&total.to_be_bytes());
+        m
+    }
+
+    fn stops() -> Vec<Stop> {
+        let stop = |id: &str, link, state| Stop {
+            s: 40.0,
+            light: (id.to_string(), link),
+            state,
+        };
+        vec![
+            stop("J1", 0, LightState::Green),
+            stop("J2", 1, LightState::Red),
+            stop("J3", 0, LightState::Yellow),
+        ]
+    }
+
+    /// Reads a whole message (length prefix included) as `sumo_step` does.
+    fn read_message(
+        m: &[u8],
+        stops: &mut [Stop],
+        neighbours: &mut Vec<Neighbour>,
+    ) -> Result<(), TraciError> {
+        let prefix = m
+            .get(..4)
+            .ok_or_else(|| TraciError::Protocol("no length prefix".into()))?;
+        let n = crate::traci::answer_len([prefix[0], prefix[1], prefix[2], prefix[3]])?;
+        if n != m.len() - 4 {
+            return Err(TraciError::Protocol(format!(
+                "answer announces {n} bytes, {} came",
+                m.len() - 4
+            )));
+        }
+        read_step_answer(&mut Reader::new(&m[4..]), stops, neighbours)
+    }
+
+    #[test]
+    fn a_step_answer_gives_the_neighbours_and_the_lights() {
+        let (mut st, mut nb) = (stops(), vec![Neighbour::default()]);
+        read_message(&step_answer(), &mut st, &mut nb).unwrap();
+        // The ego is left out; a SUMO position is the front bumper: the centre is half a
+        // length behind it, along the heading (SUMO 90 degrees = east, 0 = north).
+        assert_eq!(nb.len(), 2);
+        let close = |a: Vec2, b: Vec2| (a - b).norm() < 1e-5;
+        assert!(close(nb[0].center, Vec2::new(7.5, 0.0)), "{:?}", nb[0]);
+        assert!(close(nb[0].heading, Vec2::new(1.0, 0.0)), "{:?}", nb[0]);
+        assert!(close(nb[1].center, Vec2::new(0.0, 18.0)), "{:?}", nb[1]);
+        assert_eq!((nb[0].length, nb[1].length), (5.0, 4.0));
+        // Light states reach the matching stops only.
+        let states: Vec<LightState> = st.iter().map(|s| s.state).collect();
+        assert_eq!(
+            states,
+            [LightState::Red, LightState::Green, LightState::Yellow]
+        );
+    }
+
+    #[test]
+    fn a_corrupt_length_or_a_non_finite_position_is_a_protocol_error() {
+        let (mut st, mut nb) = (stops(), Vec::new());
+        let err = crate::traci::answer_len(u32::MAX.to_be_bytes()).unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
+        let mut m = step_answer();
+        let nan = f64::NAN.to_be_bytes();
+        let at = m
+            .windows(8)
+            .rposition(|w| w == 20.0f64.to_be_bytes())
+            .unwrap();
+        m[at..at + 8].copy_from_slice(&nan);
+        let err = read_message(&m, &mut st, &mut nb).unwrap_err();
+        assert!(
+            err.to_string().contains("car_b") && err.to_string().contains("not finite"),
+            "{err}"
+        );
+        let mut m = step_answer();
+        m.push(0);
+        let total = m.len() as u32;
+        m[..4].copy_from_slice(&total.to_be_bytes());
+        let err = read_message(&m, &mut st, &mut nb).unwrap_err();
+        assert!(err.to_string().contains("bytes after"), "{err}");
+    }
+
+    fn fuzz_step_answers(n: u64) {
+        let named = |m: &str| m.starts_with("TraCI protocol: ") || m.starts_with("SUMO refused");
+        let (mut st, mut nb) = (stops(), Vec::new());
+        let parse = |m: &[u8]| read_message(m, &mut st, &mut nb).map_err(|e| e.to_string());
+        fuzz(&[step_answer()], n, 13, parse, &named).print_and_check("TraCI step answers");
+        // The body alone, past the length check most mutants of a whole message fail.
+        let (mut st, mut nb) = (stops(), Vec::new());
+        let parse = |b: &[u8]| {
+            read_step_answer(&mut Reader::new(b), &mut st, &mut nb).map_err(|e| e.to_string())
+        };
+        fuzz(&[step_answer()[4..].to_vec()], n, 14, parse, &named)
+            .print_and_check("TraCI step answer bodies");
+    }
+
+    #[test]
+    fn damaged_step_answers_are_protocol_errors_without_panics() {
+        fuzz_step_answers(20_000);
+    }
+
+    #[test]
+    #[ignore = "long: DELTAPLAN_FUZZ_INPUTS=N"]
+    fn fuzz_step_answers_long() {
+        let n = std::env::var("DELTAPLAN_FUZZ_INPUTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        fuzz_step_answers(n);
+    }
 }
