@@ -1274,13 +1274,13 @@ mod tests {
         let named = |m: &str| m.starts_with("TraCI protocol: ") || m.starts_with("SUMO refused");
         let (mut st, mut nb) = (stops(), Vec::new());
         let parse = |m: &[u8]| read_message(m, &mut st, &mut nb).map_err(|e| e.to_string());
-        fuzz(&[step_answer()], n, 13, parse, &named).print_and_check("TraCI step answers");
+        fuzz(&[step_answer()], n, 13, parse, named).print_and_check("TraCI step answers");
         // The body alone, past the length check most mutants of a whole message fail.
         let (mut st, mut nb) = (stops(), Vec::new());
         let parse = |b: &[u8]| {
             read_step_answer(&mut Reader::new(b), &mut st, &mut nb).map_err(|e| e.to_string())
         };
-        fuzz(&[step_answer()[4..].to_vec()], n, 14, parse, &named)
+        fuzz(&[step_answer()[4..].to_vec()], n, 14, parse, named)
             .print_and_check("TraCI step answer bodies");
     }
 
