@@ -56,7 +56,7 @@ pub fn evaluate(cfg: &Config, out: &Path, policy: Policy, split: Split) -> Resul
             &bins,
             SumoScenarios::Fixed(seeds.clone()),
             n,
-        );
+        )?;
         Ok(deltaplan_eval::drive::drive_to_the_end(&mut env, d)?)
     })?;
     let path = out

@@ -126,6 +126,9 @@ pub fn drive_to_the_end<E: ExpertEnv + ?Sized>(
             }
         }
         env.step(&plans, &mut buf);
+        if let Some(fault) = env.fault() {
+            return Err(EvalError::Environment(fault));
+        }
         obs.copy_from_slice(&buf.obs);
         active.retain(|&i| !(buf.terminated[i] || buf.truncated[i]));
     }

@@ -44,6 +44,8 @@ pub enum EvalError {
     Planner(#[from] PlannerError),
     #[error("nothing to evaluate: the scenario list is empty")]
     Empty,
+    #[error("the environment failed: {0}")]
+    Environment(String),
     #[error("the planner's raster cannot be rendered: {0}")]
     Raster(#[from] deltaplan_sim::BevSpecError),
     #[error("paired comparison needs the same scenarios in the same order ({0})")]

@@ -14,6 +14,9 @@
 //!   (reward 0, flags false), and `all_idle` says when all are done.
 //! - Results are a pure function of the construction arguments and the plans: bit-identical
 //!   for any thread count.
+//! - An environment that can fail beyond repair (an external simulator that will not start
+//!   again) says so through `fault` after the step, with its failed worlds idle; the loops
+//!   over the seam stop with that message. The built-in world never fails.
 
 use crate::batch::{BatchEnv, EnvSnapshot, SnapshotError, StepBuffers};
 use crate::metrics::EpisodeStats;
@@ -40,6 +43,10 @@ pub trait VecEnv {
     /// what a non-finite observation or reward is reported against.
     fn world_label(&self, i: usize) -> String {
         format!("world {i}")
+    }
+    /// Why the environment cannot go on, if it cannot (see the module docs).
+    fn fault(&self) -> Option<String> {
+        None
     }
 }
 

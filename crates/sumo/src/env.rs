@@ -6,8 +6,9 @@
 //! and the episode, and that episode is discarded: its record is never reported. An evaluation
 //! world reruns the same scenario from the start; a training world starts its next scenario
 //! (the step reports no episode end, so no record is counted for it). Starting fails at most
-//! [`MAX_START_ATTEMPTS`] times in a row before the environment gives up with a panic that
-//! says why: never a hang.
+//! [`MAX_START_ATTEMPTS`] times in a row before the world gives up: [`SumoEnv::new`] returns
+//! that as an error, and during a step the world goes idle and [`VecEnv::fault`] says why, so
+//! the loop driving it stops with the message: never a hang, never a panic.
 //!
 //! Not [`deltaplan_sim::ResumableEnv`]: SUMO's state is not rebuilt from a snapshot here.
 
@@ -36,6 +37,15 @@ pub enum SumoScenarios {
     Fixed(Vec<u64>),
 }
 
+/// A world whose SUMO would not start, [`MAX_START_ATTEMPTS`] times in a row.
+#[derive(Debug, thiserror::Error)]
+#[error("SUMO world {world} could not start episode seed {seed} after {MAX_START_ATTEMPTS} attempts: {error}")]
+pub struct StartFailure {
+    pub world: usize,
+    pub seed: u64,
+    pub error: WorldError,
+}
+
 /// N worlds in SUMO.
 pub struct SumoEnv {
     slots: Vec<Slot>,
@@ -50,6 +60,8 @@ struct Slot {
     idle: bool,
     /// SUMO processes restarted after a fault in this world.
     restarts: u32,
+    /// Why this world gave up (it is idle from then on).
+    failure: Option<String>,
 }
 
 /// The episode seed of `episode` in world `i`: a pure function.
@@ -65,7 +77,7 @@ fn seed_for(scenarios: &SumoScenarios, world: usize, episode: u64) -> u64 {
 
 impl SumoEnv {
     /// `n` worlds (training) or one per seed (fixed); world `i` drives on `nets[i % len]`.
-    /// Every world's first episode starts here.
+    /// Every world's first episode starts here; a world that cannot start is an error.
     pub fn new(
         cfg: SimConfig,
         sumo_cfg: SumoConfig,
@@ -73,7 +85,7 @@ impl SumoEnv {
         bins: &SumoBinaries,
         scenarios: SumoScenarios,
         n: usize,
-    ) -> Self {
+    ) -> Result<Self, StartFailure> {
         assert!(!nets.is_empty(), "SumoEnv needs at least one network");
         let n = match &scenarios {
             SumoScenarios::Fixed(seeds) => seeds.len(),
@@ -91,16 +103,19 @@ impl SumoEnv {
                 finished: EpisodeStats::default(),
                 idle: false,
                 restarts: 0,
+                failure: None,
             })
             .collect();
-        slots.par_iter_mut().enumerate().for_each(|(i, s)| {
-            start_episode(s, i, seed_for(&scenarios, i, 0));
-        });
-        SumoEnv {
+        slots
+            .par_iter_mut()
+            .enumerate()
+            .map(|(i, s)| start_episode(s, i, seed_for(&scenarios, i, 0)))
+            .collect::<Result<(), StartFailure>>()?;
+        Ok(SumoEnv {
             slots,
             scenarios,
             action_dim: cfg.action_dim(),
-        }
+        })
     }
 
     pub fn world(&self, i: usize) -> &SumoWorld {
@@ -120,22 +135,37 @@ impl SumoEnv {
 
 /// Starts episode `seed` in a slot, restarting SUMO after a failed start up to
 /// [`MAX_START_ATTEMPTS`] times.
-fn start_episode(slot: &mut Slot, i: usize, seed: u64) {
-    let mut last = None;
-    for attempt in 1..=MAX_START_ATTEMPTS {
+fn start_episode(slot: &mut Slot, i: usize, seed: u64) -> Result<(), StartFailure> {
+    let mut attempt = 1;
+    loop {
         match slot.world.reset(seed) {
-            Ok(()) => return,
+            Ok(()) => return Ok(()),
             Err(e) => {
                 tracing::warn!(
                     "SUMO world {i} (episode seed {seed}) failed to start (attempt {attempt} of {MAX_START_ATTEMPTS}): {e}"
                 );
                 slot.restarts += 1;
-                last = Some(e);
+                if attempt == MAX_START_ATTEMPTS {
+                    return Err(StartFailure {
+                        world: i,
+                        seed,
+                        error: e,
+                    });
+                }
+                attempt += 1;
             }
         }
     }
-    let e: WorldError = last.expect("at least one attempt");
-    panic!("SUMO world {i} could not start episode seed {seed} after {MAX_START_ATTEMPTS} attempts: {e}");
+}
+
+/// Starts the slot's next episode during a step; a world that cannot start goes idle with
+/// its failure kept for [`VecEnv::fault`].
+fn restart_or_give_up(slot: &mut Slot, i: usize, seed: u64) {
+    if let Err(failure) = start_episode(slot, i, seed) {
+        tracing::error!("{failure}");
+        slot.failure = Some(failure.to_string());
+        slot.idle = true;
+    }
 }
 
 impl VecEnv for SumoEnv {
@@ -189,7 +219,7 @@ impl VecEnv for SumoEnv {
                             slot.episode += 1;
                         }
                         let seed = seed_for(scenarios, i, slot.episode);
-                        start_episode(slot, i, seed);
+                        restart_or_give_up(slot, i, seed);
                         slot.world.observe(obs);
                         return (0.0, EndReason::Running);
                     }
@@ -201,7 +231,7 @@ impl VecEnv for SumoEnv {
                         slot.idle = true;
                     } else {
                         slot.episode += 1;
-                        start_episode(slot, i, seed_for(scenarios, i, slot.episode));
+                        restart_or_give_up(slot, i, seed_for(scenarios, i, slot.episode));
                     }
                 }
                 slot.world.observe(obs);
@@ -221,6 +251,10 @@ impl VecEnv for SumoEnv {
 
     fn all_idle(&self) -> bool {
         self.slots.iter().all(|s| s.idle)
+    }
+
+    fn fault(&self) -> Option<String> {
+        self.slots.iter().find_map(|s| s.failure.clone())
     }
 
     fn world_label(&self, i: usize) -> String {

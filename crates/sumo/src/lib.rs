@@ -17,5 +17,5 @@ pub mod process;
 pub mod traci;
 pub mod world;
 
-pub use env::{SumoEnv, SumoScenarios};
+pub use env::{StartFailure, SumoEnv, SumoScenarios};
 pub use world::{NetContext, SumoConfig, SumoWorld};

@@ -29,7 +29,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error(
-        "SUMO ({binary}) exited before accepting a connection ({status}); its arguments: {args}"
+        "SUMO ({binary}) exited before answering ({status}); to see its own message, run: {binary} {args}"
     )]
     Exited {
         binary: PathBuf,
@@ -125,7 +125,21 @@ impl SumoProcess {
         };
         let mut req = Request::default();
         req.set_order(1);
-        p.client.send_checked(&req)?;
+        if let Err(e) = p.client.send_checked(&req) {
+            // SUMO listens before it reads its files: a file it refuses ends it here.
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(1) {
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    return Err(StartError::Exited {
+                        binary: bins.sumo.clone(),
+                        status,
+                        args: args.join(" "),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            return Err(e.into());
+        }
         Ok(p)
     }
 

@@ -1,6 +1,7 @@
 //! SumoEnv behind the environment seam, with real SUMO processes: the expert's evaluation is
 //! bit-identical when rerun, and a SUMO process that is killed or stops answering is
-//! restarted with a logged message while the evaluation completes.
+//! restarted with a logged message while the evaluation completes; one that will not start
+//! again ends the evaluation with an error saying why.
 
 mod common;
 
@@ -53,6 +54,7 @@ fn env(bins: &SumoBinaries, name: &str, seeds: Vec<u64>, timeout: f32) -> SumoEn
         SumoScenarios::Fixed(seeds),
         0,
     )
+    .unwrap()
 }
 
 /// Runs the expert until every world is idle; `fault` is called once at `fault_step`.
@@ -179,7 +181,8 @@ fn training_worlds_reset_themselves_after_each_episode() {
         &bins,
         SumoScenarios::Train { seed: 4 },
         2,
-    );
+    )
+    .unwrap();
     let (n, ad, od) = (e.num_envs(), e.action_dim(), e.obs_dim());
     let mut plans = vec![0.0; n * ad];
     let mut buf = StepBuffers::for_env(&e);
@@ -209,4 +212,66 @@ fn training_worlds_reset_themselves_after_each_episode() {
     assert!(ended >= 3, "only {ended} episodes ended");
     assert!(e.restarts().iter().all(|&r| r == 0), "{:?}", e.restarts());
     assert!(!e.all_idle());
+}
+
+#[test]
+fn a_sumo_that_will_not_start_again_ends_the_evaluation_with_the_reason() {
+    let Some(bins) = common::sumo_or_skip("a_sumo_that_will_not_start_again") else {
+        return;
+    };
+    use deltaplan_eval::drive::{drive_to_the_end, Driver};
+    use deltaplan_eval::PlannerError;
+    let dir = common::scratch("dead");
+    let files = generate(&bins, &dir, NetKind::Grid, 5, 1500).unwrap();
+    let net = Arc::new(NetContext::load(files.clone()).unwrap());
+    let new_env = || {
+        SumoEnv::new(
+            SimConfig::default(),
+            SumoConfig {
+                timeout_seconds: 5.0,
+                ..Default::default()
+            },
+            &[Arc::clone(&net)],
+            &bins,
+            SumoScenarios::Fixed(vec![41]),
+            0,
+        )
+    };
+    let mut e = new_env().unwrap();
+    // The network file is damaged on disk, then SUMO is killed on the planner's 10th call:
+    // every restart fails, and the evaluation stops with the reason instead of a panic.
+    std::fs::write(&files.net, "<net> damaged").unwrap();
+    let pid = e.sumo_pid(0).unwrap();
+    let mut calls = 0;
+    let mut planner = |_: &[f32], plans: &mut [f32]| -> Result<(), PlannerError> {
+        calls += 1;
+        if calls == 10 {
+            signal("-KILL", pid);
+        }
+        plans.fill(0.0);
+        Ok(())
+    };
+    let err = drive_to_the_end(&mut e, &mut Driver::Planner(&mut planner)).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("SUMO world 0 could not start episode seed 41 after 3 attempts"),
+        "{text}"
+    );
+    // SUMO's exit is reported with the command that shows its own message.
+    assert!(
+        text.contains("exited before answering") && text.contains(&files.net.display().to_string()),
+        "{text}"
+    );
+    assert_eq!(
+        e.restarts(),
+        [4],
+        "the failed step, then three failed starts"
+    );
+    assert!(e.all_idle());
+    // A new environment on the damaged network is refused the same way, at construction.
+    let refused = new_env().err().map(|f| f.to_string()).unwrap_or_default();
+    assert!(
+        refused.contains("could not start episode seed 41 after 3 attempts"),
+        "{refused}"
+    );
 }
