@@ -116,6 +116,11 @@ enum Command {
         split: SplitArg,
         #[arg(long, value_enum, default_value = "builtin")]
         world: WorldArg,
+        /// With `--world sumo`: a network of a real place instead of the generated held-out
+        /// ones (repeatable): `resco:NAME` (sumo-rl's Cologne/Ingolstadt scenarios with their
+        /// demand) or `carla:TOWN` (py123d's CARLA maps through netconvert).
+        #[arg(long = "network")]
+        networks: Vec<String>,
     },
     /// Compare two evaluation files of the same split (paired differences, B minus A).
     Compare {
@@ -226,11 +231,17 @@ fn real_main() -> Result<()> {
             policy,
             split,
             world,
+            networks,
         } => {
             pipeline::guard(&cfg, &out)?;
             let path = match world {
+                WorldArg::Builtin if !networks.is_empty() => {
+                    anyhow::bail!("--network needs --world sumo")
+                }
                 WorldArg::Builtin => pipeline::evaluate(&cfg, &out, policy.into(), split.into())?,
-                WorldArg::Sumo => sumo_eval::evaluate(&cfg, &out, policy.into(), split.into())?,
+                WorldArg::Sumo => {
+                    sumo_eval::evaluate(&cfg, &out, policy.into(), split.into(), &networks)?
+                }
             };
             println!("wrote {}", path.display());
             Ok(())

@@ -11,6 +11,7 @@ use deltaplan_eval::{Metric, Policy};
 use deltaplan_sim::Split;
 use deltaplan_stdx::fs::write_atomic;
 use deltaplan_sumo::locate::SumoBinaries;
+use deltaplan_sumo::maps::Map;
 use deltaplan_sumo::netgen::{generate, NetKind};
 use deltaplan_sumo::{NetContext, SumoConfig, SumoEnv, SumoScenarios};
 
@@ -21,10 +22,22 @@ use crate::pipeline::with_driver;
 pub const EVAL_NETWORKS: [(NetKind, u64); 2] =
     [(NetKind::Spider, 1_000_001), (NetKind::Grid, 1_000_002)];
 
+/// The demand seed of the CARLA towns' trips (held out like the generated networks').
+const MAP_DEMAND_SEED: u64 = 1_000_003;
+
 /// Evaluates `policy` on `split` in SUMO: `eval.per_family` x 5 episodes (as many as the
-/// built-in suite), their seeds from the split's range, alternating between the held-out
-/// networks; the hard split doubles the demand. Writes OUT/eval/sumo_SPLIT_POLICY.json.
-pub fn evaluate(cfg: &Config, out: &Path, policy: Policy, split: Split) -> Result<PathBuf> {
+/// built-in suite), their seeds from the split's range, alternating between the networks:
+/// the held-out generated ones, or `maps` (`resco:NAME`, `carla:TOWN`) when given; the hard
+/// split doubles the demand made here (RESCO keeps its own). Writes
+/// OUT/eval/sumo_SPLIT_POLICY.json (`..._MAP+MAP.json` for maps) and prints the scores per
+/// network.
+pub fn evaluate(
+    cfg: &Config,
+    out: &Path,
+    policy: Policy,
+    split: Split,
+    maps: &[String],
+) -> Result<PathBuf> {
     let bins = SumoBinaries::locate_default()?;
     let t = Instant::now();
     let mut sumo_cfg = SumoConfig::default();
@@ -32,14 +45,27 @@ pub fn evaluate(cfg: &Config, out: &Path, policy: Policy, split: Split) -> Resul
         sumo_cfg.vehicles_per_hour *= 2;
     }
     let dir = out.join("sumo").join("networks");
-    let nets = EVAL_NETWORKS
+    let maps = maps
         .iter()
-        .map(|&(kind, seed)| {
-            let files = generate(&bins, &dir, kind, seed, sumo_cfg.vehicles_per_hour)?;
-            Ok(Arc::new(NetContext::load(files)?))
-        })
-        .collect::<Result<Vec<_>>>()
-        .context("cannot prepare the SUMO evaluation networks")?;
+        .map(|m| Ok(Map::parse(m)?))
+        .collect::<Result<Vec<_>>>()?;
+    let nets = if maps.is_empty() {
+        EVAL_NETWORKS
+            .iter()
+            .map(|&(kind, seed)| {
+                let files = generate(&bins, &dir, kind, seed, sumo_cfg.vehicles_per_hour)?;
+                Ok(Arc::new(NetContext::load(files)?))
+            })
+            .collect::<Result<Vec<_>>>()
+    } else {
+        maps.iter()
+            .map(|m| {
+                let files = m.prepare(&bins, &dir, MAP_DEMAND_SEED, sumo_cfg.vehicles_per_hour)?;
+                Ok(Arc::new(NetContext::load(files)?))
+            })
+            .collect::<Result<Vec<_>>>()
+    }
+    .context("cannot prepare the SUMO evaluation networks")?;
     let n = cfg.eval.per_family * 5;
     let seeds: Vec<u64> = (0..n as u64).map(|k| split.seed_base() + k).collect();
     let episodes = with_driver(cfg, out, policy, |d| {
@@ -59,23 +85,80 @@ pub fn evaluate(cfg: &Config, out: &Path, policy: Policy, split: Split) -> Resul
         )?;
         Ok(deltaplan_eval::drive::drive_to_the_end(&mut env, d)?)
     })?;
-    let path = out
-        .join("eval")
-        .join(format!("sumo_{}_{}.json", split.name(), policy.name()));
+    let suffix = file_suffix(&maps);
+    let path = out.join("eval").join(format!(
+        "sumo_{}_{}{suffix}.json",
+        split.name(),
+        policy.name()
+    ));
     std::fs::create_dir_all(out.join("eval"))?;
     write_atomic(&path, serde_json::to_string(&episodes)?.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    let s = deltaplan_eval::summarize(&episodes).overall;
-    tracing::info!(
-        "{} on SUMO {}: driving score {:.1}, route completion {:.1}, failures {:.1}%, nuPlan score {:.1} ({} episodes, {:.1} s)",
+    let table = per_network_table(&episodes, &nets);
+    write_atomic(&path.with_extension("md"), table.as_bytes())
+        .with_context(|| format!("cannot write {}", path.with_extension("md").display()))?;
+    println!(
+        "{} on SUMO {} ({} episodes, {:.1} s):\n{table}",
         policy.name(),
         split.name(),
-        s[Metric::DrivingScore].mean,
-        s[Metric::RouteCompletion].mean,
-        100.0 * s[Metric::FailureRate].mean,
-        s[Metric::NuplanScore].mean,
         episodes.len(),
         t.elapsed().as_secs_f64()
     );
     Ok(path)
+}
+
+/// The scores per network (world `i` drove on `nets[i % len]`) and over all, as a Markdown
+/// table.
+fn per_network_table(
+    episodes: &[deltaplan_sim::metrics::EpisodeStats],
+    nets: &[Arc<NetContext>],
+) -> String {
+    let mut t = String::from(
+        "| network | episodes | driving score | route completion | failures | nuPlan score |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    let mut row = |name: &str, eps: &[deltaplan_sim::metrics::EpisodeStats]| {
+        let s = deltaplan_eval::summarize(eps).overall;
+        t.push_str(&format!(
+            "| {name} | {} | {:.1} | {:.1} | {:.1}% | {:.1} |\n",
+            eps.len(),
+            s[Metric::DrivingScore].mean,
+            s[Metric::RouteCompletion].mean,
+            100.0 * s[Metric::FailureRate].mean,
+            s[Metric::NuplanScore].mean
+        ));
+    };
+    for (k, net) in nets.iter().enumerate() {
+        let eps: Vec<_> = episodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % nets.len() == k)
+            .map(|(_, e)| *e)
+            .collect();
+        if !eps.is_empty() {
+            row(&net.files.name, &eps);
+        }
+    }
+    row("all", episodes);
+    t
+}
+
+/// `_NAME_NAME...` for up to three maps; for more, the first three, how many more, and a hash
+/// of the whole list (file names stay short and distinct).
+fn file_suffix(maps: &[Map]) -> String {
+    let names: Vec<String> = maps.iter().map(Map::name).collect();
+    if names.len() <= 3 {
+        return names.iter().map(|n| format!("_{n}")).collect();
+    }
+    let hash = names.iter().fold(0u64, |h, n| {
+        n.bytes()
+            .fold(deltaplan_stdx::seed::mix64(h ^ 0x2c), |h, b| {
+                deltaplan_stdx::seed::mix64(h ^ u64::from(b))
+            })
+    });
+    format!(
+        "_{}_and_{}_more_{:08x}",
+        names[..3].join("_"),
+        names.len() - 3,
+        hash as u32
+    )
 }

@@ -24,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let run = SumoRun {
             net: files.net.clone(),
             routes: files.routes.clone(),
+            begin: files.begin,
             seed: 1,
             step_length: 0.1,
             timeout: Duration::from_secs(60),

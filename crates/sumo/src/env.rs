@@ -260,10 +260,8 @@ impl VecEnv for SumoEnv {
     fn world_label(&self, i: usize) -> String {
         let w = &self.slots[i].world;
         format!(
-            "SUMO world {i} ({} network seed {}, episode seed {})",
-            w.net.files.kind.name(),
-            w.net.files.seed,
-            w.seed
+            "SUMO world {i} ({} network, episode seed {})",
+            w.net.files.name, w.seed
         )
     }
 }

@@ -6,11 +6,12 @@
 //! light programs, its routes); the ego is driven by deltaplan's waypoint controller and
 //! bicycle model, and SUMO is told its pose every step.
 //!
-//! Layers, bottom-up: `locate`, `traci`, `net`; `process`, `netgen`; `world` (one episode in
+//! Layers, bottom-up: `locate`, `traci`, `net`; `process`, `netgen`, `maps`; `world` (one episode in
 //! one SUMO); `env` ([`SumoEnv`], N worlds).
 
 pub mod env;
 pub mod locate;
+pub mod maps;
 pub mod net;
 pub mod netgen;
 pub mod process;

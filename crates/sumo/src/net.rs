@@ -19,6 +19,9 @@ pub struct NetLane {
     pub length: f32,
     pub width: f32,
     pub shape: Vec<Vec2>,
+    /// Whether passenger cars may drive it (SUMO's `allow`/`disallow`; networks of real
+    /// places have sidewalks, bicycle and tram lanes, which are neither road nor route here).
+    pub cars: bool,
 }
 
 /// An edge: a directed road between two junctions, or a junction's internal edge.
@@ -222,6 +225,7 @@ impl Network {
                     .and_then(|w| w.parse().ok())
                     .unwrap_or(DEFAULT_LANE_WIDTH),
                 shape: parse_shape("shape", attr(l, "lane", "shape")?)?,
+                cars: allows_cars(l),
             };
             self.lane_ids.insert(lane.id.clone(), self.lanes.len());
             lanes.push(self.lanes.len());
@@ -262,6 +266,16 @@ impl Network {
         self.edge_ids.get(id).copied()
     }
 
+    /// The lanes of edge `e` cars may drive, by SUMO lane index.
+    pub fn car_lanes(&self, e: usize) -> Vec<usize> {
+        let lanes = &self.edges[e].lanes;
+        lanes
+            .iter()
+            .copied()
+            .filter(|&l| self.lanes[l].cars)
+            .collect()
+    }
+
     /// Connections leaving lane `lane`.
     pub fn connections_from(&self, lane: usize) -> impl Iterator<Item = &Connection> {
         self.connections.iter().filter(move |c| c.from_lane == lane)
@@ -274,14 +288,14 @@ impl Network {
     pub fn random_route(&self, rng: &mut impl rand::Rng, min_length: f32) -> Option<EgoRoute> {
         use rand::RngExt;
         let normal: Vec<usize> = (0..self.edges.len())
-            .filter(|&e| !self.edges[e].internal && !self.edges[e].lanes.is_empty())
+            .filter(|&e| !self.edges[e].internal && !self.car_lanes(e).is_empty())
             .collect();
         if normal.is_empty() {
             return None;
         }
         for _ in 0..20 {
             let e0 = normal[rng.random_range(0..normal.len())];
-            let lanes0 = &self.edges[e0].lanes;
+            let lanes0 = self.car_lanes(e0);
             let mut lane = lanes0[rng.random_range(0..lanes0.len())];
             let mut route = EgoRoute {
                 edges: vec![e0],
@@ -293,7 +307,7 @@ impl Network {
                 // Connections from this edge's lanes (prefer the current lane's), no U-turns.
                 let choices: Vec<&Connection> = self
                     .connections_from(lane)
-                    .filter(|c| c.dir != 't' && c.dir != 'T')
+                    .filter(|c| c.dir != 't' && c.dir != 'T' && self.lanes[c.to_lane].cars)
                     .collect();
                 let Some(c) =
                     (!choices.is_empty()).then(|| choices[rng.random_range(0..choices.len())])
@@ -324,6 +338,20 @@ impl Network {
             }
         }
         None
+    }
+}
+
+/// Whether a `<lane>` admits passenger cars: listed in `allow` (or `all`), else not listed in
+/// `disallow`; a lane with neither admits every class.
+fn allows_cars(lane: roxmltree::Node) -> bool {
+    let lists = |key| {
+        lane.attribute(key)
+            .map(|v: &str| v.split_whitespace().any(|c| c == "passenger" || c == "all"))
+    };
+    match (lists("allow"), lists("disallow")) {
+        (Some(allowed), _) => allowed,
+        (None, Some(disallowed)) => !disallowed,
+        (None, None) => true,
     }
 }
 
@@ -408,6 +436,41 @@ mod tests {
       <connection from="a" to="b" fromLane="0" toLane="0" via=":J_0_0" tl="J" linkIndex="0" dir="s" state="O"/>
       <connection from=":J_0" to="b" fromLane="0" toLane="0" dir="s" state="M"/>
     </net>"#;
+
+    #[test]
+    fn lanes_cars_may_not_use_are_never_routed() {
+        // Edge a: a sidewalk (index 0, pedestrians only), a car lane, a bus-and-bike lane
+        // (passenger disallowed); edge b: a sidewalk and a car lane (allow lists passenger).
+        let net = Network::parse(
+            r#"<net>
+          <edge id="a" from="S" to="J">
+            <lane id="a_0" index="0" allow="pedestrian" speed="2" length="100" shape="0,-5 100,-5"/>
+            <lane id="a_1" index="1" speed="13" length="100" shape="0,-1.6 100,-1.6"/>
+            <lane id="a_2" index="2" disallow="passenger truck" speed="13" length="100" shape="0,1.6 100,1.6"/>
+          </edge>
+          <edge id="b" from="J" to="E">
+            <lane id="b_0" index="0" allow="pedestrian bicycle" speed="2" length="100" shape="100,-5 200,-5"/>
+            <lane id="b_1" index="1" allow="passenger bus" speed="13" length="100" shape="100,-1.6 200,-1.6"/>
+          </edge>
+          <connection from="a" to="b" fromLane="0" toLane="0" dir="s"/>
+          <connection from="a" to="b" fromLane="1" toLane="1" dir="s"/>
+          <connection from="a" to="b" fromLane="2" toLane="0" dir="s"/>
+        </net>"#,
+        )
+        .unwrap();
+        let cars: Vec<bool> = ["a_0", "a_1", "a_2", "b_0", "b_1"]
+            .iter()
+            .map(|id| net.lanes[net.lane(id).unwrap()].cars)
+            .collect();
+        assert_eq!(cars, [false, true, false, false, true]);
+        // Every route drives a_1 then b_1: the only lanes cars may use.
+        let mut rng = deltaplan_stdx::seed::rng(1, 2);
+        for _ in 0..20 {
+            let r = net.random_route(&mut rng, 150.0).unwrap();
+            let ids: Vec<&str> = r.lanes.iter().map(|&l| net.lanes[l].id.as_str()).collect();
+            assert_eq!(ids, ["a_1", "b_1"]);
+        }
+    }
 
     #[test]
     fn parses_lanes_connections_lights_and_junctions() {

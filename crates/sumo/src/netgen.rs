@@ -30,13 +30,18 @@ impl NetKind {
     }
 }
 
-/// A generated network and its demand, on disk.
+/// A network and its demand, on disk: generated here ([`generate`]) or of a real place
+/// ([`crate::maps`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NetFiles {
-    pub kind: NetKind,
-    pub seed: u64,
+    /// The network's name in messages and tables (`grid-5`, `cologne1`, `town01`).
+    pub name: String,
     pub net: PathBuf,
-    pub routes: PathBuf,
+    /// Demand, SUMO's `-r` (one of the files defines the ego's vehicle type, `ego`).
+    pub routes: Vec<PathBuf>,
+    /// When the demand starts (SUMO's `--begin`), seconds: 0 for demand made here, the
+    /// scenario's own for calibrated demand (RESCO's Cologne starts at 25,200 s, 7 am).
+    pub begin: f64,
 }
 
 /// Why a network could not be generated.
@@ -142,11 +147,21 @@ pub fn generate(
         })?;
     }
     Ok(NetFiles {
-        kind,
-        seed,
+        name: stem,
         net,
-        routes,
+        routes: vec![routes],
+        begin: 0.0,
     })
+}
+
+/// The ego's vehicle type, `ego`, as a `<vType>` line: the built-in world's vehicle size, so
+/// SUMO's drivers see the box deltaplan checks collisions with.
+pub fn ego_type_line() -> String {
+    let ego = VehicleParams::default();
+    format!(
+        "    <vType id=\"ego\" length=\"{}\" width=\"{}\" minGap=\"0\"/>\n",
+        ego.length, ego.width
+    )
 }
 
 /// Seeded demand: `per_hour` trips spread evenly over an hour between random distinct normal
@@ -157,19 +172,13 @@ pub fn trips(net: &Network, seed: u64, per_hour: u32) -> String {
     let edges: Vec<&str> = net
         .edges
         .iter()
-        .filter(|e| !e.internal && !e.lanes.is_empty())
-        .map(|e| e.id.as_str())
+        .enumerate()
+        .filter(|(i, e)| !e.internal && !net.car_lanes(*i).is_empty())
+        .map(|(_, e)| e.id.as_str())
         .collect();
     let mut r = rng(seed, 0x5452_4950);
-    let ego = VehicleParams::default();
     let mut s = String::from("<routes>\n    <vType id=\"car\" length=\"4.5\" width=\"1.8\" accel=\"2.6\" decel=\"4.5\" sigma=\"0.5\" maxSpeed=\"16\"/>\n");
-    // The ego's size is the built-in world's vehicle: SUMO's drivers see the box deltaplan
-    // checks collisions with.
-    let _ = writeln!(
-        s,
-        "    <vType id=\"ego\" length=\"{}\" width=\"{}\" minGap=\"0\"/>",
-        ego.length, ego.width
-    );
+    s.push_str(&ego_type_line());
     let period = 3600.0 / per_hour.max(1) as f64;
     for k in 0..per_hour {
         let from = edges[r.random_range(0..edges.len())];

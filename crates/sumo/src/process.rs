@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug, PartialEq)]
 pub struct SumoRun {
     pub net: PathBuf,
-    pub routes: PathBuf,
+    pub routes: Vec<PathBuf>,
+    /// Simulation begin time (SUMO's `--begin`), seconds.
+    pub begin: f64,
     pub seed: u64,
     /// Simulation step, seconds.
     pub step_length: f32,
@@ -60,7 +62,13 @@ impl SumoProcess {
             "-n".into(),
             path_arg(&run.net),
             "-r".into(),
-            path_arg(&run.routes),
+            run.routes
+                .iter()
+                .map(|r| path_arg(r))
+                .collect::<Vec<_>>()
+                .join(","),
+            "--begin".into(),
+            format!("{}", run.begin),
             "--remote-port".into(),
             port.to_string(),
             "--step-length".into(),

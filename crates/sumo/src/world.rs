@@ -55,7 +55,7 @@ impl NetContext {
         let network = Network::from_file(&files.net)?;
         let mut drivable = RoadMap::default();
         for l in &network.lanes {
-            if l.length > 0.1 && l.shape.len() >= 2 {
+            if l.cars && l.length > 0.1 && l.shape.len() >= 2 {
                 drivable.add_lane(&l.shape, l.width, l.speed);
             }
         }
@@ -246,7 +246,7 @@ impl SumoWorld {
     pub fn reset(&mut self, seed: u64) -> Result<(), WorldError> {
         self.seed = seed;
         let reuse = self.process.is_some()
-            && self.sim_time + 0.5 * f64::from(self.sumo_cfg.reuse_seconds)
+            && self.sim_time - self.net.files.begin + 0.5 * f64::from(self.sumo_cfg.reuse_seconds)
                 < f64::from(self.sumo_cfg.reuse_seconds);
         let mut process = match self.process.take() {
             // The traffic of the last episode is warm already: only the ego goes.
@@ -271,6 +271,7 @@ impl SumoWorld {
                 let run = SumoRun {
                     net: self.net.files.net.clone(),
                     routes: self.net.files.routes.clone(),
+                    begin: self.net.files.begin,
                     seed,
                     step_length: self.cfg.dt,
                     timeout: Duration::from_secs_f32(self.sumo_cfg.timeout_seconds),
@@ -278,7 +279,7 @@ impl SumoWorld {
                 let mut p = SumoProcess::start(&self.bins, &run)?;
                 // Traffic fills the network: many steps in one call, which may take longer
                 // than one step may (a loaded machine: a minute at least).
-                self.sim_time = f64::from(self.sumo_cfg.warmup_seconds);
+                self.sim_time = self.net.files.begin + f64::from(self.sumo_cfg.warmup_seconds);
                 self.req.clear();
                 self.req.simulation_step(self.sim_time);
                 p.client
