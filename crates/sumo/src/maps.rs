@@ -11,8 +11,7 @@
 //! packages' own files are only read.
 
 use crate::locate::SumoBinaries;
-use crate::net::Network;
-use crate::netgen::{ego_type_line, trips, NetFiles, NetgenError};
+use crate::netgen::{ego_type_line, run_tool, write_demand, NetFiles, NetgenError};
 use deltaplan_stdx::fs::{tmp_path, write_atomic};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,12 +43,6 @@ pub enum MapError {
     },
     #[error("{path}: {problem}")]
     Scenario { path: PathBuf, problem: String },
-    #[error("netconvert failed on {path} ({status}): {stderr}")]
-    Netconvert {
-        path: PathBuf,
-        status: String,
-        stderr: String,
-    },
     #[error(transparent)]
     Netgen(#[from] NetgenError),
 }
@@ -171,43 +164,17 @@ fn carla_town(
     let name = town.to_lowercase();
     let net = dir.join(format!("{name}.net.xml"));
     if !net.is_file() {
-        let netconvert = bins.sumo.with_file_name("netconvert");
-        let tmp = tmp_path(&net);
-        let mut c = Command::new(&netconvert);
+        let mut c = Command::new(bins.sumo.with_file_name("netconvert"));
         c.arg("--opendrive-files")
             .arg(&xodr)
             .args(["--keep-edges.by-vclass", "passenger"])
             .args(["--no-turnarounds", "true", "--junctions.join", "true"])
             .arg("-o")
-            .arg(&tmp);
-        if let Some(home) = bins.home() {
-            c.env("SUMO_HOME", home);
-        }
-        let out = c.output().map_err(|source| NetgenError::Spawn {
-            binary: netconvert.clone(),
-            source,
-        })?;
-        if !out.status.success() {
-            return Err(MapError::Netconvert {
-                path: xodr,
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
-        std::fs::rename(&tmp, &net).map_err(|source| NetgenError::Write {
-            path: net.clone(),
-            source,
-        })?;
+            .arg(tmp_path(&net));
+        run_tool(bins, c, &net)?;
     }
     let routes = dir.join(format!("{name}-{seed}-{vehicles_per_hour}.rou.xml"));
-    if !routes.is_file() {
-        let network = Network::from_file(&net).map_err(NetgenError::from)?;
-        let xml = trips(&network, seed, vehicles_per_hour);
-        write_atomic(&routes, xml.as_bytes()).map_err(|source| NetgenError::Write {
-            path: routes.clone(),
-            source,
-        })?;
-    }
+    write_demand(&net, &routes, seed, vehicles_per_hour)?;
     Ok(NetFiles {
         name,
         net,

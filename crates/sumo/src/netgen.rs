@@ -52,8 +52,12 @@ pub enum NetgenError {
         binary: PathBuf,
         source: std::io::Error,
     },
-    #[error("netgenerate failed ({status}): {stderr}")]
-    Failed { status: String, stderr: String },
+    #[error("{binary} failed ({status}): {stderr}")]
+    Failed {
+        binary: PathBuf,
+        status: String,
+        stderr: String,
+    },
     #[error("writing {path}: {source}")]
     Write {
         path: PathBuf,
@@ -82,7 +86,6 @@ pub fn generate(
     if !net.is_file() {
         let mut r = rng(seed, 0x4e45_5447);
         use rand::RngExt;
-        let tmp = deltaplan_stdx::fs::tmp_path(&net);
         let mut c = Command::new(&bins.netgenerate);
         match kind {
             NetKind::Grid => {
@@ -119,38 +122,63 @@ pub fn generate(
                 &(seed % 1_000_000).to_string(),
             ])
             .arg("-o")
-            .arg(&tmp);
-        if let Some(home) = bins.home() {
-            c.env("SUMO_HOME", home);
-        }
-        let out = c.output().map_err(|source| NetgenError::Spawn {
-            binary: bins.netgenerate.clone(),
-            source,
-        })?;
-        if !out.status.success() {
-            return Err(NetgenError::Failed {
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
-        std::fs::rename(&tmp, &net).map_err(|source| NetgenError::Write {
-            path: net.clone(),
-            source,
-        })?;
+            .arg(deltaplan_stdx::fs::tmp_path(&net));
+        run_tool(bins, c, &net)?;
     }
-    if !routes.is_file() {
-        let network = Network::from_file(&net)?;
-        let xml = trips(&network, seed, vehicles_per_hour);
-        write_atomic(&routes, xml.as_bytes()).map_err(|source| NetgenError::Write {
-            path: routes.clone(),
-            source,
-        })?;
-    }
+    write_demand(&net, &routes, seed, vehicles_per_hour)?;
     Ok(NetFiles {
         name: stem,
         net,
         routes: vec![routes],
         begin: 0.0,
+    })
+}
+
+/// Runs a SUMO tool (`command`, which writes `out`'s temporary) and renames its output into
+/// place: a failed run leaves no network behind, and its message is the tool's own.
+pub(crate) fn run_tool(
+    bins: &SumoBinaries,
+    mut command: Command,
+    out: &Path,
+) -> Result<(), NetgenError> {
+    if let Some(home) = bins.home() {
+        command.env("SUMO_HOME", home);
+    }
+    let binary = PathBuf::from(command.get_program());
+    let run = command.output().map_err(|source| NetgenError::Spawn {
+        binary: binary.clone(),
+        source,
+    })?;
+    if !run.status.success() {
+        return Err(NetgenError::Failed {
+            binary,
+            status: run.status.to_string(),
+            stderr: String::from_utf8_lossy(&run.stderr).into_owned(),
+        });
+    }
+    let tmp = deltaplan_stdx::fs::tmp_path(out);
+    std::fs::rename(&tmp, out).map_err(|source| NetgenError::Write {
+        path: out.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `routes`, seeded trips on the network `net` ([`trips`]), unless it exists.
+pub(crate) fn write_demand(
+    net: &Path,
+    routes: &Path,
+    seed: u64,
+    per_hour: u32,
+) -> Result<(), NetgenError> {
+    if routes.is_file() {
+        return Ok(());
+    }
+    let network = Network::from_file(net)?;
+    write_atomic(routes, trips(&network, seed, per_hour).as_bytes()).map_err(|source| {
+        NetgenError::Write {
+            path: routes.to_path_buf(),
+            source,
+        }
     })
 }
 
