@@ -10,9 +10,11 @@
 //! | `light` | 5 | next light on the route within 80 m: one-hot none/green/yellow/red, distance to its stop line/50 (1 when none) |
 //! | `leader` | 3 | nearest obstacle ahead on the route (vehicle, obstacle, or stop line demanding a stop) within 80 m: gap/50 (clamped to 1.6, 1.6 when none), (leader speed - ego speed)/10, present |
 
+use crate::config::VehicleParams;
 use crate::geom::{wrap_angle, Vec2};
-use crate::road::{Lane, LaneId};
+use crate::road::{Lane, LaneId, RoadMap};
 use crate::traffic::LightState;
+use crate::vehicle::BicycleState;
 use crate::world::{LeaderQuery, StopLines, World};
 
 pub const K_AGENTS: usize = 8;
@@ -44,36 +46,9 @@ pub fn slice(name: &str) -> Option<(usize, usize)> {
 pub fn observe(w: &World, out: &mut [f32]) {
     debug_assert_eq!(out.len(), OBS_DIM);
     out.fill(0.0);
-    let vp = &w.cfg.vehicle;
-    let ego = &w.ego;
-    let center = ego.center(vp);
-    let heading = Vec2::from_angle(ego.yaw);
-    let line = w.map.paths[w.route].line;
-    let lane_id = w.map.lane_at(w.route, w.route_s);
-    let lane = w.map.lanes[lane_id as usize];
-    let half_lane = 0.5 * lane.width;
-
-    // Ego.
-    let route_yaw = w.route_dir.y.atan2(w.route_dir.x);
-    out[0] = ego.v / 10.0;
-    out[1] = ego.accel / 4.0;
-    out[2] = ego.steer / vp.max_steer;
-    out[3] = ego.yaw_rate / 0.5;
-    out[4] = w.route_lat / half_lane;
-    out[5] = wrap_angle(ego.yaw - route_yaw) / 0.5;
-    out[6] = lane.speed_limit / 10.0;
-    out[7] = w.allowed_speed(w.route_s) / 10.0;
-
-    // Route samples.
-    for (k, &d) in ROUTE_SAMPLES.iter().enumerate() {
-        let (q, _) = w.map.lines.sample(line, w.route_s + d);
-        let p = q.to_frame(center, heading);
-        out[8 + 2 * k] = p.x / 50.0;
-        out[9 + 2 * k] = p.y / 20.0;
-    }
-
-    // Lane and road edges.
     // Same-direction lanes beside the route lane, walking `next` (left or right), at most 5.
+    let lane_id = w.map.lane_at(w.route, w.route_s) as usize;
+    let lane = w.map.lanes[lane_id];
     let count = |next: fn(&Lane) -> Option<LaneId>| {
         let mut n = 0;
         let mut l = next(&lane);
@@ -84,110 +59,214 @@ pub fn observe(w: &World, out: &mut [f32]) {
                 break;
             }
         }
-        n as f32
+        n
     };
-    let to_left = half_lane - w.route_lat;
-    let to_right = half_lane + w.route_lat;
-    out[28] = to_left / lane.width;
-    out[29] = to_right / lane.width;
-    out[30] = ((to_left + count(|l| l.left) * lane.width) / lane.width).min(4.0);
-    out[31] = ((to_right + count(|l| l.right) * lane.width) / lane.width).min(4.0);
-
-    // Nearest agents and obstacles: fixed-size insertion sort, no allocation.
-    let mut nearest = [(f32::INFINITY, usize::MAX); K_AGENTS];
+    let e = EgoOnRoute {
+        ego: &w.ego,
+        vehicle: &w.cfg.vehicle,
+        map: &w.map,
+        path: w.route,
+        lane: lane_id,
+        route_s: w.route_s,
+        route_lat: w.route_lat,
+        route_dir: w.route_dir,
+        allowed_speed: w.allowed_speed(w.route_s),
+        lanes_beside: (count(|l| l.left), count(|l| l.right)),
+    };
+    write_ego_route(&e, out);
     let n_agents = w.agents.len();
-    let mut insert = |d2: f32, idx: usize| {
-        if d2 >= nearest[K_AGENTS - 1].0 {
-            return;
-        }
-        let mut k = K_AGENTS - 1;
-        while k > 0 && nearest[k - 1].0 > d2 {
-            nearest[k] = nearest[k - 1];
-            k -= 1;
-        }
-        nearest[k] = (d2, idx);
-    };
-    for (i, a) in w.agents.iter().enumerate() {
-        if a.active {
-            insert((a.pos - center).norm_sq(), i);
-        }
-    }
-    for (i, b) in w.statics.iter().enumerate() {
-        insert((b.center - center).norm_sq(), n_agents + i);
-    }
-    let vel_ego = heading * ego.v;
-    for (k, &(d2, idx)) in nearest.iter().enumerate() {
-        if idx == usize::MAX || d2 > 60.0 * 60.0 {
-            break;
-        }
-        let (pos, h, vel, len, wid, is_static) = if idx < n_agents {
-            let a = &w.agents[idx];
-            (a.pos, a.heading, a.heading * a.v, a.length, a.width, 1.0)
+    write_nearest(&e, n_agents + w.statics.len(), out, |i| {
+        if i < n_agents {
+            let a = &w.agents[i];
+            a.active.then(|| Nearby {
+                pos: a.pos,
+                heading: a.heading,
+                vel: a.heading * a.v,
+                length: a.length,
+                width: a.width,
+                is_static: false,
+            })
         } else {
-            let b = &w.statics[idx - n_agents];
-            (
-                b.center,
-                b.heading,
-                Vec2::ZERO,
-                2.0 * b.half_length,
-                2.0 * b.half_width,
-                1.0,
-            )
-        };
-        let is_static = if idx < n_agents { 0.0 } else { is_static };
-        let p = pos.to_frame(center, heading);
-        let rel_v = vel - vel_ego;
-        let f = &mut out[32 + k * AGENT_FEATURES..32 + (k + 1) * AGENT_FEATURES];
-        f[0] = 1.0;
-        f[1] = p.x / 50.0;
-        f[2] = p.y / 50.0;
-        f[3] = h.dot(heading);
-        f[4] = heading.cross(h);
-        f[5] = rel_v.dot(heading) / 10.0;
-        f[6] = heading.cross(rel_v) / 10.0;
-        f[7] = len / 5.0;
-        f[8] = wid / 2.5;
-        f[9] = is_static;
-        // On the route ahead: projects onto the route within the lane.
-        let (s, lat, _) = w.map.lines.project(line, pos, w.route_s + p.x.max(0.0));
-        f[10] = f32::from(s > w.route_s && lat.abs() < half_lane + 0.5 * wid);
-    }
-
-    // Next light on the route.
-    let light_base = 32 + K_AGENTS * AGENT_FEATURES;
-    let front = w.route_s + 0.5 * vp.length;
-    let next = w
+            let b = &w.statics[i - n_agents];
+            Some(Nearby {
+                pos: b.center,
+                heading: b.heading,
+                vel: Vec2::ZERO,
+                length: 2.0 * b.half_length,
+                width: 2.0 * b.half_width,
+                is_static: true,
+            })
+        }
+    });
+    let front = w.route_s + 0.5 * w.cfg.vehicle.length;
+    let next_light = w
         .map
         .path_stops(w.route)
         .iter()
-        .find(|st| st.s >= front - 0.5 && st.s - front < 80.0);
-    match next {
-        None => {
-            out[light_base] = 1.0;
-            out[light_base + 4] = 1.0;
-        }
-        Some(st) => {
-            let k = match w.lights[st.light as usize].state(w.time()) {
-                LightState::Green => 1,
-                LightState::Yellow => 2,
-                LightState::Red => 3,
-            };
-            out[light_base + k] = 1.0;
-            out[light_base + 4] = (st.s - front) / 50.0;
-        }
-    }
-
-    // Leader.
+        .find(|st| st.s >= front - 0.5 && st.s - front < 80.0)
+        .map(|st| (st.s - front, w.lights[st.light as usize].state(w.time())));
     let lead = w.leader_on_path(&LeaderQuery {
         stop_lines: StopLines::Obey {
             yellow_decel: w.cfg.expert.yellow_brake,
         },
         ..w.ego_leader_query(80.0)
     });
+    write_light_and_leader(next_light, (lead.gap, lead.v - w.ego.v), out);
+}
+
+/// The ego on its route, as the `ego`, `route` and `lane` slices read it: what a world
+/// supplies for [`write_ego_route`] and [`write_nearest`] (the built-in world here, SUMO's world
+/// in `deltaplan_sumo`), so both write one layout by one code.
+pub struct EgoOnRoute<'a> {
+    pub ego: &'a BicycleState,
+    pub vehicle: &'a VehicleParams,
+    /// The route as a road map; `path` is the route's path in it.
+    pub map: &'a RoadMap,
+    pub path: usize,
+    /// The lane of `map` the route is on at `route_s` ([`RoadMap::lane_at`]).
+    pub lane: usize,
+    pub route_s: f32,
+    pub route_lat: f32,
+    pub route_dir: Vec2,
+    /// The speed allowed at `route_s` (limit and bends ahead).
+    pub allowed_speed: f32,
+    /// Same-direction lanes to the left and to the right of the route's lane.
+    pub lanes_beside: (u32, u32),
+}
+
+/// A vehicle or obstacle near the ego, as the `agents` slice reads it.
+pub struct Nearby {
+    pub pos: Vec2,
+    pub heading: Vec2,
+    pub vel: Vec2,
+    pub length: f32,
+    pub width: f32,
+    pub is_static: bool,
+}
+
+/// Writes the `ego`, `route` and `lane` slices.
+pub fn write_ego_route(e: &EgoOnRoute, out: &mut [f32]) {
+    let vp = e.vehicle;
+    let ego = e.ego;
+    let center = ego.center(vp);
+    let heading = Vec2::from_angle(ego.yaw);
+    let line = e.map.paths[e.path].line;
+    let lane = e.map.lanes[e.lane];
+    let half_lane = 0.5 * lane.width;
+
+    // Ego.
+    let route_yaw = e.route_dir.y.atan2(e.route_dir.x);
+    out[0] = ego.v / 10.0;
+    out[1] = ego.accel / 4.0;
+    out[2] = ego.steer / vp.max_steer;
+    out[3] = ego.yaw_rate / 0.5;
+    out[4] = e.route_lat / half_lane;
+    out[5] = wrap_angle(ego.yaw - route_yaw) / 0.5;
+    out[6] = lane.speed_limit / 10.0;
+    out[7] = e.allowed_speed / 10.0;
+
+    // Route samples.
+    for (k, &d) in ROUTE_SAMPLES.iter().enumerate() {
+        let (q, _) = e.map.lines.sample(line, e.route_s + d);
+        let p = q.to_frame(center, heading);
+        out[8 + 2 * k] = p.x / 50.0;
+        out[9 + 2 * k] = p.y / 20.0;
+    }
+
+    // Lane and road edges.
+    let (left, right) = e.lanes_beside;
+    let to_left = half_lane - e.route_lat;
+    let to_right = half_lane + e.route_lat;
+    out[28] = to_left / lane.width;
+    out[29] = to_right / lane.width;
+    out[30] = ((to_left + left as f32 * lane.width) / lane.width).min(4.0);
+    out[31] = ((to_right + right as f32 * lane.width) / lane.width).min(4.0);
+}
+
+/// Writes the `agents` slice: the nearest of objects `0..count` within 60 m, nearest first
+/// (`object(i)` is `None` for one that is not there). A fixed-size insertion sort: no
+/// allocation.
+pub fn write_nearest(
+    e: &EgoOnRoute,
+    count: usize,
+    out: &mut [f32],
+    object: impl Fn(usize) -> Option<Nearby>,
+) {
+    let center = e.ego.center(e.vehicle);
+    let heading = Vec2::from_angle(e.ego.yaw);
+    let line = e.map.paths[e.path].line;
+    let half_lane = 0.5 * e.map.lanes[e.lane].width;
+    let mut nearest = [(f32::INFINITY, usize::MAX); K_AGENTS];
+    for i in 0..count {
+        let Some(o) = object(i) else {
+            continue;
+        };
+        let d2 = (o.pos - center).norm_sq();
+        if d2 >= nearest[K_AGENTS - 1].0 {
+            continue;
+        }
+        let mut k = K_AGENTS - 1;
+        while k > 0 && nearest[k - 1].0 > d2 {
+            nearest[k] = nearest[k - 1];
+            k -= 1;
+        }
+        nearest[k] = (d2, i);
+    }
+    let vel_ego = heading * e.ego.v;
+    for (k, &(d2, idx)) in nearest.iter().enumerate() {
+        if idx == usize::MAX || d2 > 60.0 * 60.0 {
+            break;
+        }
+        let Some(o) = object(idx) else {
+            break;
+        };
+        let p = o.pos.to_frame(center, heading);
+        let rel_v = o.vel - vel_ego;
+        let f = &mut out[32 + k * AGENT_FEATURES..32 + (k + 1) * AGENT_FEATURES];
+        f[0] = 1.0;
+        f[1] = p.x / 50.0;
+        f[2] = p.y / 50.0;
+        f[3] = o.heading.dot(heading);
+        f[4] = heading.cross(o.heading);
+        f[5] = rel_v.dot(heading) / 10.0;
+        f[6] = heading.cross(rel_v) / 10.0;
+        f[7] = o.length / 5.0;
+        f[8] = o.width / 2.5;
+        f[9] = f32::from(o.is_static);
+        // On the route ahead: projects onto the route within the lane.
+        let (s, lat, _) = e.map.lines.project(line, o.pos, e.route_s + p.x.max(0.0));
+        f[10] = f32::from(s > e.route_s && lat.abs() < half_lane + 0.5 * o.width);
+    }
+}
+
+/// Writes the `light` and `leader` slices: the next light on the route within 80 m as (distance
+/// from the ego's front to its stop line, state), and the leader as (gap, its speed minus the
+/// ego's), the gap infinite when there is none.
+pub fn write_light_and_leader(
+    next_light: Option<(f32, LightState)>,
+    (gap, rel_v): (f32, f32),
+    out: &mut [f32],
+) {
+    let light_base = 32 + K_AGENTS * AGENT_FEATURES;
+    match next_light {
+        None => {
+            out[light_base] = 1.0;
+            out[light_base + 4] = 1.0;
+        }
+        Some((distance, state)) => {
+            let k = match state {
+                LightState::Green => 1,
+                LightState::Yellow => 2,
+                LightState::Red => 3,
+            };
+            out[light_base + k] = 1.0;
+            out[light_base + 4] = distance / 50.0;
+        }
+    }
     let lb = light_base + 5;
-    if lead.gap.is_finite() {
-        out[lb] = (lead.gap / 50.0).clamp(-0.2, 1.6);
-        out[lb + 1] = (lead.v - ego.v) / 10.0;
+    if gap.is_finite() {
+        out[lb] = (gap / 50.0).clamp(-0.2, 1.6);
+        out[lb + 1] = rel_v / 10.0;
         out[lb + 2] = 1.0;
     } else {
         out[lb] = 1.6;

@@ -18,11 +18,13 @@ use crate::traci::{
 };
 use deltaplan_sim::config::SimConfig;
 use deltaplan_sim::events::{EndReason, StepEvents, StepResult};
-use deltaplan_sim::geom::{wrap_angle, OrientedBox, Vec2};
+use deltaplan_sim::geom::{OrientedBox, Vec2};
 use deltaplan_sim::metrics::{
     comfort_violations, nuplan_comfort, nuplan_score, ComfortFilter, EpisodeStats,
 };
-use deltaplan_sim::obs::{AGENT_FEATURES, K_AGENTS, OBS_DIM, ROUTE_SAMPLES};
+use deltaplan_sim::obs::{
+    write_ego_route, write_light_and_leader, write_nearest, EgoOnRoute, Nearby, OBS_DIM,
+};
 use deltaplan_sim::road::{RoadMap, SPACING};
 use deltaplan_sim::spec::Family;
 use deltaplan_sim::traffic::{Idm, LightState};
@@ -818,109 +820,43 @@ impl SumoWorld {
         }
     }
 
-    /// Writes the observation in the built-in world's layout ([`deltaplan_sim::obs`]).
+    /// Writes the observation in the built-in world's layout, by the built-in world's code
+    /// ([`deltaplan_sim::obs`]).
     pub fn observe(&self, out: &mut [f32]) {
         debug_assert_eq!(out.len(), OBS_DIM);
         out.fill(0.0);
-        let vp = &self.cfg.vehicle;
-        let ego = &self.ego;
-        let center = ego.center(vp);
-        let heading = Vec2::from_angle(ego.yaw);
-        let line = self.map.paths[0].line;
-        let lane = self.map.lanes[self.map.lane_at(0, self.route_s) as usize];
-        let half_lane = 0.5 * lane.width;
-        let route_yaw = self.route_dir.y.atan2(self.route_dir.x);
-        out[0] = ego.v / 10.0;
-        out[1] = ego.accel / 4.0;
-        out[2] = ego.steer / vp.max_steer;
-        out[3] = ego.yaw_rate / 0.5;
-        out[4] = self.route_lat / half_lane;
-        out[5] = wrap_angle(ego.yaw - route_yaw) / 0.5;
-        out[6] = lane.speed_limit / 10.0;
-        out[7] = self.allowed_speed(self.route_s) / 10.0;
-        for (k, &d) in ROUTE_SAMPLES.iter().enumerate() {
-            let (q, _) = self.map.lines.sample(line, self.route_s + d);
-            let p = q.to_frame(center, heading);
-            out[8 + 2 * k] = p.x / 50.0;
-            out[9 + 2 * k] = p.y / 20.0;
-        }
-        // Same-direction lanes beside the route lane: SUMO's lane index counts from the right.
-        let (left, right) = self.lanes_beside();
-        let to_left = half_lane - self.route_lat;
-        let to_right = half_lane + self.route_lat;
-        out[28] = to_left / lane.width;
-        out[29] = to_right / lane.width;
-        out[30] = ((to_left + left as f32 * lane.width) / lane.width).min(4.0);
-        out[31] = ((to_right + right as f32 * lane.width) / lane.width).min(4.0);
-        // The nearest vehicles within 60 m, nearest first.
-        let mut order: [(f32, usize); K_AGENTS] = [(f32::INFINITY, usize::MAX); K_AGENTS];
-        for (i, a) in self.neighbours.iter().enumerate() {
-            let d2 = (a.center - center).norm_sq();
-            if d2 >= order[K_AGENTS - 1].0 {
-                continue;
-            }
-            let mut k = K_AGENTS - 1;
-            while k > 0 && order[k - 1].0 > d2 {
-                order[k] = order[k - 1];
-                k -= 1;
-            }
-            order[k] = (d2, i);
-        }
-        let vel_ego = heading * ego.v;
-        for (k, &(d2, i)) in order.iter().enumerate() {
-            if i == usize::MAX || d2 > 60.0 * 60.0 {
-                break;
-            }
+        let e = EgoOnRoute {
+            ego: &self.ego,
+            vehicle: &self.cfg.vehicle,
+            map: &self.map,
+            path: 0,
+            lane: self.map.lane_at(0, self.route_s) as usize,
+            route_s: self.route_s,
+            route_lat: self.route_lat,
+            route_dir: self.route_dir,
+            allowed_speed: self.allowed_speed(self.route_s),
+            lanes_beside: self.lanes_beside(),
+        };
+        write_ego_route(&e, out);
+        write_nearest(&e, self.neighbours.len(), out, |i| {
             let a = &self.neighbours[i];
-            let p = a.center.to_frame(center, heading);
-            let rel_v = a.heading * a.v - vel_ego;
-            let f = &mut out[32 + k * AGENT_FEATURES..32 + (k + 1) * AGENT_FEATURES];
-            f[0] = 1.0;
-            f[1] = p.x / 50.0;
-            f[2] = p.y / 50.0;
-            f[3] = a.heading.dot(heading);
-            f[4] = heading.cross(a.heading);
-            f[5] = rel_v.dot(heading) / 10.0;
-            f[6] = heading.cross(rel_v) / 10.0;
-            f[7] = a.length / 5.0;
-            f[8] = a.width / 2.5;
-            f[9] = 0.0;
-            let (s, lat, _) = self
-                .map
-                .lines
-                .project(line, a.center, self.route_s + p.x.max(0.0));
-            f[10] = f32::from(s > self.route_s && lat.abs() < half_lane + 0.5 * a.width);
-        }
-        let light_base = 32 + K_AGENTS * AGENT_FEATURES;
-        let front = self.route_s + 0.5 * vp.length;
-        match self
+            Some(Nearby {
+                pos: a.center,
+                heading: a.heading,
+                vel: a.heading * a.v,
+                length: a.length,
+                width: a.width,
+                is_static: false,
+            })
+        });
+        let front = self.route_s + 0.5 * self.cfg.vehicle.length;
+        let next_light = self
             .stops
             .iter()
             .find(|st| st.s >= front - 0.5 && st.s - front < 80.0)
-        {
-            None => {
-                out[light_base] = 1.0;
-                out[light_base + 4] = 1.0;
-            }
-            Some(st) => {
-                let k = match st.state {
-                    LightState::Green => 1,
-                    LightState::Yellow => 2,
-                    LightState::Red => 3,
-                };
-                out[light_base + k] = 1.0;
-                out[light_base + 4] = (st.s - front) / 50.0;
-            }
-        }
+            .map(|st| (st.s - front, st.state));
         let lead = self.leader(80.0, true);
-        let lb = light_base + 5;
-        if lead.gap.is_finite() {
-            out[lb] = (lead.gap / 50.0).clamp(-0.2, 1.6);
-            out[lb + 1] = (lead.v - ego.v) / 10.0;
-            out[lb + 2] = 1.0;
-        } else {
-            out[lb] = 1.6;
-        }
+        write_light_and_leader(next_light, (lead.gap, lead.v - self.ego.v), out);
     }
 
     /// Same-direction lanes to the left and right of the ego's current route lane (none inside
@@ -942,8 +878,14 @@ impl SumoWorld {
         if edge.internal {
             return (0, 0);
         }
-        let n = edge.lanes.len() as u32;
-        (n - 1 - lane.index.min(n - 1), lane.index)
+        // Lanes cars may use, by SUMO's index (0 = rightmost): sidewalks are not lanes here.
+        let beside = |side: fn(u32, u32) -> bool| {
+            edge.lanes
+                .iter()
+                .filter(|&&k| net.lanes[k].cars && side(net.lanes[k].index, lane.index))
+                .count() as u32
+        };
+        (beside(|k, ego| k > ego), beside(|k, ego| k < ego))
     }
 
     /// Where SUMO has vehicle `id` now: its front bumper and yaw (for checks; not on the
