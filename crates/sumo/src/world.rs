@@ -177,6 +177,8 @@ pub struct SumoWorld {
     pub time_limit_steps: u32,
     pub stats: EpisodeStats,
     speed_profile: Vec<f32>,
+    /// The plan as waypoints for the controller (kept: no allocation per step).
+    waypoints: Vec<[f32; 2]>,
     /// SUMO's simulated time, seconds.
     sim_time: f64,
     /// Ego routes added to this SUMO process (each needs its own id).
@@ -219,6 +221,7 @@ impl SumoWorld {
             time_limit_steps: 0,
             stats: EpisodeStats::default(),
             speed_profile: Vec::new(),
+            waypoints: Vec::new(),
             sim_time: 0.0,
             ego_routes: 0,
             best_progress: 0.0,
@@ -473,38 +476,11 @@ impl SumoWorld {
         self.compute_speed_profile();
     }
 
-    /// Allowed speed along the route: the lane limit and a comfortable lateral acceleration in
-    /// bends, braking for them in time (as the built-in world's profile).
+    /// Allowed speed along the route, as the built-in world's ([`RoadMap::speed_profile`]).
     fn compute_speed_profile(&mut self) {
-        let pts = self.map.lines.points(self.map.paths[0].line);
-        let n = pts.len();
-        self.speed_profile.clear();
-        let a_lat = self.cfg.expert.lateral_accel;
-        for i in 0..n {
-            let a = pts[i.saturating_sub(2)];
-            let b = pts[i];
-            let c = pts[(i + 2).min(n - 1)];
-            let (ab, bc, ca) = ((b - a).norm(), (c - b).norm(), (a - c).norm());
-            let area2 = (b - a).cross(c - a).abs();
-            let k = if ab * bc * ca > 1e-6 {
-                2.0 * area2 / (ab * bc * ca)
-            } else {
-                0.0
-            };
-            let lane = self.map.lane_at(0, i as f32 * SPACING);
-            let limit = self.map.lanes[lane as usize].speed_limit;
-            let v_curve = if k > 1e-4 {
-                (a_lat / k).sqrt()
-            } else {
-                f32::INFINITY
-            };
-            self.speed_profile.push(limit.min(v_curve));
-        }
-        let b = self.cfg.expert.comfort_brake;
-        for i in (0..n.saturating_sub(1)).rev() {
-            let reach = (self.speed_profile[i + 1].powi(2) + 2.0 * b * SPACING).sqrt();
-            self.speed_profile[i] = self.speed_profile[i].min(reach);
-        }
+        let e = &self.cfg.expert;
+        self.map
+            .speed_profile(0, e.lateral_accel, e.comfort_brake, &mut self.speed_profile);
     }
 
     /// Allowed speed at route arc length `s`.
@@ -531,8 +507,11 @@ impl SumoWorld {
         let before_ego = self.ego;
         let before_front = self.route_s + 0.5 * vp.length;
         let before_best = self.best_progress;
-        let waypoints: Vec<[f32; 2]> = plan.chunks_exact(2).map(|w| [w[0], w[1]]).collect();
-        let (steer, accel) = track_waypoints(&waypoints, self.ego.v, &vp, &self.cfg.controller);
+        self.waypoints.clear();
+        self.waypoints
+            .extend(plan.chunks_exact(2).map(|w| [w[0], w[1]]));
+        let (steer, accel) =
+            track_waypoints(&self.waypoints, self.ego.v, &vp, &self.cfg.controller);
         let accel = limit_jerk(accel, self.ego.accel, &self.cfg.controller, self.cfg.dt);
         let brake_forced = self.brake_forced(accel);
         bicycle_step(&mut self.ego, &vp, steer, accel, self.cfg.dt);
