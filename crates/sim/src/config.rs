@@ -185,6 +185,19 @@ pub struct ExpertConfig {
     pub max_comfort_decel: f32,
 }
 
+impl ExpertConfig {
+    /// The expert's car-following model towards desired speed `v0`.
+    pub fn idm(&self, v0: f32) -> crate::traffic::Idm {
+        crate::traffic::Idm {
+            v0,
+            headway: self.headway,
+            s0: self.min_gap,
+            a_max: self.max_accel,
+            b: self.idm_brake,
+        }
+    }
+}
+
 impl Default for ExpertConfig {
     fn default() -> Self {
         ExpertConfig {

@@ -67,3 +67,22 @@ pub struct StepEvents {
     /// That leader's speed along the route, m/s (0 when none).
     pub lead_speed: f32,
 }
+
+impl StepEvents {
+    /// The step that ends an episode on a plan or state that is not finite: nothing driven, no
+    /// progress, so the reward is the terminal penalty alone.
+    pub fn non_finite(route_length: f32, speed: f32, speed_limit: f32) -> Self {
+        StepEvents {
+            end: EndReason::NonFinite,
+            progress_gain: 0.0,
+            route_length,
+            speed,
+            speed_limit,
+            comfort_violations: 0,
+            comfort_flagged: false,
+            outside_lane: false,
+            lead_gap: f32::INFINITY,
+            lead_speed: 0.0,
+        }
+    }
+}

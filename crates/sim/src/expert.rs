@@ -15,7 +15,7 @@
 //! (deceleration proportional to speed), so coming to a halt is not a jerk either.
 
 use crate::geom::Vec2;
-use crate::traffic::{agent_yields_at_merge, Idm};
+use crate::traffic::agent_yields_at_merge;
 use crate::world::{Leader, LeaderQuery, Observer, StopLines, World};
 
 /// Longitudinal acceleration the expert wants now.
@@ -103,13 +103,7 @@ pub fn expert_accel(w: &World) -> f32 {
         }
     }
     let v_des = w.allowed_speed(s + 0.5 * v).min(w.allowed_speed(s));
-    let idm = Idm {
-        v0: v_des.max(0.5),
-        headway: e.headway,
-        s0: e.min_gap,
-        a_max: e.max_accel,
-        b: e.idm_brake,
-    };
+    let idm = e.idm(v_des.max(0.5));
     let mut target = idm.accel(v, lead.gap, lead.v, vp.max_brake);
     if b_req > FLOOR_ONSET {
         target = target.min(-b_req * FLOOR_MARGIN);

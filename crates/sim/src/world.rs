@@ -481,18 +481,7 @@ impl World {
     fn end_non_finite(&mut self) -> StepResult {
         let end = EndReason::NonFinite;
         let lane = self.map.lanes[self.map.lane_at(self.route, self.route_s) as usize];
-        let events = StepEvents {
-            end,
-            progress_gain: 0.0,
-            route_length: self.route_len,
-            speed: self.ego.v,
-            speed_limit: lane.speed_limit,
-            comfort_violations: 0,
-            comfort_flagged: false,
-            outside_lane: false,
-            lead_gap: f32::INFINITY,
-            lead_speed: 0.0,
-        };
+        let events = StepEvents::non_finite(self.route_len, self.ego.v, lane.speed_limit);
         let reward = reward::compute(&events, &self.cfg.reward);
         self.stats.finish(end, self.route_completion());
         StepResult { reward, end }

@@ -27,7 +27,7 @@ use deltaplan_sim::obs::{
 };
 use deltaplan_sim::road::{RoadMap, SPACING};
 use deltaplan_sim::spec::Family;
-use deltaplan_sim::traffic::{Idm, LightState};
+use deltaplan_sim::traffic::LightState;
 use deltaplan_sim::vehicle::{bicycle_step, limit_jerk, track_waypoints, BicycleState};
 use deltaplan_stdx::seed::rng;
 use std::sync::Arc;
@@ -660,18 +660,7 @@ impl SumoWorld {
 
     fn end_non_finite(&mut self) -> StepResult {
         let lane = self.map.lanes[self.map.lane_at(0, self.route_s) as usize];
-        let events = StepEvents {
-            end: EndReason::NonFinite,
-            progress_gain: 0.0,
-            route_length: self.route_len,
-            speed: self.ego.v,
-            speed_limit: lane.speed_limit,
-            comfort_violations: 0,
-            comfort_flagged: false,
-            outside_lane: false,
-            lead_gap: f32::INFINITY,
-            lead_speed: 0.0,
-        };
+        let events = StepEvents::non_finite(self.route_len, self.ego.v, lane.speed_limit);
         self.stats.end = EndReason::NonFinite;
         self.stats.route_completion = self.route_completion();
         StepResult {
@@ -756,13 +745,7 @@ impl SumoWorld {
         let s = self.route_s;
         let lead = self.leader((v * 4.0 + 25.0).min(100.0), true);
         let v_des = self.allowed_speed(s + 0.5 * v).min(self.allowed_speed(s));
-        let idm = Idm {
-            v0: v_des.max(0.5),
-            headway: e.headway,
-            s0: e.min_gap,
-            a_max: e.max_accel,
-            b: e.idm_brake,
-        };
+        let idm = e.idm(v_des.max(0.5));
         let mut a = idm.accel(v, lead.gap, lead.v, vp.max_brake);
         let floor = if lead.gap.is_finite() && v > lead.v {
             (v - lead.v).powi(2) / (2.0 * (lead.gap - 1.0).max(0.2))
