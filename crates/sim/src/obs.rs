@@ -104,14 +104,18 @@ pub fn observe(w: &World, out: &mut [f32]) {
         .path_stops(w.route)
         .iter()
         .find(|st| st.s >= front - 0.5 && st.s - front < 80.0)
-        .map(|st| (st.s - front, w.lights[st.light as usize].state(w.time())));
+        .map(|st| (w.lights[st.light as usize].state(w.time()), st.s - front));
+    write_next_light(out, next_light);
     let lead = w.leader_on_path(&LeaderQuery {
         stop_lines: StopLines::Obey {
             yellow_decel: w.cfg.expert.yellow_brake,
         },
         ..w.ego_leader_query(80.0)
     });
-    write_light_and_leader(next_light, (lead.gap, lead.v - w.ego.v), out);
+    write_leader(
+        out,
+        lead.gap.is_finite().then_some((lead.gap, lead.v - w.ego.v)),
+    );
 }
 
 /// The ego on its route, as the `ego`, `route` and `lane` slices read it: what a world
@@ -152,35 +156,80 @@ pub fn write_ego_route(e: &EgoOnRoute, out: &mut [f32]) {
     let heading = Vec2::from_angle(ego.yaw);
     let line = e.map.paths[e.path].line;
     let lane = e.map.lanes[e.lane];
-    let half_lane = 0.5 * lane.width;
-
-    // Ego.
     let route_yaw = e.route_dir.y.atan2(e.route_dir.x);
-    out[0] = ego.v / 10.0;
-    out[1] = ego.accel / 4.0;
-    out[2] = ego.steer / vp.max_steer;
-    out[3] = ego.yaw_rate / 0.5;
-    out[4] = e.route_lat / half_lane;
-    out[5] = wrap_angle(ego.yaw - route_yaw) / 0.5;
-    out[6] = lane.speed_limit / 10.0;
-    out[7] = e.allowed_speed / 10.0;
-
-    // Route samples.
+    write_ego(
+        out,
+        &EgoFeatures {
+            speed: ego.v,
+            accel: ego.accel,
+            steer: ego.steer,
+            max_steer: vp.max_steer,
+            yaw_rate: ego.yaw_rate,
+            route_lat: e.route_lat,
+            lane_width: lane.width,
+            heading_error: wrap_angle(ego.yaw - route_yaw),
+            speed_limit: lane.speed_limit,
+            allowed_speed: e.allowed_speed,
+        },
+    );
     for (k, &d) in ROUTE_SAMPLES.iter().enumerate() {
         let (q, _) = e.map.lines.sample(line, e.route_s + d);
-        let p = q.to_frame(center, heading);
-        out[8 + 2 * k] = p.x / 50.0;
-        out[9 + 2 * k] = p.y / 20.0;
+        write_route_point(out, k, q.to_frame(center, heading));
     }
-
-    // Lane and road edges.
     let (left, right) = e.lanes_beside;
-    let to_left = half_lane - e.route_lat;
-    let to_right = half_lane + e.route_lat;
-    out[28] = to_left / lane.width;
-    out[29] = to_right / lane.width;
-    out[30] = ((to_left + left as f32 * lane.width) / lane.width).min(4.0);
-    out[31] = ((to_right + right as f32 * lane.width) / lane.width).min(4.0);
+    write_lane_edges(out, e.route_lat, lane.width, [left as f32, right as f32]);
+}
+
+/// The ego's own state in the units a world keeps it (m, m/s, m/s^2, rad, rad/s);
+/// [`write_ego`] scales it into the layout's `ego` slice. Any world fills it from what it
+/// knows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EgoFeatures {
+    pub speed: f32,
+    pub accel: f32,
+    pub steer: f32,
+    pub max_steer: f32,
+    pub yaw_rate: f32,
+    /// Signed offset of the box centre from the route centreline, positive to the left.
+    pub route_lat: f32,
+    pub lane_width: f32,
+    /// Ego yaw minus the route's direction, wrapped to (-pi, pi].
+    pub heading_error: f32,
+    pub speed_limit: f32,
+    /// The allowed speed here: the limit and the bends ahead ([`crate::road::speed_profile`]).
+    pub allowed_speed: f32,
+}
+
+/// Writes the `ego` slice (`out` is a whole observation).
+pub fn write_ego(out: &mut [f32], e: &EgoFeatures) {
+    let half_lane = 0.5 * e.lane_width;
+    out[0] = e.speed / 10.0;
+    out[1] = e.accel / 4.0;
+    out[2] = e.steer / e.max_steer;
+    out[3] = e.yaw_rate / 0.5;
+    out[4] = e.route_lat / half_lane;
+    out[5] = e.heading_error / 0.5;
+    out[6] = e.speed_limit / 10.0;
+    out[7] = e.allowed_speed / 10.0;
+}
+
+/// Writes route sample `k` (at [`ROUTE_SAMPLES`]`[k]` metres ahead along the route), given in
+/// the ego frame (origin at the box centre, x forward, y left, metres).
+pub fn write_route_point(out: &mut [f32], k: usize, p: Vec2) {
+    out[8 + 2 * k] = p.x / 50.0;
+    out[9 + 2 * k] = p.y / 20.0;
+}
+
+/// Writes the `lane` slice: the route lane's edges from the ego's lateral offset and the lane
+/// width, the road's edges counting `lanes_beside` = [left, right] same-direction lanes.
+pub fn write_lane_edges(out: &mut [f32], route_lat: f32, lane_width: f32, lanes_beside: [f32; 2]) {
+    let half_lane = 0.5 * lane_width;
+    let to_left = half_lane - route_lat;
+    let to_right = half_lane + route_lat;
+    out[28] = to_left / lane_width;
+    out[29] = to_right / lane_width;
+    out[30] = ((to_left + lanes_beside[0] * lane_width) / lane_width).min(4.0);
+    out[31] = ((to_right + lanes_beside[1] * lane_width) / lane_width).min(4.0);
 }
 
 /// Writes the `agents` slice: the nearest of objects `0..count` within 60 m, nearest first
@@ -239,21 +288,16 @@ pub fn write_nearest(
     }
 }
 
-/// Writes the `light` and `leader` slices: the next light on the route within 80 m as (distance
-/// from the ego's front to its stop line, state), and the leader as (gap, its speed minus the
-/// ego's), the gap infinite when there is none.
-pub fn write_light_and_leader(
-    next_light: Option<(f32, LightState)>,
-    (gap, rel_v): (f32, f32),
-    out: &mut [f32],
-) {
+/// Writes the `light` slice: the next light's state and the distance to its stop line from
+/// the ego's front (metres), or none.
+pub fn write_next_light(out: &mut [f32], next: Option<(LightState, f32)>) {
     let light_base = 32 + K_AGENTS * AGENT_FEATURES;
-    match next_light {
+    match next {
         None => {
             out[light_base] = 1.0;
             out[light_base + 4] = 1.0;
         }
-        Some((distance, state)) => {
+        Some((state, distance)) => {
             let k = match state {
                 LightState::Green => 1,
                 LightState::Yellow => 2,
@@ -263,12 +307,18 @@ pub fn write_light_and_leader(
             out[light_base + 4] = distance / 50.0;
         }
     }
-    let lb = light_base + 5;
-    if gap.is_finite() {
-        out[lb] = (gap / 50.0).clamp(-0.2, 1.6);
-        out[lb + 1] = rel_v / 10.0;
-        out[lb + 2] = 1.0;
-    } else {
-        out[lb] = 1.6;
+}
+
+/// Writes the `leader` slice: the gap to the nearest obstacle ahead on the route (metres) and
+/// its speed minus the ego's (m/s), or none.
+pub fn write_leader(out: &mut [f32], leader: Option<(f32, f32)>) {
+    let lb = 37 + K_AGENTS * AGENT_FEATURES;
+    match leader {
+        Some((gap, relative_speed)) => {
+            out[lb] = (gap / 50.0).clamp(-0.2, 1.6);
+            out[lb + 1] = relative_speed / 10.0;
+            out[lb + 2] = 1.0;
+        }
+        None => out[lb] = 1.6,
     }
 }

@@ -455,13 +455,16 @@ impl World {
         self.route_dir = dir;
     }
 
-    /// Allowed speed along the route ([`RoadMap::speed_profile`]).
+    /// Allowed speed along the route ([`crate::road::speed_profile`]).
     fn compute_speed_profile(&mut self) {
-        let e = &self.cfg.expert;
-        self.map.speed_profile(
-            self.route,
-            e.lateral_accel,
-            e.comfort_brake,
+        let route = self.route;
+        let line = self.map.paths[route].line;
+        let map = &self.map;
+        crate::road::speed_profile(
+            map.lines.points(line),
+            |s| map.lanes[map.lane_at(route, s) as usize].speed_limit,
+            self.cfg.expert.lateral_accel,
+            self.cfg.expert.comfort_brake,
             &mut self.speed_profile,
         );
     }

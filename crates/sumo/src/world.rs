@@ -23,9 +23,9 @@ use deltaplan_sim::metrics::{
     comfort_violations, nuplan_comfort, nuplan_score, ComfortFilter, EpisodeStats,
 };
 use deltaplan_sim::obs::{
-    write_ego_route, write_light_and_leader, write_nearest, EgoOnRoute, Nearby, OBS_DIM,
+    write_ego_route, write_leader, write_nearest, write_next_light, EgoOnRoute, Nearby, OBS_DIM,
 };
-use deltaplan_sim::road::{RoadMap, SPACING};
+use deltaplan_sim::road::{speed_profile, RoadMap, SPACING};
 use deltaplan_sim::spec::Family;
 use deltaplan_sim::traffic::LightState;
 use deltaplan_sim::vehicle::{bicycle_step, limit_jerk, track_waypoints, BicycleState};
@@ -476,11 +476,16 @@ impl SumoWorld {
         self.compute_speed_profile();
     }
 
-    /// Allowed speed along the route, as the built-in world's ([`RoadMap::speed_profile`]).
+    /// Allowed speed along the route, as the built-in world's ([`speed_profile`]).
     fn compute_speed_profile(&mut self) {
-        let e = &self.cfg.expert;
-        self.map
-            .speed_profile(0, e.lateral_accel, e.comfort_brake, &mut self.speed_profile);
+        let map = &self.map;
+        speed_profile(
+            map.lines.points(map.paths[0].line),
+            |s| map.lanes[map.lane_at(0, s) as usize].speed_limit,
+            self.cfg.expert.lateral_accel,
+            self.cfg.expert.comfort_brake,
+            &mut self.speed_profile,
+        );
     }
 
     /// Allowed speed at route arc length `s`.
@@ -816,9 +821,15 @@ impl SumoWorld {
             .stops
             .iter()
             .find(|st| st.s >= front - 0.5 && st.s - front < 80.0)
-            .map(|st| (st.s - front, st.state));
+            .map(|st| (st.state, st.s - front));
         let lead = self.leader(80.0, true);
-        write_light_and_leader(next_light, (lead.gap, lead.v - self.ego.v), out);
+        write_next_light(out, next_light);
+        write_leader(
+            out,
+            lead.gap
+                .is_finite()
+                .then_some((lead.gap, lead.v - self.ego.v)),
+        );
     }
 
     /// Same-direction lanes to the left and right of the ego's current route lane (none inside
