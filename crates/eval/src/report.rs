@@ -161,6 +161,16 @@ pub struct ReportInput {
     pub actor_start: Option<ActorStart>,
     /// The run's settings that differ from the embedded defaults, in key order.
     pub config_differences: Vec<ConfigDifference>,
+    /// Evaluations in other worlds found beside the run's own (SUMO), each a titled table.
+    pub other_worlds: Vec<WorldTable>,
+}
+
+/// A table of scores from another world (a SUMO evaluation: one row per network).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct WorldTable {
+    pub title: String,
+    /// A Markdown table.
+    pub table: String,
 }
 
 /// One policy's numbers on one split.
@@ -233,6 +243,7 @@ pub struct Report {
     pub timings: Vec<(String, f64)>,
     pub actor_start: Option<ActorStart>,
     pub config_differences: Vec<ConfigDifference>,
+    pub other_worlds: Vec<WorldTable>,
 }
 
 impl Report {
@@ -253,6 +264,7 @@ impl Report {
             timings: input.timings,
             actor_start: input.actor_start,
             config_differences: input.config_differences,
+            other_worlds: input.other_worlds,
         })
     }
 
@@ -272,6 +284,7 @@ impl Report {
             "timings": self.timings.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<String, Value>>(),
             "actor_start": self.actor_start,
             "config_differences": self.config_differences,
+            "other_worlds": self.other_worlds,
             "examples": self.examples.iter().map(|e| json!({
                 "id": e.id,
                 "files": e.files(),
@@ -298,6 +311,24 @@ impl Report {
         config_markdown(&mut s, &self.config_differences);
         for split in &self.splits {
             split_markdown(&mut s, split);
+        }
+        if !self.other_worlds.is_empty() {
+            let _ = writeln!(
+                s,
+                "## In SUMO
+
+The run's planners evaluated in SUMO (`deltaplan evaluate --world sumo`), per network; SUMO's traffic, maps and lights, deltaplan's controller and checks.
+"
+            );
+            for w in &self.other_worlds {
+                let _ = writeln!(
+                    s,
+                    "### {}
+
+{}",
+                    w.title, w.table
+                );
+            }
         }
         if !self.timings.is_empty() {
             let _ = writeln!(

@@ -3,7 +3,7 @@
 
 use deltaplan_eval::report::{
     write_report, ActorStart, ConfigDifference, CurvePoint, Example, PolicyRun, ReportInput,
-    SplitRun,
+    SplitRun, WorldTable,
 };
 use deltaplan_eval::{DisplacementError, Metric, Policy};
 use deltaplan_sim::{EndReason, EpisodeStats, Family};
@@ -67,6 +67,7 @@ fn input() -> ReportInput {
         timings: vec![("refine".into(), 3.5)],
         actor_start: None,
         config_differences: Vec::new(),
+        other_worlds: Vec::new(),
     }
 }
 
@@ -87,6 +88,7 @@ fn report_json_has_its_fields_and_the_summaries_numbers() {
             "examples",
             "learning_curve",
             "notes",
+            "other_worlds",
             "splits",
             "timings",
             "wall_seconds"
@@ -433,4 +435,38 @@ fn config_differences_and_examples_are_in_the_report() {
     assert_eq!(v["config_differences"][0]["key"], "refine.iterations");
     assert_eq!(v["examples"][0]["id"], "eval_merge_4000002");
     assert_eq!(v["examples"][0]["files"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn other_worlds_tables_reach_the_markdown_and_the_json_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut with_sumo = input();
+    with_sumo.other_worlds = vec![
+        WorldTable {
+            title: "rl, eval split, town01".into(),
+            table: "| network | episodes |\n|---|---:|\n| town01 | 5 |\n".into(),
+        },
+        WorldTable {
+            title: "sft, hard split, the held-out generated networks".into(),
+            table: "| network | episodes |\n|---|---:|\n| grid-1000002 | 2 |\n".into(),
+        },
+    ];
+    write_report(dir.path(), with_sumo).unwrap();
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    let sumo = md.find("## In SUMO").expect("a SUMO section");
+    let first = md.find("### rl, eval split, town01\n\n| network").unwrap();
+    let second = md.find("### sft, hard split").unwrap();
+    assert!(sumo < first && first < second && md.contains("| town01 | 5 |"));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        v["other_worlds"][1]["title"],
+        "sft, hard split, the held-out generated networks"
+    );
+    // Without SUMO evaluations, no section.
+    let plain = tempfile::tempdir().unwrap();
+    write_report(plain.path(), input()).unwrap();
+    let md = std::fs::read_to_string(plain.path().join("report.md")).unwrap();
+    assert!(!md.contains("## In SUMO"));
 }
