@@ -575,7 +575,7 @@ fn suite(cfg: &Config, split: Split) -> Vec<ScenarioSpec> {
 }
 
 /// Runs `f` with a [`Driver`] for `policy` (loading the networks it needs).
-pub(crate) fn with_driver<T>(
+pub fn with_driver<T>(
     cfg: &Config,
     out: &Path,
     policy: Policy,

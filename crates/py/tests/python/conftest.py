@@ -19,7 +19,7 @@ WEAK_SFT = {
     "sft.z_dim": 32,
     "sft.head_hidden": [],
     "sft.epochs": 6,
-    "sft.patience": None,
+    "sft.patience": 1000,  # never stops early in 6 epochs (the CLI has no "None")
 }
 
 
