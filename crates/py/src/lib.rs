@@ -7,9 +7,11 @@
 //!
 //! Modules: [`settings`] (the CLI's configuration, from a JSON string),
 //! [`batch`] (the environment class: action modes, autoreset modes, episode records),
-//! [`raster`] (RGB rendering), [`stages`] (the CLI's pipeline stages from Python).
+//! [`raster`] (RGB rendering), [`stages`] (the CLI's pipeline stages from Python),
+//! [`pyplanner`] (a Python callable as the frozen planner a refinement refines).
 
 pub mod batch;
+pub mod pyplanner;
 pub mod raster;
 pub mod settings;
 pub mod stages;
@@ -53,6 +55,8 @@ create_exception!(
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<batch::Batch>()?;
+    m.add_class::<pyplanner::RefinedPythonPlanner>()?;
+    m.add_function(wrap_pyfunction!(pyplanner::refine_python, m)?)?;
     m.add_function(wrap_pyfunction!(stages::record_and_train_sft, m)?)?;
     m.add_function(wrap_pyfunction!(stages::run, m)?)?;
     m.add_function(wrap_pyfunction!(stages::record, m)?)?;

@@ -16,7 +16,7 @@ from deltaplan._native import ActionError, CheckpointError, ClosedError, ConfigE
 from deltaplan._settings import default_settings, settings_json
 from deltaplan.env import DriveEnv
 from deltaplan.evaluate import evaluate
-from deltaplan.stages import evaluate_policy, record, record_and_train_sft, refine, report, run, train_sft
+from deltaplan.stages import evaluate_policy, record, record_and_train_sft, refine, refined_planner, report, run, train_sft
 from deltaplan.vector import DriveVectorEnv
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "record",
     "record_and_train_sft",
     "refine",
+    "refined_planner",
     "report",
     "run",
     "settings_json",

@@ -7,7 +7,10 @@ Failures raise ``deltaplan.StageError`` with the CLI's message, bad settings
 ``deltaplan.ConfigError``."""
 
 from os import PathLike
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
 
 from deltaplan import _native
 from deltaplan._settings import settings_json
@@ -32,10 +35,48 @@ def train_sft(out_dir: str | PathLike, config: Config = None, num_threads: int =
     return _native.train_sft(str(out_dir), settings_json(config), num_threads)
 
 
-def refine(out_dir: str | PathLike, config: Config = None, num_threads: int = 0) -> str:
+def refine(out_dir: str | PathLike, config: Config = None, num_threads: int = 0,
+           planner: Callable[[np.ndarray], Any] | None = None, planner_id: str | None = None) -> str:
     """``deltaplan refine``: PPO refinement of the run's frozen planner; returns the path of
-    ``rl.safetensors`` (``metrics.jsonl`` beside it)."""
-    return _native.refine(str(out_dir), settings_json(config), num_threads)
+    ``rl.safetensors`` (``metrics.jsonl`` beside it).
+
+    With ``planner`` (a batch of observations ``[B, 128]`` float32 in, plans ``[B, 2H]`` out,
+    e.g. a PyTorch module wrapped in a function), that planner is refined in place of the run's
+    SFT checkpoint: no recording or behaviour cloning is needed. It is called once per rollout
+    step with every world's observation (and for bootstrap values), with the GIL taken for the
+    call only. ``planner_id`` identifies it in the checkpoint (e.g. a hash of its weights; a
+    resume or :func:`refined_planner` with another id is refused); default: its qualified name.
+    """
+    if planner is None:
+        return _native.refine(str(out_dir), settings_json(config), num_threads)
+    return _native.refine_python(str(out_dir), settings_json(config), _plans_of(planner),
+                                 _planner_id(planner, planner_id), num_threads)
+
+
+def refined_planner(out_dir: str | PathLike, planner: Callable[[np.ndarray], Any], planner_id: str | None = None,
+                    config: Config = None):
+    """The refined planner of :func:`refine` with a Python ``planner``: a callable, observations
+    ``[B, 128]`` in, ``planner(obs) + ramp * delta(obs)`` out (the residual's mean), e.g. for
+    :func:`deltaplan.evaluate`. Its ``iteration`` is the checkpoint's."""
+    return _native.RefinedPythonPlanner(str(Path(out_dir) / "rl.safetensors"), settings_json(config),
+                                        _plans_of(planner), _planner_id(planner, planner_id))
+
+
+def _planner_id(planner, planner_id: str | None) -> str:
+    if planner_id is not None:
+        return str(planner_id)
+    name = getattr(planner, "__qualname__", type(planner).__qualname__)
+    return f"python:{getattr(planner, '__module__', type(planner).__module__)}.{name}"
+
+
+def _plans_of(planner):
+    """``planner`` returning C-contiguous float32 plans (shapes are checked in Rust)."""
+    def plans(obs):
+        a = np.asarray(planner(obs))
+        if a.dtype.kind != "f":
+            raise _native.ActionError(f"the planner must return floating point plans, got dtype {a.dtype}")
+        return np.ascontiguousarray(a, dtype=np.float32)
+    return plans
 
 
 def evaluate_policy(out_dir: str | PathLike, policy: str, split: str = "eval", config: Config = None,
