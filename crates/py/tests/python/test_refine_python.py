@@ -8,15 +8,13 @@ import numpy as np
 import pytest
 
 import deltaplan
-from conftest import WEAK_SFT  # noqa: F401 (the weak_sft fixture's recipe)
+from conftest import load_safetensors
 
 
 def numpy_sft(path: str, lateral_bias: float = 0.0):
     """The SFT planner's forward in NumPy (weights from ``sft.safetensors``), its plans shifted
     ``lateral_bias`` metres to the left: a deliberately worse planner when the bias is not 0."""
-    from safetensors.numpy import load_file
-
-    t = load_file(path)
+    t = load_safetensors(path)
 
     def layers(prefix):
         idx = sorted({int(k.split(".")[1]) for k in t if k.startswith(prefix + ".")})

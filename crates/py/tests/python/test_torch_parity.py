@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import deltaplan
-from conftest import WEAK_SFT
+from conftest import WEAK_SFT, load_safetensors
 
 
 def torch_or_skip():
@@ -23,9 +23,7 @@ def torch_sft(path: str):
     """The SFT planner's architecture in PyTorch, with its weights from ``sft.safetensors``:
     ``plan = act_mean + act_scale * head(tanh(encoder(clip((obs - mean) / std))))``."""
     torch = torch_or_skip()
-    from safetensors.torch import load_file
-
-    t = load_file(path)
+    t = {k: torch.from_numpy(v) for k, v in load_safetensors(path).items()}
 
     def mlp(prefix):
         idx = sorted({int(k.split(".")[1]) for k in t if k.startswith(prefix + ".")})
