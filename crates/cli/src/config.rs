@@ -158,21 +158,22 @@ impl Config {
         for s in sets {
             apply_set(&mut tree, s)?;
         }
-        let checked = (|| {
-            check_finite(&toml::Value::Table(tree.clone()), "")?;
-            let mut cfg = deserialize(&tree)?;
-            if let Some(seed) = seed {
-                cfg.seed = seed;
-            }
-            cfg.validate()?;
-            Ok(cfg)
-        })();
+        let checked = finish(&tree, seed);
         match path {
             Some(p) => {
                 checked.with_context(|| format!("in the configuration from {}", p.display()))
             }
             None => checked,
         }
+    }
+
+    /// The embedded defaults with `overrides` merged in (a table shaped like the TOML file:
+    /// sections of fields), checked exactly as [`Config::load`] checks a file: what the Python
+    /// package passes, so it has no configuration of its own.
+    pub fn from_overrides(overrides: toml::Table) -> Result<Config> {
+        let mut tree = defaults_tree()?;
+        merge(&mut tree, overrides, "")?;
+        finish(&tree, None)
     }
 
     /// Checks every range, naming the field at fault.
@@ -241,6 +242,17 @@ impl Config {
         }
         text
     }
+}
+
+/// The merged tree as a validated [`Config`], with `seed` (from `--seed`) over its seed.
+fn finish(tree: &toml::Table, seed: Option<u64>) -> Result<Config> {
+    check_finite(&toml::Value::Table(tree.clone()), "")?;
+    let mut cfg = deserialize(tree)?;
+    if let Some(seed) = seed {
+        cfg.seed = seed;
+    }
+    cfg.validate()?;
+    Ok(cfg)
 }
 
 /// The embedded defaults as a TOML table.

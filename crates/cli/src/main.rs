@@ -1,13 +1,6 @@
 //! `deltaplan`: record expert demonstrations, train the SFT planner, refine it with PPO,
 //! evaluate in closed loop, and report. `deltaplan run` does every stage with embedded defaults.
 
-mod bev_image;
-mod config;
-mod frozen;
-mod pipeline;
-mod sumo_eval;
-mod timings;
-
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -16,7 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use deltaplan_eval::{Metric, Policy};
 use deltaplan_sim::Split;
 
-use crate::config::Config;
+use deltaplan::config::Config;
+use deltaplan::{pipeline, sumo_eval};
 
 #[derive(Parser)]
 #[command(

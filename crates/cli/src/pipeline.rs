@@ -399,10 +399,15 @@ fn rl_path(out: &Path) -> PathBuf {
 }
 
 pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
-    let sft = load_frozen(cfg, out)?;
+    refine_with(cfg, out, &load_frozen(cfg, out)?)
+}
+
+/// [`refine`] of a frozen planner given by the caller (the Python package's planners) instead
+/// of the run's own (`sft.safetensors` or the configured ONNX file): same files, same resume.
+pub fn refine_with<P: FrozenPlanner>(cfg: &Config, out: &Path, sft: &P) -> Result<()> {
     let path = rl_path(out);
     let metrics_path = out.join("metrics.jsonl");
-    let resumed = match existing(&path, Refiner::resume(&path, &sft))? {
+    let resumed = match existing(&path, Refiner::resume(&path, sft))? {
         Existing::Ours(r) => {
             if r.cfg != cfg.refine
                 || r.sim != cfg.sim
@@ -437,7 +442,7 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
             cfg.refine.clone(),
             cfg.sim,
             cfg.train_scenarios.clone(),
-            &sft,
+            sft,
             cfg.stage_seed(),
         )?,
     };
@@ -575,7 +580,7 @@ fn suite(cfg: &Config, split: Split) -> Vec<ScenarioSpec> {
 }
 
 /// Runs `f` with a [`Driver`] for `policy` (loading the networks it needs).
-pub(crate) fn with_driver<T>(
+pub fn with_driver<T>(
     cfg: &Config,
     out: &Path,
     policy: Policy,

@@ -500,3 +500,56 @@ fn forward_allocates_nothing_of_its_own_in_steady_state() {
         .is_err());
     assert!(p.forward(&obs[..OBS_DIM], &mut ws, &mut z, &mut w).is_err());
 }
+
+/// A plan depends on its own observation only, bit for bit, whatever batch it is computed in
+/// (its size and the rows around it): the evaluation plans only the worlds still driving, the
+/// Python batch plans every world, and the two must drive the same episodes.
+#[test]
+fn batched_plans_are_row_independent_bit_for_bit() {
+    let arch = SftArch {
+        obs_dim: 128,
+        hidden: vec![64],
+        z_dim: 32,
+        head_hidden: vec![],
+        horizon: 10,
+        waypoint_dt: 0.2,
+    };
+    let p = SftPlanner::new(arch, 4).unwrap();
+    let (d, a, z) = (128, 20, 32);
+    let rows = 67;
+    let mut rng = deltaplan_stdx::seed::rng(11, 0);
+    let obs: Vec<f32> = (0..rows * d)
+        .map(|_| rng.random_range(-3.0f32..3.0))
+        .collect();
+    let mut ws = SftWorkspace::new();
+    let (mut all, mut all_z) = (vec![0.0; rows * a], vec![0.0; rows * z]);
+    p.forward(&obs, &mut ws, &mut all_z, &mut all).unwrap();
+    for (start, len) in [
+        (0, 1),
+        (5, 1),
+        (3, 7),
+        (0, 8),
+        (9, 9),
+        (1, 33),
+        (17, 50),
+        (66, 1),
+    ] {
+        let (mut part, mut part_z) = (vec![0.0; len * a], vec![0.0; len * z]);
+        let sub = &obs[start * d..(start + len) * d];
+        p.forward(sub, &mut ws, &mut part_z, &mut part).unwrap();
+        for r in 0..len {
+            let (got, want) = (
+                &part[r * a..(r + 1) * a],
+                &all[(start + r) * a..(start + r + 1) * a],
+            );
+            assert!(
+                got.iter()
+                    .zip(want)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "row {} of a batch of {len} (row {} of {rows}): {got:?} vs {want:?}",
+                r,
+                start + r
+            );
+        }
+    }
+}

@@ -15,15 +15,16 @@
 use deltaplan_eval::Metric;
 use deltaplan_learn::{FrozenPlanner, SftPlanner, SftWorkspace};
 use deltaplan_sim::render::{render_svg, Crop, Trail};
-use deltaplan_sim::{BatchEnv, EnvSnapshot, Family, ScenarioSpec, Split, StepBuffers, OBS_DIM};
+use deltaplan_sim::{BatchEnv, EnvSnapshot, Family, ScenarioSpec, StepBuffers, OBS_DIM};
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use std::path::Path;
 
-use crate::settings::Settings;
+use crate::settings::config_from_json;
 use crate::{ActionError, CheckpointError, ClosedError, ConfigError};
+use deltaplan::config::Config;
 
 /// How an action becomes the executed plan.
 enum ActionMode {
@@ -56,7 +57,7 @@ enum Source {
 }
 
 struct Inner {
-    settings: Settings,
+    settings: Config,
     source: Source,
     env: BatchEnv,
     bufs: StepBuffers,
@@ -92,7 +93,7 @@ struct StepOut {
 }
 
 impl Inner {
-    fn build(settings: &Settings, source: &Source, n: usize, seed: u64) -> BatchEnv {
+    fn build(settings: &Config, source: &Source, n: usize, seed: u64) -> BatchEnv {
         match source {
             Source::Train => settings.train_scenarios.batch_env(settings.sim, n, seed),
             Source::Suite(specs) => BatchEnv::fixed(settings.sim, specs.clone()),
@@ -283,7 +284,7 @@ struct Modes<'a> {
 
 impl Batch {
     fn make(
-        settings: Settings,
+        settings: Config,
         source: Source,
         num_envs: usize,
         seed: u64,
@@ -364,7 +365,7 @@ impl Batch {
 
 #[pymethods]
 impl Batch {
-    /// `settings_json`: see `settings::Settings`; `action_mode`: "plan" or "residual" (needs
+    /// `settings_json`: the CLI's configuration (`settings::config_from_json`); `action_mode`: "plan" or "residual" (needs
     /// `sft_path`); `autoreset`: "next_step" or "same_step"; `num_threads`: 0 = rayon's global
     /// pool (all cores), else a pool of its own.
     #[new]
@@ -378,7 +379,7 @@ impl Batch {
         sft_path: Option<&str>,
         num_threads: usize,
     ) -> PyResult<Self> {
-        let settings = Settings::from_json(settings_json)?;
+        let settings = config_from_json(settings_json)?;
         let modes = Modes {
             action: action_mode,
             autoreset,
@@ -401,16 +402,8 @@ impl Batch {
         num_threads: usize,
         families: Option<Vec<String>>,
     ) -> PyResult<Self> {
-        let settings = Settings::from_json(settings_json)?;
-        let split = match split {
-            "eval" => Split::Eval,
-            "hard" => Split::Hard,
-            other => {
-                return Err(ConfigError::new_err(format!(
-                    "split must be \"eval\" or \"hard\", got {other:?}"
-                )))
-            }
-        };
+        let settings = config_from_json(settings_json)?;
+        let split = crate::stages::parse_split(split)?;
         let families = match families {
             None => Family::ALL.to_vec(),
             Some(names) => names

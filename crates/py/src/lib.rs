@@ -5,11 +5,13 @@
 //! Why a native class and Python wrappers: a `#[pyclass]` cannot subclass a Python class, so
 //! the gymnasium and SB3 classes are thin Python wrappers over this module (`deltaplan._native`).
 //!
-//! Modules: [`settings`] (the configuration, the CLI's sections, from a JSON string),
+//! Modules: [`settings`] (the CLI's configuration, from a JSON string),
 //! [`batch`] (the environment class: action modes, autoreset modes, episode records),
-//! [`raster`] (RGB rendering), [`stages`] (recording and behaviour cloning from Python).
+//! [`raster`] (RGB rendering), [`stages`] (the CLI's pipeline stages from Python),
+//! [`pyplanner`] (a Python callable as the frozen planner a refinement refines).
 
 pub mod batch;
+pub mod pyplanner;
 pub mod raster;
 pub mod settings;
 pub mod stages;
@@ -38,6 +40,12 @@ create_exception!(
 );
 create_exception!(
     deltaplan,
+    StageError,
+    PyRuntimeError,
+    "A pipeline stage failed (the CLI's message: a missing input, another run's directory, a diverged refinement)."
+);
+create_exception!(
+    deltaplan,
     CheckpointError,
     PyValueError,
     "A checkpoint that cannot be read or does not fit the simulator."
@@ -47,12 +55,21 @@ create_exception!(
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<batch::Batch>()?;
+    m.add_class::<pyplanner::RefinedPythonPlanner>()?;
+    m.add_function(wrap_pyfunction!(pyplanner::refine_python, m)?)?;
     m.add_function(wrap_pyfunction!(stages::record_and_train_sft, m)?)?;
+    m.add_function(wrap_pyfunction!(stages::run, m)?)?;
+    m.add_function(wrap_pyfunction!(stages::record, m)?)?;
+    m.add_function(wrap_pyfunction!(stages::train_sft, m)?)?;
+    m.add_function(wrap_pyfunction!(stages::refine, m)?)?;
+    m.add_function(wrap_pyfunction!(stages::evaluate_policy, m)?)?;
+    m.add_function(wrap_pyfunction!(stages::report, m)?)?;
     m.add_function(wrap_pyfunction!(settings::default_settings_json, m)?)?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;
     m.add("ActionError", py.get_type::<ActionError>())?;
     m.add("ClosedError", py.get_type::<ClosedError>())?;
     m.add("CheckpointError", py.get_type::<CheckpointError>())?;
+    m.add("StageError", py.get_type::<StageError>())?;
     m.add("OBS_DIM", deltaplan_sim::OBS_DIM)?;
     Ok(())
 }

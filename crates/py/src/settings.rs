@@ -1,87 +1,72 @@
-//! The configuration Python passes: the CLI's sections (`seed`, `sim`, `train_scenarios`,
-//! `demos`, `sft`, `refine`) with the CLI's field names and defaults, as a JSON string built
-//! by the Python side from a nested or dotted (`"sim.reward.comfort_penalty"`) dict. Unknown
-//! keys and out-of-range values are refused with a [`ConfigError`] naming the field.
+//! The configuration Python passes is the CLI's ([`deltaplan::config::Config`]): the Python
+//! side sends its nested or dotted (`"sim.reward.comfort_penalty"`) dict as JSON, and it is
+//! merged over the embedded defaults and checked exactly as a `--config` file is, so unknown
+//! keys, derived keys and out-of-range values are refused with the CLI's message, as a
+//! [`ConfigError`].
 
-use deltaplan_learn::refine::RefineConfig;
-use deltaplan_learn::{DemoConfig, SftTrainConfig, TrainScenarios};
-use deltaplan_sim::{Difficulty, SimConfig};
+use deltaplan::config::Config;
 use pyo3::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::ConfigError;
 
-/// The sections of the CLI's configuration that the Python side uses.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Settings {
-    /// Seeds recording and behaviour cloning (environments take theirs from `reset(seed=...)`).
-    pub seed: u64,
-    pub sim: SimConfig,
-    pub train_scenarios: TrainScenarios,
-    pub demos: DemoConfig,
-    pub sft: SftTrainConfig,
-    /// Only `refine.max_delta` is read by the environments (the residual action's bound).
-    pub refine: RefineConfig,
-    pub eval: EvalSettings,
+/// Parses `json` (sections of fields, as in the TOML file) into a validated [`Config`].
+pub fn config_from_json(json: &str) -> PyResult<Config> {
+    let value: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| ConfigError::new_err(format!("bad configuration: {e}")))?;
+    let toml::Value::Table(overrides) = json_to_toml(value, "")? else {
+        return Err(ConfigError::new_err(
+            "the configuration is a dict of sections and fields",
+        ));
+    };
+    Config::from_overrides(overrides).map_err(|e| ConfigError::new_err(format!("{e:#}")))
 }
 
-/// The CLI's `[eval]` section: the evaluation suites (`examples` is accepted and unused here).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EvalSettings {
-    pub per_family: usize,
-    pub difficulty: Difficulty,
-    pub examples: usize,
-}
-
-impl Default for EvalSettings {
-    fn default() -> Self {
-        EvalSettings {
-            per_family: 40,
-            difficulty: Difficulty::default(),
-            examples: 3,
+/// A JSON value as the TOML value the CLI would have read; `key` names it in errors.
+fn json_to_toml(value: serde_json::Value, key: &str) -> PyResult<toml::Value> {
+    use serde_json::Value as J;
+    use toml::Value as T;
+    Ok(match value {
+        J::Null => {
+            return Err(ConfigError::new_err(format!(
+                "`{key}` is None: the configuration has no null values (the CLI's TOML has \
+                 none); leave the key out for its default"
+            )))
         }
-    }
+        J::Bool(b) => T::Boolean(b),
+        J::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => T::Integer(i),
+            (None, Some(x)) if n.is_f64() => T::Float(x),
+            _ => {
+                return Err(ConfigError::new_err(format!(
+                    "`{key}` = {n} does not fit a 64-bit signed integer"
+                )))
+            }
+        },
+        J::String(s) => T::String(s),
+        J::Array(items) => T::Array(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| json_to_toml(v, &format!("{key}[{i}]")))
+                .collect::<PyResult<_>>()?,
+        ),
+        J::Object(map) => T::Table(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let full = if key.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{key}.{k}")
+                    };
+                    Ok((k, json_to_toml(v, &full)?))
+                })
+                .collect::<PyResult<_>>()?,
+        ),
+    })
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            seed: 1,
-            sim: SimConfig::default(),
-            train_scenarios: TrainScenarios::default(),
-            demos: DemoConfig::default(),
-            sft: SftTrainConfig::default(),
-            refine: RefineConfig::default(),
-            eval: EvalSettings::default(),
-        }
-    }
-}
-
-impl Settings {
-    /// Parses and validates; every failure is a [`ConfigError`] that names the field.
-    pub fn from_json(json: &str) -> PyResult<Settings> {
-        let s: Settings = serde_json::from_str(json)
-            .map_err(|e| ConfigError::new_err(format!("bad configuration: {e}")))?;
-        let fail = |e: String| ConfigError::new_err(e);
-        s.sim.validate().map_err(|e| fail(e.to_string()))?;
-        s.train_scenarios
-            .validate()
-            .map_err(|e| fail(e.to_string()))?;
-        s.demos.validate().map_err(|e| fail(e.to_string()))?;
-        s.sft.validate().map_err(|e| fail(e.to_string()))?;
-        s.refine.validate().map_err(|e| fail(e.to_string()))?;
-        s.eval
-            .difficulty
-            .validate()
-            .map_err(|e| fail(format!("eval.difficulty: {e}")))?;
-        Ok(s)
-    }
-}
-
-/// Every setting with its default, as JSON (what `deltaplan config` prints, for these sections).
+/// Every setting with its default, as JSON (what `deltaplan config` prints, as JSON).
 #[pyfunction]
 pub fn default_settings_json() -> PyResult<String> {
-    serde_json::to_string(&Settings::default()).map_err(|e| ConfigError::new_err(e.to_string()))
+    serde_json::to_string(&Config::default()).map_err(|e| ConfigError::new_err(e.to_string()))
 }

@@ -80,8 +80,9 @@ fn interpreter() -> Option<PathBuf> {
     Some(own_python)
 }
 
-/// Builds the extension module with the profile of this test run: `cargo test` builds the
-/// package's test targets but not its cdylib.
+/// Builds the extension module and the `deltaplan` binary (the stage tests compare the two)
+/// with the profile of this test run: `cargo test` builds the package's test targets but not
+/// its cdylib, nor another package's binary.
 fn build_extension_module() {
     let profile = profile_dir();
     let profile = profile
@@ -89,7 +90,16 @@ fn build_extension_module() {
         .and_then(|p| p.to_str())
         .expect("target/<profile>");
     let mut cargo = Command::new(env!("CARGO"));
-    cargo.args(["build", "-p", "deltaplan-py", "--lib"]);
+    cargo.args([
+        "build",
+        "-p",
+        "deltaplan-py",
+        "--lib",
+        "-p",
+        "deltaplan",
+        "--bin",
+        "deltaplan",
+    ]);
     if profile != "debug" {
         cargo.args(["--profile", profile]);
     }
@@ -97,7 +107,10 @@ fn build_extension_module() {
         .current_dir(workspace())
         .status()
         .expect("run cargo build");
-    assert!(status.success(), "cargo build -p deltaplan-py failed");
+    assert!(
+        status.success(),
+        "cargo build -p deltaplan-py -p deltaplan failed"
+    );
 }
 
 /// The package directory: the Python sources beside the freshly built extension module.
@@ -139,6 +152,7 @@ fn python_package_tests_pass() {
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"])
         .arg(workspace().join("crates/py/tests/python"))
         .env("PYTHONPATH", &site)
+        .env("DELTAPLAN_CLI", profile_dir().join("deltaplan"))
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .status()
         .expect("run pytest");

@@ -19,7 +19,7 @@ WEAK_SFT = {
     "sft.z_dim": 32,
     "sft.head_hidden": [],
     "sft.epochs": 6,
-    "sft.patience": None,
+    "sft.patience": 1000,  # never stops early in 6 epochs (the CLI has no "None")
 }
 
 
@@ -36,3 +36,26 @@ def require_sb3():
     if os.environ.get("DELTAPLAN_REQUIRE_SB3") == "1":
         import stable_baselines3  # noqa: F401 (fails loudly)
     return pytest.importorskip("stable_baselines3")
+
+
+def load_safetensors(path: str) -> dict:
+    """The float32 tensors of a safetensors file as NumPy arrays (the format: an 8-byte
+    little-endian header length, a JSON header of dtype/shape/offsets, the raw data), so the
+    tests need no `safetensors` package."""
+    import json
+    import struct
+
+    import numpy as np
+
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        data = f.read()
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        assert info["dtype"] == "F32", (name, info["dtype"])
+        start, end = info["data_offsets"]
+        tensors[name] = np.frombuffer(data[start:end], dtype="<f4").reshape(info["shape"]).copy()
+    return tensors

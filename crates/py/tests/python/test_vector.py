@@ -104,3 +104,61 @@ def test_batched_arrays_are_fresh_and_threads_do_not_change_bits():
         assert all(np.array_equal(a, c) and np.array_equal(r, rc) for a, c, r, rc in kept)
         runs.append(kept)
     assert all(np.array_equal(a[1], b[1]) for a, b in zip(*runs, strict=True))
+
+
+def _counter_coverage(call, seconds: float) -> float:
+    """Calls ``call`` repeatedly (until ``seconds`` of it have run) while another Python thread
+    appends timestamps as fast as it can, and returns the share of the middle 60% of the calls
+    (the Python code around the native call is outside it) during which that thread ran: its
+    timestamps there over what it appends in the same time when the main thread only sleeps.
+    A native call that holds the GIL lets no other thread run a bytecode while it runs: 0,
+    but for the up to one switch interval (set to 0.2 ms here) the counter may run between
+    reading the clock and entering the call."""
+    import sys
+    import threading
+    import time
+
+    stamps: list[float] = []
+    stop = threading.Event()
+
+    def count():
+        append, now = stamps.append, time.perf_counter
+        while not stop.is_set():
+            append(now())
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(2e-4)
+    thread = threading.Thread(target=count)
+    thread.start()
+    try:
+        start = time.perf_counter()
+        time.sleep(0.2)
+        free = len(stamps) / (time.perf_counter() - start)
+        windows, spent = [], 0.0
+        while spent < seconds or not windows:
+            t0 = time.perf_counter()
+            call()
+            t1 = time.perf_counter()
+            windows.append((t0 + 0.2 * (t1 - t0), t1 - 0.2 * (t1 - t0)))
+            spent += t1 - t0
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    ts = np.array(stamps)
+    inside = sum(int(np.count_nonzero((ts > a) & (ts < b))) for a, b in windows)
+    return inside / (free * sum(b - a for a, b in windows))
+
+
+def test_the_gil_is_released_during_the_batched_step():
+    # One Rust thread for the worlds, so a core is free for the counting thread; 4,096
+    # worlds make a step long (tens of ms) against the switch interval.
+    env = deltaplan.DriveVectorEnv(num_envs=4096, num_threads=1)
+    env.reset(seed=0)
+    plans = expert(env)
+    stepping = _counter_coverage(lambda: env.step(plans), seconds=0.5)
+    # The control: a native call that holds the GIL (rendering a large image) lets the
+    # counter run (almost) never in the middle of the call, so the measure tells them apart.
+    holding = _counter_coverage(lambda: env.unwrapped._batch.render_rgb(0, 1024, 80.0), seconds=0.3)
+    assert holding < 0.05, f"the counter ran {holding:.0%} of the time a GIL-holding call ran"
+    assert stepping > 0.2, f"the counter ran only {stepping:.0%} of the time steps ran: is the GIL held?"
