@@ -9,4 +9,5 @@ pub mod config;
 pub mod frozen;
 pub mod pipeline;
 pub mod sumo_eval;
+pub mod sumo_tables;
 pub mod timings;

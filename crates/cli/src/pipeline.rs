@@ -1051,7 +1051,7 @@ pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<(PathB
         ],
         actor_start,
         config_differences: cfg.differences_from_defaults()?,
-        other_worlds: crate::sumo_eval::world_tables(out)?,
+        other_worlds: crate::sumo_tables::world_tables(out)?,
     };
     let report = write_report(out, input)?;
     Ok((out.join("report.md"), report))

@@ -31,7 +31,7 @@ impl NetKind {
 }
 
 /// A network and its demand, on disk: generated here ([`generate`]) or of a real place
-/// ([`crate::maps`]).
+/// (module `maps`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NetFiles {
     /// The network's name in messages and tables (`grid-5`, `cologne1`, `town01`).
