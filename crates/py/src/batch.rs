@@ -329,15 +329,7 @@ impl Batch {
                     )))
                 }
             };
-        let pool = match modes.num_threads {
-            0 => None,
-            t => Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(t)
-                    .build()
-                    .map_err(|e| ConfigError::new_err(e.to_string()))?,
-            ),
-        };
+        let pool = crate::settings::thread_pool(modes.num_threads)?;
         let env = match &pool {
             Some(p) => p.install(|| Inner::build(&settings, &source, num_envs, seed)),
             None => Inner::build(&settings, &source, num_envs, seed),

