@@ -123,7 +123,8 @@ pub fn mutate<R: Rng + ?Sized>(seeds: &[Vec<u8>], rng: &mut R) -> Vec<u8> {
 
 /// Feeds `n` mutants of `seeds` to `parse` under `catch_unwind`. `parse` returns Ok(()) for an
 /// accepted input, Err(message) for a refusal; `named` says whether a refusal's message says
-/// what it must (the file and the problem).
+/// what it must (the file and the problem). A long run (over 100,000 inputs) prints its
+/// counts to stderr at every tenth, so an interrupted run still says how far it got.
 pub fn fuzz(
     seeds: &[Vec<u8>],
     n: u64,
@@ -136,7 +137,17 @@ pub fn fuzz(
     let start = Instant::now();
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    for _ in 0..n {
+    for k in 0..n {
+        if n > 100_000 && k > 0 && k % (n / 10) == 0 {
+            eprintln!(
+                "fuzz: {k} of {n} inputs, {} refused, {} panics, {} refusals not named, slowest {:?}, {:.0} s",
+                stats.rejected,
+                stats.panics,
+                stats.unnamed,
+                stats.slowest,
+                start.elapsed().as_secs_f64()
+            );
+        }
         let input = mutate(seeds, &mut rng);
         let t = Instant::now();
         let r = catch_unwind(AssertUnwindSafe(|| parse(&input)));
