@@ -55,21 +55,26 @@ pub fn observe(w: &World, out: &mut [f32]) {
 
     // Ego.
     let route_yaw = w.route_dir.y.atan2(w.route_dir.x);
-    out[0] = ego.v / 10.0;
-    out[1] = ego.accel / 4.0;
-    out[2] = ego.steer / vp.max_steer;
-    out[3] = ego.yaw_rate / 0.5;
-    out[4] = w.route_lat / half_lane;
-    out[5] = wrap_angle(ego.yaw - route_yaw) / 0.5;
-    out[6] = lane.speed_limit / 10.0;
-    out[7] = w.allowed_speed(w.route_s) / 10.0;
+    write_ego(
+        out,
+        &EgoFeatures {
+            speed: ego.v,
+            accel: ego.accel,
+            steer: ego.steer,
+            max_steer: vp.max_steer,
+            yaw_rate: ego.yaw_rate,
+            route_lat: w.route_lat,
+            lane_width: lane.width,
+            heading_error: wrap_angle(ego.yaw - route_yaw),
+            speed_limit: lane.speed_limit,
+            allowed_speed: w.allowed_speed(w.route_s),
+        },
+    );
 
     // Route samples.
     for (k, &d) in ROUTE_SAMPLES.iter().enumerate() {
         let (q, _) = w.map.lines.sample(line, w.route_s + d);
-        let p = q.to_frame(center, heading);
-        out[8 + 2 * k] = p.x / 50.0;
-        out[9 + 2 * k] = p.y / 20.0;
+        write_route_point(out, k, q.to_frame(center, heading));
     }
 
     // Lane and road edges.
@@ -86,12 +91,12 @@ pub fn observe(w: &World, out: &mut [f32]) {
         }
         n as f32
     };
-    let to_left = half_lane - w.route_lat;
-    let to_right = half_lane + w.route_lat;
-    out[28] = to_left / lane.width;
-    out[29] = to_right / lane.width;
-    out[30] = ((to_left + count(|l| l.left) * lane.width) / lane.width).min(4.0);
-    out[31] = ((to_right + count(|l| l.right) * lane.width) / lane.width).min(4.0);
+    write_lane_edges(
+        out,
+        w.route_lat,
+        lane.width,
+        [count(|l| l.left), count(|l| l.right)],
+    );
 
     // Nearest agents and obstacles: fixed-size insertion sort, no allocation.
     let mut nearest = [(f32::INFINITY, usize::MAX); K_AGENTS];
@@ -154,28 +159,16 @@ pub fn observe(w: &World, out: &mut [f32]) {
     }
 
     // Next light on the route.
-    let light_base = 32 + K_AGENTS * AGENT_FEATURES;
     let front = w.route_s + 0.5 * vp.length;
     let next = w
         .map
         .path_stops(w.route)
         .iter()
         .find(|st| st.s >= front - 0.5 && st.s - front < 80.0);
-    match next {
-        None => {
-            out[light_base] = 1.0;
-            out[light_base + 4] = 1.0;
-        }
-        Some(st) => {
-            let k = match w.lights[st.light as usize].state(w.time()) {
-                LightState::Green => 1,
-                LightState::Yellow => 2,
-                LightState::Red => 3,
-            };
-            out[light_base + k] = 1.0;
-            out[light_base + 4] = (st.s - front) / 50.0;
-        }
-    }
+    write_next_light(
+        out,
+        next.map(|st| (w.lights[st.light as usize].state(w.time()), st.s - front)),
+    );
 
     // Leader.
     let lead = w.leader_on_path(&LeaderQuery {
@@ -184,12 +177,95 @@ pub fn observe(w: &World, out: &mut [f32]) {
         },
         ..w.ego_leader_query(80.0)
     });
-    let lb = light_base + 5;
-    if lead.gap.is_finite() {
-        out[lb] = (lead.gap / 50.0).clamp(-0.2, 1.6);
-        out[lb + 1] = (lead.v - ego.v) / 10.0;
-        out[lb + 2] = 1.0;
-    } else {
-        out[lb] = 1.6;
+    write_leader(
+        out,
+        lead.gap.is_finite().then_some((lead.gap, lead.v - ego.v)),
+    );
+}
+
+/// The ego's own state in the units a world keeps it (m, m/s, m/s^2, rad, rad/s);
+/// [`write_ego`] scales it into the layout's `ego` slice. Any world fills it from what it
+/// knows (the built-in one from its state, a served runtime from the contract's messages).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EgoFeatures {
+    pub speed: f32,
+    pub accel: f32,
+    pub steer: f32,
+    pub max_steer: f32,
+    pub yaw_rate: f32,
+    /// Signed offset of the box centre from the route centreline, positive to the left.
+    pub route_lat: f32,
+    pub lane_width: f32,
+    /// Ego yaw minus the route's direction, wrapped to (-pi, pi].
+    pub heading_error: f32,
+    pub speed_limit: f32,
+    /// The allowed speed here: the limit and the bends ahead ([`crate::road::speed_profile`]).
+    pub allowed_speed: f32,
+}
+
+/// Writes the `ego` slice (`out` is a whole observation).
+pub fn write_ego(out: &mut [f32], e: &EgoFeatures) {
+    let half_lane = 0.5 * e.lane_width;
+    out[0] = e.speed / 10.0;
+    out[1] = e.accel / 4.0;
+    out[2] = e.steer / e.max_steer;
+    out[3] = e.yaw_rate / 0.5;
+    out[4] = e.route_lat / half_lane;
+    out[5] = e.heading_error / 0.5;
+    out[6] = e.speed_limit / 10.0;
+    out[7] = e.allowed_speed / 10.0;
+}
+
+/// Writes route sample `k` (at [`ROUTE_SAMPLES`]`[k]` metres ahead along the route), given in
+/// the ego frame (origin at the box centre, x forward, y left, metres).
+pub fn write_route_point(out: &mut [f32], k: usize, p: Vec2) {
+    out[8 + 2 * k] = p.x / 50.0;
+    out[9 + 2 * k] = p.y / 20.0;
+}
+
+/// Writes the `lane` slice: the route lane's edges from the ego's lateral offset and the lane
+/// width, the road's edges counting `lanes_beside` = [left, right] same-direction lanes.
+pub fn write_lane_edges(out: &mut [f32], route_lat: f32, lane_width: f32, lanes_beside: [f32; 2]) {
+    let half_lane = 0.5 * lane_width;
+    let to_left = half_lane - route_lat;
+    let to_right = half_lane + route_lat;
+    out[28] = to_left / lane_width;
+    out[29] = to_right / lane_width;
+    out[30] = ((to_left + lanes_beside[0] * lane_width) / lane_width).min(4.0);
+    out[31] = ((to_right + lanes_beside[1] * lane_width) / lane_width).min(4.0);
+}
+
+/// Writes the `light` slice: the next light's state and the distance to its stop line from
+/// the ego's front (metres), or none.
+pub fn write_next_light(out: &mut [f32], next: Option<(LightState, f32)>) {
+    let light_base = 32 + K_AGENTS * AGENT_FEATURES;
+    match next {
+        None => {
+            out[light_base] = 1.0;
+            out[light_base + 4] = 1.0;
+        }
+        Some((state, distance)) => {
+            let k = match state {
+                LightState::Green => 1,
+                LightState::Yellow => 2,
+                LightState::Red => 3,
+            };
+            out[light_base + k] = 1.0;
+            out[light_base + 4] = distance / 50.0;
+        }
+    }
+}
+
+/// Writes the `leader` slice: the gap to the nearest obstacle ahead on the route (metres) and
+/// its speed minus the ego's (m/s), or none.
+pub fn write_leader(out: &mut [f32], leader: Option<(f32, f32)>) {
+    let lb = 37 + K_AGENTS * AGENT_FEATURES;
+    match leader {
+        Some((gap, relative_speed)) => {
+            out[lb] = (gap / 50.0).clamp(-0.2, 1.6);
+            out[lb + 1] = relative_speed / 10.0;
+            out[lb + 2] = 1.0;
+        }
+        None => out[lb] = 1.6,
     }
 }

@@ -150,6 +150,50 @@ impl Polylines {
     }
 }
 
+/// The allowed speed at every point of a route resampled at [`SPACING`] (into `out`): the
+/// lane limit (`limit_at(arc length)`), the speed at which a bend's lateral acceleration
+/// stays within `lateral_accel`, and a backward pass so braking at `comfort_brake` for a bend
+/// starts in time. The observation's allowed speed; the expert drives to it.
+pub fn speed_profile(
+    pts: &[Vec2],
+    limit_at: impl Fn(f32) -> f32,
+    lateral_accel: f32,
+    comfort_brake: f32,
+    out: &mut Vec<f32>,
+) {
+    let n = pts.len();
+    out.clear();
+    for i in 0..n {
+        let a = pts[i.saturating_sub(2)];
+        let b = pts[i];
+        let c = pts[(i + 2).min(n - 1)];
+        // Curvature from the circumscribed circle of three points.
+        let ab = (b - a).norm();
+        let bc = (c - b).norm();
+        let ca = (a - c).norm();
+        let area2 = (b - a).cross(c - a).abs();
+        let k = if ab * bc * ca > 1e-6 {
+            2.0 * area2 / (ab * bc * ca)
+        } else {
+            0.0
+        };
+        let limit = limit_at(i as f32 * SPACING);
+        let v_curve = if k > 1e-4 {
+            (lateral_accel / k).sqrt()
+        } else {
+            f32::INFINITY
+        };
+        out.push(limit.min(v_curve));
+    }
+    for i in (0..n.saturating_sub(1)).rev() {
+        let next = out[i + 1];
+        let reach = (next * next + 2.0 * comfort_brake * SPACING).sqrt();
+        if reach < out[i] {
+            out[i] = reach;
+        }
+    }
+}
+
 /// Index of a lane in a [`RoadMap`].
 pub type LaneId = u16;
 

@@ -460,41 +460,14 @@ impl World {
     fn compute_speed_profile(&mut self) {
         let route = self.route;
         let line = self.map.paths[route].line;
-        let pts = self.map.lines.points(line);
-        let n = pts.len();
-        self.speed_profile.clear();
-        let a_lat = self.cfg.expert.lateral_accel;
-        for i in 0..n {
-            let a = pts[i.saturating_sub(2)];
-            let b = pts[i];
-            let c = pts[(i + 2).min(n - 1)];
-            // Curvature from the circumscribed circle of three points.
-            let ab = (b - a).norm();
-            let bc = (c - b).norm();
-            let ca = (a - c).norm();
-            let area2 = (b - a).cross(c - a).abs();
-            let k = if ab * bc * ca > 1e-6 {
-                2.0 * area2 / (ab * bc * ca)
-            } else {
-                0.0
-            };
-            let lane = self.map.lane_at(route, i as f32 * SPACING);
-            let limit = self.map.lanes[lane as usize].speed_limit;
-            let v_curve = if k > 1e-4 {
-                (a_lat / k).sqrt()
-            } else {
-                f32::INFINITY
-            };
-            self.speed_profile.push(limit.min(v_curve));
-        }
-        let b = self.cfg.expert.comfort_brake;
-        for i in (0..n.saturating_sub(1)).rev() {
-            let next = self.speed_profile[i + 1];
-            let reach = (next * next + 2.0 * b * SPACING).sqrt();
-            if reach < self.speed_profile[i] {
-                self.speed_profile[i] = reach;
-            }
-        }
+        let map = &self.map;
+        crate::road::speed_profile(
+            map.lines.points(line),
+            |s| map.lanes[map.lane_at(route, s) as usize].speed_limit,
+            self.cfg.expert.lateral_accel,
+            self.cfg.expert.comfort_brake,
+            &mut self.speed_profile,
+        );
     }
 
     fn update_agent_poses(&mut self) {
