@@ -8,6 +8,7 @@ pub mod bev_image;
 pub mod config;
 pub mod frozen;
 pub mod pipeline;
+pub mod serve;
 pub mod sumo_eval;
 pub mod sumo_tables;
 pub mod timings;

@@ -1,6 +1,7 @@
 //! `deltaplan`: record expert demonstrations, train the SFT planner, refine it with PPO,
 //! evaluate in closed loop, and report. `deltaplan run` does every stage with embedded defaults.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -10,7 +11,7 @@ use deltaplan_eval::{Metric, Policy};
 use deltaplan_sim::Split;
 
 use deltaplan::config::Config;
-use deltaplan::{pipeline, sumo_eval};
+use deltaplan::{pipeline, serve, sumo_eval};
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +62,12 @@ impl From<PolicyArg> for Policy {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ExportArg {
+    Sft,
+    Rl,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ServePolicyArg {
     Sft,
     Rl,
 }
@@ -168,6 +175,27 @@ enum Command {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// Serve a planner over NVlabs alpasim's egodriver gRPC contract until Ctrl-C, for
+    /// runtimes that speak it (alpasim, CARLA through autoware_carla_scenario,
+    /// `carla-driver-interface demo`). The configuration is the run's run.toml unless
+    /// --config is given; --planner FILE.onnx serves (or, with rl, refines on) that planner.
+    Serve {
+        /// The run directory whose planner is served (default: --out).
+        #[arg(long)]
+        run: Option<PathBuf>,
+        /// `sft`: the frozen planner (built-in SFT, or --planner); `rl`: refined, with its residual.
+        #[arg(long, value_enum, default_value = "rl")]
+        policy: ServePolicyArg,
+        /// Address to listen on (port 0: a free port; the bound address is printed).
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+        /// The road's speed limit in m/s (the contract carries none).
+        #[arg(long, default_value_t = deltaplan_serve::Assumptions::default().speed_limit)]
+        speed_limit: f32,
+        /// The ego lane's width in metres (the contract carries none).
+        #[arg(long, default_value_t = deltaplan_serve::Assumptions::default().lane_width)]
+        lane_width: f32,
+    },
     /// Print the effective configuration as TOML (every field is a setting; derived values and
     /// unset optional settings follow as comments).
     Config,
@@ -196,6 +224,42 @@ fn real_main() -> Result<()> {
         rayon::ThreadPoolBuilder::new()
             .num_threads(cli.threads)
             .build_global()?;
+    }
+    if let Command::Serve {
+        run,
+        policy,
+        listen,
+        speed_limit,
+        lane_width,
+    } = &cli.command
+    {
+        let run = run.as_deref().unwrap_or(&cli.out);
+        let mut cfg = serve::run_config(cli.config.as_deref(), &cli.sets, cli.seed, run)?;
+        if let Some(p) = &cli.planner {
+            cfg.planner = Some(p.clone());
+        }
+        if !(speed_limit.is_finite() && *speed_limit > 0.0) {
+            anyhow::bail!("--speed-limit must be a positive number of m/s, not {speed_limit}");
+        }
+        if !(lane_width.is_finite() && *lane_width > 0.0) {
+            anyhow::bail!("--lane-width must be a positive number of metres, not {lane_width}");
+        }
+        pipeline::install_interrupt_handler();
+        return serve::serve(
+            &cfg,
+            &serve::ServeRequest {
+                run,
+                policy: match policy {
+                    ServePolicyArg::Sft => Policy::Sft,
+                    ServePolicyArg::Rl => Policy::Rl,
+                },
+                listen: *listen,
+                assumptions: deltaplan_serve::Assumptions {
+                    speed_limit: *speed_limit,
+                    lane_width: *lane_width,
+                },
+            },
+        );
     }
     let mut cfg = Config::load(cli.config.as_deref(), &cli.sets, cli.seed)?;
     if let Some(p) = cli.planner {
@@ -269,6 +333,7 @@ fn real_main() -> Result<()> {
             println!("wrote {}", path.display());
             Ok(())
         }
+        Command::Serve { .. } => unreachable!("served above"),
         Command::Report => {
             pipeline::guard(&cfg, &out)?;
             let (path, _) = pipeline::report(&cfg, &out, None)?;

@@ -91,15 +91,30 @@ impl std::fmt::Display for Interrupted {
 }
 impl std::error::Error for Interrupted {}
 
+/// Whether a server is running (Ctrl-C then stops it cleanly).
+static SERVING: AtomicBool = AtomicBool::new(false);
+
 pub fn install_interrupt_handler() {
     let _ = ctrlc::set_handler(|| {
         if REFINING.load(Ordering::SeqCst) && !STOP.swap(true, Ordering::SeqCst) {
             eprintln!("\nCtrl-C: finishing the current iteration, saving the checkpoint, then exiting (Ctrl-C again to quit now)");
+        } else if SERVING.load(Ordering::SeqCst) && !STOP.swap(true, Ordering::SeqCst) {
+            eprintln!("\nCtrl-C: stopping the server (Ctrl-C again to quit now)");
         } else {
             eprintln!("\ninterrupted");
             std::process::exit(130);
         }
     });
+}
+
+/// From here on Ctrl-C asks the server to stop ([`stop_requested`]) instead of exiting.
+pub fn begin_serving() {
+    SERVING.store(true, Ordering::SeqCst);
+}
+
+/// Whether Ctrl-C asked a server (or a refinement) to stop.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
 }
 
 fn bar(len: u64, what: &str) -> ProgressBar {
