@@ -64,6 +64,13 @@ const STEER_MIN_SPEED: f32 = 1.0;
 /// Length of the straight route assumed when none is usable, metres.
 const STRAIGHT_ROUTE_M: f32 = 200.0;
 
+/// How much of a submitted route is used, metres: far beyond the 50 m the observation samples
+/// and the braking distance the allowed speed looks ahead.
+pub const MAX_ROUTE_M: f32 = 1000.0;
+
+/// Waypoints farther from the ego than this are ignored, metres.
+pub const MAX_ROUTE_RANGE_M: f32 = 2000.0;
+
 /// Writes the observation (`out`, [`OBS_DIM`] floats) of an ego at the rig origin, heading
 /// along x, moving as `motion`, with `route` the route's centreline in the rig frame (seen
 /// from above, metres, in driving order).
@@ -133,16 +140,32 @@ pub fn observe(
     source
 }
 
-/// `route` without repeated points (closer than 1 cm), if at least two remain and they span a
-/// metre: what the polyline resampler needs.
+/// `route` without waypoints beyond [`MAX_ROUTE_RANGE_M`] of the ego and repeated points
+/// (closer than 1 cm), cut after [`MAX_ROUTE_M`], if at least two points remain and they span
+/// a metre: what the polyline resampler needs. The range keeps f32 geometry exact to a
+/// fraction of a millimetre and the cut bounds the resampled line (a point every `SPACING`),
+/// whatever a runtime sends: fuzzing found a waypoint 9e17 m away that collapsed the line to
+/// one point (a panic), and one 1e30 m away that exhausted memory.
 fn distinct(route: &[Vec2]) -> Option<Vec<Vec2>> {
     let mut points: Vec<Vec2> = Vec::with_capacity(route.len());
-    for &p in route {
-        if points.last().is_none_or(|&q| (p - q).norm() >= 0.01) {
+    let mut length = 0.0f32;
+    for &p in route.iter().filter(|p| p.norm() <= MAX_ROUTE_RANGE_M) {
+        let Some(&q) = points.last() else {
             points.push(p);
+            continue;
+        };
+        let step = (p - q).norm();
+        if step < 0.01 {
+            continue;
         }
+        if length + step >= MAX_ROUTE_M {
+            points.push(q + (p - q) * ((MAX_ROUTE_M - length) / step));
+            length = MAX_ROUTE_M;
+            break;
+        }
+        points.push(p);
+        length += step;
     }
-    let length: f32 = points.windows(2).map(|w| (w[1] - w[0]).norm()).sum();
     (points.len() >= 2 && length >= 1.0).then_some(points)
 }
 
@@ -157,6 +180,41 @@ mod tests {
 
     fn straight_route(y: f32) -> Vec<Vec2> {
         (0..50).map(|i| Vec2::new(2.0 * i as f32, y)).collect()
+    }
+
+    #[test]
+    fn far_waypoints_are_ignored_and_a_route_is_cut_after_a_kilometre() {
+        // A waypoint 9e17 m away (ignored), then 300 m east and 1,500 m north: the route runs
+        // from (16, 0) and is cut 1,000 m along, 716 m up the northward leg.
+        let route = [
+            Vec2::new(16.0, 9.2e17),
+            Vec2::new(16.0, 0.0),
+            Vec2::new(300.0, 0.0),
+            Vec2::new(300.0, 1500.0),
+        ];
+        let cut = distinct(&route).unwrap();
+        assert_eq!(cut.len(), 3, "{cut:?}");
+        assert!(close(cut[0].y, 0.0) && close(cut[2].x, 300.0), "{cut:?}");
+        assert!((cut[2].y - 716.0).abs() < 1e-3, "{cut:?}");
+        // A short route keeps every distinct point; nothing usable gives None.
+        let short = [
+            Vec2::ZERO,
+            Vec2::ZERO,
+            Vec2::new(5.0, 0.0),
+            Vec2::new(9.0, 1.0),
+        ];
+        assert_eq!(distinct(&short).unwrap().len(), 3);
+        assert_eq!(distinct(&[Vec2::new(1e30, 0.0), Vec2::ZERO]), None);
+        let mut out = vec![0.0; OBS_DIM];
+        let source = observe(
+            &EgoMotion::default(),
+            &route,
+            &SimConfig::default(),
+            &Assumptions::default(),
+            &mut out,
+        );
+        assert_eq!(source, RouteSource::Submitted);
+        assert!(out.iter().all(|v| v.is_finite()));
     }
 
     #[test]
