@@ -39,16 +39,11 @@ fn a_carla_town_converts_and_the_expert_completes_its_routes() {
     let net = Arc::new(NetContext::load(files).unwrap());
     assert!(net.network.lanes.iter().filter(|l| l.cars).count() > 100);
     let mut w = SumoWorld::new(SimConfig::default(), SumoConfig::default(), net, bins);
-    let mut plan = vec![0.0; w.cfg.action_dim()];
     let mut seen_traffic = false;
     for seed in 0..2 {
-        w.reset(seed).unwrap();
-        let mut end = EndReason::Running;
-        while end == EndReason::Running {
-            w.expert_plan(&mut plan);
-            end = w.step(&plan).unwrap().end;
+        let end = common::expert_episode(&mut w, seed, |w, _| {
             seen_traffic |= !w.neighbours.is_empty();
-        }
+        });
         assert_eq!(end, EndReason::RouteCompleted, "seed {seed}: {:?}", w.stats);
     }
     assert!(seen_traffic, "no SUMO vehicle ever came near the ego");

@@ -34,15 +34,10 @@ fn the_expert_completes_routes_and_sumo_sees_the_ego_where_it_is() {
     };
     for kind in [NetKind::Grid, NetKind::Spider] {
         let mut w = world(bins.clone(), &format!("expert_{}", kind.name()), kind);
-        let mut plan = vec![0.0; w.cfg.action_dim()];
         let mut seen_traffic = false;
         // Episode 2 reuses the SUMO process of episode 1 (only the ego is replaced).
         for seed in 0..2 {
-            w.reset(seed).unwrap();
-            let mut end = EndReason::Running;
-            while end == EndReason::Running {
-                w.expert_plan(&mut plan);
-                end = w.step(&plan).unwrap().end;
+            let end = common::expert_episode(&mut w, seed, |w, end| {
                 seen_traffic |= !w.neighbours.is_empty();
                 if w.step_count.is_multiple_of(50) && end == EndReason::Running {
                     // SUMO's ego: front bumper where deltaplan's box has it, same heading.
@@ -62,7 +57,7 @@ fn the_expert_completes_routes_and_sumo_sees_the_ego_where_it_is() {
                     let d = deltaplan_sim::geom::wrap_angle(yaw - w.ego.yaw);
                     assert!(d.abs() < 1e-3, "{yaw} vs {}", w.ego.yaw);
                 }
-            }
+            });
             assert_eq!(
                 end,
                 EndReason::RouteCompleted,

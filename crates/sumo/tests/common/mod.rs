@@ -34,3 +34,22 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("scratch directory");
     dir
 }
+
+/// Drives episode `seed` of `w` with its expert to the end, calling `after_step` after every
+/// step with the step's end (`Running` until the last); returns how the episode ended.
+pub fn expert_episode(
+    w: &mut deltaplan_sumo::SumoWorld,
+    seed: u64,
+    mut after_step: impl FnMut(&mut deltaplan_sumo::SumoWorld, deltaplan_sim::events::EndReason),
+) -> deltaplan_sim::events::EndReason {
+    use deltaplan_sim::events::EndReason;
+    w.reset(seed).unwrap();
+    let mut plan = vec![0.0; w.cfg.action_dim()];
+    let mut end = EndReason::Running;
+    while end == EndReason::Running {
+        w.expert_plan(&mut plan);
+        end = w.step(&plan).unwrap().end;
+        after_step(w, end);
+    }
+    end
+}
