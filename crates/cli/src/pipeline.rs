@@ -54,14 +54,16 @@ use deltaplan_eval::{
     DisplacementSums, Driver, Estimate, Metric, Planner, PlannerError, Policy, WithRaster,
 };
 use deltaplan_learn::dataset::{dataset_path, record_demonstrations, Dataset};
+use deltaplan_learn::distributed::{self, DistributedRefiner, Workers};
 use deltaplan_learn::refine::{
-    load_policy, IterationStats, LoadedPolicy, Refiner, ResidualPlanner,
+    self, load_policy, IterationStats, Learner, LoadedPolicy, Refinement, Refiner, ResidualPlanner,
 };
 use deltaplan_learn::sft::{self, SftPlanner, SftWorkspace};
 use deltaplan_learn::FrozenPlanner;
 use deltaplan_onnx::{export_refined, export_sft, OnnxPlanner, Residual};
 use deltaplan_sim::{
-    expert_plan, BevSpec, EndReason, EpisodeStats, Family, ScenarioSpec, Split, World, OBS_DIM,
+    expert_plan, BevSpec, EndReason, EnvSnapshot, EpisodeStats, Family, ScenarioSpec, Split, World,
+    OBS_DIM,
 };
 use deltaplan_stdx::fs::write_atomic;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -306,7 +308,7 @@ fn frozen_path(cfg: &Config, out: &Path) -> PathBuf {
 }
 
 /// The run's frozen planner: the configured ONNX planner, or the built-in SFT checkpoint.
-fn load_frozen(cfg: &Config, out: &Path) -> Result<Frozen> {
+pub fn load_frozen(cfg: &Config, out: &Path) -> Result<Frozen> {
     match &cfg.planner {
         Some(path) => {
             let p = OnnxPlanner::load(path, &cfg.sim)?;
@@ -420,14 +422,45 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
 /// [`refine`] of a frozen planner given by the caller (the Python package's planners) instead
 /// of the run's own (`sft.safetensors` or the configured ONNX file): same files, same resume.
 pub fn refine_with<P: FrozenPlanner>(cfg: &Config, out: &Path, sft: &P) -> Result<()> {
+    drive_refinement(cfg, out, sft, |learner, state| {
+        let l = &learner;
+        let env = refine::planner_env(&l.scenarios, l.sim, 0..l.cfg.num_envs, l.seed, sft)?;
+        Ok(Refiner::from_learner(learner, sft, env, state)?)
+    })
+}
+
+/// [`refine`] with the rollouts collected by `workers` (the Python package's Ray actors, each
+/// holding a range of the worlds): same files, same resume, and the same bits as one process
+/// for the same seed and the learner's thread count. A checkpoint of either kind resumes the
+/// other.
+pub fn refine_distributed<W: Workers>(cfg: &Config, out: &Path, mut workers: W) -> Result<()> {
+    let frozen = load_frozen(cfg, out)?;
+    drive_refinement(cfg, out, &frozen, |learner, state| {
+        if let Some((snap, running_return)) = state {
+            workers.restore(&distributed::encode_env(snap, running_return)?)?;
+        }
+        Ok(DistributedRefiner::new(learner, workers))
+    })
+}
+
+/// The refine stage around any [`Refinement`] that `build` makes from a fresh or resumed
+/// learner (and, resumed, the worlds' snapshot and running returns): resume, the metrics file,
+/// checkpoints, Ctrl-C, the progress bar.
+fn drive_refinement<P: FrozenPlanner, R: Refinement>(
+    cfg: &Config,
+    out: &Path,
+    sft: &P,
+    build: impl FnOnce(Learner, Option<(&EnvSnapshot, &[f32])>) -> Result<R>,
+) -> Result<()> {
     let path = rl_path(out);
     let metrics_path = out.join("metrics.jsonl");
-    let resumed = match existing(&path, Refiner::resume(&path, sft))? {
+    let resumed = match existing(&path, Learner::resume(&path, sft))? {
         Existing::Ours(r) => {
-            if r.cfg != cfg.refine
-                || r.sim != cfg.sim
-                || r.scenarios != cfg.train_scenarios
-                || r.seed != cfg.stage_seed()
+            let l = &r.0;
+            if l.cfg != cfg.refine
+                || l.sim != cfg.sim
+                || l.scenarios != cfg.train_scenarios
+                || l.seed != cfg.stage_seed()
             {
                 bail!(
                     "{} was written with another [refine], [sim], [train_scenarios] or seed: use the same configuration, or a new --out",
@@ -436,8 +469,8 @@ pub fn refine_with<P: FrozenPlanner>(cfg: &Config, out: &Path, sft: &P) -> Resul
             }
             tracing::info!(
                 "resuming refinement at iteration {}/{}",
-                r.iteration,
-                r.cfg.iterations
+                l.iteration,
+                l.cfg.iterations
             );
             Some(r)
         }
@@ -450,15 +483,18 @@ pub fn refine_with<P: FrozenPlanner>(cfg: &Config, out: &Path, sft: &P) -> Resul
         }
         Existing::Missing => None,
     };
-    let mut saved = resumed.as_ref().map(|r| r.iteration);
+    let mut saved = resumed.as_ref().map(|r| r.0.iteration);
     let mut r = match resumed {
-        Some(r) => r,
-        None => Refiner::new(
-            cfg.refine.clone(),
-            cfg.sim,
-            cfg.train_scenarios.clone(),
-            sft,
-            cfg.stage_seed(),
+        Some((learner, snap, running_return)) => build(learner, Some((&snap, &running_return)))?,
+        None => build(
+            Learner::new(
+                cfg.refine.clone(),
+                cfg.sim,
+                cfg.train_scenarios.clone(),
+                sft,
+                cfg.stage_seed(),
+            )?,
+            None,
         )?,
     };
     // Keep the metrics of the iterations the checkpoint holds, each once and in order; drop
@@ -469,18 +505,18 @@ pub fn refine_with<P: FrozenPlanner>(cfg: &Config, out: &Path, sft: &P) -> Resul
         .lines()
         .filter(|l| {
             let keep = serde_json::from_str::<IterationStats>(l)
-                .is_ok_and(|s| s.iteration == next && s.iteration <= r.iteration);
+                .is_ok_and(|s| s.iteration == next && s.iteration <= r.learner().iteration);
             next += usize::from(keep);
             keep
         })
         .map(str::to_string)
         .collect();
-    if kept.len() != r.iteration {
+    if kept.len() != r.learner().iteration {
         tracing::warn!(
             "{} holds the lines of {} of the {} iterations {} covers (edited or removed): continuing without the missing ones",
             metrics_path.display(),
             kept.len(),
-            r.iteration,
+            r.learner().iteration,
             path.display()
         );
     }
@@ -489,14 +525,14 @@ pub fn refine_with<P: FrozenPlanner>(cfg: &Config, out: &Path, sft: &P) -> Resul
         text.push('\n');
     }
     write_file(&metrics_path, text.as_bytes())?;
-    if r.done() {
+    if r.learner().done() {
         tracing::info!("refinement already complete: {}", path.display());
         return Ok(());
     }
     let mut metrics = fs::OpenOptions::new().append(true).open(&metrics_path)?;
     let started = Instant::now();
-    let pb = bar(r.cfg.iterations as u64, "refine");
-    pb.set_position(r.iteration as u64);
+    let pb = bar(r.learner().cfg.iterations as u64, "refine");
+    pb.set_position(r.learner().iteration as u64);
     REFINING.store(true, Ordering::SeqCst);
     let last_good = |saved: Option<usize>| match saved {
         Some(i) => format!(
@@ -509,7 +545,7 @@ pub fn refine_with<P: FrozenPlanner>(cfg: &Config, out: &Path, sft: &P) -> Resul
         ),
     };
     let result = (|| -> Result<()> {
-        while !r.done() {
+        while !r.learner().done() {
             let s = match r.iterate() {
                 Ok(s) => s,
                 Err(e @ deltaplan_learn::LearnError::NonFinite { .. }) => bail!(
@@ -532,12 +568,15 @@ pub fn refine_with<P: FrozenPlanner>(cfg: &Config, out: &Path, sft: &P) -> Resul
             writeln!(metrics, "{}", serde_json::to_string(&s)?)?;
             deltaplan_stdx::fault::point(|| "refine:appended".into());
             let stopping = STOP.load(Ordering::SeqCst);
-            if r.done() || stopping || s.iteration.is_multiple_of(cfg.checkpoint_every.max(1)) {
+            if r.learner().done()
+                || stopping
+                || s.iteration.is_multiple_of(cfg.checkpoint_every.max(1))
+            {
                 metrics
                     .sync_data()
                     .with_context(|| format!("cannot write {}", metrics_path.display()))?;
                 r.save(&path)?;
-                saved = Some(r.iteration);
+                saved = Some(r.learner().iteration);
             }
             pb.set_position(s.iteration as u64);
             pb.set_message(format!(
@@ -560,8 +599,8 @@ pub fn refine_with<P: FrozenPlanner>(cfg: &Config, out: &Path, sft: &P) -> Resul
     result?;
     tracing::info!(
         "refinement done: {} iterations, {} env steps -> {}",
-        r.iteration,
-        r.env_steps,
+        r.learner().iteration,
+        r.learner().env_steps,
         path.display()
     );
     Ok(())

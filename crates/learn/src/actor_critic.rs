@@ -287,6 +287,28 @@ impl ActorCritic {
         self.squash_and_log_prob(mu, out)
     }
 
+    /// [`ActorCritic::sample`] with row `i`'s noise drawn from `rngs[i]` (one stream per world):
+    /// a row's action then depends only on its own input and stream, not on which batch (or
+    /// machine) it was computed in.
+    pub fn sample_rows<R: Rng + Send>(
+        &self,
+        obs: &[f32],
+        rngs: &mut [R],
+        ws: &mut ActWorkspace,
+        out: ActOutput<'_>,
+    ) -> Result<()> {
+        let a = self.act_dim();
+        check_len("noise streams", rngs.len() * a, out.u.len())?;
+        let mut out = out;
+        let mu = self.forward_act(obs, ws, &mut out, |u| {
+            for (row, rng) in u.chunks_exact_mut(a).zip(rngs.iter_mut()) {
+                dist::standard_normal(rng, row);
+            }
+        })?;
+        dist::reparameterize(mu, &self.log_std, out.u)?;
+        self.squash_and_log_prob(mu, out)
+    }
+
     /// [`ActorCritic::sample`] without noise: `u = mu` (the refined planner at evaluation).
     pub fn act_deterministic(
         &self,

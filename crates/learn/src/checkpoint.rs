@@ -137,6 +137,19 @@ pub fn save_tensors_with_bytes(
     byte_tensors: &[(String, Vec<usize>, &[u8])],
     metadata: &serde_json::Value,
 ) -> Result<()> {
+    let at = || format!("the write of {} (nothing was written)", path.display());
+    let buf = encode_tensors(tensors, byte_tensors, metadata, at)?;
+    write_atomic(path, &buf).map_err(|e| io_err("write atomically", path, e))
+}
+
+/// The bytes [`save_tensors_with_bytes`] writes (a safetensors file in memory, e.g. for a
+/// message between processes); `at` names where, should a value not be finite.
+pub fn encode_tensors(
+    tensors: &[(String, Vec<usize>, &[f32])],
+    byte_tensors: &[(String, Vec<usize>, &[u8])],
+    metadata: &serde_json::Value,
+    at: impl Fn() -> String,
+) -> Result<Vec<u8>> {
     let obj = metadata.as_object().ok_or_else(|| {
         LearnError::Config("checkpoint metadata must be a JSON object".to_string())
     })?;
@@ -172,10 +185,7 @@ pub fn save_tensors_with_bytes(
     }
     for (name, _, data) in tensors {
         if let Some(what) = non_finite_tensor(name, data) {
-            return Err(LearnError::NonFinite {
-                what,
-                at: format!("the write of {} (nothing was written)", path.display()),
-            });
+            return Err(LearnError::NonFinite { what, at: at() });
         }
     }
 
@@ -207,11 +217,8 @@ pub fn save_tensors_with_bytes(
         &json[..json.len() - 1]
     );
     let info = HashMap::from([(METADATA_KEY.to_string(), json)]);
-    let buf = safetensors::serialize(views, Some(info))
-        .map_err(|e| LearnError::Checkpoint(format!("cannot serialise tensors: {e}")))?;
-    drop(bytes);
-
-    write_atomic(path, &buf).map_err(|e| io_err("write atomically", path, e))
+    safetensors::serialize(views, Some(info))
+        .map_err(|e| LearnError::Checkpoint(format!("cannot serialise tensors: {e}")))
 }
 
 /// Loads a file written by [`save_tensors`], checking that it exists, parses, is of
@@ -239,22 +246,35 @@ pub fn load_tensors_with_bytes(
     schema_version: u32,
 ) -> Result<(Metadata, TensorMap, ByteTensorMap)> {
     let shown = path.display().to_string();
-    let fix = fix_for_kind(expected_kind);
     let buf = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let fix = fix_for_kind(expected_kind);
             return Err(LearnError::FileMissing { path: shown, fix });
         }
         Err(e) => return Err(io_err("read", path, e)),
     };
+    decode_tensors(&buf, &shown, expected_kind, schema_version)
+}
+
+/// Reads the bytes of [`encode_tensors`] (or of a file) named `shown` in errors, with every
+/// check of [`load_tensors_with_bytes`].
+pub fn decode_tensors(
+    buf: &[u8],
+    shown: &str,
+    expected_kind: &str,
+    schema_version: u32,
+) -> Result<(Metadata, TensorMap, ByteTensorMap)> {
+    let shown = shown.to_string();
+    let fix = fix_for_kind(expected_kind);
     let corrupt = |reason: String| LearnError::Corrupt {
         path: shown.clone(),
         reason,
         fix: fix.clone(),
     };
-    let st = SafeTensors::deserialize(&buf)
+    let st = SafeTensors::deserialize(buf)
         .map_err(|e| corrupt(format!("not a valid safetensors file: {e}")))?;
-    let (_, header) = SafeTensors::read_metadata(&buf)
+    let (_, header) = SafeTensors::read_metadata(buf)
         .map_err(|e| corrupt(format!("not a valid safetensors file: {e}")))?;
     let text = header
         .metadata()

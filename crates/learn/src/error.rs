@@ -29,6 +29,10 @@ pub enum LearnError {
     /// An invalid configuration value.
     #[error("invalid configuration: {0}")]
     Config(String),
+
+    /// The rollout workers of a distributed refinement failed or could not be reached.
+    #[error("the rollout workers failed: {0}")]
+    Workers(String),
     /// A named tensor that this model does not have.
     #[error("unknown tensor `{0}`")]
     UnknownTensor(String),

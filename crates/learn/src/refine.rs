@@ -1,5 +1,5 @@
 //! RL refinement of a frozen SFT planner: a residual delta head trained with PPO + GAE in closed
-//! loop. Read top to bottom, it is one training iteration:
+//! loop. One training iteration (steps 1-2 in [`crate::rollout`], 3-4 in [`Learner::learn`]):
 //!
 //! 1. Rollout: for `rollout_steps` steps of `num_envs` worlds, the frozen planner (the SFT
 //!    planner, or any [`FrozenPlanner`]) maps each observation to an embedding `z` (if it has
@@ -12,8 +12,10 @@
 //! 4. PPO update ([`crate::ppo::Ppo::update`]): clipped surrogate, value loss, entropy, KL to the
 //!    SFT policy with adaptive beta, critic warm-up, target-KL early stop.
 //!
-//! Everything is a pure function of the seed: the environment's scenarios, and the action noise
-//! and minibatch shuffles (drawn from an RNG seeded by seed and iteration number). A checkpoint
+//! Everything is a pure function of the seed: the environment's scenarios, the action noise (one
+//! stream per world and iteration) and the minibatch shuffles (one stream per iteration). So the
+//! rollout can be split across processes by world ([`RolloutPart::interleave`]) without
+//! changing a bit of the result. A checkpoint
 //! taken between iterations holds the networks, the optimiser moments, the KL coefficient, the
 //! counters, the training scenarios and the environment snapshot
 //! (episode numbers plus the plans executed since each episode began), so a resumed run
@@ -22,7 +24,6 @@
 use std::path::Path;
 use std::time::Instant;
 
-use deltaplan_sim::batch::StepBuffers;
 use deltaplan_sim::env::{ResumableEnv, VecEnv};
 use deltaplan_sim::{BatchEnv, EnvSnapshot, SimConfig};
 use deltaplan_stdx::seed;
@@ -37,7 +38,10 @@ use crate::error::{LearnError, Result};
 use crate::gae::GaeSteps;
 use crate::phases::{PhaseClock, PhaseSeconds};
 use crate::planner::FrozenPlanner;
+use crate::policy_input::Buffers;
+pub use crate::policy_input::{policy_input_dim, WAYPOINT_SCALE};
 use crate::ppo::{Ppo, PpoConfig, RolloutBatch};
+use crate::rollout::{Collector, EndedEpisode, RolloutPart};
 use crate::scenarios::TrainScenarios;
 use crate::sft::SftPlanner;
 
@@ -46,10 +50,6 @@ pub const CHECKPOINT_KIND: &str = "residual_policy";
 /// Version 2: the training scenarios are stored apart from the refinement settings (`scenarios`),
 /// and the PPO settings no longer hold the iteration count.
 pub const CHECKPOINT_VERSION: u32 = 2;
-
-/// Waypoints enter the policy input divided by these (x forward, y left), so they are O(1);
-/// public because the ONNX export of the refined planner repeats the division.
-pub const WAYPOINT_SCALE: [f32; 2] = [20.0, 5.0];
 
 /// Refinement settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -156,53 +156,16 @@ impl RefineConfig {
     }
 }
 
-/// Width of the policy input on top of `planner`: its embedding, its plan, the observation.
-pub fn policy_input_dim(planner: &impl FrozenPlanner) -> usize {
-    planner.embedding_dim() + planner.action_dim() + planner.residual_obs_dim()
-}
-
-/// Writes the policy input `x = [z, W / scale, normalised obs]` for a batch: the planner's
-/// embedding `z` and plan `W`, the observation's first `residual_obs_dim` features normalised
-/// with the planner's statistics.
-fn build_policy_input(
-    planner: &impl FrozenPlanner,
-    z: &[f32],
-    wp: &[f32],
-    obs: &[f32],
-    x: &mut [f32],
-) {
-    let (z_dim, a, od) = (
-        planner.embedding_dim(),
-        planner.action_dim(),
-        planner.obs_dim(),
-    );
-    let (mean, std) = planner.obs_normalisation();
-    let d = policy_input_dim(planner);
-    for (i, row) in x.chunks_exact_mut(d).enumerate() {
-        row[..z_dim].copy_from_slice(&z[i * z_dim..(i + 1) * z_dim]);
-        for (k, (o, w)) in row[z_dim..z_dim + a]
-            .iter_mut()
-            .zip(&wp[i * a..(i + 1) * a])
-            .enumerate()
-        {
-            *o = w / WAYPOINT_SCALE[k % 2];
-        }
-        for (k, o) in row[z_dim + a..].iter_mut().enumerate() {
-            *o = (obs[i * od + k] - mean[k]) / std[k];
-        }
-    }
-}
-
-/// The built-in simulator's training batch, observed the way `planner` reads (with its raster,
-/// if it reads one).
-fn planner_env(
+/// Worlds `worlds` of the built-in simulator's training batch, observed the way `planner` reads
+/// (with its raster, if it reads one).
+pub fn planner_env(
     scenarios: &TrainScenarios,
     sim: SimConfig,
-    n: usize,
+    worlds: std::ops::Range<usize>,
     seed: u64,
     planner: &impl FrozenPlanner,
 ) -> Result<BatchEnv> {
-    let env = scenarios.batch_env(sim, n, seed);
+    let env = scenarios.batch_env_part(sim, worlds, seed);
     match planner.bev_observation() {
         Some(spec) => env
             .with_bev_observation(spec)
@@ -212,7 +175,10 @@ fn planner_env(
 }
 
 /// Shape of the residual actor-critic for `cfg` on top of `planner`.
-fn actor_critic_config(cfg: &RefineConfig, planner: &impl FrozenPlanner) -> ActorCriticConfig {
+pub(crate) fn actor_critic_config(
+    cfg: &RefineConfig,
+    planner: &impl FrozenPlanner,
+) -> ActorCriticConfig {
     let a = planner.action_dim();
     let mut ac = ActorCriticConfig::new(policy_input_dim(planner), a, &cfg.hidden, 1.0);
     ac.log_std_init = cfg.log_std_init;
@@ -345,36 +311,6 @@ pub struct ResidualPlanner<'a, P: FrozenPlanner = SftPlanner> {
     bufs: Buffers,
 }
 
-/// Reusable per-batch buffers of the planner pipeline.
-#[derive(Default)]
-struct Buffers {
-    z: Vec<f32>,
-    wp: Vec<f32>,
-    x: Vec<f32>,
-    u: Vec<f32>,
-    delta: Vec<f32>,
-    logp: Vec<f32>,
-    value: Vec<f32>,
-}
-
-impl Buffers {
-    /// Sizes every buffer for a batch of `b` observations of `planner`.
-    fn resize(&mut self, b: usize, planner: &impl FrozenPlanner) {
-        let (z_dim, a, d) = (
-            planner.embedding_dim(),
-            planner.action_dim(),
-            policy_input_dim(planner),
-        );
-        self.z.resize(b * z_dim, 0.0);
-        self.wp.resize(b * a, 0.0);
-        self.x.resize(b * d, 0.0);
-        self.u.resize(b * a, 0.0);
-        self.delta.resize(b * a, 0.0);
-        self.logp.resize(b, 0.0);
-        self.value.resize(b, 0.0);
-    }
-}
-
 impl<'a, P: FrozenPlanner> ResidualPlanner<'a, P> {
     pub fn new(planner: &'a P, ac: &'a ActorCritic, ramp: f32) -> Self {
         ResidualPlanner {
@@ -389,12 +325,8 @@ impl<'a, P: FrozenPlanner> ResidualPlanner<'a, P> {
 
     /// Deterministic plans for a batch of observations: `W_sft + ramp * max_delta * tanh(mu)`.
     pub fn plan(&mut self, obs: &[f32], out: &mut [f32]) -> Result<()> {
-        let b = obs.len() / self.planner.obs_dim().max(1);
-        self.bufs.resize(b, self.planner);
+        self.bufs.fill(self.planner, &mut self.planner_ws, obs)?;
         let bf = &mut self.bufs;
-        self.planner
-            .plan_batch(obs, &mut self.planner_ws, &mut bf.wp, &mut bf.z)?;
-        build_policy_input(self.planner, &bf.z, &bf.wp, obs, &mut bf.x);
         self.ac.act_deterministic(
             &bf.x,
             &mut self.act_ws,
@@ -446,41 +378,17 @@ pub struct IterationStats {
     pub seconds: PhaseSeconds,
 }
 
-/// The PPO refinement loop with its environment, buffers and state.
+/// The PPO refinement loop: a [`Collector`] over the training worlds and the [`Learner`] that
+/// updates the policy from what it collects, in one process.
 ///
 /// Generic over the frozen planner `P` and the environment `E` (the two seams): the built-in
 /// SFT planner in the built-in simulator by default; another simulator enters through
 /// [`Refiner::with_env`].
 pub struct Refiner<'a, P: FrozenPlanner = SftPlanner, E: ResumableEnv = BatchEnv> {
-    pub cfg: RefineConfig,
-    pub sim: SimConfig,
-    /// Scenario distribution of the training worlds.
-    pub scenarios: TrainScenarios,
-    pub seed: u64,
-    planner: &'a P,
-    pub ppo: Ppo,
-    env: E,
-    rng: Pcg64,
-    pub iteration: usize,
-    pub env_steps: u64,
-    // Per-step buffers.
-    obs: Vec<f32>,
-    step: StepBuffers,
-    plan: Vec<f32>,
-    bufs: Buffers,
-    planner_ws: P::Workspace,
-    act_ws: ActWorkspace,
-    // Rollout storage, time-major [T, N, ...].
-    roll: RolloutBatch,
-    rewards: Vec<f32>,
-    terminated: Vec<bool>,
-    truncated: Vec<bool>,
-    next_values: Vec<f32>,
-    running_return: Vec<f32>,
-    // Bootstrap on truncation: gathered final observations.
-    final_rows: Vec<usize>,
-    final_obs: Vec<f32>,
-    final_bufs: Buffers,
+    /// Settings, PPO state and counters.
+    pub learner: Learner,
+    collector: Collector<'a, P, E>,
+    part: RolloutPart,
 }
 
 impl<'a, P: FrozenPlanner> Refiner<'a, P> {
@@ -493,27 +401,17 @@ impl<'a, P: FrozenPlanner> Refiner<'a, P> {
         planner: &'a P,
         seed: u64,
     ) -> Result<Self> {
-        let env = planner_env(&scenarios, sim, cfg.num_envs, seed, planner)?;
+        let env = planner_env(&scenarios, sim, 0..cfg.num_envs, seed, planner)?;
         Refiner::with_env(cfg, sim, scenarios, planner, seed, env)
     }
 
     /// Resumes from a checkpoint written by [`Refiner::save`] for this SFT planner. The run then
     /// continues exactly as if it had never stopped.
     pub fn resume(path: &Path, planner: &'a P) -> Result<Self> {
-        let (meta, tensors) = load_tensors(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)?;
-        let cfg: RefineConfig = meta.field("config")?;
-        let sim: SimConfig = meta.field("sim")?;
-        let scenarios: TrainScenarios = meta.field("scenarios")?;
-        let seed: u64 = meta.field("seed")?;
-        let worlds = meta.field::<Vec<u64>>("env_episodes")?.len();
-        check_checkpoint_sizes(&meta, &cfg, planner, &tensors, Some(worlds))?;
-        sim.validate()
-            .map_err(|e| meta.incompatible(format!("its [sim] is invalid: {e}")))?;
-        scenarios
-            .validate()
-            .map_err(|e| meta.incompatible(format!("its scenarios are invalid: {e}")))?;
-        let env = planner_env(&scenarios, sim, cfg.num_envs, seed, planner)?;
-        Refiner::resume_loaded(path, (meta, tensors), planner, env)
+        let (learner, snap, running_return) = Learner::resume(path, planner)?;
+        let l = &learner;
+        let env = planner_env(&l.scenarios, l.sim, 0..l.cfg.num_envs, l.seed, planner)?;
+        Refiner::from_learner(learner, planner, env, Some((&snap, &running_return)))
     }
 }
 
@@ -529,71 +427,188 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
         seed: u64,
         env: E,
     ) -> Result<Self> {
-        cfg.validate()?;
-        scenarios.validate()?;
-        if env.num_envs() != cfg.num_envs {
-            return Err(LearnError::Config(format!(
-                "the environment has {} worlds but refine.num_envs is {}",
-                env.num_envs(),
-                cfg.num_envs
-            )));
+        let learner = Learner::new(cfg, sim, scenarios, planner, seed)?;
+        Refiner::from_learner(learner, planner, env, None)
+    }
+
+    /// A refinement that goes on from `learner` (fresh, or read by [`Learner::resume`] with the
+    /// worlds' `state`: their snapshot and running returns) in `env`.
+    pub fn from_learner(
+        learner: Learner,
+        planner: &'a P,
+        mut env: E,
+        state: Option<(&EnvSnapshot, &[f32])>,
+    ) -> Result<Self> {
+        check_env_fits(&env, learner.cfg.num_envs, planner)?;
+        if let Some((snap, _)) = state {
+            env.restore(snap).map_err(|e| {
+                LearnError::Checkpoint(format!("the training worlds' snapshot: {e}"))
+            })?;
         }
-        if planner.obs_dim() != env.obs_dim() {
-            return Err(LearnError::Config(format!(
-                "the frozen planner takes {} observation features, the simulator produces {}",
-                planner.obs_dim(),
-                env.obs_dim()
-            )));
+        let mut collector = Collector::new(planner, env, learner.seed, 0);
+        if let Some((_, running_return)) = state {
+            collector.set_running_return(running_return)?;
         }
-        if planner.action_dim() != env.action_dim() {
-            return Err(LearnError::Config(format!(
-                "the SFT planner predicts {} waypoints but the simulator is configured for {}: \
-                 retrain the SFT planner with sim.horizon = {}",
-                planner.action_dim() / 2,
-                env.action_dim() / 2,
-                planner.action_dim() / 2
-            )));
-        }
-        let mut rng = seed::rng(seed, 0);
-        let a = planner.action_dim();
-        let obs_dim = env.obs_dim();
-        let ac = ActorCritic::new(&actor_critic_config(&cfg, planner), &mut rng)?;
-        let ppo = Ppo::new(cfg.ppo.clone(), ac, cfg.iterations)?;
-        let n = cfg.num_envs;
-        let mut r = Refiner {
-            sim,
-            scenarios,
-            seed,
-            planner,
-            ppo,
-            rng,
-            iteration: 0,
-            env_steps: 0,
-            obs: vec![0.0; n * obs_dim],
-            step: StepBuffers::for_env(&env),
-            plan: vec![0.0; n * a],
-            bufs: Buffers::default(),
-            planner_ws: P::Workspace::default(),
-            act_ws: ActWorkspace::new(),
-            roll: Default::default(),
-            rewards: Vec::new(),
-            terminated: Vec::new(),
-            truncated: Vec::new(),
-            next_values: Vec::new(),
-            running_return: vec![0.0; n],
-            final_rows: Vec::with_capacity(n),
-            final_obs: Vec::with_capacity(n * obs_dim),
-            final_bufs: Buffers::default(),
-            env,
-            cfg,
-        };
-        r.env.observe(&mut r.obs);
-        Ok(r)
+        Ok(Refiner {
+            learner,
+            collector,
+            part: RolloutPart::default(),
+        })
+    }
+
+    /// Resumes from a checkpoint written by [`Refiner::save`] for this planner, in `env` built
+    /// the same way as the checkpointed one. The run then continues exactly as if it had never
+    /// stopped.
+    pub fn resume_with_env(path: &Path, planner: &'a P, env: E) -> Result<Self> {
+        let (learner, snap, running_return) = Learner::resume(path, planner)?;
+        Refiner::from_learner(learner, planner, env, Some((&snap, &running_return)))
     }
 
     /// The residual actor-critic being trained.
     pub fn actor_critic(&self) -> &ActorCritic {
-        &self.ppo.ac
+        &self.learner.ppo.ac
+    }
+
+    /// Scale on the correction at the current iteration.
+    pub fn ramp(&self) -> f32 {
+        self.learner.ramp()
+    }
+
+    /// Whether every configured iteration has run.
+    pub fn done(&self) -> bool {
+        self.learner.done()
+    }
+
+    /// One iteration: rollout, GAE, PPO update.
+    pub fn iterate(&mut self) -> Result<IterationStats> {
+        let started = Instant::now();
+        let l = &self.learner;
+        self.collector.collect(
+            &l.ppo.ac,
+            l.iteration,
+            l.cfg.rollout_steps,
+            l.ramp(),
+            l.cfg.reward_scale,
+            &mut self.part,
+        )?;
+        self.learner.learn(&mut self.part, started)
+    }
+
+    /// Writes a checkpoint atomically (see the module docs for what it holds).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let c = &self.collector;
+        self.learner
+            .save(path, &c.env().snapshot(), c.running_return())
+    }
+}
+
+/// A refinement the pipeline can drive: one process ([`Refiner`]), or a learner whose rollouts
+/// workers elsewhere collect (`DistributedRefiner`, in the `distributed` module).
+pub trait Refinement {
+    /// Settings, PPO state and counters.
+    fn learner(&self) -> &Learner;
+    /// One iteration: rollout, GAE, PPO update.
+    fn iterate(&mut self) -> Result<IterationStats>;
+    /// Writes a checkpoint atomically; either kind of refinement resumes from it.
+    fn save(&mut self, path: &Path) -> Result<()>;
+}
+
+impl<P: FrozenPlanner, E: ResumableEnv> Refinement for Refiner<'_, P, E> {
+    fn learner(&self) -> &Learner {
+        &self.learner
+    }
+
+    fn iterate(&mut self) -> Result<IterationStats> {
+        Refiner::iterate(self)
+    }
+
+    fn save(&mut self, path: &Path) -> Result<()> {
+        Refiner::save(self, path)
+    }
+}
+
+/// Refuses an environment that does not fit the refinement: its world count, or the frozen
+/// planner's observation and plan widths.
+pub fn check_env_fits(
+    env: &impl VecEnv,
+    worlds: usize,
+    planner: &impl FrozenPlanner,
+) -> Result<()> {
+    if env.num_envs() != worlds {
+        return Err(LearnError::Config(format!(
+            "the environment has {} worlds but {worlds} were expected (refine.num_envs, or the \
+             worker's share of them)",
+            env.num_envs(),
+        )));
+    }
+    if planner.obs_dim() != env.obs_dim() {
+        return Err(LearnError::Config(format!(
+            "the frozen planner takes {} observation features, the simulator produces {}",
+            planner.obs_dim(),
+            env.obs_dim()
+        )));
+    }
+    if planner.action_dim() != env.action_dim() {
+        return Err(LearnError::Config(format!(
+            "the SFT planner predicts {} waypoints but the simulator is configured for {}: \
+             retrain the SFT planner with sim.horizon = {}",
+            planner.action_dim() / 2,
+            env.action_dim() / 2,
+            planner.action_dim() / 2
+        )));
+    }
+    Ok(())
+}
+
+/// The learning half of refinement (steps 3-4): GAE and the PPO update on the rollout of all the
+/// training worlds, whether one process collected it or several ([`RolloutPart::interleave`]).
+/// Holds the settings, the PPO state and the counters a checkpoint stores.
+pub struct Learner {
+    pub cfg: RefineConfig,
+    pub sim: SimConfig,
+    /// Scenario distribution of the training worlds.
+    pub scenarios: TrainScenarios,
+    pub seed: u64,
+    pub ppo: Ppo,
+    pub iteration: usize,
+    pub env_steps: u64,
+    /// The frozen planner's weights hash and observation width, stored in checkpoints.
+    sft_hash: String,
+    obs_dim: usize,
+    roll: RolloutBatch,
+}
+
+impl Learner {
+    /// A fresh learner for a refinement of `planner`; the policy's initial weights come from
+    /// `seed` alone.
+    pub fn new(
+        cfg: RefineConfig,
+        sim: SimConfig,
+        scenarios: TrainScenarios,
+        planner: &impl FrozenPlanner,
+        seed: u64,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        scenarios.validate()?;
+        let ac = ActorCritic::new(&actor_critic_config(&cfg, planner), &mut seed::rng(seed, 0))?;
+        let ppo = Ppo::new(cfg.ppo.clone(), ac, cfg.iterations)?;
+        Ok(Learner {
+            sim,
+            scenarios,
+            seed,
+            ppo,
+            iteration: 0,
+            env_steps: 0,
+            sft_hash: planner.weights_hash(),
+            obs_dim: planner.obs_dim(),
+            roll: RolloutBatch::default(),
+            cfg,
+        })
+    }
+
+    /// Hash of the frozen planner's weights.
+    pub fn sft_hash(&self) -> &str {
+        &self.sft_hash
     }
 
     /// Scale on the correction at the current iteration.
@@ -610,175 +625,68 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
         self.iteration >= self.cfg.iterations
     }
 
-    /// SFT forward + policy input for `obs` into `bufs` (sized for its batch).
-    fn policy_input(
-        planner: &P,
-        ws: &mut P::Workspace,
-        obs: &[f32],
-        bufs: &mut Buffers,
-    ) -> Result<()> {
-        bufs.resize(obs.len() / planner.obs_dim(), planner);
-        planner.plan_batch(obs, ws, &mut bufs.wp, &mut bufs.z)?;
-        build_policy_input(planner, &bufs.z, &bufs.wp, obs, &mut bufs.x);
-        Ok(())
-    }
-
-    /// One iteration: rollout, GAE, PPO update.
-    pub fn iterate(&mut self) -> Result<IterationStats> {
-        self.rng = iteration_rng(self.seed, self.iteration);
-        let started = Instant::now();
-        let mut clock = PhaseClock::start();
+    /// Steps 3-4 on the rollout of every world (`part`, whose buffers are borrowed and given
+    /// back): GAE, then the PPO update. `started` is when the iteration began (for its rate).
+    pub fn learn(&mut self, part: &mut RolloutPart, started: Instant) -> Result<IterationStats> {
         let (n, t_len) = (self.cfg.num_envs, self.cfg.rollout_steps);
-        let a = self.planner.action_dim();
-        let d = policy_input_dim(self.planner);
-        let ramp = self.ramp();
+        if part.first_world != 0 || part.worlds != n || part.steps != t_len {
+            return Err(LearnError::Config(format!(
+                "the rollout covers worlds {}..{} for {} steps, the refinement needs worlds 0..{n} \
+                 for {t_len} steps",
+                part.first_world,
+                part.first_world + part.worlds,
+                part.steps
+            )));
+        }
+        let mut clock = PhaseClock::start();
         let total = n * t_len;
-        self.roll.obs.resize(total * d, 0.0);
-        self.roll.u.resize(total * a, 0.0);
-        self.roll.logp.resize(total, 0.0);
-        self.roll.values.resize(total, 0.0);
-        self.roll.advantages.resize(total, 0.0);
-        self.roll.returns.resize(total, 0.0);
-        self.rewards.resize(total, 0.0);
-        self.terminated.resize(total, false);
-        self.truncated.resize(total, false);
-        self.next_values.resize(total, 0.0);
-
-        let mut ended = EpisodeTally::default();
-        let mut residual_sum = 0.0f64;
-        let iteration = self.iteration + 1;
-        for t in 0..t_len {
-            let (rows, r1) = (t * n, (t + 1) * n);
-            // 1. Frozen SFT once per step; its outputs are stored as part of the policy input.
-            Self::policy_input(
-                self.planner,
-                &mut self.planner_ws,
-                &self.obs,
-                &mut self.bufs,
-            )?;
-            let at = move || format!("refinement iteration {iteration}, rollout step {}", t + 1);
-            if let Some(i) = first_bad_row(&self.bufs.wp, a) {
-                return Err(LearnError::NonFinite {
-                    what: format!("plan of the frozen planner for {}", self.env.world_label(i)),
-                    at: at(),
-                });
-            }
-            let bf = &mut self.bufs;
-            self.roll.obs[rows * d..r1 * d].copy_from_slice(&bf.x);
-            clock.lap(|s| &mut s.planner_forward);
-            self.ppo.ac.sample(
-                &bf.x,
-                &mut self.rng,
-                &mut self.act_ws,
-                ActOutput {
-                    u: &mut self.roll.u[rows * a..r1 * a],
-                    delta: &mut bf.delta,
-                    logp: &mut self.roll.logp[rows..r1],
-                    value: &mut self.roll.values[rows..r1],
-                },
-            )?;
-            for ((p, w), dl) in self.plan.iter_mut().zip(&bf.wp).zip(&bf.delta) {
-                *p = w + ramp * dl;
-                residual_sum += f64::from((ramp * dl).abs());
-            }
-            clock.lap(|s| &mut s.policy_forward);
-            self.env.step(&self.plan, &mut self.step);
-            if deltaplan_stdx::fault::inject_nan(|| "refine:reward".into()) {
-                self.step.reward[0] = f32::NAN;
-            }
-            check_step(&self.env, &self.step, at)?;
-            self.env_steps += n as u64;
-            self.obs.copy_from_slice(&self.step.obs);
-
-            // 2. Rewards, flags, bookkeeping of finished episodes.
-            self.final_rows.clear();
-            for i in 0..n {
-                let r = self.step.reward[i];
-                self.rewards[rows + i] = r * self.cfg.reward_scale;
-                self.terminated[rows + i] = self.step.terminated[i];
-                self.truncated[rows + i] = self.step.truncated[i];
-                self.running_return[i] += r;
-                if self.step.terminated[i] || self.step.truncated[i] {
-                    ended.add(self.env.finished(i), self.running_return[i]);
-                    self.running_return[i] = 0.0;
-                    if self.step.truncated[i] {
-                        self.final_rows.push(i);
-                    }
-                }
-            }
-            clock.lap(|s| &mut s.env);
-            // Bootstrap values of truncated episodes' final observations.
-            if !self.final_rows.is_empty() {
-                self.final_obs.clear();
-                for &i in &self.final_rows {
-                    let od = self.planner.obs_dim();
-                    self.final_obs
-                        .extend_from_slice(&self.step.final_obs[i * od..(i + 1) * od]);
-                }
-                Self::policy_input(
-                    self.planner,
-                    &mut self.planner_ws,
-                    &self.final_obs,
-                    &mut self.final_bufs,
-                )?;
-                clock.lap(|s| &mut s.planner_forward);
-                let fb = &mut self.final_bufs;
-                self.ppo.ac.value(&fb.x, &mut self.act_ws, &mut fb.value)?;
-                for (k, &i) in self.final_rows.iter().enumerate() {
-                    self.next_values[rows + i] = fb.value[k];
-                }
-                clock.lap(|s| &mut s.policy_forward);
-            }
-        }
-        // V of the observation after the last step.
-        Self::policy_input(
-            self.planner,
-            &mut self.planner_ws,
-            &self.obs,
-            &mut self.bufs,
-        )?;
-        clock.lap(|s| &mut s.planner_forward);
-        let bf = &mut self.bufs;
-        self.ppo.ac.value(&bf.x, &mut self.act_ws, &mut bf.value)?;
-        clock.lap(|s| &mut s.policy_forward);
-        for t in 0..t_len {
-            for i in 0..n {
-                let k = t * n + i;
-                if self.truncated[k] {
-                    continue; // already V(final observation)
-                }
-                self.next_values[k] = if self.terminated[k] {
-                    0.0
-                } else if t + 1 < t_len {
-                    self.roll.values[k + n]
-                } else {
-                    bf.value[i]
-                };
-            }
-        }
+        let roll = &mut self.roll;
+        std::mem::swap(&mut roll.obs, &mut part.x);
+        std::mem::swap(&mut roll.u, &mut part.u);
+        std::mem::swap(&mut roll.logp, &mut part.logp);
+        std::mem::swap(&mut roll.values, &mut part.values);
+        roll.advantages.resize(total, 0.0);
+        roll.returns.resize(total, 0.0);
 
         // 3. GAE.
-        crate::gae(
+        let gae = crate::gae(
             GaeSteps {
-                rewards: &self.rewards,
-                values: &self.roll.values,
-                next_values: &self.next_values,
-                terminated: &self.terminated,
-                truncated: &self.truncated,
+                rewards: &part.rewards,
+                values: &roll.values,
+                next_values: &part.next_values,
+                terminated: &part.terminated,
+                truncated: &part.truncated,
                 num_envs: n,
             },
             self.cfg.gamma,
             self.cfg.gae_lambda,
-            &mut self.roll.advantages,
-            &mut self.roll.returns,
-        )?;
-
+            &mut roll.advantages,
+            &mut roll.returns,
+        );
         clock.lap(|s| &mut s.gae);
 
-        // 4. PPO update.
-        let up = self.ppo.update(&self.roll, &mut self.rng)?;
+        // 4. PPO update (minibatch shuffles from the iteration's stream).
+        let up = gae.and_then(|()| {
+            self.ppo
+                .update(&self.roll, &mut iteration_rng(self.seed, self.iteration))
+        });
+        let roll = &mut self.roll;
+        std::mem::swap(&mut roll.obs, &mut part.x);
+        std::mem::swap(&mut roll.u, &mut part.u);
+        std::mem::swap(&mut roll.logp, &mut part.logp);
+        std::mem::swap(&mut roll.values, &mut part.values);
+        let up = up?;
         clock.lap(|s| &mut s.update);
+        let ramp = self.ramp();
         self.iteration += 1;
+        self.env_steps += total as u64;
+        let mut ended = EpisodeTally::default();
+        for e in &part.ended {
+            ended.add(e);
+        }
+        let residual_sum: f64 = part.residual_sum.iter().sum();
+        let mut seconds = part.seconds;
+        seconds.add(&clock.seconds);
         let l = up.losses;
         let e = ended.mean();
         Ok(IterationStats {
@@ -799,17 +707,18 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
             clip_frac: l.clip_frac,
             explained_variance: up.explained_variance,
             learning_rate: up.learning_rate,
-            residual_magnitude: (residual_sum / (total * a) as f64) as f32,
+            residual_magnitude: (residual_sum / (total * self.ppo.ac.act_dim()) as f64) as f32,
             ramp,
             early_stopped: up.early_stopped,
             actor_frozen: up.actor_frozen,
             steps_per_second: total as f32 / started.elapsed().as_secs_f32(),
-            seconds: clock.seconds,
+            seconds,
         })
     }
 
-    /// Writes a checkpoint atomically (see the module docs for what it holds).
-    pub fn save(&self, path: &Path) -> Result<()> {
+    /// Writes a checkpoint atomically: the networks, the optimiser, the counters, and the
+    /// training worlds' state (`env`, `running_return`: every world's, in world order).
+    pub fn save(&self, path: &Path, env: &EnvSnapshot, running_return: &[f32]) -> Result<()> {
         let ac = &self.ppo.ac;
         let mut tensors: Vec<(String, Vec<usize>, &[f32])> = ac
             .named_tensors()
@@ -825,14 +734,13 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
                 &group.exp_avg_sq,
             ));
         }
-        let snap = self.env.snapshot();
-        for (i, h) in snap.histories.iter().enumerate() {
+        for (i, h) in env.histories.iter().enumerate() {
             tensors.push((format!("env.history.{i}"), vec![h.len()], h));
         }
         let meta = serde_json::json!({
             "kind": CHECKPOINT_KIND,
             "schema_version": CHECKPOINT_VERSION,
-            "sft_hash": self.planner.weights_hash(),
+            "sft_hash": self.sft_hash,
             "config": self.cfg,
             "sim": self.sim,
             "scenarios": self.scenarios,
@@ -842,30 +750,29 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
             "kl_sft_coef": self.ppo.kl_sft_coef,
             "ppo_iteration": self.ppo.iteration,
             "optim_steps": self.ppo.optim.groups.iter().map(|g| g.step).collect::<Vec<_>>(),
-            "env_episodes": snap.episodes,
-            "running_return": self.running_return,
-            "obs_dim": self.planner.obs_dim(),
+            "env_episodes": env.episodes,
+            "running_return": running_return,
+            "obs_dim": self.obs_dim,
             "horizon": self.sim.horizon,
         });
         save_tensors(path, &tensors, &meta)
     }
 
-    /// Resumes from a checkpoint written by [`Refiner::save`] for this planner, in `env` built
-    /// the same way as the checkpointed one. The run then continues exactly as if it had never
-    /// stopped.
-    pub fn resume_with_env(path: &Path, planner: &'a P, env: E) -> Result<Self> {
+    /// Reads a checkpoint written by [`Learner::save`] for `planner`: the learner, and the
+    /// training worlds' snapshot and running returns.
+    pub fn resume(
+        path: &Path,
+        planner: &impl FrozenPlanner,
+    ) -> Result<(Self, EnvSnapshot, Vec<f32>)> {
         let loaded = load_tensors(path, CHECKPOINT_KIND, CHECKPOINT_VERSION)?;
-        Refiner::resume_loaded(path, loaded, planner, env)
+        Learner::resume_loaded(path, loaded, planner)
     }
 
-    /// Resumes from a checkpoint already read from `path` (metadata and tensors), so the file
-    /// is read once.
     fn resume_loaded(
         path: &Path,
         (meta, mut tensors): (crate::checkpoint::Metadata, crate::checkpoint::TensorMap),
-        planner: &'a P,
-        env: E,
-    ) -> Result<Self> {
+        planner: &impl FrozenPlanner,
+    ) -> Result<(Self, EnvSnapshot, Vec<f32>)> {
         let shown = path.display().to_string();
         let sft_hash: String = meta.field("sft_hash")?;
         check_sft_hash(&shown, &sft_hash, planner)?;
@@ -882,10 +789,15 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
         let seed: u64 = meta.field("seed")?;
         let worlds = meta.field::<Vec<u64>>("env_episodes")?.len();
         check_checkpoint_sizes(&meta, &cfg, planner, &tensors, Some(worlds))?;
-        let mut r = Refiner::with_env(cfg, sim, scenarios, planner, seed, env)?;
-        load_actor_critic(&mut r.ppo.ac, &mut tensors, path)?;
+        sim.validate()
+            .map_err(|e| meta.incompatible(format!("its [sim] is invalid: {e}")))?;
+        scenarios
+            .validate()
+            .map_err(|e| meta.incompatible(format!("its scenarios are invalid: {e}")))?;
+        let mut l = Learner::new(cfg, sim, scenarios, planner, seed)?;
+        load_actor_critic(&mut l.ppo.ac, &mut tensors, path)?;
         let steps: Vec<u64> = meta.field("optim_steps")?;
-        for (g, group) in r.ppo.optim.groups.iter_mut().enumerate() {
+        for (g, group) in l.ppo.optim.groups.iter_mut().enumerate() {
             let len = group.exp_avg.len();
             group.exp_avg = take_tensor(
                 &mut tensors,
@@ -918,59 +830,27 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
                 })?;
             histories.push(data);
         }
-        r.env
-            .restore(&EnvSnapshot {
-                seed,
-                episodes,
-                histories,
-            })
-            .map_err(|e| LearnError::Checkpoint(format!("{shown}: {e}")))?;
-        r.env.observe(&mut r.obs);
-        r.rng = iteration_rng(seed, r.iteration);
-        r.iteration = meta.field("iteration")?;
-        r.env_steps = meta.field("env_steps")?;
-        r.ppo.kl_sft_coef = meta.field("kl_sft_coef")?;
-        r.ppo.iteration = meta.field("ppo_iteration")?;
-        r.running_return = meta.field("running_return")?;
-        Ok(r)
-    }
-}
-
-/// The first row of `[rows, width]` `xs` holding a non-finite value.
-fn first_bad_row(xs: &[f32], width: usize) -> Option<usize> {
-    xs.chunks_exact(width.max(1))
-        .position(|r| r.iter().any(|x| !x.is_finite()))
-}
-
-/// Refuses a step whose observations (current or final) or rewards are not finite, naming the
-/// world and its scenario: training stops before such a number reaches an update.
-fn check_step(env: &impl VecEnv, step: &StepBuffers, at: impl Fn() -> String) -> Result<()> {
-    let od = env.obs_dim();
-    let bad = |what: String, i: usize| {
-        Err(LearnError::NonFinite {
-            what: format!("{what} of {}", env.world_label(i)),
-            at: at(),
-        })
-    };
-    if let Some(i) = first_bad_row(&step.obs, od) {
-        return bad("observation".into(), i);
-    }
-    for i in 0..env.num_envs() {
-        if !step.reward[i].is_finite() {
-            return bad(format!("reward {}", step.reward[i]), i);
+        l.iteration = meta.field("iteration")?;
+        l.env_steps = meta.field("env_steps")?;
+        l.ppo.kl_sft_coef = meta.field("kl_sft_coef")?;
+        l.ppo.iteration = meta.field("ppo_iteration")?;
+        let running_return: Vec<f32> = meta.field("running_return")?;
+        if running_return.len() != worlds {
+            return Err(meta.incompatible(format!(
+                "it stores {} running returns for {worlds} worlds",
+                running_return.len()
+            )));
         }
-        if step.truncated[i]
-            && step.final_obs[i * od..(i + 1) * od]
-                .iter()
-                .any(|x| !x.is_finite())
-        {
-            return bad("final observation".into(), i);
-        }
+        let snap = EnvSnapshot {
+            seed,
+            episodes,
+            histories,
+        };
+        Ok((l, snap, running_return))
     }
-    Ok(())
 }
 
-/// The RNG of one iteration (action noise, minibatch shuffles): a function of the seed and the
+/// The RNG of one iteration's minibatch shuffles: a function of the seed and the
 /// iteration number, so a checkpoint needs no RNG state to resume exactly.
 fn iteration_rng(seed: u64, iteration: usize) -> Pcg64 {
     seed::rng(
@@ -979,7 +859,7 @@ fn iteration_rng(seed: u64, iteration: usize) -> Pcg64 {
     )
 }
 
-/// Sums over episodes that ended during a rollout, in f64 and in the order they ended.
+/// Sums over episodes that ended during a rollout, in f64 and in (step, world) order.
 #[derive(Default)]
 struct EpisodeTally {
     count: usize,
@@ -1000,13 +880,13 @@ struct EpisodeMeans {
 }
 
 impl EpisodeTally {
-    fn add(&mut self, s: &deltaplan_sim::EpisodeStats, ret: f32) {
+    fn add(&mut self, e: &EndedEpisode) {
         self.count += 1;
-        self.episode_return += f64::from(ret);
-        self.driving_score += f64::from(s.driving_score());
-        self.route_completion += f64::from(s.route_completion);
-        self.collisions += f64::from(u8::from(s.had_collision()));
-        self.offroads += f64::from(u8::from(s.offroad > 0));
+        self.episode_return += f64::from(e.episode_return);
+        self.driving_score += f64::from(e.driving_score);
+        self.route_completion += f64::from(e.route_completion);
+        self.collisions += f64::from(u8::from(e.collided));
+        self.offroads += f64::from(u8::from(e.offroad));
     }
 
     fn mean(&self) -> EpisodeMeans {

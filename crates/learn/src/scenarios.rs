@@ -51,9 +51,19 @@ impl TrainScenarios {
     /// `n` training worlds drawing from this distribution; scenarios are a pure function of
     /// (`seed`, world index, episode number).
     pub fn batch_env(&self, sim: SimConfig, n: usize, seed: u64) -> BatchEnv {
-        BatchEnv::train_mixed(
+        self.batch_env_part(sim, 0..n, seed)
+    }
+
+    /// Worlds `worlds` of [`TrainScenarios::batch_env`]'s batch (a machine's share of them).
+    pub fn batch_env_part(
+        &self,
+        sim: SimConfig,
+        worlds: std::ops::Range<usize>,
+        seed: u64,
+    ) -> BatchEnv {
+        BatchEnv::train_part(
             sim,
-            n,
+            worlds,
             seed,
             self.families.clone(),
             self.difficulty.training_range(self.difficulty_mix),

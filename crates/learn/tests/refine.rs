@@ -154,7 +154,7 @@ fn resume_reproduces_the_uninterrupted_run_bit_for_bit() {
     first.save(&path).unwrap();
     drop(first);
     let mut resumed = Refiner::resume(&path, &sft).unwrap();
-    assert_eq!(resumed.iteration, 2);
+    assert_eq!(resumed.learner.iteration, 2);
     let mut stats_resumed = Vec::new();
     for _ in 0..2 {
         stats_resumed.push(serde_json::to_string(&resumed.iterate().unwrap()).unwrap());
@@ -165,7 +165,8 @@ fn resume_reproduces_the_uninterrupted_run_bit_for_bit() {
             .iter()
             .flat_map(|t| t.data.iter().map(|x| x.to_bits()))
             .chain(
-                r.ppo
+                r.learner
+                    .ppo
                     .optim
                     .groups
                     .iter()
@@ -549,5 +550,112 @@ fn refinement_feeds_a_raster_planner_its_raster() {
     let sb = b.iterate().unwrap();
     assert_eq!(sa.policy_loss.to_bits(), sb.policy_loss.to_bits());
     assert_eq!(sa.value_loss.to_bits(), sb.value_loss.to_bits());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// The rollout split across collectors of 3 and 5 worlds (as Ray actors hold them), put back
+/// together and learned from, gives the single-process refinement's weights, optimiser state,
+/// training curve and checkpoint file bit for bit.
+#[test]
+fn a_rollout_split_across_collectors_learns_the_same_bits() {
+    use deltaplan_learn::refine::{planner_env, Learner};
+    use deltaplan_learn::rollout::{Collector, RolloutPart};
+    use deltaplan_sim::EnvSnapshot;
+    let sft = small_sft(vec![Family::Merge, Family::CutIn], 60, 2);
+    let dir = tmpdir("parts");
+    let (sim, scenarios, seed) = (SimConfig::default(), TrainScenarios::default(), 9);
+    let mut single = Refiner::new(tiny_refine(), sim, scenarios.clone(), &sft, seed).unwrap();
+    let mut learner = Learner::new(tiny_refine(), sim, scenarios.clone(), &sft, seed).unwrap();
+    let mut collectors: Vec<_> = [0..3, 3..8]
+        .into_iter()
+        .map(|w| {
+            let first = w.start;
+            let env = planner_env(&scenarios, sim, w, seed, &sft).unwrap();
+            Collector::new(&sft, env, seed, first)
+        })
+        .collect();
+    let strip = |s: String| s.split(",\"steps_per_second\"").next().unwrap().to_string();
+    let mut episodes = 0;
+    for _ in 0..3 {
+        let expected = single.iterate().unwrap();
+        episodes += expected.episodes;
+        let mut parts: Vec<RolloutPart> = collectors
+            .iter_mut()
+            .rev() // the order parts arrive in does not matter
+            .map(|c| {
+                let l = &learner;
+                let mut part = RolloutPart::default();
+                c.collect(
+                    &l.ppo.ac,
+                    l.iteration,
+                    l.cfg.rollout_steps,
+                    l.ramp(),
+                    l.cfg.reward_scale,
+                    &mut part,
+                )
+                .unwrap();
+                part
+            })
+            .collect();
+        let mut whole = RolloutPart::interleave(&mut parts).unwrap();
+        let got = learner
+            .learn(&mut whole, std::time::Instant::now())
+            .unwrap();
+        assert_eq!(
+            strip(serde_json::to_string(&expected).unwrap()),
+            strip(serde_json::to_string(&got).unwrap())
+        );
+    }
+    assert!(episodes > 0, "the comparison must cover episode ends");
+    let bits = |ac: &deltaplan_learn::ActorCritic| -> Vec<u32> {
+        ac.named_tensors()
+            .iter()
+            .flat_map(|t| t.data.iter().map(|x| x.to_bits()))
+            .collect()
+    };
+    assert!(
+        bits(single.actor_critic()) == bits(&learner.ppo.ac),
+        "weights differ"
+    );
+    // The checkpoint of the parts (snapshots and running returns joined in world order) is the
+    // single process's file, byte for byte; a single process resumes from it.
+    let (a, b) = (
+        dir.join("single.safetensors"),
+        dir.join("parts.safetensors"),
+    );
+    single.save(&a).unwrap();
+    let snaps: Vec<EnvSnapshot> = collectors.iter().map(|c| c.env().snapshot()).collect();
+    let joined = EnvSnapshot {
+        seed,
+        episodes: snaps.iter().flat_map(|s| s.episodes.clone()).collect(),
+        histories: snaps.iter().flat_map(|s| s.histories.clone()).collect(),
+    };
+    let returns: Vec<f32> = collectors
+        .iter()
+        .flat_map(|c| c.running_return().to_vec())
+        .collect();
+    learner.save(&b, &joined, &returns).unwrap();
+    assert!(
+        std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+        "checkpoints differ"
+    );
+    assert_eq!(Refiner::resume(&b, &sft).unwrap().learner.iteration, 3);
+    // Parts that leave a gap between their worlds are refused, naming the worlds.
+    let mut gap = vec![
+        RolloutPart {
+            first_world: 0,
+            worlds: 3,
+            steps: 32,
+            ..Default::default()
+        },
+        RolloutPart {
+            first_world: 4,
+            worlds: 4,
+            steps: 32,
+            ..Default::default()
+        },
+    ];
+    let err = RolloutPart::interleave(&mut gap).unwrap_err().to_string();
+    assert!(err.contains("worlds 4..8"), "{err}");
     std::fs::remove_dir_all(dir).ok();
 }

@@ -11,6 +11,7 @@
 //! [`pyplanner`] (a Python callable as the frozen planner a refinement refines).
 
 pub mod batch;
+pub mod distributed;
 pub mod pyplanner;
 pub mod raster;
 pub mod settings;
@@ -56,6 +57,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<batch::Batch>()?;
     m.add_class::<pyplanner::RefinedPythonPlanner>()?;
+    m.add_class::<distributed::RolloutWorker>()?;
+    m.add_function(wrap_pyfunction!(distributed::refine_distributed, m)?)?;
     m.add_function(wrap_pyfunction!(pyplanner::refine_python, m)?)?;
     m.add_function(wrap_pyfunction!(stages::record_and_train_sft, m)?)?;
     m.add_function(wrap_pyfunction!(stages::run, m)?)?;

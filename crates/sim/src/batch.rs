@@ -83,6 +83,9 @@ pub struct BatchEnv {
     slots: Vec<Slot>,
     scenarios: Scenarios,
     seed: u64,
+    /// Index of the first slot's world in the whole batch ([`BatchEnv::train_part`]): slot `i`
+    /// plays world `first_world + i`'s scenarios.
+    first_world: usize,
     /// The raster appended to every observation ([`BatchEnv::with_bev_observation`]).
     raster: Option<BevSpec>,
 }
@@ -161,9 +164,22 @@ impl BatchEnv {
         families: Vec<Family>,
         range: (Difficulty, Difficulty),
     ) -> Self {
+        Self::train_part(cfg, 0..n, seed, families, range)
+    }
+
+    /// Worlds `worlds` of the `train_mixed` batch with the same arguments: each plays exactly
+    /// the scenarios it plays there, so batches of disjoint ranges (one per machine) together
+    /// step the whole batch's worlds.
+    pub fn train_part(
+        cfg: SimConfig,
+        worlds: std::ops::Range<usize>,
+        seed: u64,
+        families: Vec<Family>,
+        range: (Difficulty, Difficulty),
+    ) -> Self {
         Self::with(
             cfg,
-            n,
+            worlds,
             seed,
             Scenarios::Train {
                 families,
@@ -176,11 +192,17 @@ impl BatchEnv {
     /// One world per spec, each run for exactly one episode.
     pub fn fixed(cfg: SimConfig, specs: Vec<ScenarioSpec>) -> Self {
         let n = specs.len();
-        Self::with(cfg, n, 0, Scenarios::Fixed(specs))
+        Self::with(cfg, 0..n, 0, Scenarios::Fixed(specs))
     }
 
-    fn with(cfg: SimConfig, n: usize, seed: u64, scenarios: Scenarios) -> Self {
-        let slots = (0..n)
+    fn with(
+        cfg: SimConfig,
+        worlds: std::ops::Range<usize>,
+        seed: u64,
+        scenarios: Scenarios,
+    ) -> Self {
+        let first_world = worlds.start;
+        let slots = worlds
             .into_par_iter()
             .map(|i| {
                 let mut world = World::new(cfg);
@@ -202,6 +224,7 @@ impl BatchEnv {
             slots,
             scenarios,
             seed,
+            first_world,
             raster: None,
         }
     }
@@ -255,14 +278,15 @@ impl BatchEnv {
                 action_dim: a,
             });
         }
-        let (scenarios, seed) = (&self.scenarios, self.seed);
+        let (scenarios, seed, first) = (&self.scenarios, self.seed, self.first_world);
         self.slots
             .par_iter_mut()
             .zip(&snap.episodes)
             .zip(&snap.histories)
             .enumerate()
             .for_each(|(i, ((slot, &episode), history))| {
-                slot.world.reset(spec_for(scenarios, seed, i, episode));
+                slot.world
+                    .reset(spec_for(scenarios, seed, first + i, episode));
                 for plan in history.chunks_exact(a) {
                     slot.world.step(plan);
                 }
@@ -275,6 +299,11 @@ impl BatchEnv {
 
     pub fn len(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Index of slot 0's world in the whole batch (0 unless built by [`BatchEnv::train_part`]).
+    pub fn first_world(&self) -> usize {
+        self.first_world
     }
 
     pub fn is_empty(&self) -> bool {
@@ -358,6 +387,7 @@ impl BatchEnv {
         assert_eq!(actions.len(), n * a, "actions must be [N, 2H]");
         let fixed = matches!(self.scenarios, Scenarios::Fixed(_));
         let (scenarios, seed, od) = (&self.scenarios, self.seed, self.obs_dim());
+        let first = self.first_world;
         let raster = self.raster.as_ref();
         self.slots
             .par_iter_mut()
@@ -384,7 +414,8 @@ impl BatchEnv {
                     } else {
                         slot.episode += 1;
                         slot.history.clear();
-                        slot.world.reset(spec_for(scenarios, seed, i, slot.episode));
+                        slot.world
+                            .reset(spec_for(scenarios, seed, first + i, slot.episode));
                     }
                 }
                 observe_with(&slot.world, raster, obs);

@@ -106,7 +106,8 @@ impl VecEnv for BatchEnv {
     fn world_label(&self, i: usize) -> String {
         let spec = self.world(i).spec;
         format!(
-            "world {i} (scenario {} seed {})",
+            "world {} (scenario {} seed {})",
+            self.first_world() + i,
             spec.family.name(),
             spec.seed
         )

@@ -236,3 +236,86 @@ fn mixed_training_difficulty_spans_its_range() {
     assert!(t.iter().cloned().fold(1.0, f32::min) < 0.15);
     assert!(t.iter().cloned().fold(0.0, f32::max) > 0.85);
 }
+
+/// Worlds 0..10 and 10..24 built as two parts step exactly as the same worlds of the whole
+/// 24-world batch (across auto-resets), and a part restores from its slice of the whole batch's
+/// snapshot: what a rollout split across machines relies on.
+#[test]
+fn parts_of_a_batch_play_the_whole_batchs_worlds() {
+    let cfg = SimConfig::default();
+    let (n, split, a) = (24, 10, cfg.action_dim());
+    let range = (Difficulty::default(), Difficulty::default().harder());
+    let families = Family::ALL.to_vec();
+    let mut whole = BatchEnv::train_mixed(cfg, n, 7, families.clone(), range);
+    let mut parts = [
+        BatchEnv::train_part(cfg, 0..split, 7, families.clone(), range),
+        BatchEnv::train_part(cfg, split..n, 7, families.clone(), range),
+    ];
+    assert_eq!(parts[1].first_world(), split);
+    let mut buf = StepBuffers::new(n);
+    let mut part_bufs = [StepBuffers::new(split), StepBuffers::new(n - split)];
+    let mut actions = vec![0.0; n * a];
+    let mut resets = 0;
+    for t in 0..300 {
+        whole.expert_actions(&mut actions);
+        for (k, x) in actions.iter_mut().enumerate() {
+            *x += 0.4 * (((k * 7919 + t * 104_729) % 1000) as f32 / 1000.0 - 0.5);
+        }
+        whole.step(&actions, &mut buf);
+        parts[0].step(&actions[..split * a], &mut part_bufs[0]);
+        parts[1].step(&actions[split * a..], &mut part_bufs[1]);
+        let joined = |f: fn(&StepBuffers) -> Vec<u32>| {
+            let mut v = f(&part_bufs[0]);
+            v.extend(f(&part_bufs[1]));
+            v
+        };
+        let obs_bits = |b: &StepBuffers| b.obs.iter().map(|x| x.to_bits()).collect();
+        let reward_bits = |b: &StepBuffers| b.reward.iter().map(|x| x.to_bits()).collect();
+        let ends = |b: &StepBuffers| {
+            b.terminated
+                .iter()
+                .zip(&b.truncated)
+                .map(|(&x, &y)| u32::from(x) * 2 + u32::from(y))
+                .collect()
+        };
+        assert!(
+            joined(obs_bits) == obs_bits(&buf),
+            "step {t}: observations differ"
+        );
+        assert!(
+            joined(reward_bits) == reward_bits(&buf),
+            "step {t}: rewards differ"
+        );
+        assert!(joined(ends) == ends(&buf), "step {t}: episode ends differ");
+        resets += buf
+            .terminated
+            .iter()
+            .zip(&buf.truncated)
+            .filter(|(x, y)| **x || **y)
+            .count();
+    }
+    assert!(
+        resets > 3,
+        "the worlds must cross episode boundaries: {resets}"
+    );
+    // Labels name the world's index in the whole batch.
+    use deltaplan_sim::env::VecEnv;
+    assert!(VecEnv::world_label(&parts[1], 0).starts_with("world 10 "));
+    // A fresh second part restored from its slice of the whole snapshot continues as the whole.
+    let snap = whole.snapshot();
+    let mut restored = BatchEnv::train_part(cfg, split..n, 7, families, range);
+    restored
+        .restore(&deltaplan_sim::EnvSnapshot {
+            seed: snap.seed,
+            episodes: snap.episodes[split..].to_vec(),
+            histories: snap.histories[split..].to_vec(),
+        })
+        .unwrap();
+    let (mut mine, mut theirs) = (vec![0.0; (n - split) * OBS_DIM], vec![0.0; n * OBS_DIM]);
+    restored.observe(&mut mine);
+    whole.observe(&mut theirs);
+    assert!(
+        mine == theirs[split * OBS_DIM..],
+        "the restored part differs from the whole"
+    );
+}

@@ -38,6 +38,13 @@ def require_sb3():
     return pytest.importorskip("stable_baselines3")
 
 
+def require_ray():
+    """Ray tests skip when Ray is not installed, except where DELTAPLAN_REQUIRE_RAY=1 (CI)."""
+    if os.environ.get("DELTAPLAN_REQUIRE_RAY") == "1":
+        import ray  # noqa: F401 (fails loudly)
+    return pytest.importorskip("ray")
+
+
 def load_safetensors(path: str) -> dict:
     """The float32 tensors of a safetensors file as NumPy arrays (the format: an 8-byte
     little-endian header length, a JSON header of dtype/shape/offsets, the raw data), so the
