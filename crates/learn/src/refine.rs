@@ -828,6 +828,14 @@ impl Learner {
                     name,
                     fix: "start a new refinement".into(),
                 })?;
+            if data.len() % planner.action_dim() != 0 {
+                return Err(LearnError::Checkpoint(format!(
+                    "{shown}: world {i}'s history of {} floats is not a whole number of {}-float \
+                     plans",
+                    data.len(),
+                    planner.action_dim()
+                )));
+            }
             histories.push(data);
         }
         l.iteration = meta.field("iteration")?;

@@ -5,8 +5,8 @@
 //! and the README's install command create), else `python3` with the packages installed into a
 //! virtual environment under the target directory (`pip install` of numpy, gymnasium, pytest:
 //! registry access the first time). Skipped, loudly, only when no Python 3.11+ exists. The
-//! SB3 tests skip when stable-baselines3 is not installed, unless `DELTAPLAN_REQUIRE_SB3=1`
-//! (CI sets it).
+//! SB3 tests skip when stable-baselines3 is not installed, unless `DELTAPLAN_REQUIRE_SB3=1`, and
+//! the Ray tests when ray is not, unless `DELTAPLAN_REQUIRE_RAY=1` (CI sets both).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
