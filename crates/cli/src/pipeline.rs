@@ -1128,8 +1128,7 @@ fn render_examples(cfg: &Config, out: &Path, eval_split: &SplitRun) -> Result<Ve
 }
 
 /// The first iteration of metrics.jsonl whose update stepped the actor (after the critic's
-/// warm-up); `None` if there is none. Read as plain JSON: iterations in which no episode ended
-/// log null statistics and do not parse as [`IterationStats`].
+/// warm-up); `None` if there is none.
 fn actor_start(out: &Path) -> Option<ActorStart> {
     fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap_or_default()
@@ -1145,12 +1144,13 @@ fn actor_start(out: &Path) -> Option<ActorStart> {
 }
 
 /// The learning curve from metrics.jsonl: iterations in which at least one episode ended
-/// (the others log null statistics).
+/// (the others have no episode statistics).
 fn learning_curve(out: &Path) -> Vec<CurvePoint> {
     fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str::<IterationStats>(l).ok())
+        .filter(|s| s.episodes > 0)
         .map(|s| CurvePoint {
             env_steps: s.env_steps as f64,
             driving_score: f64::from(s.driving_score),

@@ -287,24 +287,19 @@ impl ActorCritic {
         self.squash_and_log_prob(mu, out)
     }
 
-    /// [`ActorCritic::sample`] with row `i`'s noise drawn from `rngs[i]` (one stream per world):
-    /// a row's action then depends only on its own input and stream, not on which batch (or
-    /// machine) it was computed in.
-    pub fn sample_rows<R: Rng + Send>(
+    /// [`ActorCritic::sample`] with the standard normal noise given (`eps`, `[B, A]`, e.g.
+    /// drawn by a learner for workers elsewhere): a row's action then depends only on its input
+    /// and its noise, not on which batch (or machine) computed it.
+    pub fn sample_with_noise(
         &self,
         obs: &[f32],
-        rngs: &mut [R],
+        eps: &[f32],
         ws: &mut ActWorkspace,
         out: ActOutput<'_>,
     ) -> Result<()> {
-        let a = self.act_dim();
-        check_len("noise streams", rngs.len() * a, out.u.len())?;
+        check_len("noise", eps.len(), out.u.len())?;
         let mut out = out;
-        let mu = self.forward_act(obs, ws, &mut out, |u| {
-            for (row, rng) in u.chunks_exact_mut(a).zip(rngs.iter_mut()) {
-                dist::standard_normal(rng, row);
-            }
-        })?;
+        let mu = self.forward_act(obs, ws, &mut out, |u| u.copy_from_slice(eps))?;
         dist::reparameterize(mu, &self.log_std, out.u)?;
         self.squash_and_log_prob(mu, out)
     }

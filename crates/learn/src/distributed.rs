@@ -2,13 +2,14 @@
 //! and its own copy of the frozen planner, and one learner that runs GAE and the PPO update
 //! (the shape of a Ray job: actors collect, the driver learns).
 //!
-//! Per iteration the learner sends every worker a request (the policy's weights, the iteration,
-//! the ramp), each worker answers with its [`RolloutPart`], and the learner learns from the parts
-//! put side by side. The messages are safetensors bytes with a content hash (the checkpoint
+//! Per iteration the learner sends every worker a request (the policy's weights, every world's
+//! action noise, the iteration, the ramp), each worker answers with its [`RolloutPart`], and the
+//! learner learns from the parts put side by side. The messages are safetensors bytes with a content hash (the checkpoint
 //! format), so any transport (Ray's object store, a socket, a file) carries them and a damaged
-//! one is refused. Because the rollout is a pure function of the worlds' global indices
-//! ([`crate::rollout`]), the result is the one-process [`crate::refine::Refiner`]'s, bit for bit,
-//! given the same seed and the learner's thread count.
+//! one is refused. Because the learner draws all the randomness and a rollout part is a pure
+//! function of the weights, the noise and the worlds' global indices ([`crate::rollout`]), the
+//! result is the one-process [`crate::refine::Refiner`]'s, bit for bit, given the same seed and
+//! the learner's thread count.
 
 use std::ops::Range;
 use std::path::Path;
@@ -61,6 +62,7 @@ impl<W: Workers> Refinement for DistributedRefiner<W> {
 
     fn iterate(&mut self) -> Result<IterationStats> {
         let started = Instant::now();
+        self.learner.draw_noise();
         let request = encode_request(&self.learner)?;
         let answers = self.workers.collect(&request)?;
         let mut parts = answers
@@ -115,6 +117,8 @@ pub struct RolloutWorker<'a, P: FrozenPlanner> {
     seed: u64,
     sft_hash: String,
     part: RolloutPart,
+    /// This worker's rows of the request's noise, `[T, k, A]`.
+    noise: Vec<f32>,
 }
 
 impl<'a, P: FrozenPlanner> RolloutWorker<'a, P> {
@@ -140,12 +144,13 @@ impl<'a, P: FrozenPlanner> RolloutWorker<'a, P> {
         // The weights are overwritten by every request; the seed only shapes them.
         let ac = ActorCritic::new(&actor_critic_config(&cfg, planner), &mut seed::rng(0, 0))?;
         Ok(RolloutWorker {
-            collector: Collector::new(planner, env, seed, first),
+            collector: Collector::new(planner, env, first),
             ac,
             cfg,
             seed,
             sft_hash: planner.weights_hash(),
             part: RolloutPart::default(),
+            noise: Vec::new(),
         })
     }
 
@@ -166,8 +171,23 @@ impl<'a, P: FrozenPlanner> RolloutWorker<'a, P> {
             )));
         }
         load_weights(&mut self.ac, &mut tensors)?;
+        let (t_len, n, a) = (self.cfg.rollout_steps, self.cfg.num_envs, self.ac.act_dim());
+        let all = take_tensor(
+            &mut tensors,
+            Path::new("a rollout request"),
+            REQUEST_KIND,
+            "noise",
+            &[t_len, n, a],
+        )?;
+        let (first, k) = (self.collector.first_world(), self.part_worlds());
+        self.noise.clear();
+        for t in 0..t_len {
+            self.noise
+                .extend_from_slice(&all[(t * n + first) * a..(t * n + first + k) * a]);
+        }
         self.collector.collect(
             &self.ac,
+            &self.noise,
             r.iteration,
             self.cfg.rollout_steps,
             r.ramp,
@@ -238,11 +258,13 @@ struct RequestInfo {
 
 fn encode_request(l: &Learner) -> Result<Vec<u8>> {
     let ac = &l.ppo.ac;
-    let tensors: Vec<(String, Vec<usize>, &[f32])> = ac
+    let mut tensors: Vec<(String, Vec<usize>, &[f32])> = ac
         .named_tensors()
         .into_iter()
         .map(|t| (t.name, t.shape, t.data))
         .collect();
+    let (t_len, n) = (l.cfg.rollout_steps, l.cfg.num_envs);
+    tensors.push(("noise".into(), vec![t_len, n, ac.act_dim()], l.noise()));
     let meta = serde_json::json!({
         "kind": REQUEST_KIND,
         "schema_version": MESSAGE_VERSION,

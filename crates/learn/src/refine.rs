@@ -12,10 +12,10 @@
 //! 4. PPO update ([`crate::ppo::Ppo::update`]): clipped surrogate, value loss, entropy, KL to the
 //!    SFT policy with adaptive beta, critic warm-up, target-KL early stop.
 //!
-//! Everything is a pure function of the seed: the environment's scenarios, the action noise (one
-//! stream per world and iteration) and the minibatch shuffles (one stream per iteration). So the
-//! rollout can be split across processes by world ([`RolloutPart::interleave`]) without
-//! changing a bit of the result. A checkpoint
+//! Everything is a pure function of the seed: the environment's scenarios, and the action noise
+//! and minibatch shuffles (drawn by the learner from an RNG seeded by seed and iteration number,
+//! the noise for every world before the rollout). So the rollout can be split across processes
+//! by world ([`RolloutPart::interleave`]) without changing a bit of the result. A checkpoint
 //! taken between iterations holds the networks, the optimiser moments, the KL coefficient, the
 //! counters, the training scenarios and the environment snapshot
 //! (episode numbers plus the plans executed since each episode began), so a resumed run
@@ -351,11 +351,17 @@ pub struct IterationStats {
     pub env_steps: u64,
     /// Episodes that ended during this iteration's rollout.
     pub episodes: usize,
-    /// Mean undiscounted (unscaled) return of those episodes.
+    /// Mean undiscounted (unscaled) return of those episodes. This and the four means below are
+    /// NaN when no episode ended (JSON writes null, read back as NaN).
+    #[serde(deserialize_with = "nan_if_null")]
     pub episode_return: f32,
+    #[serde(deserialize_with = "nan_if_null")]
     pub driving_score: f32,
+    #[serde(deserialize_with = "nan_if_null")]
     pub route_completion: f32,
+    #[serde(deserialize_with = "nan_if_null")]
     pub collision_rate: f32,
+    #[serde(deserialize_with = "nan_if_null")]
     pub offroad_rate: f32,
     pub policy_loss: f32,
     pub value_loss: f32,
@@ -445,7 +451,7 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
                 LearnError::Checkpoint(format!("the training worlds' snapshot: {e}"))
             })?;
         }
-        let mut collector = Collector::new(planner, env, learner.seed, 0);
+        let mut collector = Collector::new(planner, env, 0);
         if let Some((_, running_return)) = state {
             collector.set_running_return(running_return)?;
         }
@@ -482,9 +488,11 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
     /// One iteration: rollout, GAE, PPO update.
     pub fn iterate(&mut self) -> Result<IterationStats> {
         let started = Instant::now();
+        self.learner.draw_noise();
         let l = &self.learner;
         self.collector.collect(
             &l.ppo.ac,
+            l.noise(),
             l.iteration,
             l.cfg.rollout_steps,
             l.ramp(),
@@ -525,6 +533,11 @@ impl<P: FrozenPlanner, E: ResumableEnv> Refinement for Refiner<'_, P, E> {
     fn save(&mut self, path: &Path) -> Result<()> {
         Refiner::save(self, path)
     }
+}
+
+/// A mean that JSON wrote as null (NaN: no episode ended) read back as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f32, D::Error> {
+    Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::NAN))
 }
 
 /// Refuses an environment that does not fit the refinement: its world count, or the frozen
@@ -576,6 +589,9 @@ pub struct Learner {
     sft_hash: String,
     obs_dim: usize,
     roll: RolloutBatch,
+    /// The iteration's stream, after [`Learner::draw_noise`] drew the action noise from it.
+    rng: Option<Pcg64>,
+    noise: Vec<f32>,
 }
 
 impl Learner {
@@ -602,6 +618,8 @@ impl Learner {
             sft_hash: planner.weights_hash(),
             obs_dim: planner.obs_dim(),
             roll: RolloutBatch::default(),
+            rng: None,
+            noise: Vec::new(),
             cfg,
         })
     }
@@ -625,6 +643,23 @@ impl Learner {
         self.iteration >= self.cfg.iterations
     }
 
+    /// Starts an iteration: draws every world's standard normal action noise for the rollout,
+    /// `[T, N, A]` time-major ([`Learner::noise`]), from the iteration's stream, which then
+    /// shuffles the minibatches in [`Learner::learn`].
+    pub fn draw_noise(&mut self) {
+        let mut rng = iteration_rng(self.seed, self.iteration);
+        let a = self.ppo.ac.act_dim();
+        self.noise
+            .resize(self.cfg.rollout_steps * self.cfg.num_envs * a, 0.0);
+        crate::dist::standard_normal(&mut rng, &mut self.noise);
+        self.rng = Some(rng);
+    }
+
+    /// The action noise of the iteration [`Learner::draw_noise`] started.
+    pub fn noise(&self) -> &[f32] {
+        &self.noise
+    }
+
     /// Steps 3-4 on the rollout of every world (`part`, whose buffers are borrowed and given
     /// back): GAE, then the PPO update. `started` is when the iteration began (for its rate).
     pub fn learn(&mut self, part: &mut RolloutPart, started: Instant) -> Result<IterationStats> {
@@ -638,6 +673,11 @@ impl Learner {
                 part.steps
             )));
         }
+        let mut rng = self.rng.take().ok_or_else(|| {
+            LearnError::Config(
+                "learn before draw_noise: an iteration starts by drawing its noise".into(),
+            )
+        })?;
         let mut clock = PhaseClock::start();
         let total = n * t_len;
         let roll = &mut self.roll;
@@ -666,10 +706,7 @@ impl Learner {
         clock.lap(|s| &mut s.gae);
 
         // 4. PPO update (minibatch shuffles from the iteration's stream).
-        let up = gae.and_then(|()| {
-            self.ppo
-                .update(&self.roll, &mut iteration_rng(self.seed, self.iteration))
-        });
+        let up = gae.and_then(|()| self.ppo.update(&self.roll, &mut rng));
         let roll = &mut self.roll;
         std::mem::swap(&mut roll.obs, &mut part.x);
         std::mem::swap(&mut roll.u, &mut part.u);
@@ -858,7 +895,7 @@ impl Learner {
     }
 }
 
-/// The RNG of one iteration's minibatch shuffles: a function of the seed and the
+/// The RNG of one iteration (action noise, then minibatch shuffles): a function of the seed and the
 /// iteration number, so a checkpoint needs no RNG state to resume exactly.
 fn iteration_rng(seed: u64, iteration: usize) -> Pcg64 {
     seed::rng(

@@ -2,18 +2,15 @@
 //! [`Collector`] drives a range of the training worlds for `T` steps with the current policy and
 //! hands back a [`RolloutPart`], everything the learner needs from those worlds.
 //!
-//! A part is a pure function of the policy's weights, the seed, the iteration and the worlds'
-//! global indices: each world draws its action noise from its own stream
-//! ([`noise_rng`]), its scenarios from its global index, and the networks compute each row
-//! independently of the batch it sits in. So parts collected on different machines (Ray
-//! actors) and put side by side ([`RolloutPart::interleave`]) are the rollout one process
-//! collects from all the worlds, bit for bit.
+//! A part is a pure function of the policy's weights, the action noise the learner drew for its
+//! worlds, and the worlds' global indices: each world plays the scenarios of its global index,
+//! and the networks compute each row independently of the batch it sits in. So parts collected
+//! on different machines (Ray actors) and put side by side ([`RolloutPart::interleave`]) are the
+//! rollout one process collects from all the worlds, bit for bit.
 
 use deltaplan_sim::batch::StepBuffers;
 use deltaplan_sim::env::{ResumableEnv, VecEnv};
 use deltaplan_sim::EnvSnapshot;
-use deltaplan_stdx::seed;
-use rand_pcg::Pcg64;
 
 use crate::actor_critic::{ActOutput, ActWorkspace, ActorCritic};
 use crate::error::{LearnError, Result};
@@ -124,26 +121,11 @@ impl RolloutPart {
     }
 }
 
-/// The stream of world `world`'s action noise in iteration `iteration` (0-based) of a run
-/// seeded with `seed`.
-pub fn noise_rng(seed: u64, iteration: usize, world: usize) -> Pcg64 {
-    seed::rng(
-        seed,
-        seed::mix64(
-            seed::splitmix64(iteration as u64 + 1) ^ (world as u64 + 1).wrapping_mul(NOISE_TAG),
-        ),
-    )
-}
-
-/// Odd constant that sets the noise streams apart from the run's other streams.
-const NOISE_TAG: u64 = 0xD1B5_4A32_D192_ED03;
-
 /// Drives `env`'s worlds (global indices from `first_world`) with a frozen planner plus the
 /// residual policy, and records what the learner needs.
 pub struct Collector<'a, P: FrozenPlanner, E: VecEnv> {
     planner: &'a P,
     env: E,
-    seed: u64,
     first_world: usize,
     /// Current observations `[k, obs_dim]`.
     obs: Vec<f32>,
@@ -154,7 +136,6 @@ pub struct Collector<'a, P: FrozenPlanner, E: VecEnv> {
     bufs: Buffers,
     planner_ws: P::Workspace,
     act_ws: ActWorkspace,
-    noise: Vec<Pcg64>,
     final_rows: Vec<usize>,
     final_obs: Vec<f32>,
     final_bufs: Buffers,
@@ -162,11 +143,10 @@ pub struct Collector<'a, P: FrozenPlanner, E: VecEnv> {
 
 impl<'a, P: FrozenPlanner, E: VecEnv> Collector<'a, P, E> {
     /// A collector over `env`, whose world 0 is world `first_world` of the whole batch.
-    pub fn new(planner: &'a P, env: E, seed: u64, first_world: usize) -> Self {
+    pub fn new(planner: &'a P, env: E, first_world: usize) -> Self {
         let (k, od) = (env.num_envs(), env.obs_dim());
         let mut c = Collector {
             planner,
-            seed,
             first_world,
             obs: vec![0.0; k * od],
             running_return: vec![0.0; k],
@@ -175,7 +155,6 @@ impl<'a, P: FrozenPlanner, E: VecEnv> Collector<'a, P, E> {
             bufs: Buffers::default(),
             planner_ws: P::Workspace::default(),
             act_ws: ActWorkspace::new(),
-            noise: Vec::with_capacity(k),
             final_rows: Vec::with_capacity(k),
             final_obs: Vec::with_capacity(k * od),
             final_bufs: Buffers::default(),
@@ -208,11 +187,15 @@ impl<'a, P: FrozenPlanner, E: VecEnv> Collector<'a, P, E> {
         Ok(())
     }
 
-    /// Runs `t_len` steps of iteration `iteration` (0-based) with policy `ac`, the correction
-    /// scaled by `ramp` and rewards by `reward_scale`, into `part` (its buffers are reused).
+    /// Runs `t_len` steps of iteration `iteration` (0-based) with policy `ac` and the action
+    /// noise `noise` (standard normal, `[T, k, A]` for this collector's `k` worlds), the
+    /// correction scaled by `ramp` and rewards by `reward_scale`, into `part` (its buffers are
+    /// reused).
+    #[allow(clippy::too_many_arguments)]
     pub fn collect(
         &mut self,
         ac: &ActorCritic,
+        noise: &[f32],
         iteration: usize,
         t_len: usize,
         ramp: f32,
@@ -245,9 +228,7 @@ impl<'a, P: FrozenPlanner, E: VecEnv> Collector<'a, P, E> {
         part.ended.clear();
         part.residual_sum.clear();
         part.residual_sum.resize(k, 0.0);
-        self.noise.clear();
-        self.noise
-            .extend((0..k).map(|i| noise_rng(self.seed, iteration, self.first_world + i)));
+        crate::error::check_len("action noise", noise.len(), total * a)?;
         let shown = iteration + 1;
         for t in 0..t_len {
             let rows = t * k..(t + 1) * k;
@@ -263,9 +244,9 @@ impl<'a, P: FrozenPlanner, E: VecEnv> Collector<'a, P, E> {
             let bf = &mut self.bufs;
             part.x[rows.start * d..rows.end * d].copy_from_slice(&bf.x);
             clock.lap(|s| &mut s.planner_forward);
-            ac.sample_rows(
+            ac.sample_with_noise(
                 &bf.x,
-                &mut self.noise,
+                &noise[rows.start * a..rows.end * a],
                 &mut self.act_ws,
                 ActOutput {
                     u: &mut part.u[rows.start * a..rows.end * a],

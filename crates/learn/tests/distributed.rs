@@ -49,10 +49,13 @@ fn tiny() -> RefineConfig {
     cfg
 }
 
+/// Changes a round of answers before the learner reads them; may keep earlier ones.
+type Tamper = fn(&mut Vec<Vec<u8>>, &mut Option<Vec<Vec<u8>>>);
+
 /// In-process workers; `tamper` may change the answers before the learner reads them.
 struct Local<'a> {
     workers: Vec<RolloutWorker<'a, SftPlanner>>,
-    tamper: fn(&mut Vec<Vec<u8>>, &mut Option<Vec<Vec<u8>>>),
+    tamper: Tamper,
     kept: Option<Vec<Vec<u8>>>,
 }
 
@@ -74,11 +77,7 @@ impl Workers for Local<'_> {
     }
 }
 
-fn local<'a>(
-    sft: &'a SftPlanner,
-    seed: u64,
-    tamper: fn(&mut Vec<Vec<u8>>, &mut Option<Vec<Vec<u8>>>),
-) -> Local<'a> {
+fn local<'a>(sft: &'a SftPlanner, seed: u64, tamper: Tamper) -> Local<'a> {
     let (sim, scenarios) = (SimConfig::default(), TrainScenarios::default());
     let workers = [4..6, 0..4]
         .into_iter()

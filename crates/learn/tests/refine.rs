@@ -571,22 +571,30 @@ fn a_rollout_split_across_collectors_learns_the_same_bits() {
         .map(|w| {
             let first = w.start;
             let env = planner_env(&scenarios, sim, w, seed, &sft).unwrap();
-            Collector::new(&sft, env, seed, first)
+            Collector::new(&sft, env, first)
         })
         .collect();
     let strip = |s: String| s.split(",\"steps_per_second\"").next().unwrap().to_string();
     let mut episodes = 0;
+    let (t_len, n, a) = (32, 8, sft.action_dim());
     for _ in 0..3 {
         let expected = single.iterate().unwrap();
         episodes += expected.episodes;
+        learner.draw_noise();
         let mut parts: Vec<RolloutPart> = collectors
             .iter_mut()
             .rev() // the order parts arrive in does not matter
             .map(|c| {
                 let l = &learner;
+                // This collector's worlds' rows of the learner's noise [T, N, A].
+                let (first, k) = (c.first_world(), c.running_return().len());
+                let noise: Vec<f32> = (0..t_len)
+                    .flat_map(|t| l.noise()[(t * n + first) * a..(t * n + first + k) * a].to_vec())
+                    .collect();
                 let mut part = RolloutPart::default();
                 c.collect(
                     &l.ppo.ac,
+                    &noise,
                     l.iteration,
                     l.cfg.rollout_steps,
                     l.ramp(),
@@ -658,4 +666,23 @@ fn a_rollout_split_across_collectors_learns_the_same_bits() {
     let err = RolloutPart::interleave(&mut gap).unwrap_err().to_string();
     assert!(err.contains("worlds 4..8"), "{err}");
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// An iteration in which no episode ended logs null episode means, and the line reads back (a
+/// resume keeps it) with NaN there.
+#[test]
+fn a_metrics_line_without_episodes_reads_back() {
+    use deltaplan_learn::refine::IterationStats;
+    let s = IterationStats {
+        iteration: 2,
+        driving_score: f32::NAN,
+        episode_return: f32::NAN,
+        policy_loss: 0.25,
+        ..Default::default()
+    };
+    let line = serde_json::to_string(&s).unwrap();
+    assert!(line.contains("\"driving_score\":null"), "{line}");
+    let back: IterationStats = serde_json::from_str(&line).unwrap();
+    assert!(back.driving_score.is_nan() && back.episode_return.is_nan());
+    assert_eq!((back.iteration, back.policy_loss), (2, 0.25));
 }

@@ -6,9 +6,10 @@ iteration's request with its part of the rollout; this process learns (GAE and t
 and writes the same ``rl.safetensors`` and ``metrics.jsonl`` as ``deltaplan refine``. For the
 same configuration and seed, and the same ``num_threads`` here as ``deltaplan refine
 --threads``, the result is the single-process refinement's, bit for bit, for any number of
-workers: every world draws its action noise from its own stream and its scenarios from its
-global index, and the networks compute each row independently of its batch. A checkpoint of
-either kind resumes the other.
+workers: this process draws all the randomness (every world's action noise, sent with the
+weights, and the minibatch shuffles) in the order one process draws it, every world plays the
+scenarios of its global index, and the networks compute each row independently of its batch.
+A checkpoint of either kind resumes the other.
 
 The frozen planner's files travel to the actors through Ray's object store, so the workers need
 no shared file system. On a cluster, start Ray there (``ray start --head`` on one machine,
