@@ -8,11 +8,13 @@ batch (128 worlds x 128 steps per iteration) twice from the same start, alternat
 times each: `deltaplan.refine` in this process, and `deltaplan.distributed.refine_on_ray` with
 `--workers` Ray actors of one thread each on a local cluster (the learner here with `--threads`).
 Prints the wall time of each refine stage as environment steps per second (rollout, messages
-and PPO update included), the ratio, and whether the two checkpoints are the same bytes (they
-must be).
+and PPO update included; for Ray also starting the actors), the median iteration's rate from
+`metrics.jsonl` (steady state), the ratios, and whether the two checkpoints are the same bytes
+(they must be).
 """
 
 import argparse
+import json
 import shutil
 import statistics
 import tempfile
@@ -41,6 +43,7 @@ def main() -> None:
     steps = settings["num_envs"] * settings["rollout_steps"] * args.iterations
     ray.init(num_cpus=max(args.workers, 2), include_dashboard=False, log_to_driver=False)
     times = {"single": [], "ray": []}
+    rates = {"single": [], "ray": []}
     try:
         for r in range(args.repeats):
             for kind in ("single", "ray"):
@@ -52,6 +55,7 @@ def main() -> None:
                 else:
                     refine_on_ray(out, config, workers=args.workers, num_threads=args.threads)
                 times[kind].append(time.perf_counter() - t)
+                rates[kind] += [json.loads(line)["steps_per_second"] for line in open(out / "metrics.jsonl")]
         same = (root / "single0/rl.safetensors").read_bytes() == (root / "ray0/rl.safetensors").read_bytes()
     finally:
         ray.shutdown()
@@ -62,6 +66,8 @@ def main() -> None:
     print(f"  Ray, {args.workers} workers x 1 thread + learner ({args.threads} threads): "
           f"{on_ray:.1f} s = {steps / on_ray:,.0f} env steps/s")
     print(f"  ratio Ray / one process: {single / on_ray:.2f}x; checkpoints identical: {same}")
+    r1, r2 = statistics.median(rates["single"]), statistics.median(rates["ray"])
+    print(f"  median iteration: one process {r1:,.0f} env steps/s, Ray {r2:,.0f} ({r2 / r1:.2f}x)")
 
 
 if __name__ == "__main__":
