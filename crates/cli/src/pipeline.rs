@@ -553,6 +553,11 @@ fn drive_refinement<P: FrozenPlanner, R: Refinement>(
                      Lower refine.ppo.learning_rate, refine.reward_scale or refine.max_delta, or fix the planner or environment that produced it",
                     last_good(saved)
                 ),
+                Err(e @ deltaplan_learn::LearnError::Workers(_)) => bail!(
+                    "refinement stopped: {e}; {}. Run the same command again to resume from it \
+                     (with workers for the same configuration)",
+                    last_good(saved)
+                ),
                 Err(e) => return Err(e.into()),
             };
             if !s.policy_loss.is_finite() || !s.value_loss.is_finite() {

@@ -154,8 +154,10 @@ impl<'a, P: FrozenPlanner> RolloutWorker<'a, P> {
         })
     }
 
-    /// Answers a learner's request with this worker's rollout part.
+    /// Answers a learner's request with this worker's rollout part. Fault point
+    /// `worker:collect` (`deltaplan_stdx::fault`): a worker that dies on a request.
     pub fn collect(&mut self, request: &[u8]) -> Result<Vec<u8>> {
+        deltaplan_stdx::fault::point(|| "worker:collect".into());
         let (meta, mut tensors, _) =
             decode_tensors(request, "a rollout request", REQUEST_KIND, MESSAGE_VERSION)?;
         let r: RequestInfo = meta.field("request")?;

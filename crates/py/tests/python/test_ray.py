@@ -1,6 +1,6 @@
 """Ray scale-out: the refinement with its rollouts collected by two Ray actors, on a local
-cluster the test starts, equals the single-process refinement bit for bit, and an interrupted
-single-process run resumes on Ray to the same bits."""
+cluster the test starts, equals the single-process refinement bit for bit; an interrupted
+single-process run resumes on Ray, and a run whose worker died resumes, to the same bits."""
 
 import json
 import os
@@ -105,3 +105,29 @@ def test_a_damaged_request_is_refused_by_name(sft_run):
         deltaplan.settings_json(SMALL), {"sft.safetensors": (sft_run / "sft.safetensors").read_bytes()}, 0, 6)
     with pytest.raises(deltaplan.StageError, match="a rollout request.*not a valid safetensors"):
         actor.collect(b"not a request")
+
+
+def test_a_worker_that_dies_stops_the_run_by_name_and_a_rerun_resumes_to_the_same_bits(sft_run, tmp_path):
+    ray = require_ray()
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    shutil.copytree(sft_run, straight)
+    shutil.copytree(sft_run, crashed)
+    deltaplan.refine(straight, SMALL, THREADS)
+    # Every worker process of this cluster aborts (as under SIGKILL) on its 4th request.
+    ray.shutdown()
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"DELTAPLAN_FAULT": "worker:collect@4"}})
+    try:
+        with pytest.raises(deltaplan.StageError,
+                           match=r"(?s)the rollout workers failed: collecting the rollout.*iteration 2"):
+            refine_on_ray(crashed, SMALL, workers=2, num_threads=THREADS)
+    finally:
+        ray.shutdown()
+    assert len(open(crashed / "metrics.jsonl").read().splitlines()) == 3
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    try:
+        refine_on_ray(crashed, SMALL, workers=2, num_threads=THREADS)
+    finally:
+        ray.shutdown()
+    assert (crashed / "rl.safetensors").read_bytes() == (straight / "rl.safetensors").read_bytes()
+    assert without_timing(crashed / "metrics.jsonl") == without_timing(straight / "metrics.jsonl")
