@@ -181,7 +181,7 @@ impl<'a, P: FrozenPlanner> RolloutWorker<'a, P> {
             "noise",
             &[t_len, n, a],
         )?;
-        let (first, k) = (self.collector.first_world(), self.part_worlds());
+        let (first, k) = (self.collector.first_world(), self.collector.worlds());
         self.noise.clear();
         for t in 0..t_len {
             self.noise
@@ -213,7 +213,7 @@ impl<'a, P: FrozenPlanner> RolloutWorker<'a, P> {
     /// Restores this worker's worlds from the whole batch's state ([`encode_env`]).
     pub fn restore(&mut self, env: &[u8]) -> Result<()> {
         let whole = decode_env(env, "the learner's snapshot")?;
-        let (first, k) = (self.collector.first_world(), self.part_worlds());
+        let (first, k) = (self.collector.first_world(), self.collector.worlds());
         let n = whole.snapshot.episodes.len();
         if whole.first_world != 0 || first + k > n || whole.running_return.len() != n {
             return Err(LearnError::Config(format!(
@@ -231,10 +231,6 @@ impl<'a, P: FrozenPlanner> RolloutWorker<'a, P> {
         self.collector.restore(&part)?;
         self.collector
             .set_running_return(&whole.running_return[first..first + k])
-    }
-
-    fn part_worlds(&self) -> usize {
-        self.collector.running_return().len()
     }
 }
 

@@ -174,6 +174,11 @@ impl<'a, P: FrozenPlanner, E: VecEnv> Collector<'a, P, E> {
         self.first_world
     }
 
+    /// How many worlds this collector drives.
+    pub fn worlds(&self) -> usize {
+        self.env.num_envs()
+    }
+
     /// Per world: the return of its running episode so far (checkpoints store it).
     pub fn running_return(&self) -> &[f32] {
         &self.running_return

@@ -587,7 +587,7 @@ fn a_rollout_split_across_collectors_learns_the_same_bits() {
             .map(|c| {
                 let l = &learner;
                 // This collector's worlds' rows of the learner's noise [T, N, A].
-                let (first, k) = (c.first_world(), c.running_return().len());
+                let (first, k) = (c.first_world(), c.worlds());
                 let noise: Vec<f32> = (0..t_len)
                     .flat_map(|t| l.noise()[(t * n + first) * a..(t * n + first + k) * a].to_vec())
                     .collect();
