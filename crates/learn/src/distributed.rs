@@ -104,6 +104,13 @@ impl<W: Workers> Refinement for DistributedRefiner<W> {
             snap.histories.extend(p.snapshot.histories);
             returns.extend(p.running_return);
         }
+        if snap.episodes.len() != self.learner.cfg.num_envs {
+            return Err(LearnError::Workers(format!(
+                "their snapshots hold {} of the {} worlds: a worker is missing, nothing was saved",
+                snap.episodes.len(),
+                self.learner.cfg.num_envs
+            )));
+        }
         self.learner.save(path, &snap, &returns)
     }
 }

@@ -70,7 +70,13 @@ impl Workers for Local<'_> {
         Ok(answers)
     }
     fn snapshots(&mut self) -> Result<Vec<Vec<u8>>> {
-        self.workers.iter().map(|w| w.snapshot()).collect()
+        let mut snaps = self
+            .workers
+            .iter()
+            .map(|w| w.snapshot())
+            .collect::<Result<Vec<_>>>()?;
+        (self.tamper)(&mut snaps, &mut None);
+        Ok(snaps)
     }
     fn restore(&mut self, env: &[u8]) -> Result<()> {
         self.workers.iter_mut().try_for_each(|w| w.restore(env))
@@ -177,4 +183,13 @@ fn a_worker_of_another_run_a_stale_or_a_damaged_answer_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("the refinement needs worlds 0..6"), "{err}");
+    // A missing worker's snapshot: the checkpoint is refused, not written short.
+    let mut r = DistributedRefiner::new(learner(&sft), local(&sft, 2, drop_one));
+    let path = std::env::temp_dir().join(format!(
+        "deltaplan-short-{}.safetensors",
+        std::process::id()
+    ));
+    let err = r.save(&path).unwrap_err().to_string();
+    assert!(err.contains("hold 4 of the 6 worlds"), "{err}");
+    assert!(!path.exists());
 }
