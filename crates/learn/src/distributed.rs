@@ -20,13 +20,13 @@ use deltaplan_stdx::seed;
 use serde::{Deserialize, Serialize};
 
 use crate::actor_critic::ActorCritic;
-use crate::checkpoint::{decode_tensors, encode_tensors, take_tensor, TensorMap};
+use crate::checkpoint::{decode_tensors, encode_tensors, take_tensor};
 use crate::error::{LearnError, Result};
 use crate::phases::PhaseSeconds;
 use crate::planner::FrozenPlanner;
 use crate::refine::{
-    actor_critic_config, check_env_fits, planner_env, IterationStats, Learner, RefineConfig,
-    Refinement,
+    actor_critic_config, check_env_fits, load_actor_critic, planner_env, IterationStats, Learner,
+    RefineConfig, Refinement,
 };
 use crate::rollout::{Collector, EndedEpisode, RolloutPart};
 use crate::scenarios::TrainScenarios;
@@ -179,15 +179,10 @@ impl<'a, P: FrozenPlanner> RolloutWorker<'a, P> {
                 &self.sft_hash[..12.min(self.sft_hash.len())]
             )));
         }
-        load_weights(&mut self.ac, &mut tensors)?;
+        let shown = Path::new("a rollout request");
+        load_actor_critic(&mut self.ac, &mut tensors, shown, REQUEST_KIND)?;
         let (t_len, n, a) = (self.cfg.rollout_steps, self.cfg.num_envs, self.ac.act_dim());
-        let all = take_tensor(
-            &mut tensors,
-            Path::new("a rollout request"),
-            REQUEST_KIND,
-            "noise",
-            &[t_len, n, a],
-        )?;
+        let all = take_tensor(&mut tensors, shown, REQUEST_KIND, "noise", &[t_len, n, a])?;
         let (first, k) = (self.collector.first_world(), self.collector.worlds());
         self.noise.clear();
         for t in 0..t_len {
@@ -282,20 +277,6 @@ fn encode_request(l: &Learner) -> Result<Vec<u8>> {
         },
     });
     encode_tensors(&tensors, &[], &meta, || "the rollout request".into())
-}
-
-fn load_weights(ac: &mut ActorCritic, tensors: &mut TensorMap) -> Result<()> {
-    let names: Vec<(String, Vec<usize>)> = ac
-        .named_tensors()
-        .into_iter()
-        .map(|t| (t.name, t.shape))
-        .collect();
-    let shown = Path::new("a rollout request");
-    for (name, shape) in names {
-        let data = take_tensor(tensors, shown, REQUEST_KIND, &name, &shape)?;
-        ac.set_tensor(&name, &shape, &data)?;
-    }
-    Ok(())
 }
 
 /// A part's scalars: what is not a tensor.

@@ -253,7 +253,7 @@ pub fn load_policy(path: &Path, planner: &impl FrozenPlanner) -> Result<LoadedPo
     let env_steps: u64 = meta.field("env_steps")?;
     // Every weight is overwritten from the file; the seed only fills the shapes.
     let mut ac = ActorCritic::new(&actor_critic_config(&cfg, planner), &mut seed::rng(0, 0))?;
-    load_actor_critic(&mut ac, &mut tensors, path)?;
+    load_actor_critic(&mut ac, &mut tensors, path, CHECKPOINT_KIND)?;
     let ramp = if cfg.ramp_iters == 0 {
         1.0
     } else {
@@ -268,11 +268,13 @@ pub fn load_policy(path: &Path, planner: &impl FrozenPlanner) -> Result<LoadedPo
     })
 }
 
-/// Overwrites every tensor of `ac` from a checkpoint's tensors, checking names and shapes.
-fn load_actor_critic(
+/// Overwrites every tensor of `ac` from the tensors of a file or message of `kind` read from
+/// `path` (named in errors), checking names and shapes.
+pub(crate) fn load_actor_critic(
     ac: &mut ActorCritic,
     tensors: &mut crate::checkpoint::TensorMap,
     path: &Path,
+    kind: &str,
 ) -> Result<()> {
     let names: Vec<(String, Vec<usize>)> = ac
         .named_tensors()
@@ -280,7 +282,7 @@ fn load_actor_critic(
         .map(|t| (t.name, t.shape))
         .collect();
     for (name, shape) in names {
-        let data = take_tensor(tensors, path, CHECKPOINT_KIND, &name, &shape)?;
+        let data = take_tensor(tensors, path, kind, &name, &shape)?;
         ac.set_tensor(&name, &shape, &data)?;
     }
     Ok(())
@@ -832,7 +834,7 @@ impl Learner {
             .validate()
             .map_err(|e| meta.incompatible(format!("its scenarios are invalid: {e}")))?;
         let mut l = Learner::new(cfg, sim, scenarios, planner, seed)?;
-        load_actor_critic(&mut l.ppo.ac, &mut tensors, path)?;
+        load_actor_critic(&mut l.ppo.ac, &mut tensors, path, CHECKPOINT_KIND)?;
         let steps: Vec<u64> = meta.field("optim_steps")?;
         for (g, group) in l.ppo.optim.groups.iter_mut().enumerate() {
             let len = group.exp_avg.len();

@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::settings::{config_from_json, thread_pool};
-use crate::stages::{stage_error, with_run, RunDir};
+use crate::stages::{guarded, stage_error, RunDir};
 use crate::StageError;
 
 /// Worlds `first_world..first_world + worlds` of the refinement of the run in `out_dir` (its
@@ -109,8 +109,7 @@ pub fn refine_distributed(
         snapshots,
         restore,
     };
-    with_run(py, dir, move |cfg, out| {
-        pipeline::guard(cfg, out)?;
+    guarded(py, dir, move |cfg, out| {
         pipeline::refine_distributed(cfg, out, workers)?;
         Ok(out.join("rl.safetensors").display().to_string())
     })

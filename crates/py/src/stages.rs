@@ -44,7 +44,7 @@ pub fn with_run<T: Send>(
 
 /// [`with_run`] for a stage command: the directory must hold this configuration's run (or
 /// none), as the CLI's `guard` checks before every stage.
-fn guarded<T: Send>(
+pub fn guarded<T: Send>(
     py: Python<'_>,
     run: RunDir<'_>,
     stage: impl FnOnce(&Config, &Path) -> anyhow::Result<T> + Send,
