@@ -16,7 +16,7 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-OBS_DIM = 128
+OBS_DIM = 142  # crates/sim/src/obs.rs
 
 
 def main(path, threads, rounds=15):

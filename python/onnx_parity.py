@@ -2,7 +2,7 @@
 
 Called by crates/onnx/tests/onnxruntime.rs (part of `cargo test --workspace --release`) with a
 directory and the names of the cases in it. For each NAME: `NAME.onnx`, `NAME_obs.f32` (the
-observations as deltaplan feeds them, [N, D] little-endian float32: the 128-float vector, then
+observations as deltaplan feeds them, [N, D] little-endian float32: the 142-float vector, then
 for a raster planner the raster [C, H, W]) and `NAME_waypoints.f32` (deltaplan's [N, H, 2]).
 A model's 2-D input gets the vector, a 4-D input the raster. Exits non-zero when any waypoint
 differs by more than TOLERANCE metres.
@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 TOLERANCE = 1e-5
-OBS_DIM = 128
+OBS_DIM = 142  # crates/sim/src/obs.rs
 
 
 def feeds(sess, rows):

@@ -9,7 +9,7 @@ and lanes reaches it through the raster only. deltaplan then refines it
     deltaplan record --out runs/bev-demos --set 'demos.bev={height = 32, width = 32, metres_per_pixel = 1.5, behind_m = 9.0}' --set demos.steps=500
     python python/train_bev_planner.py runs/bev-demos/demos.safetensors bev_cnn.onnx
 
-Writes OUT.onnx (inputs `bev` [batch, 9, H, W] float32 = bytes / 255 and `obs` [batch, 128];
+Writes OUT.onnx (inputs `bev` [batch, 9, H, W] float32 = bytes / 255 and `obs` [batch, 142];
 outputs `waypoints` [batch, H, 2] and the embedding `z` [batch, 128]) and its sidecar spec
 OUT.toml (the raster, the horizon, the residual's observation statistics). Deterministic for a
 seed on one thread. Needs torch, numpy, safetensors, onnx and onnxscript

@@ -560,6 +560,16 @@ fn drive_refinement<P: FrozenPlanner, R: Refinement>(
                 ),
                 Err(e) => return Err(e.into()),
             };
+            let mut s = s;
+            if r.learner().validates_now() {
+                let t = Instant::now();
+                let l = r.learner();
+                let ramp = l.policy_ramp();
+                let score = validation_score(sft, l, ramp)?;
+                r.learner_mut().offer(score, ramp);
+                s.validation_driving_score = Some(score);
+                s.seconds.validation = t.elapsed().as_secs_f64();
+            }
             if !s.policy_loss.is_finite() || !s.value_loss.is_finite() {
                 bail!(
                     "refinement diverged at iteration {} (policy loss {}, value loss {}): lower refine.ppo.learning_rate or refine.max_delta; {}",
@@ -608,7 +618,27 @@ fn drive_refinement<P: FrozenPlanner, R: Refinement>(
         r.learner().env_steps,
         path.display()
     );
+    if let Some(sel) = r.learner().selection() {
+        tracing::info!(
+            "the refined planner is iteration {}'s policy: the best validation driving score, {:.2}",
+            sel.iteration,
+            sel.score
+        );
+    }
     Ok(())
+}
+
+/// Mean driving score of the refined planner (`sft` plus the learner's residual at `ramp`) on
+/// the learner's validation suite (`TrainScenarios::validation_suite`).
+fn validation_score<P: FrozenPlanner>(sft: &P, l: &Learner, ramp: f32) -> Result<f32> {
+    let specs = l.scenarios.validation_suite(l.cfg.validation_per_family);
+    let mut rp = ResidualPlanner::new(sft, &l.ppo.ac, ramp);
+    let planner = |obs: &[f32], plans: &mut [f32]| rp.plan(obs, plans).map_err(PlannerError::new);
+    let episodes = drive_with(planner, sft.bev_observation(), |d| {
+        Ok(closed_loop(l.sim, &specs, d)?)
+    })?;
+    let sum: f64 = episodes.iter().map(|e| f64::from(e.driving_score())).sum();
+    Ok((sum / episodes.len() as f64) as f32)
 }
 
 /// Scenario `index` of `family` in the split's evaluation suite; errors name the fix.

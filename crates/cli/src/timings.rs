@@ -70,6 +70,7 @@ pub fn rows(out: &Path) -> Vec<(String, f64)> {
             ),
             ("refine: GAE".to_string(), p.gae),
             ("refine: PPO update".to_string(), p.update),
+            ("refine: validation".to_string(), p.validation),
         ]);
     }
     rows

@@ -266,6 +266,61 @@ fn logged_iterations(metrics: &Path) -> Vec<u64> {
 }
 
 #[test]
+fn validation_picks_the_refined_planner_and_the_metrics_say_which() {
+    let out = tmp("selection");
+    let o = run(
+        &["run"],
+        &out,
+        &[
+            "--set",
+            "refine.iterations=6",
+            "--set",
+            "refine.select_every=2",
+            "--set",
+            "refine.validation_per_family=3",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Validated at 4 and 6 (every 2 from half way); the others carry no score.
+    let scores: Vec<(u64, f64)> = lines
+        .iter()
+        .filter_map(|l| {
+            Some((
+                l["iteration"].as_u64()?,
+                l["validation_driving_score"].as_f64()?,
+            ))
+        })
+        .collect();
+    assert_eq!(scores.iter().map(|s| s.0).collect::<Vec<_>>(), [4, 6]);
+    assert!(scores.iter().all(|s| (0.0..=100.0).contains(&s.1)));
+    assert!(lines
+        .iter()
+        .all(|l| l["seconds"]["validation"].as_f64().is_some()));
+    // The checkpoint hands on the best (the earlier on a tie).
+    let best = if scores[1].1 > scores[0].1 {
+        scores[1]
+    } else {
+        scores[0]
+    };
+    let bytes = std::fs::read(out.join("rl.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(header["__metadata__"]["deltaplan"].as_str().unwrap()).unwrap();
+    assert_eq!(meta["selected"]["iteration"].as_u64(), Some(best.0));
+    assert_eq!(
+        meta["selected"]["score"].as_f64().map(|x| x as f32),
+        Some(best.1 as f32)
+    );
+    std::fs::remove_dir_all(out).ok();
+}
+
+#[test]
 fn ctrl_c_saves_and_the_rerun_resumes() {
     let out = tmp("interrupt");
     let iters = ["--set", "refine.iterations=400"];

@@ -60,6 +60,10 @@ impl<W: Workers> Refinement for DistributedRefiner<W> {
         &self.learner
     }
 
+    fn learner_mut(&mut self) -> &mut Learner {
+        &mut self.learner
+    }
+
     fn iterate(&mut self) -> Result<IterationStats> {
         let started = Instant::now();
         self.learner.draw_noise();

@@ -20,12 +20,19 @@ pub struct PhaseSeconds {
     pub gae: f64,
     /// The PPO update (forward, backward, optimiser).
     pub update: f64,
+    /// The refined planner driving the validation suite (policy selection).
+    pub validation: f64,
 }
 
 impl PhaseSeconds {
     /// Sum of every phase.
     pub fn total(&self) -> f64 {
-        self.env + self.planner_forward + self.policy_forward + self.gae + self.update
+        self.env
+            + self.planner_forward
+            + self.policy_forward
+            + self.gae
+            + self.update
+            + self.validation
     }
 
     /// Phase-wise sum.
@@ -35,6 +42,7 @@ impl PhaseSeconds {
         self.policy_forward += other.policy_forward;
         self.gae += other.gae;
         self.update += other.update;
+        self.validation += other.validation;
     }
 }
 

@@ -74,6 +74,15 @@ pub struct RefineConfig {
     /// Progressive residual: the correction is scaled by min(1, (iteration + 1) / ramp_iters);
     /// 0 disables the ramp.
     pub ramp_iters: usize,
+    /// Validation picks the refined planner: every this many iterations from `select_after`
+    /// of the way through (and at the last), the refined planner drives the validation suite
+    /// ([`TrainScenarios::validation_suite`]) and the best mean driving score so far is the
+    /// policy that checkpoints hand to evaluation and export. 0: the last iteration's policy.
+    pub select_every: usize,
+    /// Fraction of `iterations` after which validation starts, in [0, 1].
+    pub select_after: f32,
+    /// Scenarios per family in the validation suite.
+    pub validation_per_family: usize,
     /// PPO update settings; the learning rate anneals over `iterations`.
     pub ppo: PpoConfig,
 }
@@ -91,6 +100,9 @@ impl Default for RefineConfig {
             max_delta: [4.0, 1.0],
             log_std_init: DEFAULT_LOG_STD_INIT,
             ramp_iters: 0,
+            select_every: 0,
+            select_after: 0.5,
+            validation_per_family: 100,
             ppo: PpoConfig::default(),
         }
     }
@@ -137,6 +149,19 @@ impl RefineConfig {
                 "log_std_init = {} must be in [-20, 2]",
                 self.log_std_init
             ));
+        }
+        if !(0.0..=1.0).contains(&self.select_after) {
+            return bad(format!(
+                "select_after = {} must be in [0, 1] (a fraction of iterations)",
+                self.select_after
+            ));
+        }
+        if self.select_every > 0 && self.validation_per_family == 0 {
+            return bad(
+                "validation_per_family must be at least 1 while select_every is on (0 turns \
+                 validation off)"
+                    .into(),
+            );
         }
         self.ppo.validate().map_err(|e| match e {
             LearnError::Config(m) => LearnError::Config(format!("refine.{m}")),
@@ -237,6 +262,8 @@ pub struct LoadedPolicy {
     pub iteration: usize,
     pub iterations: usize,
     pub env_steps: u64,
+    /// The iteration validation picked the policy from (`None`: the saved iteration's own).
+    pub selected_iteration: Option<usize>,
 }
 
 /// Loads the residual actor-critic from `path`, checking it was trained on `planner`.
@@ -254,18 +281,75 @@ pub fn load_policy(path: &Path, planner: &impl FrozenPlanner) -> Result<LoadedPo
     // Every weight is overwritten from the file; the seed only fills the shapes.
     let mut ac = ActorCritic::new(&actor_critic_config(&cfg, planner), &mut seed::rng(0, 0))?;
     load_actor_critic(&mut ac, &mut tensors, path, CHECKPOINT_KIND)?;
-    let ramp = if cfg.ramp_iters == 0 {
-        1.0
-    } else {
-        (iteration as f32 / cfg.ramp_iters as f32).min(1.0)
-    };
+    let mut ramp = policy_ramp(&cfg, iteration);
+    let selected = read_selection(&meta, &mut tensors, &ac, path)?;
+    if let Some(sel) = &selected {
+        let names: Vec<(String, Vec<usize>)> = ac
+            .named_tensors()
+            .into_iter()
+            .map(|t| (t.name, t.shape))
+            .collect();
+        for ((name, shape), data) in names.iter().zip(&sel.tensors) {
+            ac.set_tensor(name, shape, data)?;
+        }
+        ramp = sel.ramp;
+    }
     Ok(LoadedPolicy {
         ac,
         ramp,
         iteration,
         iterations: cfg.iterations,
         env_steps,
+        selected_iteration: selected.map(|s| s.iteration),
     })
+}
+
+/// The correction scale of the policy saved after `iteration` iterations (the scale its last
+/// rollout used).
+fn policy_ramp(cfg: &RefineConfig, iteration: usize) -> f32 {
+    if cfg.ramp_iters == 0 {
+        1.0
+    } else {
+        (iteration as f32 / cfg.ramp_iters as f32).min(1.0)
+    }
+}
+
+/// Prefix of the selected policy's tensors in a checkpoint.
+const SELECTED: &str = "selected.";
+
+/// The selection a checkpoint stores (`selected` in its metadata, its tensors under
+/// [`SELECTED`]), shaped like `ac`; `None` when it stores none.
+fn read_selection(
+    meta: &crate::checkpoint::Metadata,
+    tensors: &mut crate::checkpoint::TensorMap,
+    ac: &ActorCritic,
+    path: &Path,
+) -> Result<Option<Selection>> {
+    #[derive(Deserialize)]
+    struct Selected {
+        iteration: usize,
+        score: f32,
+        ramp: f32,
+    }
+    let Some(sel) = meta.optional::<Selected>("selected")? else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for t in ac.named_tensors() {
+        out.push(take_tensor(
+            tensors,
+            path,
+            CHECKPOINT_KIND,
+            &format!("{SELECTED}{}", t.name),
+            &t.shape,
+        )?);
+    }
+    Ok(Some(Selection {
+        iteration: sel.iteration,
+        score: sel.score,
+        ramp: sel.ramp,
+        tensors: out,
+    }))
 }
 
 /// Overwrites every tensor of `ac` from the tensors of a file or message of `kind` read from
@@ -384,6 +468,10 @@ pub struct IterationStats {
     /// Where the iteration's time went.
     #[serde(default)]
     pub seconds: PhaseSeconds,
+    /// Mean driving score of the refined planner on the validation suite, at the iterations
+    /// that validate ([`Learner::validates_now`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_driving_score: Option<f32>,
 }
 
 /// The PPO refinement loop: a [`Collector`] over the training worlds and the [`Learner`] that
@@ -517,6 +605,8 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
 pub trait Refinement {
     /// Settings, PPO state and counters.
     fn learner(&self) -> &Learner;
+    /// The same, to offer the policy for selection ([`Learner::offer`]).
+    fn learner_mut(&mut self) -> &mut Learner;
     /// One iteration: rollout, GAE, PPO update.
     fn iterate(&mut self) -> Result<IterationStats>;
     /// Writes a checkpoint atomically; either kind of refinement resumes from it.
@@ -526,6 +616,10 @@ pub trait Refinement {
 impl<P: FrozenPlanner, E: ResumableEnv> Refinement for Refiner<'_, P, E> {
     fn learner(&self) -> &Learner {
         &self.learner
+    }
+
+    fn learner_mut(&mut self) -> &mut Learner {
+        &mut self.learner
     }
 
     fn iterate(&mut self) -> Result<IterationStats> {
@@ -594,6 +688,20 @@ pub struct Learner {
     /// The iteration's stream, after [`Learner::draw_noise`] drew the action noise from it.
     rng: Option<Pcg64>,
     noise: Vec<f32>,
+    selection: Option<Selection>,
+}
+
+/// The policy validation picked so far: the actor-critic of the iteration whose refined planner
+/// drove the validation suite best.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Selection {
+    pub iteration: usize,
+    /// Mean driving score on the validation suite.
+    pub score: f32,
+    /// The correction scale it was validated with.
+    pub ramp: f32,
+    /// Its tensors, in [`ActorCritic::named_tensors`] order.
+    tensors: Vec<Vec<f32>>,
 }
 
 impl Learner {
@@ -622,8 +730,48 @@ impl Learner {
             roll: RolloutBatch::default(),
             rng: None,
             noise: Vec::new(),
+            selection: None,
             cfg,
         })
+    }
+
+    /// Whether the refined planner of the iteration just completed should drive the validation
+    /// suite ([`RefineConfig::select_every`]): every `select_every` iterations from
+    /// `select_after` of the way through, and at the last.
+    pub fn validates_now(&self) -> bool {
+        let every = self.cfg.select_every;
+        every > 0
+            && self.iteration > 0
+            && (self.done()
+                || (self.iteration.is_multiple_of(every)
+                    && self.iteration as f32 >= self.cfg.select_after * self.cfg.iterations as f32))
+    }
+
+    /// Offers the current policy, whose refined planner scored `score` on the validation suite
+    /// with correction scale `ramp`; it becomes the selection if it beats the one so far (ties
+    /// keep the earlier).
+    pub fn offer(&mut self, score: f32, ramp: f32) {
+        if self.selection.as_ref().is_some_and(|s| s.score >= score) {
+            return;
+        }
+        self.selection = Some(Selection {
+            iteration: self.iteration,
+            score,
+            ramp,
+            tensors: self
+                .ppo
+                .ac
+                .named_tensors()
+                .into_iter()
+                .map(|t| t.data.to_vec())
+                .collect(),
+        });
+    }
+
+    /// The policy validation picked so far (`None` before the first validation, or with
+    /// validation off).
+    pub fn selection(&self) -> Option<&Selection> {
+        self.selection.as_ref()
     }
 
     /// Hash of the frozen planner's weights.
@@ -638,6 +786,12 @@ impl Learner {
         } else {
             ((self.iteration + 1) as f32 / self.cfg.ramp_iters as f32).min(1.0)
         }
+    }
+
+    /// Scale on the correction of the policy as it stands (the one a checkpoint saved now
+    /// hands to evaluation, absent a selection).
+    pub fn policy_ramp(&self) -> f32 {
+        policy_ramp(&self.cfg, self.iteration)
     }
 
     /// Whether every configured iteration has run.
@@ -752,6 +906,7 @@ impl Learner {
             actor_frozen: up.actor_frozen,
             steps_per_second: total as f32 / started.elapsed().as_secs_f32(),
             seconds,
+            validation_driving_score: None,
         })
     }
 
@@ -776,6 +931,14 @@ impl Learner {
         for (i, h) in env.histories.iter().enumerate() {
             tensors.push((format!("env.history.{i}"), vec![h.len()], h));
         }
+        if let Some(sel) = &self.selection {
+            for (t, data) in ac.named_tensors().into_iter().zip(&sel.tensors) {
+                tensors.push((format!("{SELECTED}{}", t.name), t.shape, data));
+            }
+        }
+        let selected = self.selection.as_ref().map(
+            |s| serde_json::json!({"iteration": s.iteration, "score": s.score, "ramp": s.ramp}),
+        );
         let meta = serde_json::json!({
             "kind": CHECKPOINT_KIND,
             "schema_version": CHECKPOINT_VERSION,
@@ -793,6 +956,7 @@ impl Learner {
             "running_return": running_return,
             "obs_dim": self.obs_dim,
             "horizon": self.sim.horizon,
+            "selected": selected,
         });
         save_tensors(path, &tensors, &meta)
     }
@@ -879,6 +1043,7 @@ impl Learner {
         }
         l.iteration = meta.field("iteration")?;
         l.env_steps = meta.field("env_steps")?;
+        l.selection = read_selection(&meta, &mut tensors, &l.ppo.ac, path)?;
         l.ppo.kl_sft_coef = meta.field("kl_sft_coef")?;
         l.ppo.iteration = meta.field("ppo_iteration")?;
         let running_return: Vec<f32> = meta.field("running_return")?;

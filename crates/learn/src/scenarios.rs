@@ -1,7 +1,7 @@
 //! The scenario distribution of the training worlds, defined once and shared by the recording
 //! of demonstrations and by refinement, so imitation and RL see the same scenarios.
 
-use deltaplan_sim::{BatchEnv, Difficulty, Family, SimConfig};
+use deltaplan_sim::{BatchEnv, Difficulty, Family, ScenarioSpec, SimConfig, Split};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LearnError, Result};
@@ -52,6 +52,24 @@ impl TrainScenarios {
     /// (`seed`, world index, episode number).
     pub fn batch_env(&self, sim: SimConfig, n: usize, seed: u64) -> BatchEnv {
         self.batch_env_part(sim, 0..n, seed)
+    }
+
+    /// The refinement's validation suite: `per_family` scenarios of every family, their
+    /// difficulties spread evenly over the training range, with seeds of
+    /// [`Split::Validation`] (no training episode and no evaluation suite plays them).
+    pub fn validation_suite(&self, per_family: usize) -> Vec<ScenarioSpec> {
+        let (easiest, hardest) = self.difficulty.training_range(self.difficulty_mix);
+        let mut out = Vec::with_capacity(self.families.len() * per_family);
+        for (fi, &family) in self.families.iter().enumerate() {
+            for k in 0..per_family {
+                out.push(ScenarioSpec {
+                    family,
+                    seed: Split::Validation.seed_base() + (fi * 1_000_003 + k) as u64,
+                    difficulty: easiest.lerp(&hardest, (k as f32 + 0.5) / per_family as f32),
+                });
+            }
+        }
+        out
     }
 
     /// Worlds `worlds` of [`TrainScenarios::batch_env`]'s batch (a machine's share of them).

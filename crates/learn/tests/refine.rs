@@ -686,3 +686,117 @@ fn a_metrics_line_without_episodes_reads_back() {
     assert!(back.driving_score.is_nan() && back.episode_return.is_nan());
     assert_eq!((back.iteration, back.policy_loss), (2, 0.25));
 }
+
+#[test]
+fn validation_picks_the_policy_that_checkpoints_hand_to_evaluation() {
+    let sft = small_sft(vec![Family::Merge, Family::CutIn], 60, 2);
+    let dir = tmpdir("selection");
+    let path = dir.join("rl.safetensors");
+    let cfg = RefineConfig {
+        select_every: 2,
+        select_after: 0.5,
+        iterations: 6,
+        ..tiny_refine()
+    };
+    let mut r = Refiner::new(
+        cfg,
+        SimConfig::default(),
+        TrainScenarios::default(),
+        &sft,
+        7,
+    )
+    .unwrap();
+    let weights = |r: &Refiner| -> Vec<Vec<f32>> {
+        r.actor_critic()
+            .named_tensors()
+            .iter()
+            .map(|t| t.data.to_vec())
+            .collect()
+    };
+    // Validation at iterations 4 and 6 (every 2, from half way, and the last); the scores
+    // stand in for the validation suite's, which the CLI drives.
+    let mut validated = Vec::new();
+    let mut at_4 = Vec::new();
+    for (it, score) in (1..=6).zip([9.0, 9.0, 9.0, 50.0, 9.0, 40.0]) {
+        r.iterate().unwrap();
+        assert_eq!(r.learner.iteration, it);
+        if r.learner.validates_now() {
+            validated.push(it);
+            r.learner.offer(score, 1.0);
+        }
+        if it == 4 {
+            at_4 = weights(&r);
+            // Saved mid-way, resumed: the selection survives the checkpoint.
+            r.save(&path).unwrap();
+            r = Refiner::resume(&path, &sft).unwrap();
+            assert_eq!(
+                r.learner.selection().map(|s| (s.iteration, s.score)),
+                Some((4, 50.0))
+            );
+        }
+    }
+    assert_eq!(validated, [4, 6]);
+    let sel = r.learner.selection().unwrap();
+    assert_eq!(
+        (sel.iteration, sel.score),
+        (4, 50.0),
+        "a lower score does not replace it"
+    );
+    r.save(&path).unwrap();
+    let last = weights(&r);
+    assert_ne!(at_4, last, "the last two iterations changed the policy");
+    // Evaluation and export load the selected policy, not the last iteration's.
+    let loaded = load_policy(&path, &sft).unwrap();
+    assert_eq!(loaded.iteration, 6);
+    assert_eq!(loaded.selected_iteration, Some(4));
+    let got: Vec<Vec<f32>> = loaded
+        .ac
+        .named_tensors()
+        .iter()
+        .map(|t| t.data.to_vec())
+        .collect();
+    assert!(got == at_4, "load_policy returns the selected weights");
+    // Validation off: the last iteration's policy.
+    let cfg = RefineConfig {
+        select_every: 0,
+        ..tiny_refine()
+    };
+    let mut off = Refiner::new(
+        cfg,
+        SimConfig::default(),
+        TrainScenarios::default(),
+        &sft,
+        7,
+    )
+    .unwrap();
+    while !off.learner.done() {
+        off.iterate().unwrap();
+        assert!(!off.learner.validates_now());
+    }
+    off.save(&path).unwrap();
+    assert_eq!(load_policy(&path, &sft).unwrap().selected_iteration, None);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn the_validation_suite_is_held_out_and_spans_the_training_difficulties() {
+    let scenarios = TrainScenarios::default();
+    let suite = scenarios.validation_suite(10);
+    assert_eq!(suite.len(), 10 * scenarios.families.len());
+    let (easiest, hardest) = scenarios
+        .difficulty
+        .training_range(scenarios.difficulty_mix);
+    for (i, spec) in suite.iter().enumerate() {
+        assert!(Split::Validation.contains(spec.seed));
+        for split in [Split::Train, Split::Eval, Split::Hard] {
+            assert!(!split.contains(spec.seed));
+        }
+        assert_eq!(spec.family, scenarios.families[i / 10]);
+        // Evenly spread: the k-th of 10 sits (k + 0.5) / 10 of the way up the range.
+        let k = (i % 10) as f32;
+        assert_eq!(spec.difficulty, easiest.lerp(&hardest, (k + 0.5) / 10.0));
+    }
+    let first = &suite[0].difficulty;
+    let last = &suite[9].difficulty;
+    assert!(first.traffic_density < last.traffic_density || easiest == hardest);
+}

@@ -2,7 +2,7 @@
 //! plus the residual's deterministic mean, tanh bound and ramp included) as ONE graph with the
 //! frozen planner's inputs, so it drops in where the frozen planner was deployed. (A raster
 //! planner without a vector input is the one exception: the residual reads the vector
-//! observation, so its refined graph has a second input `obs` `[batch, 128]`.)
+//! observation, so its refined graph has a second input `obs` `[batch, 142]`.)
 //!
 //! The protobuf is written with the message types tract-onnx already carries (`tract_onnx::pb`,
 //! prost-generated from onnx.proto): no second ONNX crate, no `protoc` at build time, and what

@@ -11,10 +11,10 @@
 //! ```toml
 //! version = 1
 //! [observation]
-//! kind = "vector"          # deltaplan's 128-float vector (crates/sim/src/obs.rs), or "bev"
-//! input = "obs"            # graph input, [batch, 128] (batch symbolic or fixed)
+//! kind = "vector"          # deltaplan's 142-float vector (crates/sim/src/obs.rs), or "bev"
+//! input = "obs"            # graph input, [batch, 142] (batch symbolic or fixed)
 //! # kind = "bev": `input` is the raster, [batch, 9, H, W] float32 in [0, 1] (crates/sim/src/bev.rs)
-//! # vector_input = "obs"   # optional second input: the 128-float vector beside the raster
+//! # vector_input = "obs"   # optional second input: the 142-float vector beside the raster
 //! # [observation.bev]      # the raster: height, width, metres_per_pixel, behind_m
 //! # height = 64
 //! [output]
@@ -23,8 +23,8 @@
 //! waypoint_dt = 0.2        # seconds between waypoints, must equal sim.controller.waypoint_dt
 //! embedding = "z"          # optional graph output [batch, E] the residual reads
 //! [normalisation]          # optional: (obs - mean) / std in the residual's input
-//! obs_mean = [0.0, ...]    # 128 values
-//! obs_std = [1.0, ...]     # 128 values, positive
+//! obs_mean = [0.0, ...]    # 142 values
+//! obs_std = [1.0, ...]     # 142 values, positive
 //! ```
 
 use std::path::{Path, PathBuf};

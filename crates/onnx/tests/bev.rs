@@ -157,7 +157,7 @@ fn a_spec_that_does_not_fit_the_graph_is_refused_naming_the_input() {
         + &vector[vector.find("[output]").unwrap()..];
     let err = try_spec("asvector", vector);
     assert!(
-        err.contains("`bev`") && err.contains("[batch, 128]"),
+        err.contains("`bev`") && err.contains(&format!("[batch, {OBS_DIM}]")),
         "{err}"
     );
     std::fs::remove_dir_all(dir).ok();

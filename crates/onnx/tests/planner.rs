@@ -143,7 +143,9 @@ fn a_wrong_input_shape_is_refused_with_both_shapes() {
     assert!(matches!(err, OnnxError::InputShape { .. }), "{err}");
     let msg = err.to_string();
     assert!(
-        msg.contains("[batch, 64]") && msg.contains("[batch, 128]") && msg.contains("`obs`"),
+        msg.contains("[batch, 64]")
+            && msg.contains(&format!("[batch, {OBS_DIM}]"))
+            && msg.contains("`obs`"),
         "{msg}"
     );
 }
@@ -328,7 +330,9 @@ fn a_vector_model_declared_a_raster_planner_is_refused_naming_its_input() {
         &SimConfig::default(),
     );
     assert!(
-        err.contains("`obs`") && err.contains("[batch, 9, 64, 64]") && err.contains("[batch, 128]"),
+        err.contains("`obs`")
+            && err.contains("[batch, 9, 64, 64]")
+            && err.contains(&format!("[batch, {OBS_DIM}]")),
         "{err}"
     );
 }

@@ -1,5 +1,5 @@
 //! A Python callable as the frozen planner of a refinement (`deltaplan.refine(...,
-//! planner=...)`): a batch of observations `[B, 128]` in, plans `[B, 2H]` out, through the
+//! planner=...)`): a batch of observations `[B, 142]` in, plans `[B, 2H]` out, through the
 //! same `FrozenPlanner` seam the built-in SFT and ONNX planners use. It exposes no embedding
 //! and no observation statistics (the residual normalises nothing it cannot know), and is
 //! identified by the id the caller gives (stored in checkpoints, checked on resume).
@@ -161,7 +161,7 @@ impl RefinedPythonPlanner {
         self.policy.iteration
     }
 
-    /// Plans `[B, 2H]` (float32) for observations `[B, 128]` (float32, C-contiguous).
+    /// Plans `[B, 2H]` (float32) for observations `[B, 142]` (float32, C-contiguous).
     fn __call__<'py>(
         &self,
         py: Python<'py>,

@@ -1,13 +1,13 @@
-//! deltaplan's 128-float observation from what the egodriver contract carries: the ego's
+//! deltaplan's vector observation from what the egodriver contract carries: the ego's
 //! motion and the route ahead, both in the rig frame. Written with the layout's own pieces
 //! (`deltaplan_sim::obs::{write_ego, write_route_point, write_lane_edges, write_next_light,
-//! write_leader}`) and the allowed-speed profile of the built-in world
+//! write_leader, write_merge}`) and the allowed-speed profile of the built-in world
 //! (`deltaplan_sim::road::speed_profile`), so the layout is defined once.
 //!
 //! What the contract does not carry, and how it is filled:
 //! - other vehicles and obstacles: none (the `agents` slice is zeros, "absent"; the camera
 //!   frames show them, but this planner reads no images);
-//! - traffic lights: none ahead; the leader: none;
+//! - traffic lights: none ahead; the leader: none; no merge;
 //! - the lane: its width and speed limit are [`Assumptions`]; no lanes beside it, so the road's
 //!   edges are the lane's;
 //! - the steering angle: from the yaw rate through the bicycle model,
@@ -16,8 +16,8 @@
 
 use deltaplan_sim::geom::{wrap_angle, Vec2};
 use deltaplan_sim::obs::{
-    write_ego, write_lane_edges, write_leader, write_next_light, write_route_point, EgoFeatures,
-    OBS_DIM, ROUTE_SAMPLES,
+    write_ego, write_lane_edges, write_leader, write_merge, write_next_light, write_route_point,
+    EgoFeatures, OBS_DIM, ROUTE_SAMPLES,
 };
 use deltaplan_sim::road::{speed_profile, Polylines};
 use deltaplan_sim::SimConfig;
@@ -137,6 +137,7 @@ pub fn observe(
     write_lane_edges(out, route_lat, assumptions.lane_width, [0.0, 0.0]);
     write_next_light(out, None);
     write_leader(out, None);
+    write_merge(out, None);
     source
 }
 
@@ -267,6 +268,8 @@ mod tests {
         assert_eq!(&out[light..light + 5], &[1.0, 0.0, 0.0, 0.0, 1.0]);
         let (leader, _) = slice("leader").unwrap();
         assert_eq!(&out[leader..leader + 3], &[1.6, 0.0, 0.0]);
+        let (merge, _) = slice("merge").unwrap();
+        assert_eq!(&out[merge..merge + 6], &[1.6, 0.0, 1.6, 0.0, 1.6, 0.0]);
     }
 
     #[test]

@@ -61,8 +61,9 @@ pub struct StepEvents {
     pub comfort_flagged: bool,
     /// Whether the ego box pokes out of the route lane (by more than 0.3 m).
     pub outside_lane: bool,
-    /// Bumper-to-bumper gap to the vehicle or obstacle ahead on the route, metres; infinite
-    /// when none is within range or the reward does not look (`ttc_threshold` 0).
+    /// Bumper-to-bumper gap to the vehicle or obstacle ahead on the route, metres (near a
+    /// merge also the merging road's traffic mapped onto the route, negative while abreast);
+    /// infinite when none is within range or the reward does not look (`ttc_threshold` 0).
     pub lead_gap: f32,
     /// That leader's speed along the route, m/s (0 when none).
     pub lead_speed: f32,

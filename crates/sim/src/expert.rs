@@ -48,8 +48,7 @@ pub fn expert_accel(w: &World) -> f32 {
                 .iter()
                 .filter(|a| a.active && a.path == m.main_path)
             {
-                // rel > 0: the ego is ahead of the agent once both are mapped onto the route.
-                let rel = s - (a.s - m.s_main_merge + m.s_route_merge);
+                let rel = m.ego_ahead_by(s, a.s);
                 let half = 0.5 * (a.length + vp.length);
                 if agent_yields_at_merge(a, rel, half) {
                     continue;

@@ -6,9 +6,10 @@
 //! | `ego` | 8 | speed/10, accel/4, steer/max_steer, yaw_rate/0.5, lateral offset from route / half lane width, heading error vs route / 0.5, lane speed limit/10, allowed speed (limit and bends ahead)/10 |
 //! | `route` | 20 | route centreline points at 2,4,7,10,14,19,25,32,40,50 m ahead: (x/50, y/20) each |
 //! | `lane` | 4 | distance to left and right edge of the route lane / lane width; to the left and right edge of the road (same-direction lanes) / lane width, clamped to 4 |
-//! | `agents` | 8 x 11 | the 8 nearest vehicles and obstacles within 60 m, nearest first: present, x/50, y/50, cos and sin of relative heading, relative vx/10, vy/10 (ego frame), length/5, width/2.5, static flag, on-route-ahead flag; zeros when absent |
+//! | `agents` | 8 x 12 | the 8 nearest vehicles and obstacles within 60 m, nearest first: present, x/50, y/50, cos and sin of relative heading, relative vx/10, vy/10 (ego frame), length/5, width/2.5, static flag, on-route-ahead flag, own longitudinal acceleration/4 (a driver braking to let the ego in shows here); zeros when absent |
 //! | `light` | 5 | next light on the route within 80 m: one-hot none/green/yellow/red, distance to its stop line/50 (1 when none) |
 //! | `leader` | 3 | nearest obstacle ahead on the route (vehicle, obstacle, or stop line demanding a stop) within 80 m: gap/50 (clamped to 1.6, 1.6 when none), (leader speed - ego speed)/10, present |
+//! | `merge` | 6 | where the route's lane ends in a lane with traffic, up to 5 m past that point: distance from the ego's front to the merge point/100 (clamped to 1.6, 1.6 when none), present; the traffic of that lane mapped onto the route by its distance to the merge point, the nearest vehicle ahead and the nearest behind within 80 m: bumper gap/50 (clamped to -0.2..1.6, 1.6 when none), (its speed - ego speed)/10 |
 
 use crate::config::VehicleParams;
 use crate::geom::{wrap_angle, Vec2};
@@ -18,21 +19,25 @@ use crate::vehicle::BicycleState;
 use crate::world::{LeaderQuery, StopLines, World};
 
 pub const K_AGENTS: usize = 8;
-pub const AGENT_FEATURES: usize = 11;
+pub const AGENT_FEATURES: usize = 12;
 pub const ROUTE_SAMPLES: [f32; 10] = [2.0, 4.0, 7.0, 10.0, 14.0, 19.0, 25.0, 32.0, 40.0, 50.0];
 
 /// Named slices of the observation vector: (name, start, len).
-pub const LAYOUT: [(&str, usize, usize); 6] = [
+pub const LAYOUT: [(&str, usize, usize); 7] = [
     ("ego", 0, 8),
     ("route", 8, 20),
     ("lane", 28, 4),
     ("agents", 32, K_AGENTS * AGENT_FEATURES),
     ("light", 32 + K_AGENTS * AGENT_FEATURES, 5),
     ("leader", 37 + K_AGENTS * AGENT_FEATURES, 3),
+    ("merge", MERGE_BASE, 6),
 ];
 
 /// Length of the observation vector.
-pub const OBS_DIM: usize = 40 + K_AGENTS * AGENT_FEATURES;
+pub const OBS_DIM: usize = 46 + K_AGENTS * AGENT_FEATURES;
+
+/// Start of the `merge` slice.
+const MERGE_BASE: usize = 40 + K_AGENTS * AGENT_FEATURES;
 
 /// Start and length of a named slice of the observation.
 pub fn slice(name: &str) -> Option<(usize, usize)> {
@@ -82,6 +87,7 @@ pub fn observe(w: &World, out: &mut [f32]) {
                 pos: a.pos,
                 heading: a.heading,
                 vel: a.heading * a.v,
+                accel: a.accel,
                 length: a.length,
                 width: a.width,
                 is_static: false,
@@ -92,6 +98,7 @@ pub fn observe(w: &World, out: &mut [f32]) {
                 pos: b.center,
                 heading: b.heading,
                 vel: Vec2::ZERO,
+                accel: 0.0,
                 length: 2.0 * b.half_length,
                 width: 2.0 * b.half_width,
                 is_static: true,
@@ -116,7 +123,51 @@ pub fn observe(w: &World, out: &mut [f32]) {
         out,
         lead.gap.is_finite().then_some((lead.gap, lead.v - w.ego.v)),
     );
+    write_merge(out, merge_view(w).as_ref());
 }
+
+/// The merge ahead of the built-in world's ego, as the `merge` slice reads it: the merge point
+/// and the main road's traffic mapped onto the route ([`crate::scenario::MergeLink`]), from
+/// what any vehicle's sensors see (positions and speeds, not whether a driver will yield).
+fn merge_view(w: &World) -> Option<MergeView> {
+    let m = w.merge?;
+    let front = w.route_s + 0.5 * w.cfg.vehicle.length;
+    let to_merge = m.s_route_merge - front;
+    if to_merge < -MERGE_PAST {
+        return None;
+    }
+    let mut view = MergeView {
+        distance: to_merge,
+        ahead: None,
+        behind: None,
+    };
+    for a in w
+        .agents
+        .iter()
+        .filter(|a| a.active && a.path == m.main_path)
+    {
+        let rel = m.ego_ahead_by(w.route_s, a.s);
+        let gap = rel.abs() - 0.5 * (a.length + w.cfg.vehicle.length);
+        if gap > MERGE_RANGE {
+            continue;
+        }
+        let slot = if rel < 0.0 {
+            &mut view.ahead
+        } else {
+            &mut view.behind
+        };
+        if slot.is_none_or(|(g, _)| gap < g) {
+            *slot = Some((gap, a.v - w.ego.v));
+        }
+    }
+    Some(view)
+}
+
+/// How far past the merge point the `merge` slice still describes it, metres.
+const MERGE_PAST: f32 = 5.0;
+
+/// How far along the route the `merge` slice looks for the merging lane's traffic, metres.
+const MERGE_RANGE: f32 = 80.0;
 
 /// The ego on its route, as the `ego`, `route` and `lane` slices read it: what a world
 /// supplies for [`write_ego_route`] and [`write_nearest`] (the built-in world here, SUMO's world
@@ -143,6 +194,8 @@ pub struct Nearby {
     pub pos: Vec2,
     pub heading: Vec2,
     pub vel: Vec2,
+    /// Longitudinal acceleration, m/s^2 (0 for a static obstacle).
+    pub accel: f32,
     pub length: f32,
     pub width: f32,
     pub is_static: bool,
@@ -285,6 +338,7 @@ pub fn write_nearest(
         // On the route ahead: projects onto the route within the lane.
         let (s, lat, _) = e.map.lines.project(line, o.pos, e.route_s + p.x.max(0.0));
         f[10] = f32::from(s > e.route_s && lat.abs() < half_lane + 0.5 * o.width);
+        f[11] = o.accel / 4.0;
     }
 }
 
@@ -320,5 +374,41 @@ pub fn write_leader(out: &mut [f32], leader: Option<(f32, f32)>) {
             out[lb + 2] = 1.0;
         }
         None => out[lb] = 1.6,
+    }
+}
+
+/// Where the route's lane merges into a lane with traffic, as the `merge` slice reads it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MergeView {
+    /// From the ego's front to the merge point along the route, metres (negative just past it).
+    pub distance: f32,
+    /// The merging lane's nearest vehicle ahead of the ego once mapped onto the route: its
+    /// bumper gap (metres, negative when they overlap) and its speed minus the ego's (m/s).
+    pub ahead: Option<(f32, f32)>,
+    /// The same for the nearest vehicle behind.
+    pub behind: Option<(f32, f32)>,
+}
+
+/// Writes the `merge` slice, or none.
+pub fn write_merge(out: &mut [f32], merge: Option<&MergeView>) {
+    let gap = |out: &mut [f32], at: usize, car: Option<(f32, f32)>| match car {
+        Some((gap, relative_speed)) => {
+            out[at] = (gap / 50.0).clamp(-0.2, 1.6);
+            out[at + 1] = relative_speed / 10.0;
+        }
+        None => out[at] = 1.6,
+    };
+    match merge {
+        Some(m) => {
+            out[MERGE_BASE] = (m.distance / 100.0).clamp(-0.2, 1.6);
+            out[MERGE_BASE + 1] = 1.0;
+            gap(out, MERGE_BASE + 2, m.ahead);
+            gap(out, MERGE_BASE + 4, m.behind);
+        }
+        None => {
+            out[MERGE_BASE] = 1.6;
+            gap(out, MERGE_BASE + 2, None);
+            gap(out, MERGE_BASE + 4, None);
+        }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! CaRL-style: the route-completion gain of the step (percent of the route) times soft
 //! penalties in [0, 1] (speeding, raw-motion comfort, driving outside the route lane, a short
-//! time to collision), minus `terminal_penalty` when the episode terminates.
+//! time to collision or a merging car abreast), minus `terminal_penalty` when the episode
+//! terminates.
 
 use crate::config::RewardConfig;
 use crate::events::StepEvents;
@@ -19,7 +20,7 @@ pub fn compute(events: &StepEvents, rc: &RewardConfig) -> f32 {
     let comfort_factor = 1.0 - 0.5 * e.comfort_violations.count_ones() as f32 / 6.0;
     let ttc_factor = if rc.ttc_threshold > 0.0 {
         let closing = e.speed - e.lead_speed;
-        if closing > 0.0 && e.lead_gap < closing * rc.ttc_threshold {
+        if e.lead_gap < 0.0 || (closing > 0.0 && e.lead_gap < closing * rc.ttc_threshold) {
             rc.ttc_factor
         } else {
             1.0
@@ -130,8 +131,10 @@ mod tests {
             lead_speed: 4.0,
             ..clean_step()
         };
-        let off = RewardConfig::default();
-        assert_eq!(off.ttc_threshold, 0.0);
+        let off = RewardConfig {
+            ttc_threshold: 0.0,
+            ..Default::default()
+        };
         assert_eq!(compute(&close, &off), 1.0);
         let on = RewardConfig {
             ttc_threshold: 2.0,
@@ -150,15 +153,25 @@ mod tests {
             ..close
         };
         assert_eq!(compute(&opening, &on), 1.0);
+        // A negative gap (merging traffic abreast of the ego, mapped onto the route) is short
+        // whatever the speeds; off, it costs nothing.
+        let abreast = StepEvents {
+            lead_gap: -1.0,
+            lead_speed: 12.0,
+            ..clean_step()
+        };
+        assert_eq!(compute(&abreast, &on), 0.5);
+        assert_eq!(compute(&abreast, &off), 1.0);
     }
 
     #[test]
     fn terminations_pay_the_penalty_truncations_do_not() {
         let rc = RewardConfig::default();
+        assert_eq!(rc.terminal_penalty, 50.0);
         for (end, expected) in [
-            (EndReason::CollisionVehicle, 1.0 - 20.0),
-            (EndReason::Blocked, 1.0 - 20.0),
-            (EndReason::NonFinite, 1.0 - 20.0),
+            (EndReason::CollisionVehicle, 1.0 - 50.0),
+            (EndReason::Blocked, 1.0 - 50.0),
+            (EndReason::NonFinite, 1.0 - 50.0),
             (EndReason::RouteCompleted, 1.0),
             (EndReason::TimeLimit, 1.0),
         ] {

@@ -43,6 +43,14 @@ pub struct MergeLink {
     pub s_route_merge: f32,
 }
 
+impl MergeLink {
+    /// How far the ego at `route_s` is ahead of a vehicle at `main_s` on the main path once
+    /// that is mapped onto the route (centre to centre, metres; negative: behind it).
+    pub fn ego_ahead_by(&self, route_s: f32, main_s: f32) -> f32 {
+        route_s - (main_s - self.s_main_merge + self.s_route_merge)
+    }
+}
+
 /// The route's finish line lies this far before the end of its last lane, so a vehicle that
 /// finishes at speed never drives off the end of the mapped road.
 pub const ROUTE_END_MARGIN: f32 = 15.0;

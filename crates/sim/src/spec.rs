@@ -144,13 +144,15 @@ pub struct ScenarioSpec {
     pub difficulty: Difficulty,
 }
 
-/// Disjoint seed ranges for training and the two evaluation splits.
+/// Disjoint seed ranges for training, the refinement's validation (which picks the refined
+/// policy, so it must never be an evaluation split) and the two evaluation splits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Split {
     Train,
     Eval,
     Hard,
+    Validation,
 }
 
 impl Split {
@@ -160,6 +162,7 @@ impl Split {
             Split::Train => 0,
             Split::Eval => 1 << 40,
             Split::Hard => 2 << 40,
+            Split::Validation => 3 << 40,
         }
     }
 
@@ -170,6 +173,7 @@ impl Split {
             Split::Train => "train",
             Split::Eval => "eval",
             Split::Hard => "hard",
+            Split::Validation => "validation",
         }
     }
 
@@ -243,10 +247,11 @@ mod tests {
     #[test]
     fn splits_are_disjoint_and_suites_stay_inside() {
         let d = Difficulty::default();
-        for split in [Split::Train, Split::Eval, Split::Hard] {
+        let all = [Split::Train, Split::Eval, Split::Hard, Split::Validation];
+        for split in all {
             for spec in split.suite(&Family::ALL, 50, d) {
                 assert!(split.contains(spec.seed));
-                for other in [Split::Train, Split::Eval, Split::Hard] {
+                for other in all {
                     if other != split {
                         assert!(!other.contains(spec.seed));
                     }

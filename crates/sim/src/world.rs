@@ -547,7 +547,7 @@ impl World {
                     && self.route_s < m.s_route_merge
                     && m.s_main_merge - a.s < 60.0
                 {
-                    let rel = self.route_s - (a.s - m.s_main_merge + m.s_route_merge);
+                    let rel = m.ego_ahead_by(self.route_s, a.s);
                     let half = 0.5 * (a.length + self.cfg.vehicle.length);
                     if agent_yields_at_merge(&a, rel, half) && rel - half < lead.gap {
                         lead = Leader {
@@ -723,18 +723,50 @@ impl World {
     }
 
     /// The vehicle or obstacle ahead on the route that the time-to-collision penalty looks
-    /// at (lights ignored), within twice the distance covered in `ttc_threshold`; none when
-    /// the penalty is off.
+    /// at (lights ignored), within twice the distance covered in `ttc_threshold`, or nearer a
+    /// merging car (see the loop); none when the penalty is off.
     fn reward_leader(&self) -> Leader {
         let rc = &self.cfg.reward;
-        if rc.ttc_threshold > 0.0 {
-            let horizon = (self.ego.v * rc.ttc_threshold * 2.0).max(10.0);
-            self.leader_on_path(&self.ego_leader_query(horizon))
-        } else {
-            Leader::NONE
+        if rc.ttc_threshold <= 0.0 {
+            return Leader::NONE;
         }
+        let horizon = (self.ego.v * rc.ttc_threshold * 2.0).max(10.0);
+        let mut lead = self.leader_on_path(&self.ego_leader_query(horizon));
+        // Merging traffic, mapped onto the route by its distance to the merge point: near the
+        // merge, a main-road car abreast of the ego (negative gap) or ahead of it is a leader.
+        if let Some(m) = self.merge {
+            let to_merge = m.s_route_merge - self.route_s;
+            if (-MERGE_PAST_REWARD..=MERGE_REWARD_DISTANCE).contains(&to_merge) {
+                for a in self
+                    .agents
+                    .iter()
+                    .filter(|a| a.active && a.path == m.main_path)
+                {
+                    let rel = m.ego_ahead_by(self.route_s, a.s);
+                    let half = 0.5 * (a.length + self.cfg.vehicle.length);
+                    if rel < half {
+                        let gap = rel.abs() - half;
+                        if gap < lead.gap {
+                            lead = Leader {
+                                gap,
+                                v: a.v,
+                                accel: a.accel,
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        lead
     }
 }
+
+/// From this far before the merge point the reward's time-to-collision factor sees merging
+/// traffic (the taper's length), metres.
+const MERGE_REWARD_DISTANCE: f32 = 60.0;
+
+/// Up to this far past the merge point, metres.
+const MERGE_PAST_REWARD: f32 = 5.0;
 
 /// The ego before a step, for the events and metrics that compare before and after.
 struct BeforeStep {

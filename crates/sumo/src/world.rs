@@ -23,7 +23,8 @@ use deltaplan_sim::metrics::{
     comfort_violations, nuplan_comfort, nuplan_score, ComfortFilter, EpisodeStats,
 };
 use deltaplan_sim::obs::{
-    write_ego_route, write_leader, write_nearest, write_next_light, EgoOnRoute, Nearby, OBS_DIM,
+    write_ego_route, write_leader, write_merge, write_nearest, write_next_light, EgoOnRoute,
+    Nearby, OBS_DIM,
 };
 use deltaplan_sim::road::{speed_profile, RoadMap, SPACING};
 use deltaplan_sim::spec::Family;
@@ -127,6 +128,8 @@ pub struct Neighbour {
     pub center: Vec2,
     pub heading: Vec2,
     pub v: f32,
+    /// Longitudinal acceleration, m/s^2.
+    pub accel: f32,
     pub length: f32,
     pub width: f32,
 }
@@ -356,6 +359,7 @@ impl SumoWorld {
                     var::POSITION,
                     var::ANGLE,
                     var::SPEED,
+                    var::ACCELERATION,
                     var::LENGTH,
                     var::WIDTH,
                 ],
@@ -811,6 +815,7 @@ impl SumoWorld {
                 pos: a.center,
                 heading: a.heading,
                 vel: a.heading * a.v,
+                accel: a.accel,
                 length: a.length,
                 width: a.width,
                 is_static: false,
@@ -830,6 +835,8 @@ impl SumoWorld {
                 .is_finite()
                 .then_some((lead.gap, lead.v - self.ego.v)),
         );
+        // SUMO's networks name no merge point for the route (a lane that ends is not mapped).
+        write_merge(out, None);
     }
 
     /// Same-direction lanes to the left and right of the ego's current route lane (none inside
@@ -993,6 +1000,7 @@ fn read_subscription(
                         }
                         (0, var::ANGLE, Value::Double(d)) => yaw = yaw_from_sumo(d),
                         (0, var::SPEED, Value::Double(d)) => n.v = d as f32,
+                        (0, var::ACCELERATION, Value::Double(d)) => n.accel = d as f32,
                         (0, var::LENGTH, Value::Double(d)) => n.length = d as f32,
                         (0, var::WIDTH, Value::Double(d)) => n.width = d as f32,
                         _ => {}

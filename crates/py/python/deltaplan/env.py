@@ -13,7 +13,7 @@ from deltaplan._settings import settings_json
 class DriveEnv(gym.Env):
     """One world of deltaplan's simulator.
 
-    Observation: 128 float32 features (ego state, route, lights, the 8 nearest vehicles).
+    Observation: 142 float32 features (ego state, route, lights, the 8 nearest vehicles, the merge ahead).
     Action (``action_mode``): ``"plan"``, the H ego-frame waypoints flattened ``(x0, y0, x1,
     ...)``, or ``"residual"``, a correction in ``[-1, 1]`` per coordinate on the frozen SFT
     planner loaded from ``sft_path``: ``plan = sft(obs) + refine.max_delta * action``.

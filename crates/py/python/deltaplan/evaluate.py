@@ -33,7 +33,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Drives every scenario of the ``split`` suite (``eval.per_family`` per family, the
     scenarios ``deltaplan evaluate`` uses) once with ``planner``: a batch of observations
-    ``[B, 128]`` in, actions ``[B, 2H]`` out (plans, or residuals in ``action_mode="residual"``),
+    ``[B, 142]`` in, actions ``[B, 2H]`` out (plans, or residuals in ``action_mode="residual"``),
     e.g. a PyTorch module wrapped in ``lambda obs: module(torch.from_numpy(obs)).numpy()``.
 
     ``families`` restricts the suite (default: every family, as the CLI).

@@ -40,7 +40,7 @@ def refine(out_dir: str | PathLike, config: Config = None, num_threads: int = 0,
     """``deltaplan refine``: PPO refinement of the run's frozen planner; returns the path of
     ``rl.safetensors`` (``metrics.jsonl`` beside it).
 
-    With ``planner`` (a batch of observations ``[B, 128]`` float32 in, plans ``[B, 2H]`` out,
+    With ``planner`` (a batch of observations ``[B, 142]`` float32 in, plans ``[B, 2H]`` out,
     e.g. a PyTorch module wrapped in a function), that planner is refined in place of the run's
     SFT checkpoint: no recording or behaviour cloning is needed. It is called once per rollout
     step with every world's observation (and for bootstrap values), with the GIL taken for the
@@ -56,7 +56,7 @@ def refine(out_dir: str | PathLike, config: Config = None, num_threads: int = 0,
 def refined_planner(out_dir: str | PathLike, planner: Callable[[np.ndarray], Any], planner_id: str | None = None,
                     config: Config = None):
     """The refined planner of :func:`refine` with a Python ``planner``: a callable, observations
-    ``[B, 128]`` in, ``planner(obs) + ramp * delta(obs)`` out (the residual's mean), e.g. for
+    ``[B, 142]`` in, ``planner(obs) + ramp * delta(obs)`` out (the residual's mean), e.g. for
     :func:`deltaplan.evaluate`. Its ``iteration`` is the checkpoint's."""
     return _native.RefinedPythonPlanner(str(Path(out_dir) / "rl.safetensors"), settings_json(config),
                                         _plans_of(planner), _planner_id(planner, planner_id))

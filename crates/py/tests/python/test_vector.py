@@ -16,9 +16,9 @@ def test_make_vec_returns_the_rust_batch_with_batched_spaces():
     env = gym.make_vec("deltaplan/Drive-v0", num_envs=6, vectorization_mode="vector_entry_point")
     assert isinstance(env.unwrapped, deltaplan.DriveVectorEnv)
     assert env.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
-    assert env.observation_space.shape == (6, 128) and env.action_space.shape == (6, 20)
+    assert env.observation_space.shape == (6, 142) and env.action_space.shape == (6, 20)
     obs, _ = env.reset(seed=0)
-    assert obs.shape == (6, 128) and obs.dtype == np.float32
+    assert obs.shape == (6, 142) and obs.dtype == np.float32
 
 
 def test_next_step_autoreset_and_episode_records_with_masks():
