@@ -546,7 +546,7 @@ fn drive_refinement<P: FrozenPlanner, R: Refinement>(
     };
     let result = (|| -> Result<()> {
         while !r.learner().done() {
-            let s = match r.iterate() {
+            let mut s = match r.iterate() {
                 Ok(s) => s,
                 Err(e @ deltaplan_learn::LearnError::NonFinite { .. }) => bail!(
                     "refinement stopped before a bad update: {e}; nothing of it was saved and {}. \
@@ -560,7 +560,13 @@ fn drive_refinement<P: FrozenPlanner, R: Refinement>(
                 ),
                 Err(e) => return Err(e.into()),
             };
-            let mut s = s;
+            if !s.policy_loss.is_finite() || !s.value_loss.is_finite() {
+                bail!(
+                    "refinement diverged at iteration {} (policy loss {}, value loss {}): lower refine.ppo.learning_rate or refine.max_delta; {}",
+                    s.iteration, s.policy_loss, s.value_loss, last_good(saved)
+                );
+            }
+            // Policy selection: the refined planner as it stands drives the validation suite.
             if r.learner().validates_now() {
                 let t = Instant::now();
                 let l = r.learner();
@@ -569,12 +575,6 @@ fn drive_refinement<P: FrozenPlanner, R: Refinement>(
                 r.learner_mut().offer(score, ramp);
                 s.validation_driving_score = Some(score);
                 s.seconds.validation = t.elapsed().as_secs_f64();
-            }
-            if !s.policy_loss.is_finite() || !s.value_loss.is_finite() {
-                bail!(
-                    "refinement diverged at iteration {} (policy loss {}, value loss {}): lower refine.ppo.learning_rate or refine.max_delta; {}",
-                    s.iteration, s.policy_loss, s.value_loss, last_good(saved)
-                );
             }
             // Checkpoint every `checkpoint_every` iterations, at the end, and on Ctrl-C. The
             // metrics line is appended first and fsynced before the checkpoint, so a checkpoint
