@@ -15,6 +15,7 @@
 //! (deceleration proportional to speed), so coming to a halt is not a jerk either.
 
 use crate::geom::Vec2;
+use crate::scenario::MergeLink;
 use crate::traffic::agent_yields_at_merge;
 use crate::world::{Leader, LeaderQuery, Observer, StopLines, World};
 
@@ -41,7 +42,7 @@ pub fn expert_accel(w: &World) -> f32 {
     // demands a gap at the merge point, not now: the ego has until then to fall in behind it.
     let mut b_req = floor_decel(v, &lead);
     if let Some(m) = w.merge {
-        if s < m.s_route_merge + 5.0 {
+        if s < m.s_route_merge + MergeLink::PAST {
             let to_merge = m.s_route_merge - s;
             for a in w
                 .agents

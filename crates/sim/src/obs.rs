@@ -14,6 +14,7 @@
 use crate::config::VehicleParams;
 use crate::geom::{wrap_angle, Vec2};
 use crate::road::{Lane, LaneId, RoadMap};
+use crate::scenario::MergeLink;
 use crate::traffic::LightState;
 use crate::vehicle::BicycleState;
 use crate::world::{LeaderQuery, StopLines, World};
@@ -133,7 +134,7 @@ fn merge_view(w: &World) -> Option<MergeView> {
     let m = w.merge?;
     let front = w.route_s + 0.5 * w.cfg.vehicle.length;
     let to_merge = m.s_route_merge - front;
-    if to_merge < -MERGE_PAST {
+    if to_merge < -MergeLink::PAST {
         return None;
     }
     let mut view = MergeView {
@@ -162,9 +163,6 @@ fn merge_view(w: &World) -> Option<MergeView> {
     }
     Some(view)
 }
-
-/// How far past the merge point the `merge` slice still describes it, metres.
-const MERGE_PAST: f32 = 5.0;
 
 /// How far along the route the `merge` slice looks for the merging lane's traffic, metres.
 const MERGE_RANGE: f32 = 80.0;

@@ -44,6 +44,10 @@ pub struct MergeLink {
 }
 
 impl MergeLink {
+    /// How far past its merge point a merge still concerns the ego (the expert, the reward and
+    /// the observation stop looking at the merging road there), metres.
+    pub const PAST: f32 = 5.0;
+
     /// How far the ego at `route_s` is ahead of a vehicle at `main_s` on the main path once
     /// that is mapped onto the route (centre to centre, metres; negative: behind it).
     pub fn ego_ahead_by(&self, route_s: f32, main_s: f32) -> f32 {

@@ -736,7 +736,7 @@ impl World {
         // merge, a main-road car abreast of the ego (negative gap) or ahead of it is a leader.
         if let Some(m) = self.merge {
             let to_merge = m.s_route_merge - self.route_s;
-            if (-MERGE_PAST_REWARD..=MERGE_REWARD_DISTANCE).contains(&to_merge) {
+            if (-MergeLink::PAST..=MERGE_REWARD_DISTANCE).contains(&to_merge) {
                 for a in self
                     .agents
                     .iter()
@@ -764,9 +764,6 @@ impl World {
 /// From this far before the merge point the reward's time-to-collision factor sees merging
 /// traffic (the taper's length), metres.
 const MERGE_REWARD_DISTANCE: f32 = 60.0;
-
-/// Up to this far past the merge point, metres.
-const MERGE_PAST_REWARD: f32 = 5.0;
 
 /// The ego before a step, for the events and metrics that compare before and after.
 struct BeforeStep {
