@@ -115,6 +115,10 @@ pub enum SnapshotError {
     /// the file is damaged.
     #[error("environment snapshot history of {floats} floats is not a whole number of {action_dim}-float plans")]
     PartialPlan { floats: usize, action_dim: usize },
+    /// An external simulator did not retrace a world's recorded plans (it failed, or it ended
+    /// an episode where the recording did not).
+    #[error("world {world} did not replay its recorded history: {reason}")]
+    Replay { world: usize, reason: String },
 }
 
 /// The scenario of `episode` in `world`: a pure function, so thread scheduling cannot change it.

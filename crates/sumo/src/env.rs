@@ -10,7 +10,10 @@
 //! that as an error, and during a step the world goes idle and [`VecEnv::fault`] says why, so
 //! the loop driving it stops with the message: never a hang, never a panic.
 //!
-//! Not [`deltaplan_sim::ResumableEnv`]: SUMO's state is not rebuilt from a snapshot here.
+//! Resumable ([`ResumableEnv`]) by replay, as the built-in batch is: a SUMO process serves
+//! episode after episode, so each world keeps the episode its process started with and every
+//! plan executed since, and a restore starts a new process there and executes the plans again.
+//! SUMO is deterministic for the same seed and commands, so the worlds come back bit for bit.
 
 use crate::locate::SumoBinaries;
 use crate::world::{NetContext, SumoConfig, SumoWorld, WorldError};
@@ -19,7 +22,7 @@ use deltaplan_sim::events::EndReason;
 use deltaplan_sim::metrics::EpisodeStats;
 use deltaplan_sim::obs::OBS_DIM;
 use deltaplan_sim::spec::{Difficulty, Family, ScenarioSpec, Split};
-use deltaplan_sim::{ExpertEnv, StepBuffers, VecEnv};
+use deltaplan_sim::{EnvSnapshot, ExpertEnv, ResumableEnv, SnapshotError, StepBuffers, VecEnv};
 use deltaplan_stdx::seed::mix64;
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -62,6 +65,10 @@ struct Slot {
     restarts: u32,
     /// Why this world gave up (it is idle from then on).
     failure: Option<String>,
+    /// The episode this world's SUMO process started with, and the plans executed since:
+    /// what rebuilds the world on a resume.
+    process_episode: u64,
+    history: Vec<f32>,
 }
 
 /// The episode seed of `episode` in world `i`: a pure function.
@@ -104,6 +111,8 @@ impl SumoEnv {
                 idle: false,
                 restarts: 0,
                 failure: None,
+                process_episode: 0,
+                history: Vec::new(),
             })
             .collect();
         slots
@@ -131,6 +140,14 @@ impl SumoEnv {
     pub fn restarts(&self) -> Vec<u32> {
         self.slots.iter().map(|s| s.restarts).collect()
     }
+
+    /// The training seed a snapshot carries (0 for a fixed list).
+    fn scenario_seed(&self) -> u64 {
+        match self.scenarios {
+            SumoScenarios::Train { seed } => seed,
+            SumoScenarios::Fixed(_) => 0,
+        }
+    }
 }
 
 /// Starts episode `seed` in a slot, restarting SUMO after a failed start up to
@@ -139,7 +156,13 @@ fn start_episode(slot: &mut Slot, i: usize, seed: u64) -> Result<(), StartFailur
     let mut attempt = 1;
     loop {
         match slot.world.reset(seed) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                if slot.world.started_process() {
+                    slot.process_episode = slot.episode;
+                    slot.history.clear();
+                }
+                return Ok(());
+            }
             Err(e) => {
                 tracing::warn!(
                     "SUMO world {i} (episode seed {seed}) failed to start (attempt {attempt} of {MAX_START_ATTEMPTS}): {e}"
@@ -168,6 +191,54 @@ fn restart_or_give_up(slot: &mut Slot, i: usize, seed: u64) {
     }
 }
 
+/// One step of one world: `(reward, how it ended)`, and whether SUMO failed (the episode was
+/// discarded and a new one started, or the world gave up).
+fn step_slot(
+    slot: &mut Slot,
+    i: usize,
+    scenarios: &SumoScenarios,
+    plan: &[f32],
+    obs: &mut [f32],
+    final_obs: &mut [f32],
+) -> ((f32, EndReason), bool) {
+    if slot.idle {
+        return ((0.0, EndReason::Running), false);
+    }
+    let fixed = matches!(scenarios, SumoScenarios::Fixed(_));
+    let result = match slot.world.step(plan) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(
+                "SUMO world {i} (process {}, episode seed {}) failed: {e}; restarting SUMO, episode discarded",
+                slot.world.sumo_pid().map_or("gone".to_string(), |p| p.to_string()),
+                slot.world.seed
+            );
+            slot.restarts += 1;
+            slot.world.kill_sumo();
+            if !fixed {
+                slot.episode += 1;
+            }
+            let seed = seed_for(scenarios, i, slot.episode);
+            restart_or_give_up(slot, i, seed);
+            slot.world.observe(obs);
+            return ((0.0, EndReason::Running), true);
+        }
+    };
+    slot.history.extend_from_slice(plan);
+    if result.end != EndReason::Running {
+        slot.finished = slot.world.stats;
+        slot.world.observe(final_obs);
+        if fixed {
+            slot.idle = true;
+        } else {
+            slot.episode += 1;
+            restart_or_give_up(slot, i, seed_for(scenarios, i, slot.episode));
+        }
+    }
+    slot.world.observe(obs);
+    ((result.reward, result.end), false)
+}
+
 impl VecEnv for SumoEnv {
     fn num_envs(&self) -> usize {
         self.slots.len()
@@ -192,7 +263,6 @@ impl VecEnv for SumoEnv {
         let a = self.action_dim;
         assert_eq!(plans.len(), self.slots.len() * a, "plans must be [N, 2H]");
         let scenarios = &self.scenarios;
-        let fixed = matches!(scenarios, SumoScenarios::Fixed(_));
         let results: Vec<(f32, EndReason)> = self
             .slots
             .par_iter_mut()
@@ -202,40 +272,7 @@ impl VecEnv for SumoEnv {
             .zip(out.final_obs.par_chunks_mut(OBS_DIM))
             .enumerate()
             .map(|(i, (((slot, plan), obs), final_obs))| {
-                if slot.idle {
-                    return (0.0, EndReason::Running);
-                }
-                let result = match slot.world.step(plan) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(
-                            "SUMO world {i} (process {}, episode seed {}) failed: {e}; restarting SUMO, episode discarded",
-                            slot.world.sumo_pid().map_or("gone".to_string(), |p| p.to_string()),
-                            slot.world.seed
-                        );
-                        slot.restarts += 1;
-                        slot.world.kill_sumo();
-                        if !fixed {
-                            slot.episode += 1;
-                        }
-                        let seed = seed_for(scenarios, i, slot.episode);
-                        restart_or_give_up(slot, i, seed);
-                        slot.world.observe(obs);
-                        return (0.0, EndReason::Running);
-                    }
-                };
-                if result.end != EndReason::Running {
-                    slot.finished = slot.world.stats;
-                    slot.world.observe(final_obs);
-                    if fixed {
-                        slot.idle = true;
-                    } else {
-                        slot.episode += 1;
-                        restart_or_give_up(slot, i, seed_for(scenarios, i, slot.episode));
-                    }
-                }
-                slot.world.observe(obs);
-                (result.reward, result.end)
+                step_slot(slot, i, scenarios, plan, obs, final_obs).0
             })
             .collect();
         for (i, (reward, end)) in results.into_iter().enumerate() {
@@ -282,5 +319,65 @@ impl ExpertEnv for SumoEnv {
             seed: self.slots[i].world.seed,
             difficulty: Difficulty::default(),
         }
+    }
+}
+
+impl ResumableEnv for SumoEnv {
+    /// Per world: the episode its SUMO process started with (`episodes`) and every plan
+    /// executed since (`histories`); `seed` is the training seed (0 for a fixed list).
+    fn snapshot(&self) -> EnvSnapshot {
+        EnvSnapshot {
+            seed: self.scenario_seed(),
+            episodes: self.slots.iter().map(|s| s.process_episode).collect(),
+            histories: self.slots.iter().map(|s| s.history.clone()).collect(),
+        }
+    }
+
+    /// Starts a new SUMO process per world at its recorded episode and executes the recorded
+    /// plans again (episodes that ended then end again and the next ones start). A world
+    /// whose SUMO fails during the replay makes the restore fail.
+    fn restore(&mut self, snap: &EnvSnapshot) -> Result<(), SnapshotError> {
+        let (n, a) = (self.slots.len(), self.action_dim);
+        if snap.seed != self.scenario_seed()
+            || snap.episodes.len() != n
+            || snap.histories.len() != n
+        {
+            return Err(SnapshotError::OtherBatch {
+                snapshot_seed: snap.seed,
+                snapshot_worlds: snap.episodes.len(),
+                seed: self.scenario_seed(),
+                worlds: n,
+            });
+        }
+        if let Some(h) = snap.histories.iter().find(|h| h.len() % a != 0) {
+            return Err(SnapshotError::PartialPlan {
+                floats: h.len(),
+                action_dim: a,
+            });
+        }
+        let scenarios = &self.scenarios;
+        self.slots
+            .par_iter_mut()
+            .with_max_len(1)
+            .zip(&snap.episodes)
+            .zip(&snap.histories)
+            .enumerate()
+            .try_for_each(|(i, ((slot, &episode), history))| {
+                let replay_error = |reason: String| SnapshotError::Replay { world: i, reason };
+                slot.world.kill_sumo();
+                slot.episode = episode;
+                slot.idle = false;
+                slot.failure = None;
+                start_episode(slot, i, seed_for(scenarios, i, episode))
+                    .map_err(|e| replay_error(e.to_string()))?;
+                let (mut obs, mut final_obs) = ([0.0; OBS_DIM], [0.0; OBS_DIM]);
+                for (k, plan) in history.chunks_exact(a).enumerate() {
+                    let (_, failed) = step_slot(slot, i, scenarios, plan, &mut obs, &mut final_obs);
+                    if failed || slot.failure.is_some() {
+                        return Err(replay_error(format!("SUMO failed at plan {k}")));
+                    }
+                }
+                Ok(())
+            })
     }
 }

@@ -184,7 +184,8 @@ pub struct SumoWorld {
     waypoints: Vec<[f32; 2]>,
     /// SUMO's simulated time, seconds.
     sim_time: f64,
-    /// Ego routes added to this SUMO process (each needs its own id).
+    /// Ego routes added to this SUMO process (each needs its own id): the episodes it has
+    /// served, 1 right after a reset that started it.
     ego_routes: u64,
     best_progress: f32,
     stall_anchor: f32,
@@ -298,6 +299,9 @@ impl SumoWorld {
                 p.client
                     .set_timeout(run.timeout)
                     .map_err(TraciError::from)?;
+                // Route ids count from 1 in every process, so a process's episodes replay
+                // with the same commands (`SumoEnv`'s resume).
+                self.ego_routes = 0;
                 p
             }
         };
@@ -897,6 +901,12 @@ impl SumoWorld {
 
     /// Ends the SUMO process: the next reset starts a new one (after a fault, the old one is
     /// not to be trusted).
+    /// Whether the last [`SumoWorld::reset`] started a new SUMO process (rather than
+    /// replacing the ego in the running one's warm traffic).
+    pub fn started_process(&self) -> bool {
+        self.ego_routes == 1
+    }
+
     pub fn kill_sumo(&mut self) {
         self.process = None;
     }

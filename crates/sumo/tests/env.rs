@@ -6,7 +6,7 @@
 mod common;
 
 use deltaplan_sim::config::SimConfig;
-use deltaplan_sim::{ExpertEnv, StepBuffers, VecEnv};
+use deltaplan_sim::{ExpertEnv, ResumableEnv, SnapshotError, StepBuffers, VecEnv};
 use deltaplan_sumo::locate::SumoBinaries;
 use deltaplan_sumo::netgen::{generate, NetKind};
 use deltaplan_sumo::{NetContext, SumoConfig, SumoEnv, SumoScenarios};
@@ -212,6 +212,112 @@ fn training_worlds_reset_themselves_after_each_episode() {
     assert!(ended >= 3, "only {ended} episodes ended");
     assert!(e.restarts().iter().all(|&r| r == 0), "{:?}", e.restarts());
     assert!(!e.all_idle());
+}
+
+/// What a step returned, bit for bit.
+fn step_bits(buf: &StepBuffers) -> Vec<u32> {
+    let flags = buf
+        .terminated
+        .iter()
+        .chain(&buf.truncated)
+        .map(|&f| f as u32);
+    buf.obs
+        .iter()
+        .chain(&buf.final_obs)
+        .chain(&buf.reward)
+        .map(|x| x.to_bits())
+        .chain(flags)
+        .collect()
+}
+
+#[test]
+fn a_training_batch_resumes_bit_for_bit_from_a_snapshot() {
+    let Some(bins) = common::sumo_or_skip("a_training_batch_resumes_bit_for_bit") else {
+        return;
+    };
+    let dir = common::scratch("resume");
+    let files = generate(&bins, &dir, NetKind::Spider, 9, 1500).unwrap();
+    let net = Arc::new(NetContext::load(files).unwrap());
+    let make = |seed| {
+        SumoEnv::new(
+            SimConfig::default(),
+            SumoConfig::default(),
+            &[Arc::clone(&net)],
+            &bins,
+            SumoScenarios::Train { seed },
+            2,
+        )
+        .unwrap()
+    };
+    let mut a = make(4);
+    let (n, ad) = (a.num_envs(), a.action_dim());
+    let mut plans = vec![0.0; n * ad];
+    let mut buf = StepBuffers::for_env(&a);
+    // The expert's plans, bent a little by the step number, so they are not what a fresh
+    // world's expert would plan anyway.
+    let plan_at = |env: &SumoEnv, k: usize, plans: &mut [f32]| {
+        env.expert_actions(plans);
+        for (j, x) in plans.iter_mut().enumerate() {
+            *x += 0.05 * ((k * 7 + j) % 5) as f32 - 0.1;
+        }
+    };
+    let mut ended_before_snapshot = 0;
+    for k in 0..450 {
+        plan_at(&a, k, &mut plans);
+        a.step(&plans, &mut buf);
+        ended_before_snapshot += buf
+            .terminated
+            .iter()
+            .chain(&buf.truncated)
+            .filter(|&&f| f)
+            .count();
+    }
+    assert!(
+        ended_before_snapshot >= 1,
+        "the replay must cross an episode's end"
+    );
+    let snap = a.snapshot();
+    assert!(
+        snap.histories.iter().all(|h| h.len() >= 100 * ad),
+        "one process per world so far"
+    );
+    let mut expected = Vec::new();
+    let mut recorded = Vec::new();
+    for k in 450..700 {
+        plan_at(&a, k, &mut plans);
+        recorded.push(plans.clone());
+        a.step(&plans, &mut buf);
+        expected.push(step_bits(&buf));
+    }
+
+    // Another batch built the same way, moved on elsewhere first, then restored.
+    let mut b = make(4);
+    for k in 0..30 {
+        plan_at(&b, k + 1000, &mut plans);
+        b.step(&plans, &mut buf);
+    }
+    b.restore(&snap).unwrap();
+    for (k, p) in recorded.iter().enumerate() {
+        b.step(p, &mut buf);
+        assert_eq!(
+            step_bits(&buf),
+            expected[k],
+            "step {} after the restore",
+            450 + k
+        );
+    }
+    assert_eq!(b.restarts(), [0, 0]);
+
+    // A snapshot of a batch with another seed is refused, naming both.
+    let mut c = make(5);
+    match c.restore(&snap) {
+        Err(SnapshotError::OtherBatch {
+            snapshot_seed: 4,
+            seed: 5,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
