@@ -32,8 +32,9 @@ pub struct Config {
     /// Write the refinement checkpoint every this many iterations (and always at the end and
     /// on Ctrl-C).
     pub checkpoint_every: usize,
-    /// An ONNX planner (with its spec) refined and evaluated in place of the built-in SFT
-    /// planner; `run` then skips record and train-sft. Unset: the built-in planner.
+    /// An ONNX planner (with its spec), or another run's `sft.safetensors`, refined and
+    /// evaluated in place of this run's built-in SFT planner; `run` then skips record and
+    /// train-sft. Unset: the built-in planner this run trains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planner: Option<std::path::PathBuf>,
     /// Simulation shared by every stage.
@@ -122,7 +123,7 @@ pub const OPTIONAL_SETTINGS: &[(&str, &str, &str)] = &[
     (
         "planner",
         "\"my_planner.onnx\"",
-        "refine this ONNX planner instead of training the built-in one (also --planner)",
+        "refine this ONNX planner (or another run's sft.safetensors) instead of training one (also --planner)",
     ),
     (
         "refine.ppo.kl_sft_target",

@@ -11,4 +11,5 @@ pub mod pipeline;
 pub mod serve;
 pub mod sumo_eval;
 pub mod sumo_tables;
+pub mod sumo_world;
 pub mod timings;

@@ -32,9 +32,10 @@ struct Cli {
     /// Output directory: each stage reads and writes its files here.
     #[arg(long, global = true, default_value = "runs/default")]
     out: PathBuf,
-    /// An ONNX planner to refine and evaluate in place of the built-in SFT planner (the
-    /// `planner` setting; its spec in the model's metadata or in FILE.toml beside it).
-    #[arg(long, global = true, value_name = "FILE.onnx")]
+    /// An ONNX planner (its spec in the model's metadata or in FILE.toml beside it), or another
+    /// run's sft.safetensors, to refine and evaluate in place of this run's SFT planner (the
+    /// `planner` setting).
+    #[arg(long, global = true, value_name = "FILE.onnx|sft.safetensors")]
     planner: Option<PathBuf>,
     /// Worker threads (0: all cores). Results are identical for a given thread count.
     #[arg(long, global = true, default_value_t = 0)]
@@ -267,7 +268,7 @@ fn real_main() -> Result<()> {
     }
     if let (Some(p), Command::Record | Command::TrainSft) = (&cfg.planner, &cli.command) {
         anyhow::bail!(
-            "this run refines the ONNX planner {}: record and train-sft make the built-in \
+            "this run refines the given planner {}: record and train-sft make the built-in \
              planner; drop --planner (or the `planner` setting) to train one",
             p.display()
         );

@@ -59,7 +59,7 @@ use deltaplan_learn::refine::{
     self, load_policy, IterationStats, Learner, LoadedPolicy, Refinement, Refiner, ResidualPlanner,
 };
 use deltaplan_learn::sft::{self, SftPlanner, SftWorkspace};
-use deltaplan_learn::FrozenPlanner;
+use deltaplan_learn::{FrozenPlanner, TrainWorld};
 use deltaplan_onnx::{export_refined, export_sft, OnnxPlanner, Residual};
 use deltaplan_sim::{
     expert_plan, BevSpec, EndReason, EnvSnapshot, EpisodeStats, Family, ScenarioSpec, Split, World,
@@ -71,7 +71,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::frozen::{Frozen, FrozenWorkspace};
-use crate::timings;
+use crate::{sumo_world, timings};
 
 /// Set by Ctrl-C while a refinement is running: it saves and stops after the current iteration.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -310,6 +310,18 @@ fn frozen_path(cfg: &Config, out: &Path) -> PathBuf {
 /// The run's frozen planner: the configured ONNX planner, or the built-in SFT checkpoint.
 pub fn load_frozen(cfg: &Config, out: &Path) -> Result<Frozen> {
     match &cfg.planner {
+        // Another run's built-in SFT planner (as its own run would load it, less the check
+        // that it was trained with this run's settings: it is given, like an ONNX planner).
+        Some(path) if path.extension().is_some_and(|e| e == "safetensors") => {
+            let p = SftPlanner::load_expecting(path, OBS_DIM)?;
+            p.check_compatible(&cfg.sim)?;
+            tracing::info!(
+                "frozen planner: {} (built-in SFT, weights {}...)",
+                path.display(),
+                &FrozenPlanner::weights_hash(&p)[..12]
+            );
+            Ok(Frozen::Sft(p))
+        }
         Some(path) => {
             let p = OnnxPlanner::load(path, &cfg.sim)?;
             tracing::info!(
@@ -421,12 +433,33 @@ pub fn refine(cfg: &Config, out: &Path) -> Result<()> {
 
 /// [`refine`] of a frozen planner given by the caller (the Python package's planners) instead
 /// of the run's own (`sft.safetensors` or the configured ONNX file): same files, same resume.
+/// With `train_scenarios.world = "sumo"` the worlds are SUMO's, on its training networks.
 pub fn refine_with<P: FrozenPlanner>(cfg: &Config, out: &Path, sft: &P) -> Result<()> {
-    drive_refinement(cfg, out, sft, |learner, state| {
-        let l = &learner;
-        let env = refine::planner_env(&l.scenarios, l.sim, 0..l.cfg.num_envs, l.seed, sft)?;
-        Ok(Refiner::from_learner(learner, sft, env, state)?)
-    })
+    match cfg.train_scenarios.world {
+        TrainWorld::Builtin => drive_refinement(cfg, out, sft, |learner, state| {
+            let l = &learner;
+            let env = refine::planner_env(&l.scenarios, l.sim, 0..l.cfg.num_envs, l.seed, sft)?;
+            Ok(Refiner::from_learner(learner, sft, env, state)?)
+        }),
+        TrainWorld::Sumo => {
+            if sft.bev_observation().is_some() {
+                bail!(
+                    "the SUMO world does not draw BEV rasters yet: refine this raster planner in \
+                     the built-in world (train_scenarios.world = \"builtin\")"
+                );
+            }
+            if cfg.refine.select_every > 0 {
+                bail!(
+                    "refine.select_every validates in the built-in world, not in SUMO: set \
+                     refine.select_every = 0 with train_scenarios.world = \"sumo\""
+                );
+            }
+            drive_refinement(cfg, out, sft, |learner, state| {
+                let env = sumo_world::training_env(cfg, out, learner.seed)?;
+                Ok(Refiner::from_learner(learner, sft, env, state)?)
+            })
+        }
+    }
 }
 
 /// [`refine`] with the rollouts collected by `workers` (the Python package's Ray actors, each
@@ -434,6 +467,12 @@ pub fn refine_with<P: FrozenPlanner>(cfg: &Config, out: &Path, sft: &P) -> Resul
 /// for the same seed and the learner's thread count. A checkpoint of either kind resumes the
 /// other.
 pub fn refine_distributed<W: Workers>(cfg: &Config, out: &Path, mut workers: W) -> Result<()> {
+    if cfg.train_scenarios.world != TrainWorld::Builtin {
+        bail!(
+            "distributed workers run the built-in world only: refine in SUMO in one process \
+             (deltaplan refine with train_scenarios.world = \"sumo\")"
+        );
+    }
     let frozen = load_frozen(cfg, out)?;
     drive_refinement(cfg, out, &frozen, |learner, state| {
         if let Some((snap, running_return)) = state {

@@ -12,15 +12,11 @@ use deltaplan_sim::Split;
 use deltaplan_stdx::fs::write_atomic;
 use deltaplan_sumo::locate::SumoBinaries;
 use deltaplan_sumo::maps::Map;
-use deltaplan_sumo::netgen::{generate, NetKind};
 use deltaplan_sumo::{NetContext, SumoConfig, SumoEnv, SumoScenarios};
 
 use crate::config::Config;
 use crate::pipeline::with_driver;
-
-/// The held-out evaluation networks: seeds far from any other use, a spider and a grid.
-pub const EVAL_NETWORKS: [(NetKind, u64); 2] =
-    [(NetKind::Spider, 1_000_001), (NetKind::Grid, 1_000_002)];
+use crate::sumo_world::{generated_networks, EVAL_NETWORKS};
 
 /// The demand seed of the CARLA towns' trips (held out like the generated networks').
 const MAP_DEMAND_SEED: u64 = 1_000_003;
@@ -50,13 +46,7 @@ pub fn evaluate(
         .map(|m| Ok(Map::parse(m)?))
         .collect::<Result<Vec<_>>>()?;
     let nets = if maps.is_empty() {
-        EVAL_NETWORKS
-            .iter()
-            .map(|&(kind, seed)| {
-                let files = generate(&bins, &dir, kind, seed, sumo_cfg.vehicles_per_hour)?;
-                Ok(Arc::new(NetContext::load(files)?))
-            })
-            .collect::<Result<Vec<_>>>()
+        generated_networks(&bins, out, &EVAL_NETWORKS, sumo_cfg.vehicles_per_hour)?
     } else {
         maps.iter()
             .map(|m| {
@@ -64,8 +54,8 @@ pub fn evaluate(
                 Ok(Arc::new(NetContext::load(files)?))
             })
             .collect::<Result<Vec<_>>>()
-    }
-    .context("cannot prepare the SUMO evaluation networks")?;
+            .context("cannot prepare the SUMO evaluation networks")?
+    };
     let n = cfg.eval.per_family * 5;
     let seeds: Vec<u64> = (0..n as u64).map(|k| split.seed_base() + k).collect();
     let episodes = with_driver(cfg, out, policy, |d| {

@@ -98,3 +98,138 @@ fn evaluate_on_maps_of_real_places_and_refuse_bad_network_names() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// The lines of a metrics file without their timings (which no two runs share).
+fn metrics_without_timings(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let m = v.as_object_mut().unwrap();
+            m.remove("seconds");
+            m.remove("steps_per_second");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn refine_in_sumo_resumes_bit_for_bit_after_ctrl_c_and_is_evaluated_there() {
+    if !sumo_or_skip("refine_in_sumo_resumes_bit_for_bit") {
+        return;
+    }
+    // Another run's built-in SFT planner, small.
+    let sft_run = tmp("sumo", "refine-sft");
+    for stage in ["record", "train-sft"] {
+        let o = bin()
+            .arg(stage)
+            .arg("--out")
+            .arg(&sft_run)
+            .args(["--set", "demos.steps=200", "--set", "sft.epochs=2"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let planner = sft_run.join("sft.safetensors");
+    let settings = [
+        "--set",
+        "train_scenarios.world=\"sumo\"",
+        "--set",
+        "refine.num_envs=4",
+        "--set",
+        "refine.rollout_steps=32",
+        "--set",
+        "refine.iterations=8",
+        "--set",
+        "checkpoint_every=1",
+    ];
+    let refine = |out: &std::path::Path| {
+        let mut c = bin();
+        c.arg("refine")
+            .arg("--out")
+            .arg(out)
+            .arg("--planner")
+            .arg(&planner)
+            .args(settings);
+        c
+    };
+    let (a, b) = (tmp("sumo", "refine-a"), tmp("sumo", "refine-b"));
+    let o = refine(&a).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+
+    // The same refinement stopped with Ctrl-C after two iterations, then rerun.
+    let mut child = refine(&b)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = b.join("metrics.jsonl");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "refinement made no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(130), "{}", b.display());
+    let stopped = std::fs::read_to_string(&metrics).unwrap().lines().count();
+    assert!(stopped < 8, "interrupted before the end");
+    let o = refine(&b).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    // The SUMO worlds were rebuilt by replay: the same policy, bit for bit, and the same
+    // training statistics for every iteration.
+    assert_eq!(
+        std::fs::read(a.join("rl.safetensors")).unwrap(),
+        std::fs::read(b.join("rl.safetensors")).unwrap()
+    );
+    assert_eq!(
+        metrics_without_timings(&a.join("metrics.jsonl")),
+        metrics_without_timings(&metrics)
+    );
+    let lines = metrics_without_timings(&metrics);
+    assert!(
+        lines.iter().any(|l| l["episodes"].as_u64() > Some(0)),
+        "episodes ended in SUMO"
+    );
+
+    // The refined planner drives SUMO's held-out networks.
+    let o = bin()
+        .args(["evaluate", "--world", "sumo", "--policy", "rl", "--out"])
+        .arg(&b)
+        .arg("--planner")
+        .arg(&planner)
+        .args(settings)
+        .args(["--set", "eval.per_family=1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let records: Vec<EpisodeStats> =
+        serde_json::from_str(&std::fs::read_to_string(b.join("eval/sumo_eval_rl.json")).unwrap())
+            .unwrap();
+    assert_eq!(records.len(), 5);
+
+    // Recording stays the built-in world's, with the way round.
+    let o = bin()
+        .arg("record")
+        .arg("--out")
+        .arg(tmp("sumo", "refine-record"))
+        .args(&settings[..2])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("recorded in the built-in world only"),
+        "{}",
+        text(&o)
+    );
+    for d in [sft_run, a, b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{load_tensors_with_bytes, save_tensors_with_bytes, take_tensor};
 use crate::error::{LearnError, Result};
-use crate::scenarios::TrainScenarios;
+use crate::scenarios::{TrainScenarios, TrainWorld};
 
 /// File kind in the checkpoint metadata.
 pub const DATASET_KIND: &str = "demonstrations";
@@ -157,6 +157,14 @@ impl Recording {
             .validate()
             .map_err(|e| LearnError::Config(e.to_string()))?;
         self.scenarios.validate()?;
+        if self.scenarios.world != TrainWorld::Builtin {
+            return Err(LearnError::Config(
+                "demonstrations are recorded in the built-in world only: train the SFT planner \
+                 with train_scenarios.world = \"builtin\" (or bring one with --planner), then \
+                 refine it in SUMO from another --out"
+                    .into(),
+            ));
+        }
         self.demos.validate()
     }
 }

@@ -45,7 +45,7 @@ pub use planner::{FrozenPlanner, PlannerError};
 pub use ppo::{
     explained_variance, LossStats, MinibatchRef, Ppo, PpoConfig, RolloutBatch, UpdateStats,
 };
-pub use scenarios::TrainScenarios;
+pub use scenarios::{TrainScenarios, TrainWorld};
 pub use sft::{
     train_sft, EpochStats, SftArch, SftLoss, SftPlanner, SftReport, SftTrainConfig, SftWorkspace,
 };

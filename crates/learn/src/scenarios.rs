@@ -17,6 +17,20 @@ pub struct TrainScenarios {
     /// Episodes draw their difficulty uniformly from `difficulty` up to this fraction of the way
     /// to `difficulty.harder()`, the hard evaluation split's difficulty (0: always `difficulty`).
     pub difficulty_mix: f32,
+    /// The simulator refinement's worlds run in (recording is the built-in world's only).
+    pub world: TrainWorld,
+}
+
+/// The simulator training worlds run in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainWorld {
+    /// deltaplan's own simulator, drawing `families` over the difficulty range.
+    #[default]
+    Builtin,
+    /// SUMO's traffic on generated training networks (built by the CLI with
+    /// `deltaplan-sumo`); `families` and the difficulty do not apply there.
+    Sumo,
 }
 
 impl Default for TrainScenarios {
@@ -25,6 +39,7 @@ impl Default for TrainScenarios {
             families: Family::ALL.to_vec(),
             difficulty: Difficulty::default(),
             difficulty_mix: 1.0,
+            world: TrainWorld::Builtin,
         }
     }
 }

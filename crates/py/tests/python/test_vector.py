@@ -156,10 +156,16 @@ def test_the_gil_is_released_during_the_batched_step():
     env = deltaplan.DriveVectorEnv(num_envs=4096, num_threads=1)
     env.reset(seed=0)
     plans = expert(env)
-    stepping = _counter_coverage(lambda: env.step(plans), seconds=0.5)
+    # Other jobs on the machine only ever lower the stepping share (they take the counter's
+    # core) and raise the holding one (the counter, descheduled while it holds the GIL just
+    # before a call, stretches that call's window), so each is the best of three.
+    stepping = max(_counter_coverage(lambda: env.step(plans), seconds=0.5) for _ in range(3))
     # The control: a native call that holds the GIL (rendering a large image) lets the
     # counter run (almost) never in the middle of the call, so the measure tells them apart.
-    holding = _counter_coverage(lambda: env.unwrapped._batch.render_rgb(0, 1024, 80.0), seconds=0.3)
+    holding = min(
+        _counter_coverage(lambda: env.unwrapped._batch.render_rgb(0, 1024, 80.0), seconds=0.3)
+        for _ in range(3)
+    )
     assert holding < 0.05, f"the counter ran {holding:.0%} of the time a GIL-holding call ran"
     # Measured about 50% on the 2-core machine; other jobs taking the second core lower it,
     # hence a bar at twice the holding call's.
