@@ -494,7 +494,7 @@ fn an_onnx_planner_is_refined_evaluated_rendered_and_exported_in_place_of_sft() 
     let o = run(&["train-sft"], &out, &with_planner);
     assert!(!o.status.success());
     assert!(
-        text(&o).contains("refines the ONNX planner"),
+        text(&o).contains("refines the given planner"),
         "{}",
         text(&o)
     );
