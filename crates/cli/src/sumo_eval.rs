@@ -16,7 +16,7 @@ use deltaplan_sumo::{NetContext, SumoConfig, SumoEnv, SumoScenarios};
 
 use crate::config::Config;
 use crate::pipeline::with_driver;
-use crate::sumo_world::{generated_networks, EVAL_NETWORKS};
+use crate::sumo_world::{generated_networks, networks_dir, EVAL_NETWORKS};
 
 /// The demand seed of the CARLA towns' trips (held out like the generated networks').
 const MAP_DEMAND_SEED: u64 = 1_000_003;
@@ -40,7 +40,7 @@ pub fn evaluate(
     if split == Split::Hard {
         sumo_cfg.vehicles_per_hour *= 2;
     }
-    let dir = out.join("sumo").join("networks");
+    let dir = networks_dir(out);
     let maps = maps
         .iter()
         .map(|m| Ok(Map::parse(m)?))

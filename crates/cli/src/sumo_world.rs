@@ -24,7 +24,12 @@ pub const TRAIN_NETWORKS: [(NetKind, u64); 4] = [
     (NetKind::Spider, 4),
 ];
 
-/// Generates `networks` (once; existing files are reused) into OUT/sumo/networks and loads
+/// Where a run keeps its SUMO networks (generated or converted): OUT/sumo/networks.
+pub fn networks_dir(out: &Path) -> std::path::PathBuf {
+    out.join("sumo").join("networks")
+}
+
+/// Generates `networks` (once; existing files are reused) into [`networks_dir`] and loads
 /// them.
 pub fn generated_networks(
     bins: &SumoBinaries,
@@ -32,7 +37,7 @@ pub fn generated_networks(
     networks: &[(NetKind, u64)],
     vehicles_per_hour: u32,
 ) -> Result<Vec<Arc<NetContext>>> {
-    let dir = out.join("sumo").join("networks");
+    let dir = networks_dir(out);
     networks
         .iter()
         .map(|&(kind, seed)| {
