@@ -1079,15 +1079,15 @@ struct OpenLoopErrors {
 }
 
 /// Open-loop ADE/FDE of the SFT and refined planners against the expert on the held-out
-/// demonstrations (the SFT validation episodes); undefined (NaN) for an ONNX planner, whose
-/// run records no demonstrations.
+/// demonstrations (the SFT validation episodes); undefined (NaN) for a given planner (an ONNX
+/// file or another run's `sft.safetensors`), whose run records no demonstrations.
 fn open_loop_errors(
     cfg: &Config,
     out: &Path,
     frozen: &Frozen,
     refined: &LoadedPolicy,
 ) -> Result<OpenLoopErrors> {
-    let Frozen::Sft(sft) = frozen else {
+    let (Frozen::Sft(sft), None) = (frozen, &cfg.planner) else {
         let undefined = DisplacementError {
             ade: f64::NAN,
             fde: f64::NAN,

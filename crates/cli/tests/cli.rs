@@ -449,6 +449,27 @@ fn an_onnx_planner_is_refined_evaluated_rendered_and_exported_in_place_of_sft() 
         let o = run(stage, &base, &[]);
         assert!(o.status.success(), "{stage:?}: {}", text(&o));
     }
+    // Another run's sft.safetensors is a given planner too: run refines, evaluates and
+    // reports it without demonstrations of its own.
+    let from_sft = tmp("sft-run");
+    let sft_file = base.join("sft.safetensors");
+    let o = run(
+        &["run"],
+        &from_sft,
+        &[
+            "--planner",
+            sft_file.to_str().unwrap(),
+            "--set",
+            "refine.iterations=2",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(from_sft.join("report.json")).unwrap())
+            .unwrap();
+    assert!(report["splits"]["eval"]["rl"]["driving_score"].is_number());
+    assert!(report["splits"]["eval"]["sft"]["ade"].is_null());
+    std::fs::remove_dir_all(&from_sft).ok();
     let onnx = base.join("export/sft.onnx");
     let planner = onnx.to_str().unwrap();
     // ...is the frozen planner of a run that records and trains nothing.

@@ -553,3 +553,44 @@ fn batched_plans_are_row_independent_bit_for_bit() {
         }
     }
 }
+
+/// As the refinement's frozen planner, a batch larger than one chunk runs in chunks side by
+/// side: the plans and embeddings are the bits of one forward over the whole batch, for one
+/// and for two threads, and a batch of the wrong width is a shape error.
+#[test]
+fn chunked_frozen_plans_equal_one_forward_for_any_thread_count() {
+    use deltaplan_learn::sft::PLAN_CHUNK_ROWS;
+    use deltaplan_learn::{FrozenPlanner, PlannerError};
+    let p = SftPlanner::new(full_arch(), 5).unwrap();
+    let (d, a, zd) = (OBS_DIM, p.action_dim(), p.z_dim());
+    let rows = 2 * PLAN_CHUNK_ROWS + 9; // two whole chunks and a short one
+    let mut rng = deltaplan_stdx::seed::rng(12, 0);
+    let obs: Vec<f32> = (0..rows * d)
+        .map(|_| rng.random_range(-3.0f32..3.0))
+        .collect();
+    let (mut want, mut want_z) = (vec![0.0; rows * a], vec![0.0; rows * zd]);
+    p.forward(&obs, &mut SftWorkspace::new(), &mut want_z, &mut want)
+        .unwrap();
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let (mut got, mut got_z) = (vec![0.0; rows * a], vec![0.0; rows * zd]);
+        let mut ws = SftWorkspace::new();
+        pool.install(|| p.plan_batch(&obs, &mut ws, &mut got, &mut got_z))
+            .unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "plans, {threads} threads");
+        assert_eq!(bits(&got_z), bits(&want_z), "embeddings, {threads} threads");
+    }
+    let err = p
+        .plan_batch(
+            &obs[..rows * d - 1],
+            &mut SftWorkspace::new(),
+            &mut vec![0.0; rows * a],
+            &mut vec![0.0; rows * zd],
+        )
+        .unwrap_err();
+    assert!(matches!(err, PlannerError::Shape(_)), "{err}");
+}

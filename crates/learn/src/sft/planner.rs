@@ -15,6 +15,7 @@ use std::path::Path;
 
 use deltaplan_sim::{SimConfig, OBS_DIM};
 use deltaplan_stdx::seed;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{fix_for_kind, load_tensors, save_tensors, sha256_of, take_tensor};
@@ -32,6 +33,10 @@ pub const OBS_STD_FLOOR: f32 = 1e-3;
 pub const OBS_CLIP: f32 = 10.0;
 /// Floor on the per-axis waypoint scale, metres.
 pub const ACT_SCALE_FLOOR: f32 = 0.05;
+/// Rows per chunk when the frozen planner's batch is split across threads. Fixed, so the
+/// chunking never depends on the thread count; rows are independent of the batch they sit in,
+/// so the plans are the same bits as one forward over the whole batch.
+pub const PLAN_CHUNK_ROWS: usize = 64;
 
 /// Shape of an [`SftPlanner`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,6 +81,9 @@ pub struct SftWorkspace {
     pub(super) dpred: Vec<f32>,
     pub(super) enc: MlpWorkspace,
     pub(super) head: MlpWorkspace,
+    /// One workspace per chunk of [`PLAN_CHUNK_ROWS`] rows when a frozen-planner batch is
+    /// split across threads ([`FrozenPlanner::plan_batch`]).
+    pub(super) chunks: Vec<SftWorkspace>,
 }
 
 impl SftWorkspace {
@@ -426,13 +434,33 @@ impl FrozenPlanner for SftPlanner {
         plans_out: &mut [f32],
         embedding_out: &mut [f32],
     ) -> std::result::Result<(), PlannerError> {
-        self.forward(obs, ws, embedding_out, plans_out)
-            .map_err(|e| match e {
-                LearnError::Shape { .. } | LearnError::NotMultiple { .. } => {
-                    PlannerError::Shape(e.to_string())
-                }
-                other => PlannerError::Failed(other.to_string()),
-            })
+        let as_planner_error = |e: LearnError| match e {
+            LearnError::Shape { .. } | LearnError::NotMultiple { .. } => {
+                PlannerError::Shape(e.to_string())
+            }
+            other => PlannerError::Failed(other.to_string()),
+        };
+        let (d, a, zd) = (self.obs_dim(), self.action_dim(), self.z_dim());
+        let batch = rows_of("sft obs", obs.len(), d).map_err(as_planner_error)?;
+        if batch <= PLAN_CHUNK_ROWS {
+            return self
+                .forward(obs, ws, embedding_out, plans_out)
+                .map_err(as_planner_error);
+        }
+        // The refinement's per-step batch (one row per world) is the rollout's one serial
+        // stretch of matmuls: chunks of rows run side by side.
+        check_len("sft waypoints_out", plans_out.len(), batch * a).map_err(as_planner_error)?;
+        check_len("sft z_out", embedding_out.len(), batch * zd).map_err(as_planner_error)?;
+        let chunks = batch.div_ceil(PLAN_CHUNK_ROWS);
+        if ws.chunks.len() < chunks {
+            ws.chunks.resize_with(chunks, SftWorkspace::default);
+        }
+        obs.par_chunks(PLAN_CHUNK_ROWS * d)
+            .zip(plans_out.par_chunks_mut(PLAN_CHUNK_ROWS * a))
+            .zip(embedding_out.par_chunks_mut(PLAN_CHUNK_ROWS * zd))
+            .zip(ws.chunks.par_iter_mut())
+            .try_for_each(|(((o, p), z), w)| self.forward(o, w, z, p))
+            .map_err(as_planner_error)
     }
 
     fn obs_normalisation(&self) -> (&[f32], &[f32]) {
