@@ -9,13 +9,15 @@
 //! - all parameters of one network live in one flat `Vec<f32>` in PyTorch layout (per layer:
 //!   weight `[out, in]` row-major, then bias `[out]`), gradients in a same-layout buffer, so the
 //!   optimiser, global clipping and checkpoints are loops over one slice;
-//! - matmuls go through single-threaded `matrixmultiply::sgemm` (bit-identical whatever the rayon
-//!   thread count; parallelism comes from running independent networks side by side);
+//! - matmuls go through single-threaded `matrixmultiply::sgemm` calls, large ones in fixed chunks
+//!   of rows side by side (bit-identical whatever the rayon thread count: an element's reduction
+//!   never depends on the rows around it);
 //! - bias add + tanh is one fused pass with a branch-free exp-based tanh the compiler vectorises
 //!   (AVX-512/AVX2 chosen at run time, same bits), and the tanh derivative is computed from the
 //!   stored activations (`1 - a^2`), never recomputed.
 
 use rand::Rng;
+use rayon::prelude::*;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::{check_len, rows_of, LearnError, Result};
@@ -157,9 +159,42 @@ struct GemmShape {
     n: usize,
 }
 
-/// `C[m, n] = A[m, k] B[k, n] + beta * C`, with `C` row-major (`n` columns).
-#[inline]
+/// Products of at least this many multiply-adds run in chunks of rows side by side.
+const GEMM_PAR_MIN_MACS: usize = 1 << 21;
+/// Rows of `C` per chunk. Fixed, so the chunking never depends on the thread count; each
+/// element of `C` is the same reduction over `k` whatever rows are computed beside it, so the
+/// result is the same bits as one call over all rows.
+const GEMM_CHUNK_ROWS: usize = 64;
+
+/// `C[m, n] = A[m, k] B[k, n] + beta * C`, with `C` row-major (`n` columns); large products
+/// in chunks of [`GEMM_CHUNK_ROWS`] rows on rayon's pool (a network's forward over a batch, and
+/// its weight gradient over output units, then use every core).
 fn gemm(shape: GemmShape, a: Strided<'_>, b: Strided<'_>, beta: f32, c: &mut [f32]) {
+    let GemmShape { m, k, n } = shape;
+    if m < 2 * GEMM_CHUNK_ROWS || m * k * n < GEMM_PAR_MIN_MACS {
+        return gemm_serial(shape, a, b, beta, c);
+    }
+    c[..m * n]
+        .par_chunks_mut(GEMM_CHUNK_ROWS * n)
+        .enumerate()
+        .for_each(|(j, rows)| {
+            let first = j * GEMM_CHUNK_ROWS;
+            let a_rows = Strided {
+                data: &a.data[first * a.row_stride..],
+                ..a
+            };
+            let shape = GemmShape {
+                m: rows.len() / n,
+                k,
+                n,
+            };
+            gemm_serial(shape, a_rows, b, beta, rows);
+        });
+}
+
+/// [`gemm`] in one single-threaded `sgemm` call.
+#[inline]
+fn gemm_serial(shape: GemmShape, a: Strided<'_>, b: Strided<'_>, beta: f32, c: &mut [f32]) {
     let GemmShape { m, k, n } = shape;
     if m == 0 || n == 0 {
         return;
@@ -619,6 +654,42 @@ mod tests {
                     assert!(
                         (dot - want).abs() < 1e-6,
                         "{rows}x{cols} ({a},{b}) dot={dot}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Large products run in chunks of rows on rayon's pool and give the bits of one serial
+    /// call, for row-major and transposed `A` (the forward and the weight gradient), with and
+    /// without accumulation into `C`, on one and on two threads.
+    #[test]
+    fn chunked_products_are_the_serial_products_bit_for_bit() {
+        use rand::RngExt;
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(7);
+        for (m, k, n) in [(300, 142, 256), (256, 290, 128), (129, 2048, 64)] {
+            assert!(m * k * n >= GEMM_PAR_MIN_MACS && m >= 2 * GEMM_CHUNK_ROWS);
+            let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let c0: Vec<f32> = (0..m * n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let shape = GemmShape { m, k, n };
+            for (a_op, beta) in [
+                (Strided::row_major(&a, k), 0.0),
+                (Strided::transposed(&a, m), 1.0),
+            ] {
+                let b_op = Strided::row_major(&b, n);
+                let mut want = c0.clone();
+                gemm_serial(shape, a_op, b_op, beta, &mut want);
+                for threads in [1, 2] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let mut got = c0.clone();
+                    pool.install(|| gemm(shape, a_op, b_op, beta, &mut got));
+                    assert!(
+                        got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{m}x{k}x{n}, beta {beta}, {threads} threads"
                     );
                 }
             }
