@@ -171,6 +171,7 @@ fn workload(d: usize, hidden: &[usize], a: usize) {
             .map(|(v, n)| v + n)
             .collect(),
         values,
+        expert: Vec::new(),
     };
 
     let mut ppo = Ppo::new(

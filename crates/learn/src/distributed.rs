@@ -155,7 +155,7 @@ impl<'a, P: FrozenPlanner> RolloutWorker<'a, P> {
         // The weights are overwritten by every request; the seed only shapes them.
         let ac = ActorCritic::new(&actor_critic_config(&cfg, planner), &mut seed::rng(0, 0))?;
         Ok(RolloutWorker {
-            collector: Collector::new(planner, env, first),
+            collector: Collector::new(planner, env, first).record_expert(cfg.ppo.expert_coef > 0.0),
             ac,
             cfg,
             seed,
@@ -248,7 +248,8 @@ pub fn encode_env(snap: &EnvSnapshot, running_return: &[f32]) -> Result<Vec<u8>>
 const REQUEST_KIND: &str = "rollout_request";
 const PART_KIND: &str = "rollout_part";
 const ENV_KIND: &str = "rollout_env";
-const MESSAGE_VERSION: u32 = 1;
+/// Version 2: a rollout part carries the expert's corrections (empty when not recorded).
+const MESSAGE_VERSION: u32 = 2;
 
 /// What a request says besides the weights.
 #[derive(Serialize, Deserialize)]
@@ -309,6 +310,7 @@ fn encode_part(p: &RolloutPart, iteration: usize) -> Result<Vec<u8>> {
         ("values".into(), vec![t, k], &p.values),
         ("rewards".into(), vec![t, k], &p.rewards),
         ("next_values".into(), vec![t, k], &p.next_values),
+        ("expert".into(), vec![t, k, width(&p.expert)], &p.expert),
     ];
     let flags = |v: &[bool]| v.iter().map(|&b| u8::from(b)).collect::<Vec<u8>>();
     let (terminated, truncated) = (flags(&p.terminated), flags(&p.truncated));
@@ -377,6 +379,8 @@ fn decode_part(bytes: &[u8], l: &Learner) -> Result<RolloutPart> {
     let values = take("values", &[t, k])?;
     let rewards = take("rewards", &[t, k])?;
     let next_values = take("next_values", &[t, k])?;
+    let expert_width = if l.cfg.ppo.expert_coef > 0.0 { a } else { 0 };
+    let expert = take("expert", &[t, k, expert_width])?;
     let mut flag = |name: &str| -> Result<Vec<bool>> {
         let v: Vec<u8> = take_tensor(&mut flags, path, PART_KIND, name, &[t, k])?;
         Ok(v.into_iter().map(|b| b != 0).collect())
@@ -400,6 +404,7 @@ fn decode_part(bytes: &[u8], l: &Learner) -> Result<RolloutPart> {
         next_values,
         terminated,
         truncated,
+        expert,
         ended: info
             .ended
             .into_iter()

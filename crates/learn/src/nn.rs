@@ -17,8 +17,8 @@
 //!   stored activations (`1 - a^2`), never recomputed.
 
 use rand::Rng;
-use rayon::prelude::*;
 use rand_distr::{Distribution, StandardNormal};
+use rayon::prelude::*;
 
 use crate::error::{check_len, rows_of, LearnError, Result};
 use crate::simd::multiversion;
@@ -688,7 +688,9 @@ mod tests {
                     let mut got = c0.clone();
                     pool.install(|| gemm(shape, a_op, b_op, beta, &mut got));
                     assert!(
-                        got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        got.iter()
+                            .zip(&want)
+                            .all(|(x, y)| x.to_bits() == y.to_bits()),
                         "{m}x{k}x{n}, beta {beta}, {threads} threads"
                     );
                 }

@@ -8,7 +8,11 @@
 //! - `v_loss = 0.5 mean((V - R)^2)`, or with `clip_vloss`
 //!   `0.5 mean(max((V - R)^2, (V_old + clip(V - V_old, -eps, eps) - R)^2))`;
 //! - `entropy` = mean Gaussian entropy of `u`; `kl_sft` = mean KL(pi || pi_sft) (see [`crate::dist`]);
-//! - `loss = pg_loss - ent_coef * entropy + vf_coef * v_loss + beta * kl_sft`.
+//! - `expert_loss = mean((tanh(mu) - c)^2)` over the batch and the action's coordinates, `c`
+//!   the privileged expert's correction to the frozen plan in units of `max_delta`, clipped to
+//!   [-1, 1] (recorded in the rollout; see [`PpoConfig::expert_coef`]);
+//! - `loss = pg_loss - ent_coef * entropy + vf_coef * v_loss + beta * kl_sft
+//!   + expert_coef * expert_loss`.
 //!
 //! Gradients follow PyTorch's autograd conventions exactly, including ties: `max(a, b)` sends
 //! half the gradient to each side when `a == b`, and `clamp` passes the gradient on its closed
@@ -24,6 +28,9 @@
 //! - **target KL, SB3 style**: a minibatch whose approx_kl exceeds `1.5 * target_kl` ends the
 //!   update before its gradient step (CleanRL checks after each epoch);
 //! - **critic warm-up**: for the first `critic_warmup_iters` updates only the critic is stepped;
+//! - **expert guidance** (off in CleanRL's setting): where the simulator has a privileged
+//!   expert, the actor's mean correction is also pulled towards the expert's correction on the
+//!   states the policy visits (DAgger's labels, as an auxiliary loss beside PPO's);
 //! - **truncation-aware GAE** ([`crate::gae()`]): a truncated episode bootstraps from
 //!   `V(final observation)`, a terminated one from 0;
 //! - **reward scale**: rewards are multiplied by `refine.reward_scale` before GAE
@@ -273,6 +280,10 @@ pub struct PpoConfig {
     pub adam_eps: f64,
     /// Critic warm-up: for the first K updates only the critic is stepped.
     pub critic_warmup_iters: usize,
+    /// Coefficient of the expert-guidance loss: the squared distance between the actor's mean
+    /// correction `tanh(mu)` and the privileged expert's correction on the visited states
+    /// (DAgger-style labels, which the rollout records when this is not 0). 0: pure PPO.
+    pub expert_coef: f32,
 }
 
 impl Default for PpoConfig {
@@ -311,6 +322,7 @@ impl PpoConfig {
             weight_decay: 0.0,
             adam_eps: 1e-5,
             critic_warmup_iters: 0,
+            expert_coef: 0.0,
         }
     }
 
@@ -353,7 +365,7 @@ impl PpoConfig {
         if self.num_minibatches == 0 {
             return bad("num_minibatches must be at least 1".into());
         }
-        let floats: [(&str, f64, f64, f64); 7] = [
+        let floats: [(&str, f64, f64, f64); 8] = [
             ("learning_rate", self.learning_rate, 0.0, 1.0),
             ("ent_coef", f64::from(self.ent_coef), -10.0, 10.0),
             ("vf_coef", f64::from(self.vf_coef), 0.0, 100.0),
@@ -361,6 +373,7 @@ impl PpoConfig {
             ("kl_sft_coef", f64::from(self.kl_sft_coef), 0.0, 1e6),
             ("weight_decay", self.weight_decay, 0.0, 0.999_999),
             ("adam_eps", self.adam_eps, 1e-20, 1.0),
+            ("expert_coef", f64::from(self.expert_coef), 0.0, 1e6),
         ];
         for (field, value, lo, hi) in floats {
             if !finite_in(value, lo, hi) {
@@ -402,6 +415,9 @@ pub struct MinibatchRef<'a> {
     pub returns: &'a [f32],
     /// Values at rollout time (for value clipping).
     pub old_values: &'a [f32],
+    /// The expert's correction per action coordinate in units of `max_delta`, clipped to
+    /// [-1, 1], `[B, A]`; empty when the rollout recorded none (expert guidance off).
+    pub expert: &'a [f32],
 }
 
 impl MinibatchRef<'_> {
@@ -413,6 +429,9 @@ impl MinibatchRef<'_> {
         check_len("advantages", self.advantages.len(), b)?;
         check_len("returns", self.returns.len(), b)?;
         check_len("old_values", self.old_values.len(), b)?;
+        if !self.expert.is_empty() {
+            check_len("expert", self.expert.len(), b * act_dim)?;
+        }
         Ok(b)
     }
 }
@@ -432,6 +451,9 @@ pub struct RolloutBatch {
     pub returns: Vec<f32>,
     /// `[N]` values at rollout time.
     pub values: Vec<f32>,
+    /// `[N, A]` the expert's corrections ([`MinibatchRef::expert`]); empty when not recorded.
+    #[serde(default)]
+    pub expert: Vec<f32>,
 }
 
 impl RolloutBatch {
@@ -444,6 +466,7 @@ impl RolloutBatch {
             advantages: &self.advantages,
             returns: &self.returns,
             old_values: &self.values,
+            expert: &self.expert,
         }
     }
 
@@ -456,6 +479,11 @@ impl RolloutBatch {
             advantages: &self.advantages[..n],
             returns: &self.returns[..n],
             old_values: &self.values[..n],
+            expert: if self.expert.is_empty() {
+                &[]
+            } else {
+                &self.expert[..n * a]
+            },
         }
     }
 }
@@ -479,11 +507,15 @@ pub struct LossStats {
     pub old_approx_kl: f32,
     /// Fraction of samples with `|r - 1| > clip_coef`.
     pub clip_frac: f32,
+    /// Mean squared distance between the actor's mean correction and the expert's, in units
+    /// of `max_delta` (0 when the rollout recorded no expert corrections).
+    #[serde(default)]
+    pub expert_loss: f32,
 }
 
 impl LossStats {
     /// Names of the terms of [`LossStats::as_array`], in its order.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 9] = [
         "loss",
         "pg_loss",
         "v_loss",
@@ -492,11 +524,12 @@ impl LossStats {
         "approx_kl",
         "old_approx_kl",
         "clip_frac",
+        "expert_loss",
     ];
 
     /// The terms in declaration order: loss, pg_loss, v_loss, entropy, kl_sft, approx_kl,
-    /// old_approx_kl, clip_frac (for averaging and comparisons).
-    pub fn as_array(&self) -> [f32; 8] {
+    /// old_approx_kl, clip_frac, expert_loss (for averaging and comparisons).
+    pub fn as_array(&self) -> [f32; 9] {
         [
             self.loss,
             self.pg_loss,
@@ -506,6 +539,7 @@ impl LossStats {
             self.approx_kl,
             self.old_approx_kl,
             self.clip_frac,
+            self.expert_loss,
         ]
     }
 }
@@ -522,6 +556,7 @@ struct LossSums {
     approx_kl: f64,
     old_approx_kl: f64,
     clip_frac: f64,
+    expert_loss: f64,
     grad_norm: f64,
     steps: usize,
 }
@@ -536,6 +571,7 @@ impl std::ops::AddAssign<(&LossStats, f32)> for LossSums {
         self.approx_kl += f64::from(s.approx_kl);
         self.old_approx_kl += f64::from(s.old_approx_kl);
         self.clip_frac += f64::from(s.clip_frac);
+        self.expert_loss += f64::from(s.expert_loss);
         self.grad_norm += f64::from(grad_norm);
         self.steps += 1;
     }
@@ -560,6 +596,7 @@ impl LossSums {
             approx_kl: mean(self.approx_kl),
             old_approx_kl: mean(self.old_approx_kl),
             clip_frac: mean(self.clip_frac),
+            expert_loss: mean(self.expert_loss),
         };
         (losses, mean(self.grad_norm))
     }
@@ -738,6 +775,24 @@ fn loss_and_grads(
         dist::kl_to_reference_backward(mu, log_std, ref_log_std, dkl, dmu, log_std_grad)?;
     }
 
+    // Expert guidance: (tanh(mu) - c)^2 averaged over batch and coordinates;
+    // d/dmu = 2 (tanh(mu) - c) (1 - tanh(mu)^2) / (B A).
+    let mut expert_sum = 0.0f64;
+    if !mb.expert.is_empty() {
+        let scale = cfg.expert_coef * 2.0 * inv_b / a as f32;
+        for ((g, &m), &c) in dmu.iter_mut().zip(mu).zip(mb.expert) {
+            let t = m.tanh();
+            let e = t - c;
+            expert_sum += f64::from(e * e);
+            *g += scale * e * (1.0 - t * t);
+        }
+    } else if cfg.expert_coef != 0.0 {
+        return Err(LearnError::Config(
+            "ppo.expert_coef is on but the rollout recorded no expert corrections".into(),
+        ));
+    }
+    let expert_loss = (expert_sum / (b * a) as f64) as f32;
+
     // Value loss (optionally clipped) and dL/dV.
     let mut v_sum = 0.0f64;
     let scale = cfg.vf_coef * 0.5 * inv_b;
@@ -785,7 +840,10 @@ fn loss_and_grads(
     rc?;
 
     Ok(LossStats {
-        loss: pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss + beta * kl_sft,
+        loss: pg_loss - cfg.ent_coef * entropy
+            + cfg.vf_coef * v_loss
+            + beta * kl_sft
+            + cfg.expert_coef * expert_loss,
         pg_loss,
         v_loss,
         entropy,
@@ -793,6 +851,7 @@ fn loss_and_grads(
         approx_kl: (kl_k3 / b as f64) as f32,
         old_approx_kl: (kl_old / b as f64) as f32,
         clip_frac: clipped as f32 * inv_b,
+        expert_loss,
     })
 }
 
@@ -843,9 +902,17 @@ impl MinibatchBuf {
         ] {
             grow(v, b);
         }
+        let with_expert = !r.expert.is_empty();
+        rows.expert.clear(); // keeps its capacity: no allocation in steady state
+        if with_expert {
+            grow(&mut rows.expert, b * a);
+        }
         for (row, &k) in idx.iter().enumerate() {
             rows.obs[row * d..(row + 1) * d].copy_from_slice(&r.obs[k * d..(k + 1) * d]);
             rows.u[row * a..(row + 1) * a].copy_from_slice(&r.u[k * a..(k + 1) * a]);
+            if with_expert {
+                rows.expert[row * a..(row + 1) * a].copy_from_slice(&r.expert[k * a..(k + 1) * a]);
+            }
             rows.logp[row] = r.logp[k];
             rows.advantages[row] = r.advantages[k];
             rows.returns[row] = r.returns[k];

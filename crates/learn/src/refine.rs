@@ -5,12 +5,15 @@
 //!    planner, or any [`FrozenPlanner`]) maps each observation to an embedding `z` (if it has
 //!    one) and waypoints `W_sft` (computed once per step and stored); the policy input
 //!    `x = [z, W_sft / scale, normalised obs]` feeds the actor-critic, which samples the
-//!    pre-squash action `u`; the world executes `W_sft + ramp * max_delta * tanh(u)`.
+//!    pre-squash action `u`; the world executes `W_sft + ramp * max_delta * tanh(u)`. With
+//!    expert guidance on (`ppo.expert_coef`), the privileged expert's plan `W_exp` of the same
+//!    state is recorded as the target correction `clamp((W_exp - W_sft) / (ramp * max_delta),
+//!    -1, 1)` (DAgger's labels: the states the policy visits, the expert's answers).
 //! 2. Bootstrap values: `V(x')` of the next observation, or of the final observation of an
 //!    episode that was truncated (route finished, time limit); none after a termination.
 //! 3. GAE(gamma, lambda) over the `[T, N]` rollout ([`crate::gae()`]).
 //! 4. PPO update ([`crate::ppo::Ppo::update`]): clipped surrogate, value loss, entropy, KL to the
-//!    SFT policy with adaptive beta, critic warm-up, target-KL early stop.
+//!    SFT policy with adaptive beta, expert guidance, critic warm-up, target-KL early stop.
 //!
 //! Everything is a pure function of the seed: the environment's scenarios, and the action noise
 //! and minibatch shuffles (drawn by the learner from an RNG seeded by seed and iteration number,
@@ -24,7 +27,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use deltaplan_sim::env::{ResumableEnv, VecEnv};
+use deltaplan_sim::env::{ExpertEnv, ResumableEnv, VecEnv};
 use deltaplan_sim::{BatchEnv, EnvSnapshot, SimConfig};
 use deltaplan_stdx::seed;
 use rand_pcg::Pcg64;
@@ -456,6 +459,9 @@ pub struct IterationStats {
     pub kl_sft: f32,
     pub kl_sft_coef: f32,
     pub clip_frac: f32,
+    /// Mean expert-guidance loss of the update, when `ppo.expert_coef` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expert_loss: Option<f32>,
     pub explained_variance: f32,
     pub learning_rate: f64,
     /// Mean |executed correction| per coordinate, metres.
@@ -480,7 +486,7 @@ pub struct IterationStats {
 /// Generic over the frozen planner `P` and the environment `E` (the two seams): the built-in
 /// SFT planner in the built-in simulator by default; another simulator enters through
 /// [`Refiner::with_env`].
-pub struct Refiner<'a, P: FrozenPlanner = SftPlanner, E: ResumableEnv = BatchEnv> {
+pub struct Refiner<'a, P: FrozenPlanner = SftPlanner, E: ResumableEnv + ExpertEnv = BatchEnv> {
     /// Settings, PPO state and counters.
     pub learner: Learner,
     collector: Collector<'a, P, E>,
@@ -511,7 +517,7 @@ impl<'a, P: FrozenPlanner> Refiner<'a, P> {
     }
 }
 
-impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
+impl<'a, P: FrozenPlanner, E: ResumableEnv + ExpertEnv> Refiner<'a, P, E> {
     /// A fresh refinement of `planner` in `env`, a batch of `cfg.num_envs` training worlds that
     /// reset themselves (the environment seam). `sim` and `scenarios` describe the worlds; they
     /// are stored in checkpoints.
@@ -541,7 +547,8 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv> Refiner<'a, P, E> {
                 LearnError::Checkpoint(format!("the training worlds' snapshot: {e}"))
             })?;
         }
-        let mut collector = Collector::new(planner, env, 0);
+        let mut collector =
+            Collector::new(planner, env, 0).record_expert(learner.cfg.ppo.expert_coef > 0.0);
         if let Some((_, running_return)) = state {
             collector.set_running_return(running_return)?;
         }
@@ -613,7 +620,7 @@ pub trait Refinement {
     fn save(&mut self, path: &Path) -> Result<()>;
 }
 
-impl<P: FrozenPlanner, E: ResumableEnv> Refinement for Refiner<'_, P, E> {
+impl<P: FrozenPlanner, E: ResumableEnv + ExpertEnv> Refinement for Refiner<'_, P, E> {
     fn learner(&self) -> &Learner {
         &self.learner
     }
@@ -841,6 +848,7 @@ impl Learner {
         std::mem::swap(&mut roll.u, &mut part.u);
         std::mem::swap(&mut roll.logp, &mut part.logp);
         std::mem::swap(&mut roll.values, &mut part.values);
+        std::mem::swap(&mut roll.expert, &mut part.expert);
         roll.advantages.resize(total, 0.0);
         roll.returns.resize(total, 0.0);
 
@@ -868,6 +876,7 @@ impl Learner {
         std::mem::swap(&mut roll.u, &mut part.u);
         std::mem::swap(&mut roll.logp, &mut part.logp);
         std::mem::swap(&mut roll.values, &mut part.values);
+        std::mem::swap(&mut roll.expert, &mut part.expert);
         let up = up?;
         clock.lap(|s| &mut s.update);
         let ramp = self.ramp();
@@ -898,6 +907,7 @@ impl Learner {
             kl_sft: l.kl_sft,
             kl_sft_coef: up.kl_sft_coef,
             clip_frac: l.clip_frac,
+            expert_loss: (self.cfg.ppo.expert_coef > 0.0).then_some(l.expert_loss),
             explained_variance: up.explained_variance,
             learning_rate: up.learning_rate,
             residual_magnitude: (residual_sum / (total * self.ppo.ac.act_dim()) as f64) as f32,

@@ -9,7 +9,7 @@
 //! rollout one process collects from all the worlds, bit for bit.
 
 use deltaplan_sim::batch::StepBuffers;
-use deltaplan_sim::env::{ResumableEnv, VecEnv};
+use deltaplan_sim::env::{ExpertEnv, ResumableEnv, VecEnv};
 use deltaplan_sim::EnvSnapshot;
 
 use crate::actor_critic::{ActOutput, ActWorkspace, ActorCritic};
@@ -39,6 +39,11 @@ pub struct RolloutPart {
     pub next_values: Vec<f32>,
     pub terminated: Vec<bool>,
     pub truncated: Vec<bool>,
+    /// `[T, k, A]` the privileged expert's correction to the frozen plan at each step, per
+    /// coordinate in units of `ramp * max_delta`, clipped to [-1, 1]: the target of PPO's
+    /// expert-guidance loss. Empty unless the collector records it
+    /// ([`Collector::record_expert`]).
+    pub expert: Vec<f32>,
     /// Episodes that ended, in (step, world) order.
     pub ended: Vec<EndedEpisode>,
     /// Per world: the sum of |executed correction| over the part's steps and coordinates.
@@ -98,9 +103,11 @@ impl RolloutPart {
                 let k = p.worlds;
                 let rows = t * k..(t + 1) * k;
                 let width = |v: &[f32]| v.len() / (t_len * k).max(1);
-                let (d, a) = (width(&p.x), width(&p.u));
+                let (d, a, e) = (width(&p.x), width(&p.u), width(&p.expert));
                 all.x.extend_from_slice(&p.x[rows.start * d..rows.end * d]);
                 all.u.extend_from_slice(&p.u[rows.start * a..rows.end * a]);
+                all.expert
+                    .extend_from_slice(&p.expert[rows.start * e..rows.end * e]);
                 all.logp.extend_from_slice(&p.logp[rows.clone()]);
                 all.values.extend_from_slice(&p.values[rows.clone()]);
                 all.rewards.extend_from_slice(&p.rewards[rows.clone()]);
@@ -123,9 +130,12 @@ impl RolloutPart {
 
 /// Drives `env`'s worlds (global indices from `first_world`) with a frozen planner plus the
 /// residual policy, and records what the learner needs.
-pub struct Collector<'a, P: FrozenPlanner, E: VecEnv> {
+pub struct Collector<'a, P: FrozenPlanner, E: ExpertEnv> {
     planner: &'a P,
     env: E,
+    /// Whether each step records the expert's correction ([`RolloutPart::expert`]).
+    record_expert: bool,
+    expert_plan: Vec<f32>,
     first_world: usize,
     /// Current observations `[k, obs_dim]`.
     obs: Vec<f32>,
@@ -141,12 +151,14 @@ pub struct Collector<'a, P: FrozenPlanner, E: VecEnv> {
     final_bufs: Buffers,
 }
 
-impl<'a, P: FrozenPlanner, E: VecEnv> Collector<'a, P, E> {
+impl<'a, P: FrozenPlanner, E: ExpertEnv> Collector<'a, P, E> {
     /// A collector over `env`, whose world 0 is world `first_world` of the whole batch.
     pub fn new(planner: &'a P, env: E, first_world: usize) -> Self {
         let (k, od) = (env.num_envs(), env.obs_dim());
         let mut c = Collector {
             planner,
+            record_expert: false,
+            expert_plan: Vec::new(),
             first_world,
             obs: vec![0.0; k * od],
             running_return: vec![0.0; k],
@@ -162,6 +174,13 @@ impl<'a, P: FrozenPlanner, E: VecEnv> Collector<'a, P, E> {
         };
         c.env.observe(&mut c.obs);
         c
+    }
+
+    /// Records the privileged expert's correction at every step (for PPO's expert-guidance
+    /// loss, `ppo.expert_coef`): one more expert plan per world and step.
+    pub fn record_expert(mut self, on: bool) -> Self {
+        self.record_expert = on;
+        self
     }
 
     /// The environment (e.g. to snapshot it).
@@ -230,6 +249,10 @@ impl<'a, P: FrozenPlanner, E: VecEnv> Collector<'a, P, E> {
         }
         part.terminated.resize(total, false);
         part.truncated.resize(total, false);
+        part.expert
+            .resize(if self.record_expert { total * a } else { 0 }, 0.0);
+        self.expert_plan
+            .resize(if self.record_expert { k * a } else { 0 }, 0.0);
         part.ended.clear();
         part.residual_sum.clear();
         part.residual_sum.resize(k, 0.0);
@@ -249,6 +272,19 @@ impl<'a, P: FrozenPlanner, E: VecEnv> Collector<'a, P, E> {
             let bf = &mut self.bufs;
             part.x[rows.start * d..rows.end * d].copy_from_slice(&bf.x);
             clock.lap(|s| &mut s.planner_forward);
+            if self.record_expert {
+                self.env.expert_actions(&mut self.expert_plan);
+                let targets = &mut part.expert[rows.start * a..rows.end * a];
+                for (j, ((c, &e), &w)) in targets
+                    .iter_mut()
+                    .zip(&self.expert_plan)
+                    .zip(&bf.wp)
+                    .enumerate()
+                {
+                    *c = ((e - w) / (ramp * ac.max_delta[j % a])).clamp(-1.0, 1.0);
+                }
+                clock.lap(|s| &mut s.env);
+            }
             ac.sample_with_noise(
                 &bf.x,
                 &noise[rows.start * a..rows.end * a],
@@ -384,7 +420,7 @@ fn check_step(env: &impl VecEnv, step: &StepBuffers, at: impl Fn() -> String) ->
     Ok(())
 }
 
-impl<P: FrozenPlanner, E: ResumableEnv> Collector<'_, P, E> {
+impl<P: FrozenPlanner, E: ResumableEnv + ExpertEnv> Collector<'_, P, E> {
     /// Rebuilds the worlds from a snapshot of them (see [`ResumableEnv`]).
     pub fn restore(&mut self, snap: &EnvSnapshot) -> Result<()> {
         self.env

@@ -86,6 +86,7 @@ fn steady_state_minibatch_update_and_inference_do_not_allocate() {
             advantages: (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
             returns: bufs[3].iter().map(|v| v + 0.5).collect(),
             values: bufs[3].clone(),
+            expert: Vec::new(),
         };
         let mut ppo = Ppo::new(PpoConfig::cleanrl(), ac, 100).unwrap();
         let mb = rollout.as_minibatch();

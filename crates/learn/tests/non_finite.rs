@@ -9,7 +9,7 @@ use deltaplan_learn::refine::{load_policy, RefineConfig, Refiner};
 use deltaplan_learn::scenarios::TrainScenarios;
 use deltaplan_learn::{FrozenPlanner, LearnError, PlannerError};
 use deltaplan_sim::batch::StepBuffers;
-use deltaplan_sim::env::{ResumableEnv, VecEnv};
+use deltaplan_sim::env::{ExpertEnv, ResumableEnv, VecEnv};
 use deltaplan_sim::{BatchEnv, EnvSnapshot, EpisodeStats, SimConfig, SnapshotError, OBS_DIM};
 
 /// Straight-ahead plans at a constant speed; from its `nan_from`-th call on, world 2's plan
@@ -116,6 +116,15 @@ impl VecEnv for Broken {
     }
     fn world_label(&self, i: usize) -> String {
         self.inner.world_label(i)
+    }
+}
+
+impl ExpertEnv for Broken {
+    fn expert_actions(&self, plans: &mut [f32]) {
+        ExpertEnv::expert_actions(&self.inner, plans)
+    }
+    fn scenario(&self, i: usize) -> deltaplan_sim::ScenarioSpec {
+        ExpertEnv::scenario(&self.inner, i)
     }
 }
 

@@ -72,6 +72,7 @@ fn loss_terms_and_output_gradients_by_hand() {
         advantages: &adv,
         returns: &returns,
         old_values: &old_values,
+        expert: &[],
     };
     let s = ppo.minibatch_loss_and_grads(mb, beta as f32).unwrap();
 
@@ -191,6 +192,7 @@ fn random_setup(seed: u64, b: usize) -> (ActorCritic, RolloutBatch) {
             .iter()
             .map(|v| (*v + r.random_range(-0.4f64..0.4)) as f32)
             .collect(),
+        expert: Vec::new(),
     };
     (ac, rollout)
 }
@@ -201,13 +203,30 @@ fn random_setup(seed: u64, b: usize) -> (ActorCritic, RolloutBatch) {
 /// are rejected up front so the finite differences are valid.
 #[test]
 fn full_loss_gradients_match_finite_differences() {
-    for (seed, clip_vloss, norm_adv) in [(1u64, true, true), (2, false, false), (3, true, false)] {
+    for (seed, clip_vloss, norm_adv, expert_coef) in [
+        (1u64, true, true, 0.0),
+        (2, false, false, 0.0),
+        (3, true, false, 0.0),
+        (4, true, true, 0.7),
+    ] {
         let b = 8;
-        let (ac, ro) = random_setup(seed, b);
+        let (ac, mut ro) = random_setup(seed, b);
+        if expert_coef > 0.0 {
+            // Expert corrections in [-1, 1], some at the bounds.
+            let mut r = rng(seed + 100);
+            ro.expert = (0..b * 2)
+                .map(|k| match k % 5 {
+                    0 => 1.0,
+                    1 => -1.0,
+                    _ => r.random_range(-0.9f32..0.9),
+                })
+                .collect();
+        }
         let cfg = PpoConfig {
             clip_vloss,
             norm_adv,
             ent_coef: 0.02,
+            expert_coef,
             ..PpoConfig::cleanrl()
         };
         let beta = 0.3f32;
@@ -218,6 +237,7 @@ fn full_loss_gradients_match_finite_differences() {
             beta: f64::from(beta),
             clip_vloss,
             norm_adv,
+            expert_coef: f64::from(expert_coef),
         };
         let mb64 = RefBatch {
             obs: to_f64(&ro.obs),
@@ -226,6 +246,7 @@ fn full_loss_gradients_match_finite_differences() {
             adv: to_f64(&ro.advantages),
             ret: to_f64(&ro.returns),
             old_v: to_f64(&ro.values),
+            expert: to_f64(&ro.expert),
         };
         let (asz, csz) = (ac.actor.sizes().to_vec(), ac.critic.sizes().to_vec());
         let (ap, ls, cp, rls) = (
@@ -371,6 +392,7 @@ fn bandit_rollout(ac: &ActorCritic, n: usize, seed: u64) -> (RolloutBatch, f32) 
             advantages,
             returns: rewards,
             values,
+            expert: Vec::new(),
         },
         mean,
     )
@@ -492,6 +514,7 @@ fn bandit_rollout_small(ac: &ActorCritic) -> (RolloutBatch, f32) {
             advantages,
             returns,
             values,
+            expert: Vec::new(),
         },
         0.0,
     )
@@ -585,6 +608,7 @@ fn shape_and_config_errors() {
         advantages: ro.advantages[..6].to_vec(),
         returns: ro.returns[..6].to_vec(),
         values: ro.values[..6].to_vec(),
+        expert: Vec::new(),
     };
     assert!(matches!(
         ppo.update(&tiny, &mut rng(0)),

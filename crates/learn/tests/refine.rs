@@ -800,3 +800,139 @@ fn the_validation_suite_is_held_out_and_spans_the_training_difficulties() {
     let last = &suite[9].difficulty;
     assert!(first.traffic_density < last.traffic_density || easiest == hardest);
 }
+
+/// With expert guidance on, every rollout step records the privileged expert's correction to
+/// the frozen plan, `clamp((expert - sft) / (ramp * max_delta), -1, 1)`: a twin of the worlds,
+/// driven with the plans the rollout executed (frozen plan + the correction its stored actions
+/// imply), gives the same expert plans, step by step, across episode ends. Off, nothing is
+/// recorded.
+#[test]
+fn the_rollout_records_the_experts_correction_at_every_step() {
+    use deltaplan_learn::refine::{planner_env, Learner};
+    use deltaplan_learn::rollout::{Collector, RolloutPart};
+    use deltaplan_sim::batch::StepBuffers;
+    let sft = small_sft(vec![Family::CutIn, Family::HardBrake], 60, 1);
+    let (sim, seed, scenarios) = (SimConfig::default(), 6, TrainScenarios::default());
+    let mut cfg = RefineConfig {
+        num_envs: 4,
+        rollout_steps: 300,
+        ..tiny_refine()
+    };
+    cfg.ppo.expert_coef = 1.0;
+    let (n, t_len, a) = (cfg.num_envs, cfg.rollout_steps, sft.action_dim());
+    let mut learner = Learner::new(cfg.clone(), sim, scenarios.clone(), &sft, seed).unwrap();
+    let env = planner_env(&scenarios, sim, 0..n, seed, &sft).unwrap();
+    let mut c = Collector::new(&sft, env, 0).record_expert(true);
+    learner.draw_noise();
+    let mut part = RolloutPart::default();
+    let l = &learner;
+    let ramp = l.ramp();
+    c.collect(&l.ppo.ac, l.noise(), 0, t_len, ramp, 1.0, &mut part)
+        .unwrap();
+    assert_eq!(part.expert.len(), t_len * n * a);
+    let max_delta = &l.ppo.ac.max_delta;
+    let mut twin = planner_env(&scenarios, sim, 0..n, seed, &sft).unwrap();
+    let mut buf = StepBuffers::for_env(&twin);
+    let mut obs = vec![0.0; n * OBS_DIM];
+    let (mut expert, mut plan) = (vec![0.0; n * a], vec![0.0; n * a]);
+    let (mut ends, mut clipped) = (0, 0);
+    for t in 0..t_len {
+        twin.observe(&mut obs);
+        twin.expert_actions(&mut expert);
+        let sft_plan = sft_plans(&sft, &obs);
+        let rows = t * n * a..(t + 1) * n * a;
+        for (k, (&c, (&e, &w))) in part.expert[rows.clone()]
+            .iter()
+            .zip(expert.iter().zip(&sft_plan))
+            .enumerate()
+        {
+            let want = ((e - w) / (ramp * max_delta[k % a])).clamp(-1.0, 1.0);
+            assert_eq!(c.to_bits(), want.to_bits(), "step {t}, float {k}");
+            clipped += usize::from(want.abs() == 1.0);
+        }
+        // The executed plan: the frozen plan plus the squashed correction of the stored actions.
+        deltaplan_learn::dist::squash(&part.u[rows.clone()], max_delta, &mut plan).unwrap();
+        for (p, &w) in plan.iter_mut().zip(&sft_plan) {
+            *p = w + ramp * *p;
+        }
+        twin.step(&plan, &mut buf);
+        ends += buf
+            .terminated
+            .iter()
+            .chain(&buf.truncated)
+            .filter(|&&e| e)
+            .count();
+    }
+    assert!(ends > 0, "the comparison must cross an episode end");
+    assert!(clipped > 0 && clipped < part.expert.len() / 2, "{clipped}");
+    // Off: nothing recorded, and the PPO update refuses a coefficient without corrections.
+    let mut off = Collector::new(
+        &sft,
+        planner_env(&scenarios, sim, 0..n, seed, &sft).unwrap(),
+        0,
+    );
+    off.collect(&l.ppo.ac, l.noise(), 0, t_len, ramp, 1.0, &mut part)
+        .unwrap();
+    assert!(part.expert.is_empty());
+    let err = learner
+        .learn(&mut part, std::time::Instant::now())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expert_coef"), "{err}");
+}
+
+/// Expert guidance pulls the refined planner's plans towards the expert's: after a few
+/// iterations with a large coefficient, on states the refinement never saw, the refined
+/// planner's plans are closer to the expert's than the frozen planner's are.
+#[test]
+fn expert_guidance_moves_the_plans_towards_the_experts() {
+    use deltaplan_sim::batch::StepBuffers;
+    let sft = small_sft(vec![Family::HardBrake, Family::CutIn], 80, 1);
+    let mut cfg = RefineConfig {
+        num_envs: 16,
+        rollout_steps: 64,
+        iterations: 8,
+        ..tiny_refine()
+    };
+    // Imitation alone, fast: a large coefficient and learning rate, no target-KL stop.
+    cfg.ppo.expert_coef = 1000.0;
+    cfg.ppo.critic_warmup_iters = 0;
+    cfg.ppo.learning_rate = 3e-3;
+    cfg.ppo.target_kl = None;
+    let scenarios = TrainScenarios {
+        families: vec![Family::HardBrake, Family::CutIn],
+        ..Default::default()
+    };
+    let mut r = Refiner::new(cfg, SimConfig::default(), scenarios.clone(), &sft, 8).unwrap();
+    while !r.done() {
+        r.iterate().unwrap();
+    }
+    // Fresh states: other worlds (another seed) driven a while by the expert.
+    let mut env = scenarios.batch_env(SimConfig::default(), 32, 99);
+    let mut buf = StepBuffers::for_env(&env);
+    let a = sft.action_dim();
+    let mut expert = vec![0.0; 32 * a];
+    for _ in 0..40 {
+        env.expert_actions(&mut expert);
+        env.step(&expert, &mut buf);
+    }
+    let mut obs = vec![0.0; 32 * OBS_DIM];
+    env.observe(&mut obs);
+    env.expert_actions(&mut expert);
+    let frozen = sft_plans(&sft, &obs);
+    let mut refined = vec![0.0; 32 * a];
+    ResidualPlanner::new(&sft, r.actor_critic(), r.ramp())
+        .plan(&obs, &mut refined)
+        .unwrap();
+    let dist = |p: &[f32]| -> f64 {
+        p.iter()
+            .zip(&expert)
+            .map(|(x, e)| f64::from((x - e).abs()))
+            .sum::<f64>()
+    };
+    let (before, after) = (dist(&frozen), dist(&refined));
+    assert!(
+        after < 0.8 * before,
+        "L1 distance to the expert's plans: frozen {before:.1}, refined {after:.1}"
+    );
+}

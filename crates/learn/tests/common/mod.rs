@@ -83,6 +83,8 @@ pub struct RefBatch {
     pub adv: Vec<f64>,
     pub ret: Vec<f64>,
     pub old_v: Vec<f64>,
+    /// The expert's corrections in units of `max_delta` (`[B, A]`), or empty.
+    pub expert: Vec<f64>,
 }
 
 pub struct RefCfg {
@@ -92,9 +94,11 @@ pub struct RefCfg {
     pub beta: f64,
     pub clip_vloss: bool,
     pub norm_adv: bool,
+    pub expert_coef: f64,
 }
 
-/// PPO loss terms in f64: [loss, pg, v, entropy, kl_sft, approx_kl, old_approx_kl, clip_frac].
+/// PPO loss terms in f64: [loss, pg, v, entropy, kl_sft, approx_kl, old_approx_kl, clip_frac,
+/// expert_loss].
 #[allow(clippy::too_many_arguments)]
 pub fn ppo_loss_f64(
     actor_sizes: &[usize],
@@ -105,7 +109,7 @@ pub fn ppo_loss_f64(
     ref_log_std: &[f64],
     mb: &RefBatch,
     cfg: &RefCfg,
-) -> [f64; 8] {
+) -> [f64; 9] {
     let a = log_std.len();
     let b = mb.adv.len();
     let bf = b as f64;
@@ -143,13 +147,22 @@ pub fn ppo_loss_f64(
             kl += r_ - s + ((2.0 * s).exp() + mu_i[j] * mu_i[j]) / (2.0 * (2.0 * r_).exp()) - 0.5;
         }
     }
+    let expert = if mb.expert.is_empty() {
+        0.0
+    } else {
+        mu.iter()
+            .zip(&mb.expert)
+            .map(|(m, c)| (m.tanh() - c).powi(2))
+            .sum::<f64>()
+            / (bf * a as f64)
+    };
     let ent: f64 = log_std
         .iter()
         .map(|s| 0.5 + 0.5 * (2.0 * PI).ln() + s)
         .sum();
     let (pg, vl, kl) = (pg / bf, 0.5 * vl / bf, kl / bf);
     [
-        pg - cfg.ent_coef * ent + cfg.vf_coef * vl + cfg.beta * kl,
+        pg - cfg.ent_coef * ent + cfg.vf_coef * vl + cfg.beta * kl + cfg.expert_coef * expert,
         pg,
         vl,
         ent,
@@ -157,5 +170,6 @@ pub fn ppo_loss_f64(
         k3 / bf,
         k1 / bf,
         cf / bf,
+        expert,
     ]
 }
