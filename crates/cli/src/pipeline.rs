@@ -1319,7 +1319,7 @@ fn report_notes(cfg: &Config, out: &Path) -> Vec<String> {
                 names(&sumo_world::EVAL_NETWORKS),
                 cfg.eval.per_family * 5
             ),
-            "expert = SUMO's own driver model, the demonstrator (Krauss car following, imperfection 0, speed factor 1, minimum gap 2.5 m, no lane changes; SUMO drives the ego), on the same episodes as the planners; open-loop errors are against its labels (the waypoints it followed). SUMO episodes carry the `intersection` family label; no example episodes are drawn (rendering is the built-in world's)".into(),
+            "expert = SUMO's own driver model, the demonstrator (Krauss car following with the built-in expert's acceleration and comfortable deceleration, imperfection 0, speed factor 1, minimum gap 2.5 m, no lane changes; SUMO drives the ego), on the same episodes as the planners; open-loop errors are against its labels (the waypoints it followed). SUMO episodes carry the `intersection` family label; no example episodes are drawn (rendering is the built-in world's)".into(),
         ],
     }
 }

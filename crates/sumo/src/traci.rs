@@ -10,8 +10,8 @@
 //! subscribed value.
 //!
 //! Only what the SUMO world needs is here: version, set order, simulation step, vehicle and
-//! route add, moveToXY, speed and lane-change modes, the driver model's minimum gap,
-//! imperfection and speed factor, remove, variable and context subscriptions, and plain
+//! route add, moveToXY, speed and lane-change modes, the driver model's acceleration,
+//! deceleration, minimum gap, imperfection and speed factor, remove, variable and context subscriptions, and plain
 //! variable gets. Typed values are read without allocation
 //! ([`Value`] borrows its strings from the answer).
 
@@ -44,6 +44,8 @@ pub mod var {
     pub const POSITION: u8 = 0x42;
     pub const ANGLE: u8 = 0x43;
     pub const LENGTH: u8 = 0x44;
+    pub const ACCEL: u8 = 0x46;
+    pub const DECEL: u8 = 0x47;
     pub const MIN_GAP: u8 = 0x4c;
     pub const WIDTH: u8 = 0x4d;
     pub const LANE_ID: u8 = 0x51;
@@ -264,7 +266,8 @@ impl Request {
         self
     }
 
-    /// Sets a floating-point vehicle variable (minimum gap, imperfection, speed factor).
+    /// Sets a floating-point vehicle variable (acceleration, deceleration, minimum gap,
+    /// imperfection, speed factor).
     pub fn set_vehicle_double(&mut self, vehicle: &str, variable: u8, value: f64) -> &mut Self {
         self.command(cmd::SET_VEHICLE_VARIABLE, |c| {
             c.push(variable);

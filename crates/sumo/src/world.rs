@@ -52,9 +52,14 @@ const EGO: &str = "ego";
 const STANDSTILL_SPEED: f32 = 0.1;
 
 /// SUMO's own driver model as the ego's driver, where it is the demonstrator: SUMO's default
-/// car following (Krauss) and its default passenger-car limits (accel 2.6, decel 4.5 m/s^2),
-/// obeying every rule SUMO checks (speed mode 31: lights, safe gaps, limits). Three settings
-/// differ from SUMO's defaults, each for the demonstrations' sake.
+/// car following (Krauss), obeying every rule SUMO checks (speed mode 31: lights, safe gaps,
+/// limits). Its acceleration and comfortable deceleration are the built-in expert's
+/// (`sim.expert.max_accel`, 2.0 m/s^2, and `sim.expert.max_comfort_decel`, 3.8): within
+/// nuPlan's comfort bounds (2.40 and 4.05) as that expert is, where SUMO's passenger-car
+/// defaults (2.6 and 4.5) are not, so every full start would fail the comfort check the
+/// metrics and the reward apply (SUMO brakes harder, up to its emergency deceleration of 9,
+/// only when it must). The settings below differ from SUMO's defaults too, each for the
+/// demonstrations' sake.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SumoDriver {
     /// Krauss's driver imperfection (SUMO's `sigma`, default 0.5: random dawdling each
@@ -432,6 +437,12 @@ impl SumoWorld {
                 .set_vehicle_int(EGO, var::LANE_CHANGE_MODE, 0),
             // SUMO's speed mode stays its default (every check on).
             EgoControl::Sumo => req
+                .set_vehicle_double(EGO, var::ACCEL, f64::from(self.cfg.expert.max_accel))
+                .set_vehicle_double(
+                    EGO,
+                    var::DECEL,
+                    f64::from(self.cfg.expert.max_comfort_decel),
+                )
                 .set_vehicle_double(EGO, var::IMPERFECTION, SUMO_DRIVER.imperfection)
                 .set_vehicle_double(EGO, var::SPEED_FACTOR, SUMO_DRIVER.speed_factor)
                 .set_vehicle_double(EGO, var::MIN_GAP, SUMO_DRIVER.min_gap)
