@@ -8,14 +8,14 @@
 //! | evaluate | sft, rl | `eval/<split>_<policy>.json`; the same episodes in the field's formats: `eval/<split>/<policy>/carla_leaderboard.json`, `nuplan_aggregator.csv`, `README.md` |
 //! | evaluate in SUMO | sft, rl | `eval/sumo_<split>_<policy>.json` and its per-network table `.md` (`<policy>` also `sumo-driver`: SUMO's own driver model) |
 //! | report | eval files, metrics | `report.md`, `report.json`, `figures/` |
+//! | render-bev | - | `figures/bev/<split>_<family>_<index>_t<step>.png` |
+//! | export | sft, rl | `export/<policy>.onnx` (or `--file`) |
 //!
 //! With `train_scenarios.world = "sumo"` every stage is SUMO's: SUMO's driver model records
 //! the demonstrations on the training networks, refinement runs there, and the report
 //! evaluates SUMO's driver (its expert), the SFT and the refined planner in SUMO on the
 //! held-out networks, each evaluation file vouched for by its key like the built-in ones
 //! (`eval/sumo_<split>_<policy>.key`).
-//! | render-bev | - | `figures/bev/<split>_<family>_<index>_t<step>.png` |
-//! | export | sft, rl | `export/<policy>.onnx` (or `--file`) |
 //!
 //! With an ONNX planner (`planner = "FILE.onnx"` or `--planner`), that file stands where
 //! `sft.safetensors` stands: record and train-sft are skipped, and the report's open-loop
