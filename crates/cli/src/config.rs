@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use deltaplan_eval::report::ConfigDifference;
 use deltaplan_learn::dataset::{DemoConfig, Recording};
 use deltaplan_learn::refine::RefineConfig;
-use deltaplan_learn::scenarios::TrainScenarios;
+use deltaplan_learn::scenarios::{TrainScenarios, TrainWorld};
 use deltaplan_learn::sft::SftTrainConfig;
 use deltaplan_sim::{Difficulty, SimConfig};
 use serde::{Deserialize, Serialize};
@@ -194,6 +194,16 @@ impl Config {
         }
         if self.checkpoint_every == 0 {
             bail!("checkpoint_every must be at least 1");
+        }
+        if self.train_scenarios.world == TrainWorld::Sumo {
+            // What a run in SUMO cannot do, refused before any stage writes a file.
+            self.recording().validate()?;
+            if self.refine.select_every > 0 {
+                bail!(
+                    "refine.select_every validates in the built-in world, not in SUMO: set \
+                     refine.select_every = 0 with train_scenarios.world = \"sumo\""
+                );
+            }
         }
         Ok(())
     }

@@ -11,7 +11,8 @@ use deltaplan_eval::{Metric, Policy};
 use deltaplan_sim::Split;
 
 use deltaplan::config::Config;
-use deltaplan::{pipeline, serve, sumo_eval};
+use deltaplan::sumo_eval::SumoEgo;
+use deltaplan::{pipeline, serve};
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +60,19 @@ impl From<PolicyArg> for Policy {
             PolicyArg::Rl => Policy::Rl,
         }
     }
+}
+
+/// Who `evaluate` evaluates: a policy, or (in SUMO) SUMO's own driver model.
+#[derive(Clone, Copy, ValueEnum)]
+enum EvalPolicyArg {
+    /// The privileged expert (in SUMO: the route-following expert, through deltaplan's
+    /// controller).
+    Expert,
+    Sft,
+    Rl,
+    /// SUMO's own driver model driving the ego (with --world sumo only): the demonstrator of
+    /// a run trained in SUMO.
+    SumoDriver,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -110,10 +124,11 @@ enum Command {
     /// `checkpoint_every` iterations, at the end and on Ctrl-C.
     Refine,
     /// Evaluate a policy in closed loop on a split; writes OUT/eval/SPLIT_POLICY.json (with
-    /// `--world sumo`: in SUMO on held-out networks, OUT/eval/sumo_SPLIT_POLICY.json).
+    /// `--world sumo`: in SUMO on held-out networks, OUT/eval/sumo_SPLIT_POLICY.json, where
+    /// `--policy sumo-driver` evaluates SUMO's own driver model).
     Evaluate {
         #[arg(long, value_enum)]
-        policy: PolicyArg,
+        policy: EvalPolicyArg,
         #[arg(long, value_enum, default_value = "eval")]
         split: SplitArg,
         #[arg(long, value_enum, default_value = "builtin")]
@@ -293,13 +308,24 @@ fn real_main() -> Result<()> {
             networks,
         } => {
             pipeline::guard(&cfg, &out)?;
-            let path = match world {
-                WorldArg::Builtin if !networks.is_empty() => {
+            let policy = match policy {
+                EvalPolicyArg::Expert => SumoEgo::Policy(Policy::Expert),
+                EvalPolicyArg::Sft => SumoEgo::Policy(Policy::Sft),
+                EvalPolicyArg::Rl => SumoEgo::Policy(Policy::Rl),
+                EvalPolicyArg::SumoDriver => SumoEgo::SumoDriver,
+            };
+            let path = match (world, policy) {
+                (WorldArg::Builtin, _) if !networks.is_empty() => {
                     anyhow::bail!("--network needs --world sumo")
                 }
-                WorldArg::Builtin => pipeline::evaluate(&cfg, &out, policy.into(), split.into())?,
-                WorldArg::Sumo => {
-                    sumo_eval::evaluate(&cfg, &out, policy.into(), split.into(), &networks)?
+                (WorldArg::Builtin, SumoEgo::SumoDriver) => {
+                    anyhow::bail!("--policy sumo-driver needs --world sumo")
+                }
+                (WorldArg::Builtin, SumoEgo::Policy(p)) => {
+                    pipeline::evaluate(&cfg, &out, p, split.into())?
+                }
+                (WorldArg::Sumo, ego) => {
+                    pipeline::evaluate_in_sumo(&cfg, &out, ego, split.into(), &networks)?
                 }
             };
             println!("wrote {}", path.display());

@@ -6,9 +6,16 @@
 //! | train-sft | demos | `sft.safetensors`, `sft_report.json` |
 //! | refine | demos (normalisation lives in sft), sft | `rl.safetensors` (checkpoint, every iteration), `metrics.jsonl` |
 //! | evaluate | sft, rl | `eval/<split>_<policy>.json`; the same episodes in the field's formats: `eval/<split>/<policy>/carla_leaderboard.json`, `nuplan_aggregator.csv`, `README.md` |
+//! | evaluate in SUMO | sft, rl | `eval/sumo_<split>_<policy>.json` and its per-network table `.md` (`<policy>` also `sumo-driver`: SUMO's own driver model) |
 //! | report | eval files, metrics | `report.md`, `report.json`, `figures/` |
 //! | render-bev | - | `figures/bev/<split>_<family>_<index>_t<step>.png` |
 //! | export | sft, rl | `export/<policy>.onnx` (or `--file`) |
+//!
+//! With `train_scenarios.world = "sumo"` every stage is SUMO's: SUMO's driver model records
+//! the demonstrations on the training networks, refinement runs there, and the report
+//! evaluates SUMO's driver (its expert), the SFT and the refined planner in SUMO on the
+//! held-out networks, each evaluation file vouched for by its key like the built-in ones
+//! (`eval/sumo_<split>_<policy>.key`).
 //!
 //! With an ONNX planner (`planner = "FILE.onnx"` or `--planner`), that file stands where
 //! `sft.safetensors` stands: record and train-sft are skipped, and the report's open-loop
@@ -71,6 +78,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::frozen::{Frozen, FrozenWorkspace};
+use crate::sumo_eval::{self, SumoEgo};
 use crate::{sumo_world, timings};
 
 /// Set by Ctrl-C while a refinement is running: it saves and stops after the current iteration.
@@ -248,9 +256,20 @@ pub fn record(cfg: &Config, out: &Path) -> Result<()> {
         Existing::Missing => {}
     }
     let t = Instant::now();
-    let pb = bar(cfg.demos.steps as u64, "record");
-    let ds = record_demonstrations(&cfg.recording(), |step| pb.set_position(step as u64))?;
-    pb.finish_and_clear();
+    let ds = match cfg.train_scenarios.world {
+        TrainWorld::Builtin => {
+            let pb = bar(cfg.demos.steps as u64, "record");
+            let ds = record_demonstrations(&cfg.recording(), |step| pb.set_position(step as u64))?;
+            pb.finish_and_clear();
+            ds
+        }
+        TrainWorld::Sumo => {
+            let pb = bar((cfg.demos.n_envs * cfg.demos.steps) as u64, "record");
+            let ds = sumo_world::record_demonstrations(&cfg.recording(), out, &|| pb.inc(1))?;
+            pb.finish_and_clear();
+            ds
+        }
+    };
     ds.save(out)?;
     timings::charge(out, "record", t.elapsed().as_secs_f64())?;
     tracing::info!(
@@ -446,12 +465,6 @@ pub fn refine_with<P: FrozenPlanner>(cfg: &Config, out: &Path, sft: &P) -> Resul
                 bail!(
                     "the SUMO world does not draw BEV rasters yet: refine this raster planner in \
                      the built-in world (train_scenarios.world = \"builtin\")"
-                );
-            }
-            if cfg.refine.select_every > 0 {
-                bail!(
-                    "refine.select_every validates in the built-in world, not in SUMO: set \
-                     refine.select_every = 0 with train_scenarios.world = \"sumo\""
                 );
             }
             drive_refinement(cfg, out, sft, |learner, state| {
@@ -869,6 +882,99 @@ pub fn evaluate(cfg: &Config, out: &Path, policy: Policy, split: Split) -> Resul
     Ok(path)
 }
 
+/// Evaluates `ego` on `split` in SUMO ([`sumo_eval`]): one of the run's policies, loaded as
+/// for the built-in world, or SUMO's own driver model; on `maps` (`resco:NAME`, `carla:TOWN`)
+/// or, with none, the held-out generated networks, whose evaluation file is then vouched for
+/// by a key as the built-in world's are ([`ensure_evaluated_in_sumo`]).
+pub fn evaluate_in_sumo(
+    cfg: &Config,
+    out: &Path,
+    ego: SumoEgo,
+    split: Split,
+    maps: &[String],
+) -> Result<PathBuf> {
+    let t = Instant::now();
+    let key_path = sumo_eval::eval_path(out, ego, split, maps)?.with_extension("key");
+    match fs::remove_file(&key_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove {}", key_path.display()))
+        }
+        _ => {}
+    }
+    let path = match ego {
+        SumoEgo::Policy(policy) => with_driver(cfg, out, policy, |d| {
+            sumo_eval::evaluate_policy(cfg, out, policy, d, split, maps)
+        })?,
+        SumoEgo::SumoDriver => sumo_eval::evaluate_sumo_driver(cfg, out, split, maps)?,
+    };
+    if maps.is_empty() {
+        write_file(&key_path, sumo_eval_key(cfg, out, ego, split)?.as_bytes())?;
+    }
+    timings::charge(out, "evaluate", t.elapsed().as_secs_f64())?;
+    Ok(path)
+}
+
+/// The key of a SUMO evaluation on the held-out generated networks: the built-in key of the
+/// checkpoints it reads, the driver, the networks and SUMO's settings.
+fn sumo_eval_key(cfg: &Config, out: &Path, ego: SumoEgo, split: Split) -> Result<String> {
+    let reads = match ego {
+        SumoEgo::Policy(policy) => policy,
+        // No checkpoint: as the expert.
+        SumoEgo::SumoDriver => Policy::Expert,
+    };
+    let mut h = Sha256::new();
+    h.update(eval_key(cfg, out, reads, split)?);
+    h.update(format!(
+        " sumo {} {:?} {:?} {:?}",
+        ego.name(),
+        sumo_world::EVAL_NETWORKS,
+        deltaplan_sumo::SumoConfig::default(),
+        deltaplan_sumo::SUMO_DRIVER
+    ));
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Evaluates `ego` on `split` in SUMO on the held-out generated networks unless its file is
+/// there and its key says this configuration and these checkpoints made it.
+fn ensure_evaluated_in_sumo(
+    cfg: &Config,
+    out: &Path,
+    ego: SumoEgo,
+    split: Split,
+) -> Result<PathBuf> {
+    let path = sumo_eval::eval_path(out, ego, split, &[])?;
+    let key = fs::read_to_string(path.with_extension("key")).ok();
+    if path.exists() && key.as_deref() == Some(sumo_eval_key(cfg, out, ego, split)?.as_str()) {
+        return Ok(path);
+    }
+    evaluate_in_sumo(cfg, out, ego, split, &[])
+}
+
+/// Who stands for `policy` in the report of a run trained in `world`: in SUMO, the expert is
+/// SUMO's own driver model (the demonstrator, whose labels the open-loop errors measure
+/// against).
+fn report_ego(world: TrainWorld, policy: Policy) -> Option<SumoEgo> {
+    match (world, policy) {
+        (TrainWorld::Builtin, _) => None,
+        (TrainWorld::Sumo, Policy::Expert) => Some(SumoEgo::SumoDriver),
+        (TrainWorld::Sumo, p) => Some(SumoEgo::Policy(p)),
+    }
+}
+
+/// The evaluation file of `policy` on `split` the report reads, evaluated if missing or stale:
+/// in the world the run trained in.
+fn ensure_report_evaluation(
+    cfg: &Config,
+    out: &Path,
+    policy: Policy,
+    split: Split,
+) -> Result<PathBuf> {
+    match report_ego(cfg.train_scenarios.world, policy) {
+        None => ensure_evaluated(cfg, out, policy, split),
+        Some(ego) => ensure_evaluated_in_sumo(cfg, out, ego, split),
+    }
+}
+
 fn load_eval(path: &Path) -> Result<Vec<EpisodeStats>> {
     let text = fs::read_to_string(path).with_context(|| {
         format!(
@@ -1138,7 +1244,7 @@ pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<(PathB
     let mut splits = Vec::new();
     for split in REPORT_SPLITS {
         let run = |policy: Policy, open_loop: DisplacementError| -> Result<PolicyRun> {
-            let path = ensure_evaluated(cfg, out, policy, split)?;
+            let path = ensure_report_evaluation(cfg, out, policy, split)?;
             Ok(PolicyRun {
                 episodes: load_eval(&path)?,
                 open_loop,
@@ -1152,7 +1258,11 @@ pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<(PathB
             rl: run(Policy::Rl, errors.rl)?,
         });
     }
-    let examples = render_examples(cfg, out, &splits[0])?;
+    // The examples are drawn by the built-in world's renderer.
+    let examples = match cfg.train_scenarios.world {
+        TrainWorld::Builtin => render_examples(cfg, out, &splits[0])?,
+        TrainWorld::Sumo => Vec::new(),
+    };
     let curve = learning_curve(out);
     let actor_start = actor_start(out);
     // From the evaluated checkpoint: the curve skips iterations in which no episode ended.
@@ -1170,19 +1280,48 @@ pub fn report(cfg: &Config, out: &Path, wall: Option<Duration>) -> Result<(PathB
         env_steps,
         examples,
         timings: timings::rows(out),
-        notes: vec![
-            format!("seed {}, configuration hash {} (`{}/run.toml`)", cfg.seed, config_hash(cfg), out.display()),
-            format!(
-                "{} scenarios per family and split; `eval` and `hard` seeds are disjoint from training seeds",
-                cfg.eval.per_family
-            ),
-        ],
+        notes: report_notes(cfg, out),
         actor_start,
         config_differences: cfg.differences_from_defaults()?,
         other_worlds: crate::sumo_tables::world_tables(out)?,
     };
     let report = write_report(out, input)?;
     Ok((out.join("report.md"), report))
+}
+
+/// The report's header lines: the run, and what its splits and expert are.
+fn report_notes(cfg: &Config, out: &Path) -> Vec<String> {
+    let run = format!(
+        "seed {}, configuration hash {} (`{}/run.toml`)",
+        cfg.seed,
+        config_hash(cfg),
+        out.display()
+    );
+    let names = |nets: &[(deltaplan_sumo::netgen::NetKind, u64)]| {
+        nets.iter()
+            .map(|(kind, seed)| format!("{}-{seed}", kind.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match cfg.train_scenarios.world {
+        TrainWorld::Builtin => vec![
+            run,
+            format!(
+                "{} scenarios per family and split; `eval` and `hard` seeds are disjoint from training seeds",
+                cfg.eval.per_family
+            ),
+        ],
+        TrainWorld::Sumo => vec![
+            run,
+            format!(
+                "trained in SUMO (`train_scenarios.world = \"sumo\"`): demonstrations by SUMO's own driver model and refinement on the training networks {}; evaluated in SUMO on the held-out networks {}, {} episodes per split (`eval.per_family` x 5, seeds disjoint from training seeds; the hard split doubles the demand)",
+                names(&sumo_world::TRAIN_NETWORKS),
+                names(&sumo_world::EVAL_NETWORKS),
+                cfg.eval.per_family * 5
+            ),
+            "expert = SUMO's own driver model, the demonstrator (Krauss car following with the built-in expert's acceleration and comfortable deceleration, imperfection 0, speed factor 1, minimum gap 2.5 m, no lane changes; SUMO drives the ego), on the same episodes as the planners; open-loop errors are against its labels (the waypoints it followed). SUMO episodes carry the `intersection` family label; no example episodes are drawn (rendering is the built-in world's)".into(),
+        ],
+    }
 }
 
 /// Renders up to `eval.examples` episodes of the eval split where the SFT planner fails and
@@ -1258,7 +1397,7 @@ pub fn run_all(cfg: &Config, out: &Path) -> Result<()> {
     refine(cfg, out)?;
     for split in REPORT_SPLITS {
         for p in Policy::ALL {
-            ensure_evaluated(cfg, out, p, split)?;
+            ensure_report_evaluation(cfg, out, p, split)?;
         }
     }
     let (path, report) = report(cfg, out, Some(t.elapsed()))?;
@@ -1271,8 +1410,12 @@ pub fn run_all(cfg: &Config, out: &Path) -> Result<()> {
             .map(|d| d[Metric::DrivingScore])
             .unwrap_or(Estimate::UNDEFINED);
         println!(
-            "{:>5}: driving score expert {:.1} | SFT {:.1} | RL {:.1}   (RL - SFT {:+.1} [{:+.1}, {:+.1}]); failures SFT {:.1}% -> RL {:.1}%",
+            "{:>5}: driving score {} {:.1} | SFT {:.1} | RL {:.1}   (RL - SFT {:+.1} [{:+.1}, {:+.1}]); failures SFT {:.1}% -> RL {:.1}%",
             split.name,
+            match cfg.train_scenarios.world {
+                TrainWorld::Builtin => "expert",
+                TrainWorld::Sumo => "SUMO driver",
+            },
             score(Policy::Expert),
             score(Policy::Sft),
             score(Policy::Rl),

@@ -1,112 +1,201 @@
-//! `deltaplan evaluate --world sumo`: a policy evaluated in SUMO on networks no planner was
-//! trained on (the transfer table's numbers), through the same evaluation loop as the
-//! built-in world (`drive_to_the_end` over the environment seam).
+//! Evaluation in SUMO (`deltaplan evaluate --world sumo`, and the report of a run trained in
+//! SUMO): a driver on networks no planner was trained on, through the same evaluation loop as
+//! the built-in world (`drive_to_the_end` over the environment seam), or SUMO's own driver
+//! model on the same episodes. The caller hands in the run's driver (`pipeline` loads it), so
+//! this module does not depend on `pipeline`, which uses it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use deltaplan_eval::{Metric, Policy};
-use deltaplan_sim::Split;
+use deltaplan_eval::{Driver, Metric, Policy};
+use deltaplan_sim::{EpisodeStats, Split};
 use deltaplan_stdx::fs::write_atomic;
+use deltaplan_sumo::demo::Demonstrator;
 use deltaplan_sumo::locate::SumoBinaries;
 use deltaplan_sumo::maps::Map;
 use deltaplan_sumo::{NetContext, SumoConfig, SumoEnv, SumoScenarios};
 
 use crate::config::Config;
-use crate::pipeline::with_driver;
 use crate::sumo_world::{generated_networks, networks_dir, EVAL_NETWORKS};
 
 /// The demand seed of the CARLA towns' trips (held out like the generated networks').
 const MAP_DEMAND_SEED: u64 = 1_000_003;
 
-/// Evaluates `policy` on `split` in SUMO: `eval.per_family` x 5 episodes (as many as the
-/// built-in suite), their seeds from the split's range, alternating between the networks:
-/// the held-out generated ones, or `maps` (`resco:NAME`, `carla:TOWN`) when given; the hard
-/// split doubles the demand made here (RESCO keeps its own). Writes
-/// OUT/eval/sumo_SPLIT_POLICY.json (`..._MAP+MAP.json` for maps) and prints the scores per
-/// network.
-pub fn evaluate(
-    cfg: &Config,
-    out: &Path,
-    policy: Policy,
-    split: Split,
-    maps: &[String],
-) -> Result<PathBuf> {
-    let bins = SumoBinaries::locate_default()?;
-    let t = Instant::now();
-    let mut sumo_cfg = SumoConfig::default();
-    if split == Split::Hard {
-        sumo_cfg.vehicles_per_hour *= 2;
+/// Who drives the ego in a SUMO evaluation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SumoEgo {
+    /// One of the run's policies through deltaplan's controller: the route-following expert
+    /// (`SumoWorld::expert_plan`), the SFT or the refined planner.
+    Policy(Policy),
+    /// SUMO's own driver model (`deltaplan_sumo::SUMO_DRIVER`): the demonstrator of a run
+    /// trained in SUMO, the expert of its report.
+    SumoDriver,
+}
+
+impl SumoEgo {
+    /// The name in evaluation files (`sumo_<split>_<name>.json`) and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            SumoEgo::Policy(p) => p.name(),
+            SumoEgo::SumoDriver => "sumo-driver",
+        }
     }
-    let dir = networks_dir(out);
+}
+
+/// The networks and SUMO settings of an evaluation on `split`: the held-out generated ones, or
+/// `maps` (`resco:NAME`, `carla:TOWN`) when given; the hard split doubles the demand made here
+/// (RESCO keeps its own).
+struct Setting {
+    bins: SumoBinaries,
+    sumo: SumoConfig,
+    maps: Vec<Map>,
+    nets: Vec<Arc<NetContext>>,
+    /// One episode per seed: `eval.per_family` x 5 (as many as the built-in suite), from the
+    /// split's range, alternating between the networks.
+    seeds: Vec<u64>,
+}
+
+impl Setting {
+    fn new(cfg: &Config, out: &Path, split: Split, maps: &[String]) -> Result<Setting> {
+        let bins = SumoBinaries::locate_default()?;
+        let mut sumo = SumoConfig::default();
+        if split == Split::Hard {
+            sumo.vehicles_per_hour *= 2;
+        }
+        let dir = networks_dir(out);
+        let maps = maps
+            .iter()
+            .map(|m| Ok(Map::parse(m)?))
+            .collect::<Result<Vec<_>>>()?;
+        let nets = if maps.is_empty() {
+            generated_networks(&bins, out, &EVAL_NETWORKS, sumo.vehicles_per_hour)?
+        } else {
+            maps.iter()
+                .map(|m| {
+                    let files = m.prepare(&bins, &dir, MAP_DEMAND_SEED, sumo.vehicles_per_hour)?;
+                    Ok(Arc::new(NetContext::load(files)?))
+                })
+                .collect::<Result<Vec<_>>>()
+                .context("cannot prepare the SUMO evaluation networks")?
+        };
+        let seeds = (0..cfg.eval.per_family as u64 * 5)
+            .map(|k| split.seed_base() + k)
+            .collect();
+        Ok(Setting {
+            bins,
+            sumo,
+            maps,
+            nets,
+            seeds,
+        })
+    }
+}
+
+/// Where the evaluation of `ego` on `split` (on `maps`, or the held-out generated networks)
+/// is written: OUT/eval/sumo_SPLIT_NAME.json (`..._MAP_MAP.json` for maps), its per-network
+/// table beside it (`.md`).
+pub fn eval_path(out: &Path, ego: SumoEgo, split: Split, maps: &[String]) -> Result<PathBuf> {
     let maps = maps
         .iter()
         .map(|m| Ok(Map::parse(m)?))
         .collect::<Result<Vec<_>>>()?;
-    let nets = if maps.is_empty() {
-        generated_networks(&bins, out, &EVAL_NETWORKS, sumo_cfg.vehicles_per_hour)?
-    } else {
-        maps.iter()
-            .map(|m| {
-                let files = m.prepare(&bins, &dir, MAP_DEMAND_SEED, sumo_cfg.vehicles_per_hour)?;
-                Ok(Arc::new(NetContext::load(files)?))
-            })
-            .collect::<Result<Vec<_>>>()
-            .context("cannot prepare the SUMO evaluation networks")?
-    };
-    let n = cfg.eval.per_family * 5;
-    let seeds: Vec<u64> = (0..n as u64).map(|k| split.seed_base() + k).collect();
-    let episodes = with_driver(cfg, out, policy, |d| {
-        if d.bev_observation().is_some() {
-            anyhow::bail!(
-                "the SUMO world does not draw BEV rasters yet: evaluate this raster planner in \
-                 the built-in world (without --world sumo)"
-            );
-        }
-        let mut env = SumoEnv::new(
-            cfg.sim,
-            sumo_cfg.clone(),
-            &nets,
-            &bins,
-            SumoScenarios::Fixed(seeds.clone()),
-            n,
-        )?;
-        Ok(deltaplan_eval::drive::drive_to_the_end(&mut env, d)?)
-    })?;
-    let suffix = file_suffix(&maps);
-    let path = out.join("eval").join(format!(
-        "sumo_{}_{}{suffix}.json",
+    Ok(path_of(out, ego, split, &maps))
+}
+
+fn path_of(out: &Path, ego: SumoEgo, split: Split, maps: &[Map]) -> PathBuf {
+    out.join("eval").join(format!(
+        "sumo_{}_{}{}.json",
         split.name(),
-        policy.name()
-    ));
+        ego.name(),
+        file_suffix(maps)
+    ))
+}
+
+/// Evaluates `policy`, driving as `driver`, on `split` in SUMO (see [`Setting`]); writes its
+/// evaluation file and table ([`eval_path`]) and prints the table.
+pub fn evaluate_policy(
+    cfg: &Config,
+    out: &Path,
+    policy: Policy,
+    driver: &mut Driver,
+    split: Split,
+    maps: &[String],
+) -> Result<PathBuf> {
+    if driver.bev_observation().is_some() {
+        anyhow::bail!(
+            "the SUMO world does not draw BEV rasters yet: evaluate this raster planner in \
+             the built-in world (without --world sumo)"
+        );
+    }
+    let t = Instant::now();
+    let s = Setting::new(cfg, out, split, maps)?;
+    let mut env = SumoEnv::new(
+        cfg.sim,
+        s.sumo.clone(),
+        &s.nets,
+        &s.bins,
+        SumoScenarios::Fixed(s.seeds.clone()),
+        s.seeds.len(),
+    )?;
+    let episodes = deltaplan_eval::drive::drive_to_the_end(&mut env, driver)?;
+    write_evaluation(out, SumoEgo::Policy(policy), split, &s, &episodes, t)
+}
+
+/// Evaluates SUMO's own driver model on `split`: the same episodes (networks, seeds, starts,
+/// routes) as [`evaluate_policy`], SUMO driving the ego; writes and prints as it does.
+pub fn evaluate_sumo_driver(
+    cfg: &Config,
+    out: &Path,
+    split: Split,
+    maps: &[String],
+) -> Result<PathBuf> {
+    let t = Instant::now();
+    let s = Setting::new(cfg, out, split, maps)?;
+    let demonstrator = Demonstrator {
+        sim: cfg.sim,
+        sumo: s.sumo.clone(),
+        nets: &s.nets,
+        bins: &s.bins,
+    };
+    let episodes = demonstrator.drive_fixed(&s.seeds)?;
+    write_evaluation(out, SumoEgo::SumoDriver, split, &s, &episodes, t)
+}
+
+/// Writes an evaluation's records and per-network table, and prints the table.
+fn write_evaluation(
+    out: &Path,
+    ego: SumoEgo,
+    split: Split,
+    s: &Setting,
+    episodes: &[EpisodeStats],
+    started: Instant,
+) -> Result<PathBuf> {
+    let path = path_of(out, ego, split, &s.maps);
     std::fs::create_dir_all(out.join("eval"))?;
-    write_atomic(&path, serde_json::to_string(&episodes)?.as_bytes())
+    write_atomic(&path, serde_json::to_string(episodes)?.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    let table = per_network_table(&episodes, &nets);
+    let table = per_network_table(episodes, &s.nets);
     write_atomic(&path.with_extension("md"), table.as_bytes())
         .with_context(|| format!("cannot write {}", path.with_extension("md").display()))?;
     println!(
         "{} on SUMO {} ({} episodes, {:.1} s):\n{table}",
-        policy.name(),
+        ego.name(),
         split.name(),
         episodes.len(),
-        t.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64()
     );
     Ok(path)
 }
 
 /// The scores per network (world `i` drove on `nets[i % len]`) and over all, as a Markdown
 /// table.
-fn per_network_table(
-    episodes: &[deltaplan_sim::metrics::EpisodeStats],
-    nets: &[Arc<NetContext>],
-) -> String {
+fn per_network_table(episodes: &[EpisodeStats], nets: &[Arc<NetContext>]) -> String {
     let mut t = String::from(
         "| network | episodes | driving score | route completion | failures | nuPlan score |\n|---|---:|---:|---:|---:|---:|\n",
     );
-    let mut row = |name: &str, eps: &[deltaplan_sim::metrics::EpisodeStats]| {
+    let mut row = |name: &str, eps: &[EpisodeStats]| {
         let s = deltaplan_eval::summarize(eps).overall;
         t.push_str(&format!(
             "| {name} | {} | {:.1} | {:.1} | {:.1}% | {:.1} |\n",

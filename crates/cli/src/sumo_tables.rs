@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use deltaplan_eval::report::WorldTable;
 
-/// The tables of every SUMO evaluation in OUT/eval (`sumo_*.md`, written by `sumo_eval::evaluate`),
+/// The tables of every SUMO evaluation in OUT/eval (`sumo_*.md`, written by `sumo_eval`),
 /// titled by policy, split and networks, in file-name order: the report's SUMO section.
 pub fn world_tables(out: &Path) -> Result<Vec<WorldTable>> {
     let dir = out.join("eval");
@@ -35,8 +35,13 @@ pub fn world_tables(out: &Path) -> Result<Vec<WorldTable>> {
             );
             let table = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read {}", p.display()))?;
+            let driver = match policy {
+                "expert" => "route-following expert",
+                "sumo-driver" => "SUMO's driver model",
+                other => other,
+            };
             Ok(WorldTable {
-                title: format!("{policy}, {split} split, {networks}"),
+                title: format!("{driver}, {split} split, {networks}"),
                 table,
             })
         })
@@ -55,6 +60,8 @@ mod tests {
         for (name, text) in [
             ("sumo_hard_sft.md", "| grid |"),
             ("sumo_eval_rl_town01_cologne1.md", "| town01 |"),
+            ("sumo_eval_sumo-driver.md", "| spider |"),
+            ("sumo_eval_expert.md", "| all |"),
             ("eval_rl.json", "not a table"),
         ] {
             std::fs::write(eval.join(name), text).unwrap();
@@ -67,7 +74,15 @@ mod tests {
         assert_eq!(
             got,
             [
+                (
+                    "route-following expert, eval split, the held-out generated networks",
+                    "| all |"
+                ),
                 ("rl, eval split, town01, cologne1", "| town01 |"),
+                (
+                    "SUMO's driver model, eval split, the held-out generated networks",
+                    "| spider |"
+                ),
                 (
                     "sft, hard split, the held-out generated networks",
                     "| grid |"

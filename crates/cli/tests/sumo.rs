@@ -1,7 +1,10 @@
-//! `deltaplan evaluate --world sumo` with real SUMO processes: the expert's evaluation file
-//! holds one record per episode (`eval.per_family` x 5), every one driven, and its table one
-//! row per network; `--network` evaluates on maps of real places instead. Skips with a
-//! printed reason without SUMO, unless `DELTAPLAN_REQUIRE_SUMO=1`.
+//! The CLI in SUMO with real SUMO processes: `deltaplan evaluate --world sumo` (one record per
+//! episode, `eval.per_family` x 5, and a table per network; `--network` on maps of real
+//! places); refinement in SUMO resuming bit for bit; and the whole pipeline in SUMO
+//! (`train_scenarios.world = "sumo"`: SUMO's driver model records, behaviour cloning,
+//! refinement, evaluation, report), resuming after kills to the same bytes, with a planner
+//! cloned from SUMO's driver that drives better than one cloned from shuffled labels. Skips
+//! with a printed reason without SUMO, unless `DELTAPLAN_REQUIRE_SUMO=1`.
 
 mod common;
 
@@ -215,21 +218,261 @@ fn refine_in_sumo_resumes_bit_for_bit_after_ctrl_c_and_is_evaluated_there() {
             .unwrap();
     assert_eq!(records.len(), 5);
 
-    // Recording stays the built-in world's, with the way round.
-    let o = bin()
-        .arg("record")
-        .arg("--out")
-        .arg(tmp("sumo", "refine-record"))
-        .args(&settings[..2])
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(
-        text(&o).contains("recorded in the built-in world only"),
-        "{}",
-        text(&o)
-    );
     for d in [sft_run, a, b] {
         let _ = std::fs::remove_dir_all(d);
     }
+}
+
+/// The settings of a whole small run in SUMO.
+const SUMO_RUN: [&str; 16] = [
+    "--set",
+    "train_scenarios.world=\"sumo\"",
+    "--set",
+    "demos.n_envs=4",
+    "--set",
+    "demos.steps=300",
+    "--set",
+    "sft.epochs=3",
+    "--set",
+    "refine.num_envs=4",
+    "--set",
+    "refine.rollout_steps=32",
+    "--set",
+    "refine.iterations=4",
+    "--set",
+    "eval.per_family=1",
+];
+
+/// The files a run writes whose bytes are its results (not its timings).
+fn result_files(out: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut names: Vec<String> = ["demos.safetensors", "sft.safetensors", "rl.safetensors"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut evals: Vec<String> = std::fs::read_dir(out.join("eval"))
+        .unwrap()
+        .flatten()
+        .map(|e| format!("eval/{}", e.file_name().to_string_lossy()))
+        .collect();
+    evals.sort();
+    names.extend(evals);
+    names
+        .into_iter()
+        .map(|n| {
+            let bytes = std::fs::read(out.join(&n)).unwrap();
+            (n, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn a_whole_run_in_sumo_reports_and_resumes_after_kills_to_the_same_bytes() {
+    if !sumo_or_skip("a_whole_run_in_sumo") {
+        return;
+    }
+    let run = |out: &std::path::Path, fault: Option<&str>| {
+        let mut c = bin();
+        c.arg("run").arg("--out").arg(out).args(SUMO_RUN);
+        if let Some(f) = fault {
+            c.env("DELTAPLAN_FAULT", f);
+        }
+        c.output().unwrap()
+    };
+    let (a, b) = (tmp("sumo", "run-a"), tmp("sumo", "run-b"));
+    let o = run(&a, None);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // SUMO's driver model recorded the demonstrations: a SUMO recording, labels in hindsight.
+    let ds = deltaplan_learn::Dataset::load(&a).unwrap();
+    assert_eq!(ds.config.scenarios.world, deltaplan_learn::TrainWorld::Sumo);
+    assert!(
+        ds.n_samples() > 500 && ds.n_samples() <= 4 * 300,
+        "{}",
+        ds.n_samples()
+    );
+    assert_eq!(ds.executed, ds.actions);
+    assert!(ds
+        .episodes
+        .iter()
+        .all(|e| deltaplan_sim::Split::Train.contains(e.seed)));
+
+    // The report is SUMO's: its expert is SUMO's driver model, its splits the held-out
+    // networks' episodes, with a table per network and policy.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("report.json")).unwrap()).unwrap();
+    for split in ["eval", "hard"] {
+        for policy in ["expert", "sft", "rl"] {
+            let p = &report["splits"][split][policy];
+            assert_eq!(p["episodes"], 5, "{split} {policy}");
+            for metric in ["driving_score", "failure_rate", "nuplan_score"] {
+                assert!(p[metric].as_f64().is_some(), "{split} {policy} {metric}");
+            }
+        }
+        let driver: Vec<EpisodeStats> = serde_json::from_str(
+            &std::fs::read_to_string(a.join(format!("eval/sumo_{split}_sumo-driver.json")))
+                .unwrap(),
+        )
+        .unwrap();
+        let expert = report["splits"][split]["expert"]["driving_score"]
+            .as_f64()
+            .unwrap();
+        let mean = driver
+            .iter()
+            .map(|e| f64::from(e.driving_score()))
+            .sum::<f64>()
+            / driver.len() as f64;
+        assert!((mean - expert).abs() < 1e-3, "{split}: {mean} vs {expert}");
+    }
+    let md = std::fs::read_to_string(a.join("report.md")).unwrap();
+    for needle in [
+        "expert = SUMO's own driver model",
+        "### SUMO's driver model, eval split, the held-out generated networks",
+        "### sft, hard split, the held-out generated networks",
+        "| spider-1000001 | 3 |",
+    ] {
+        assert!(md.contains(needle), "{needle} in the report");
+    }
+
+    // The same run killed after its demonstrations, then inside the evaluations (a file
+    // written, its key not yet), then resumed: every stage continues from what is on disk,
+    // and every result is the uninterrupted run's, byte for byte.
+    for fault in [
+        "write-done:demos.safetensors",
+        "write-done:sumo_hard_sft.json",
+    ] {
+        let o = run(&b, Some(fault));
+        assert!(!o.status.success(), "{fault}: {}", text(&o));
+        assert!(text(&o).contains("fault injected"), "{}", text(&o));
+    }
+    let o = run(&b, None);
+    assert!(o.status.success(), "{}", text(&o));
+    let (ra, rb) = (result_files(&a), result_files(&b));
+    assert_eq!(
+        ra.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        rb.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    for ((name, x), (_, y)) in ra.iter().zip(&rb) {
+        assert!(x == y, "{name} differs after the kills");
+    }
+    for d in [a, b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn what_a_run_in_sumo_cannot_do_is_refused_before_any_stage_with_the_way_round() {
+    if !sumo_or_skip("what_a_run_in_sumo_cannot_do") {
+        return;
+    }
+    for (set, says) in [
+        ("demos.bev={}", "record without demos.bev"),
+        ("refine.select_every=5", "refine.select_every = 0"),
+        (
+            "sim.controller.waypoint_dt=0.25",
+            "must then be a multiple of sim.dt",
+        ),
+    ] {
+        let out = tmp("sumo", "refused");
+        let o = bin()
+            .arg("run")
+            .arg("--out")
+            .arg(&out)
+            .args(&SUMO_RUN[..2])
+            .args(["--set", set])
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{set}");
+        assert!(text(&o).contains(says), "{set}: {}", text(&o));
+        assert!(!out.exists(), "{set}: a stage wrote files");
+    }
+    let o = bin()
+        .args(["evaluate", "--policy", "sumo-driver", "--out"])
+        .arg(tmp("sumo", "refused-driver"))
+        .output()
+        .unwrap();
+    assert!(
+        text(&o).contains("--policy sumo-driver needs --world sumo"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_planner_cloned_from_sumos_driver_drives_better_than_one_cloned_from_shuffled_labels() {
+    if !sumo_or_skip("a_planner_cloned_from_sumos_driver") {
+        return;
+    }
+    use deltaplan::sumo_eval::evaluate_policy;
+    use deltaplan_eval::{Driver, Metric, Planner, PlannerError, Policy, Summary};
+    use deltaplan_learn::sft::{train_sft, SftWorkspace};
+    use deltaplan_learn::FrozenPlanner;
+    let sets: Vec<String> = [
+        "train_scenarios.world=\"sumo\"",
+        "demos.n_envs=4",
+        "demos.steps=3000",
+        "sft.epochs=20",
+        "eval.per_family=6",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let cfg = deltaplan::config::Config::load(None, &sets, Some(3)).unwrap();
+    let out = tmp("sumo", "cloned");
+    let ds = deltaplan::sumo_world::record_demonstrations(&cfg.recording(), &out, &|| {}).unwrap();
+    // The same observations with every label moved to another sample: a planner that learns
+    // from these learns the average plan, whatever it sees.
+    let mut shuffled = ds.clone();
+    let a = ds.action_dim();
+    let mut order: Vec<usize> = (0..ds.n_samples()).collect();
+    deltaplan_stdx::seed::shuffle(&mut order, &mut deltaplan_stdx::seed::rng(7, 0));
+    for (k, &from) in order.iter().enumerate() {
+        shuffled.actions[k * a..(k + 1) * a].copy_from_slice(ds.action_row(from));
+    }
+    let drive = |ds: &deltaplan_learn::Dataset| {
+        let (planner, _) = train_sft(&cfg.sft, ds, cfg.stage_seed(), |_| {}).unwrap();
+        let (mut ws, mut z) = (SftWorkspace::new(), Vec::new());
+        let mut plan = |obs: &[f32], plans: &mut [f32]| {
+            z.resize(
+                obs.len() / deltaplan_sim::OBS_DIM * planner.embedding_dim(),
+                0.0,
+            );
+            planner
+                .plan_batch(obs, &mut ws, plans, &mut z)
+                .map_err(PlannerError::new)
+        };
+        let planner: &mut dyn Planner = &mut plan;
+        let path = evaluate_policy(
+            &cfg,
+            &out,
+            Policy::Sft,
+            &mut Driver::Planner(planner),
+            deltaplan_sim::Split::Eval,
+            &[],
+        )
+        .unwrap();
+        let episodes: Vec<EpisodeStats> =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        deltaplan_eval::summarize(&episodes).overall
+    };
+    let (cloned, averaged) = (drive(&ds), drive(&shuffled));
+    let show = |s: &Summary| {
+        format!(
+            "route completion {:.1}, failures {:.0}%, driving score {:.1}",
+            s[Metric::RouteCompletion].mean,
+            100.0 * s[Metric::FailureRate].mean,
+            s[Metric::DrivingScore].mean
+        )
+    };
+    eprintln!(
+        "SFT on SUMO's labels: {}; on shuffled labels: {} ({} samples)",
+        show(&cloned),
+        show(&averaged),
+        ds.n_samples()
+    );
+    assert!(
+        cloned[Metric::RouteCompletion].mean > averaged[Metric::RouteCompletion].mean + 15.0,
+        "labels that say what SUMO's driver did must teach more than shuffled ones"
+    );
+    assert!(cloned[Metric::FailureRate].mean < averaged[Metric::FailureRate].mean);
+    let _ = std::fs::remove_dir_all(out);
 }

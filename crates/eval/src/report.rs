@@ -317,7 +317,7 @@ impl Report {
                 s,
                 "## In SUMO
 
-The run's planners evaluated in SUMO (`deltaplan evaluate --world sumo`), per network; SUMO's traffic, maps and lights, deltaplan's controller and checks.
+The run's planners evaluated in SUMO (`deltaplan evaluate --world sumo`; all of them in a run trained in SUMO), per network; SUMO's traffic, maps and lights, deltaplan's controller and checks (SUMO's driver model drives with SUMO's own car following, checked by deltaplan).
 "
             );
             for w in &self.other_worlds {

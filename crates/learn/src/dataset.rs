@@ -1,6 +1,12 @@
 //! Recorded expert demonstrations: (observation, expert waypoints) pairs from closed-loop
 //! rollouts of the privileged expert, for behaviour cloning.
 //!
+//! This module records the built-in world ([`record_demonstrations`]). With
+//! `train_scenarios.world = "sumo"` the demonstrator is SUMO's own driver model, recorded by
+//! the CLI (`deltaplan::sumo_world`, over `deltaplan_sumo::demo`) into the same [`Dataset`]:
+//! labels are the waypoints SUMO's driver then followed (in hindsight), no noise is injected
+//! (SUMO keeps its vehicles on lane centrelines), and `executed` equals `actions`.
+//!
 //! Covariate shift (DART, Laskey et al. 2017): a planner trained only on states the expert
 //! visits never sees how to recover from its own small errors, which compound in closed loop.
 //! So in a configurable fraction of episodes the *executed* plan is the expert plan plus smooth
@@ -151,19 +157,29 @@ pub struct Recording {
 }
 
 impl Recording {
-    /// Checks every part, naming the field at fault.
+    /// Checks every part, naming the field at fault, and what a SUMO recording cannot do.
     pub fn validate(&self) -> Result<()> {
         self.sim
             .validate()
             .map_err(|e| LearnError::Config(e.to_string()))?;
         self.scenarios.validate()?;
-        if self.scenarios.world != TrainWorld::Builtin {
-            return Err(LearnError::Config(
-                "demonstrations are recorded in the built-in world only: train the SFT planner \
-                 with train_scenarios.world = \"builtin\" (or bring one with --planner), then \
-                 refine it in SUMO from another --out"
-                    .into(),
-            ));
+        if self.scenarios.world == TrainWorld::Sumo {
+            if self.demos.bev.is_some() {
+                return Err(LearnError::Config(
+                    "demos.bev: the SUMO world does not draw BEV rasters yet: record without \
+                     demos.bev, or with train_scenarios.world = \"builtin\""
+                        .into(),
+                ));
+            }
+            if self.sim.steps_per_waypoint().is_none() {
+                return Err(LearnError::Config(format!(
+                    "SUMO's demonstrations are labelled with where the ego was every \
+                     sim.controller.waypoint_dt, which must then be a multiple of sim.dt \
+                     ({} s is not a multiple of {} s): change either, or record with \
+                     train_scenarios.world = \"builtin\"",
+                    self.sim.controller.waypoint_dt, self.sim.dt
+                )));
+            }
         }
         self.demos.validate()
     }
@@ -195,7 +211,9 @@ pub struct Dataset {
     pub actions: Vec<f32>,
     /// `[N, 2H]`: the plan actually executed from that state (`actions` plus noise in noisy
     /// episodes, identical otherwise). Replaying these from an episode's scenario spec
-    /// reproduces the recorded states exactly, so every label can be audited.
+    /// reproduces the recorded states exactly, so every label can be audited. In a SUMO
+    /// recording SUMO drove and the label is what it did: `executed` equals `actions` (a
+    /// replay through deltaplan's controller would not reproduce SUMO's driving).
     pub executed: Vec<f32>,
     /// `[N]`: index into `Family::ALL`.
     pub family: Vec<u8>,
@@ -257,10 +275,17 @@ impl NoiseState {
     }
 }
 
-/// Records expert demonstrations. `progress` is called after every step with the number of
+/// Records expert demonstrations in the built-in world. `progress` is called after every step with the number of
 /// samples recorded so far.
 pub fn record_demonstrations(rec: &Recording, mut progress: impl FnMut(usize)) -> Result<Dataset> {
     rec.validate()?;
+    if rec.scenarios.world != TrainWorld::Builtin {
+        return Err(LearnError::Config(
+            "this records the built-in world: SUMO's demonstrations are recorded by the CLI \
+             (deltaplan record, or deltaplan::sumo_world::record_demonstrations)"
+                .into(),
+        ));
+    }
     let cfg = &rec.demos;
     let n = cfg.n_envs;
     let d = OBS_DIM;

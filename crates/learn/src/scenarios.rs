@@ -17,7 +17,8 @@ pub struct TrainScenarios {
     /// Episodes draw their difficulty uniformly from `difficulty` up to this fraction of the way
     /// to `difficulty.harder()`, the hard evaluation split's difficulty (0: always `difficulty`).
     pub difficulty_mix: f32,
-    /// The simulator refinement's worlds run in (recording is the built-in world's only).
+    /// The simulator the training worlds run in: the recording's (the built-in expert, or
+    /// SUMO's own driver model) and refinement's.
     pub world: TrainWorld,
 }
 
@@ -29,7 +30,8 @@ pub enum TrainWorld {
     #[default]
     Builtin,
     /// SUMO's traffic on generated training networks (built by the CLI with
-    /// `deltaplan-sumo`); `families` and the difficulty do not apply there.
+    /// `deltaplan-sumo`); `families` and the difficulty do not apply there, nor demonstration
+    /// noise (SUMO's driver model records, and SUMO keeps vehicles on lane centrelines).
     Sumo,
 }
 

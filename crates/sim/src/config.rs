@@ -91,6 +91,15 @@ impl SimConfig {
     pub fn action_dim(&self) -> usize {
         2 * self.horizon
     }
+
+    /// Simulation steps between two waypoints (`controller.waypoint_dt / dt`), when that is a
+    /// whole number (within 0.1%): waypoint j of a plan is then exactly where the vehicle is
+    /// `(j + 1) * steps_per_waypoint` steps later, what labels recorded in hindsight need.
+    pub fn steps_per_waypoint(&self) -> Option<usize> {
+        let ratio = f64::from(self.controller.waypoint_dt) / f64::from(self.dt);
+        let steps = ratio.round();
+        ((ratio - steps).abs() < 1e-3 && steps >= 1.0).then_some(steps as usize)
+    }
 }
 
 /// Physical limits of the ego vehicle.
@@ -252,5 +261,24 @@ impl Default for RewardConfig {
             ttc_factor: 0.5,
             comfort_penalty: 1.0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waypoints_fall_on_whole_steps_or_not_at_all() {
+        let mut cfg = SimConfig::default();
+        assert_eq!(cfg.steps_per_waypoint(), Some(2));
+        cfg.dt = 0.05;
+        assert_eq!(cfg.steps_per_waypoint(), Some(4));
+        cfg.dt = 0.2;
+        assert_eq!(cfg.steps_per_waypoint(), Some(1));
+        cfg.dt = 0.15;
+        assert_eq!(cfg.steps_per_waypoint(), None);
+        cfg.dt = 0.3;
+        assert_eq!(cfg.steps_per_waypoint(), None);
     }
 }

@@ -75,9 +75,45 @@ struct Slot {
 fn seed_for(scenarios: &SumoScenarios, world: usize, episode: u64) -> u64 {
     match scenarios {
         SumoScenarios::Fixed(seeds) => seeds[world],
-        SumoScenarios::Train { seed } => {
-            let h = mix64(mix64(seed ^ 0x5355_4d4f).wrapping_add(mix64(world as u64)) ^ episode);
-            Split::Train.seed_base() + h % Split::SPLIT_SIZE
+        SumoScenarios::Train { seed } => train_episode_seed(*seed, world, episode),
+    }
+}
+
+/// The training split's episode seed of `episode` in training world `world` of a run seeded
+/// with `seed` (refinement's worlds and the demonstrator's draw the same).
+pub(crate) fn train_episode_seed(seed: u64, world: usize, episode: u64) -> u64 {
+    let h = mix64(mix64(seed ^ 0x5355_4d4f).wrapping_add(mix64(world as u64)) ^ episode);
+    Split::Train.seed_base() + h % Split::SPLIT_SIZE
+}
+
+/// Starts episode `seed` of world `i` with `reset` (deltaplan or SUMO driving the ego),
+/// restarting SUMO after a failed start up to [`MAX_START_ATTEMPTS`] times, each failure
+/// logged and counted in `restarts`.
+pub(crate) fn start_with_retries(
+    world: &mut SumoWorld,
+    i: usize,
+    seed: u64,
+    reset: fn(&mut SumoWorld, u64) -> Result<(), WorldError>,
+    restarts: &mut u32,
+) -> Result<(), StartFailure> {
+    let mut attempt = 1;
+    loop {
+        match reset(world, seed) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(
+                    "SUMO world {i} (episode seed {seed}) failed to start (attempt {attempt} of {MAX_START_ATTEMPTS}): {e}"
+                );
+                *restarts += 1;
+                if attempt == MAX_START_ATTEMPTS {
+                    return Err(StartFailure {
+                        world: i,
+                        seed,
+                        error: e,
+                    });
+                }
+                attempt += 1;
+            }
         }
     }
 }
@@ -153,32 +189,18 @@ impl SumoEnv {
 /// Starts episode `seed` in a slot, restarting SUMO after a failed start up to
 /// [`MAX_START_ATTEMPTS`] times.
 fn start_episode(slot: &mut Slot, i: usize, seed: u64) -> Result<(), StartFailure> {
-    let mut attempt = 1;
-    loop {
-        match slot.world.reset(seed) {
-            Ok(()) => {
-                if slot.world.started_process() {
-                    slot.process_episode = slot.episode;
-                    slot.history.clear();
-                }
-                return Ok(());
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "SUMO world {i} (episode seed {seed}) failed to start (attempt {attempt} of {MAX_START_ATTEMPTS}): {e}"
-                );
-                slot.restarts += 1;
-                if attempt == MAX_START_ATTEMPTS {
-                    return Err(StartFailure {
-                        world: i,
-                        seed,
-                        error: e,
-                    });
-                }
-                attempt += 1;
-            }
-        }
+    start_with_retries(
+        &mut slot.world,
+        i,
+        seed,
+        SumoWorld::reset,
+        &mut slot.restarts,
+    )?;
+    if slot.world.started_process() {
+        slot.process_episode = slot.episode;
+        slot.history.clear();
     }
+    Ok(())
 }
 
 /// Starts the slot's next episode during a step; a world that cannot start goes idle with

@@ -10,8 +10,9 @@
 //! subscribed value.
 //!
 //! Only what the SUMO world needs is here: version, set order, simulation step, vehicle and
-//! route add, moveToXY, speed and lane-change modes, remove, variable and context
-//! subscriptions, and plain variable gets. Typed values are read without allocation
+//! route add, moveToXY, speed and lane-change modes, the driver model's acceleration,
+//! deceleration, minimum gap, imperfection and speed factor, remove, variable and context subscriptions, and plain
+//! variable gets. Typed values are read without allocation
 //! ([`Value`] borrows its strings from the answer).
 
 use std::io::{self, Read, Write};
@@ -43,9 +44,14 @@ pub mod var {
     pub const POSITION: u8 = 0x42;
     pub const ANGLE: u8 = 0x43;
     pub const LENGTH: u8 = 0x44;
+    pub const ACCEL: u8 = 0x46;
+    pub const DECEL: u8 = 0x47;
+    pub const MIN_GAP: u8 = 0x4c;
     pub const WIDTH: u8 = 0x4d;
     pub const LANE_ID: u8 = 0x51;
     pub const NEXT_TLS: u8 = 0x70;
+    pub const IMPERFECTION: u8 = 0x5d;
+    pub const SPEED_FACTOR: u8 = 0x5e;
     pub const ACCELERATION: u8 = 0x72;
     pub const TIME: u8 = 0x66;
     pub const ADD: u8 = 0x80;
@@ -256,6 +262,17 @@ impl Request {
             c.push(variable);
             put_str(c, vehicle);
             put_typed_i32(c, value);
+        });
+        self
+    }
+
+    /// Sets a floating-point vehicle variable (acceleration, deceleration, minimum gap,
+    /// imperfection, speed factor).
+    pub fn set_vehicle_double(&mut self, vehicle: &str, variable: u8, value: f64) -> &mut Self {
+        self.command(cmd::SET_VEHICLE_VARIABLE, |c| {
+            c.push(variable);
+            put_str(c, vehicle);
+            put_typed_f64(c, value);
         });
         self
     }
@@ -612,6 +629,20 @@ mod tests {
         assert_eq!(
             r.message(),
             [0, 0, 0, 19, 15, 0xc4, 0xb3, 0, 0, 0, 3, b'e', b'g', b'o', 0x09, 0, 0, 0, 0]
+        );
+    }
+
+    #[test]
+    fn set_min_gap_encodes_by_hand() {
+        // len 1+1 + var 1 + string (4 + 3) + type 1 + double 8 = 19; 2.5 = 0x4004000000000000.
+        let mut r = Request::default();
+        r.set_vehicle_double("ego", var::MIN_GAP, 2.5);
+        assert_eq!(
+            r.message(),
+            [
+                0, 0, 0, 23, 19, 0xc4, 0x4c, 0, 0, 0, 3, b'e', b'g', b'o', 0x0b, 0x40, 0x04, 0, 0,
+                0, 0, 0, 0
+            ]
         );
     }
 

@@ -8,6 +8,13 @@
 //! SUMO is told the ego's pose (moveToXY onto its route) and steps its own traffic; the
 //! vehicles within [`SENSE_RANGE`] of the ego and the ego's next traffic lights come back in the
 //! same answer (subscriptions), so a step is one round trip.
+//!
+//! Or SUMO drives the ego itself ([`SumoWorld::reset_driven_by_sumo`],
+//! [`SumoWorld::step_driven_by_sumo`]): the ego is then an ordinary SUMO vehicle on its route,
+//! moved by SUMO's car-following model ([`SUMO_DRIVER`]), and the world reads its pose back
+//! from the same answer (the ego is in its own context subscription). Everything else (the
+//! observation, the checks, the episode record) is the same; this is the demonstrator of
+//! module `demo`.
 
 use crate::locate::SumoBinaries;
 use crate::net::{point_in_polygon, EgoRoute, Network};
@@ -43,6 +50,63 @@ const EGO: &str = "ego";
 /// Below this speed the ego counts as standing: a collision then is not its fault (as in the
 /// built-in world).
 const STANDSTILL_SPEED: f32 = 0.1;
+
+/// SUMO's own driver model as the ego's driver, where it is the demonstrator: SUMO's default
+/// car following (Krauss), obeying every rule SUMO checks (speed mode 31: lights, safe gaps,
+/// limits). Its acceleration and comfortable deceleration are the built-in expert's
+/// (`sim.expert.max_accel`, 2.0 m/s^2, and `sim.expert.max_comfort_decel`, 3.8): within
+/// nuPlan's comfort bounds (2.40 and 4.05) as that expert is, where SUMO's passenger-car
+/// defaults (2.6 and 4.5) are not, so every full start would fail the comfort check the
+/// metrics and the reward apply (SUMO brakes harder, up to its emergency deceleration of 9,
+/// only when it must). The settings below differ from SUMO's defaults too, each for the
+/// demonstrations' sake.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SumoDriver {
+    /// Krauss's driver imperfection (SUMO's `sigma`, default 0.5: random dawdling each
+    /// step). 0: the label is a function of the traffic, not of a dice roll a planner cannot
+    /// see, so the same state gets the same label.
+    pub imperfection: f64,
+    /// The multiple of the speed limit the driver aims for (SUMO draws one per vehicle around
+    /// 1, deviation 0.1). 1: the limit, the target of the built-in expert and of the
+    /// observation's `allowed_speed`, and the speed the overspeed metrics measure against.
+    pub speed_factor: f64,
+    /// Standstill gap to the vehicle ahead, metres (SUMO's default 2.5; the ego's vehicle type
+    /// has 0 because deltaplan, not SUMO, drives it otherwise): a gap of 0 would stop with the
+    /// bumpers touching, which deltaplan's box check counts as a collision.
+    pub min_gap: f64,
+    /// SUMO's lane-change mode for the ego. 0: no lane changes. The observation's route is
+    /// the route's own lane sequence (each lane connected to the next), so the demonstrator
+    /// keeps to it, as deltaplan's planners are asked to; a lane change would put it 3.5 m off
+    /// the route the observation describes.
+    pub lane_change_mode: i32,
+}
+
+/// The demonstrator's settings (see [`SumoDriver`]).
+pub const SUMO_DRIVER: SumoDriver = SumoDriver {
+    imperfection: 0.0,
+    speed_factor: 1.0,
+    min_gap: 2.5,
+    lane_change_mode: 0,
+};
+
+/// Who drives the ego.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EgoControl {
+    /// deltaplan's waypoint controller and bicycle model; SUMO is told the pose.
+    Deltaplan,
+    /// SUMO's driver model ([`SUMO_DRIVER`]); deltaplan reads the pose.
+    Sumo,
+}
+
+/// The ego as SUMO reports it in a step's answer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct ReportedEgo {
+    /// SUMO's vehicle position: the middle of the front bumper.
+    front: Vec2,
+    yaw: f32,
+    v: f32,
+    accel: f32,
+}
 
 /// A network loaded once and shared by every world on it.
 pub struct NetContext {
@@ -120,6 +184,12 @@ pub enum WorldError {
     Traci(#[from] TraciError),
     #[error("no route of {0} m on this network")]
     NoRoute(f32),
+    /// A step of the other driver: `step` on a world SUMO drives, or the reverse.
+    #[error("{0}")]
+    Control(&'static str),
+    /// SUMO no longer has the ego it drives (removed before the end of its route).
+    #[error("SUMO removed the ego {0:.1} m before the end of its route")]
+    EgoRemoved(f32),
 }
 
 /// A vehicle of SUMO's traffic near the ego.
@@ -191,6 +261,7 @@ pub struct SumoWorld {
     stall_anchor: f32,
     stall_steps: u32,
     comfort_filter: ComfortFilter,
+    control: EgoControl,
 }
 
 impl SumoWorld {
@@ -232,6 +303,7 @@ impl SumoWorld {
             stall_anchor: 0.0,
             stall_steps: 0,
             comfort_filter: ComfortFilter::default(),
+            control: EgoControl::Deltaplan,
         }
     }
 
@@ -251,9 +323,20 @@ impl SumoWorld {
     }
 
     /// Starts episode `seed`: a fresh SUMO on the network (its traffic warmed up), a route
-    /// drawn from the seed, the ego placed at its start.
+    /// drawn from the seed, the ego placed at its start; deltaplan drives it ([`SumoWorld::step`]).
     pub fn reset(&mut self, seed: u64) -> Result<(), WorldError> {
+        self.start(seed, EgoControl::Deltaplan)
+    }
+
+    /// Starts episode `seed` as [`SumoWorld::reset`] does (same route, same start), with SUMO's
+    /// own driver model ([`SUMO_DRIVER`]) driving the ego ([`SumoWorld::step_driven_by_sumo`]).
+    pub fn reset_driven_by_sumo(&mut self, seed: u64) -> Result<(), WorldError> {
+        self.start(seed, EgoControl::Sumo)
+    }
+
+    fn start(&mut self, seed: u64, control: EgoControl) -> Result<(), WorldError> {
         self.seed = seed;
+        self.control = control;
         let reuse = self.process.is_some()
             && self.sim_time - self.net.files.begin + 0.5 * f64::from(self.sumo_cfg.reuse_seconds)
                 < f64::from(self.sumo_cfg.reuse_seconds);
@@ -338,20 +421,36 @@ impl SumoWorld {
         let front = p + t * (0.5 * vp.length);
         let req = &mut self.req;
         req.clear();
-        req.add_route(&route_id, &edges)
-            .add_vehicle(
-                EGO,
-                &route_id,
-                &Departure {
-                    vehicle_type: "ego".into(),
-                    lane: lane0.index.to_string(),
-                    pos: format!("{:.2}", s0 + 0.5 * vp.length),
-                    speed: format!("{v0:.2}"),
-                },
-            )
-            .set_vehicle_int(EGO, var::SPEED_MODE, 0)
-            .set_vehicle_int(EGO, var::LANE_CHANGE_MODE, 0)
-            .move_to_xy(EGO, &ego_pose(front, yaw));
+        req.add_route(&route_id, &edges).add_vehicle(
+            EGO,
+            &route_id,
+            &Departure {
+                vehicle_type: "ego".into(),
+                lane: lane0.index.to_string(),
+                pos: format!("{:.2}", s0 + 0.5 * vp.length),
+                speed: format!("{v0:.2}"),
+            },
+        );
+        match control {
+            EgoControl::Deltaplan => req
+                .set_vehicle_int(EGO, var::SPEED_MODE, 0)
+                .set_vehicle_int(EGO, var::LANE_CHANGE_MODE, 0),
+            // SUMO's speed mode stays its default (every check on).
+            EgoControl::Sumo => req
+                .set_vehicle_double(EGO, var::ACCEL, f64::from(self.cfg.expert.max_accel))
+                .set_vehicle_double(
+                    EGO,
+                    var::DECEL,
+                    f64::from(self.cfg.expert.max_comfort_decel),
+                )
+                .set_vehicle_double(EGO, var::IMPERFECTION, SUMO_DRIVER.imperfection)
+                .set_vehicle_double(EGO, var::SPEED_FACTOR, SUMO_DRIVER.speed_factor)
+                .set_vehicle_double(EGO, var::MIN_GAP, SUMO_DRIVER.min_gap)
+                .set_vehicle_int(EGO, var::LANE_CHANGE_MODE, SUMO_DRIVER.lane_change_mode),
+        }
+        // Both start at the same pose (the placement also inserts the ego at once, where a
+        // departure could wait for a gap).
+        .move_to_xy(EGO, &ego_pose(front, yaw));
         process.client.send_checked(req)?;
         req.clear();
         // SUMO answers a simulation step after the commands that follow it in a message.
@@ -375,11 +474,8 @@ impl SumoWorld {
         a.status(cmd::SUBSCRIBE_VEHICLE_CONTEXT)?;
         skip_subscription(&mut a)?;
         a.status(cmd::SIMULATION_STEP)?;
-        let n = a.i32()?;
-        self.neighbours.clear();
-        for _ in 0..n {
-            read_subscription(&mut a, &mut self.stops, &mut self.neighbours)?;
-        }
+        let mut reported = None;
+        read_step_results(&mut a, &mut self.stops, &mut self.neighbours, &mut reported)?;
         self.process = Some(process);
         self.sim_time += f64::from(self.cfg.dt);
         self.step_count = 0;
@@ -390,6 +486,16 @@ impl SumoWorld {
             ..Default::default()
         };
         self.comfort_filter = ComfortFilter::default();
+        if control == EgoControl::Sumo {
+            // Where SUMO put it: every pose of a SUMO-driven episode is SUMO's.
+            let r = reported.ok_or(WorldError::EgoRemoved(self.route_len))?;
+            let placed = self.ego;
+            self.ego = BicycleState {
+                steer: 0.0,
+                yaw_rate: 0.0,
+                ..self.pose_from_sumo(&r, &placed)
+            };
+        }
         self.track_route(s0);
         self.best_progress = self.route_s;
         self.stall_anchor = self.route_s;
@@ -513,6 +619,11 @@ impl SumoWorld {
     /// Executes a plan of H ego-frame waypoints for one step (as the built-in world's
     /// `World::step`): control, dynamics, SUMO's step, progress, events, metrics, reward.
     pub fn step(&mut self, plan: &[f32]) -> Result<StepResult, WorldError> {
+        if self.control != EgoControl::Deltaplan {
+            return Err(WorldError::Control(
+                "SUMO drives this episode's ego: step it with step_driven_by_sumo",
+            ));
+        }
         if !plan.iter().all(|x| x.is_finite()) {
             return Ok(self.end_non_finite());
         }
@@ -533,6 +644,68 @@ impl SumoWorld {
             return Ok(self.end_non_finite());
         }
         self.sumo_step()?;
+        Ok(self.account_step(&before_ego, before_front, before_best, brake_forced))
+    }
+
+    /// One step of SUMO's driver model driving the ego (after
+    /// [`SumoWorld::reset_driven_by_sumo`]): SUMO steps, the ego's new pose is SUMO's, and the
+    /// rest is [`SumoWorld::step`]'s: progress, events, metrics, reward. The ego's steering
+    /// angle is the bicycle model's for the arc SUMO drove (`tan(steer) = wheelbase * dyaw /
+    /// distance`), its yaw rate and acceleration those of the step.
+    pub fn step_driven_by_sumo(&mut self) -> Result<StepResult, WorldError> {
+        if self.control != EgoControl::Sumo {
+            return Err(WorldError::Control(
+                "deltaplan drives this episode's ego: step it with step(plan)",
+            ));
+        }
+        let vp = self.cfg.vehicle;
+        let before_ego = self.ego;
+        let before_front = self.route_s + 0.5 * vp.length;
+        let before_best = self.best_progress;
+        let reported = self.sumo_step()?;
+        let r = reported.ok_or(WorldError::EgoRemoved(self.route_len - before_front))?;
+        let brake_forced = self.brake_forced(r.accel);
+        self.ego = self.pose_from_sumo(&r, &before_ego);
+        Ok(self.account_step(&before_ego, before_front, before_best, brake_forced))
+    }
+
+    /// The ego's state from SUMO's report, `before` being its state a step earlier: SUMO's
+    /// position is the front bumper, deltaplan's reference the rear axle, `length / 2 +
+    /// rear_to_center` behind it along the heading.
+    fn pose_from_sumo(&self, r: &ReportedEgo, before: &BicycleState) -> BicycleState {
+        let vp = &self.cfg.vehicle;
+        let dt = self.cfg.dt;
+        let heading = Vec2::from_angle(r.yaw);
+        let pos = r.front - heading * (0.5 * vp.length + vp.rear_to_center);
+        let dyaw = deltaplan_sim::geom::wrap_angle(r.yaw - before.yaw);
+        let distance = (pos - before.pos).norm();
+        let steer = if distance > 1e-3 {
+            (vp.wheelbase * dyaw / distance)
+                .atan()
+                .clamp(-vp.max_steer, vp.max_steer)
+        } else {
+            before.steer
+        };
+        BicycleState {
+            pos,
+            yaw: r.yaw,
+            v: r.v.max(0.0),
+            steer,
+            accel: r.accel,
+            yaw_rate: dyaw / dt,
+        }
+    }
+
+    /// Everything of a step after the ego moved and SUMO stepped: progress, events, metrics,
+    /// reward (the same for either driver).
+    fn account_step(
+        &mut self,
+        before_ego: &BicycleState,
+        before_front: f32,
+        before_best: f32,
+        brake_forced: bool,
+    ) -> StepResult {
+        let vp = self.cfg.vehicle;
         self.sim_time += f64::from(self.cfg.dt);
         self.step_count += 1;
         self.track_route(self.route_s);
@@ -543,10 +716,10 @@ impl SumoWorld {
         } else {
             self.stall_steps += 1;
         }
-        let end = self.events(&before_ego, before_front);
+        let end = self.events(before_ego, before_front);
         let progress_gain = self.best_progress - before_best;
         let dt = self.cfg.dt;
-        let raw = comfort_violations(&before_ego, &self.ego, dt, self.step_count > 1);
+        let raw = comfort_violations(before_ego, &self.ego, dt, self.step_count > 1);
         let filtered = self.comfort_filter.push(&self.ego, dt);
         for (i, c) in self.stats.comfort_steps.iter_mut().enumerate() {
             *c += u32::from(filtered >> i & 1);
@@ -601,12 +774,12 @@ impl SumoWorld {
                 self.route_completion()
             };
         }
-        Ok(StepResult { reward, end })
+        StepResult { reward, end }
     }
 
-    /// Tells SUMO the ego's pose, steps it, and reads the traffic around the ego and its next
-    /// lights: one round trip.
-    fn sumo_step(&mut self) -> Result<(), WorldError> {
+    /// Tells SUMO the ego's pose (when deltaplan drives it), steps it, and reads the traffic
+    /// around the ego, its next lights and the ego as SUMO has it: one round trip.
+    fn sumo_step(&mut self) -> Result<Option<ReportedEgo>, WorldError> {
         let vp = self.cfg.vehicle;
         let h = Vec2::from_angle(self.ego.yaw);
         let front = self.ego.center(&vp) + h * (0.5 * vp.length);
@@ -615,12 +788,20 @@ impl SumoWorld {
             .as_mut()
             .ok_or(WorldError::Traci(TraciError::Closed))?;
         self.req.clear();
-        self.req
-            .move_to_xy(EGO, &ego_pose(front, self.ego.yaw))
-            .simulation_step(0.0);
+        if self.control == EgoControl::Deltaplan {
+            self.req.move_to_xy(EGO, &ego_pose(front, self.ego.yaw));
+        }
+        self.req.simulation_step(0.0);
         let mut a = process.client.send(&self.req)?;
-        read_step_answer(&mut a, &mut self.stops, &mut self.neighbours)?;
-        Ok(())
+        let mut reported = None;
+        read_step_answer(
+            &mut a,
+            self.control,
+            &mut self.stops,
+            &mut self.neighbours,
+            &mut reported,
+        )?;
+        Ok(reported)
     }
 
     /// Collision, off-road, red light; else route completed, blocked or out of time.
@@ -658,7 +839,9 @@ impl SumoWorld {
             self.stats.red_lights += 1;
             return EndReason::RedLight;
         }
-        if self.best_progress >= self.route_len - self.cfg.route_end_tolerance {
+        if self.best_progress >= self.route_len - self.cfg.route_end_tolerance
+            || self.sumo_ends_trip_next_step()
+        {
             EndReason::RouteCompleted
         } else if self.stall_steps as f32 * self.cfg.dt >= self.cfg.blocked_seconds {
             self.stats.blocked = true;
@@ -669,6 +852,19 @@ impl SumoWorld {
         } else {
             EndReason::Running
         }
+    }
+
+    /// Whether SUMO, driving the ego, may end its trip within the next step: SUMO removes a
+    /// vehicle whose front bumper reaches the end of its route's last lane (measured along
+    /// SUMO's lane lengths, which differ from the shapes' by up to a metre or two), so the
+    /// episode ends completed before, once the front is within a step's travel and
+    /// `route_end_tolerance` of the end. Never for a deltaplan-driven ego (SUMO mirrors it).
+    fn sumo_ends_trip_next_step(&self) -> bool {
+        let vp = &self.cfg.vehicle;
+        let front = self.route_s + 0.5 * vp.length;
+        let reach = (self.ego.v + vp.max_accel * self.cfg.dt) * self.cfg.dt;
+        self.control == EgoControl::Sumo
+            && front + reach + self.cfg.route_end_tolerance >= self.route_len
     }
 
     fn end_non_finite(&mut self) -> StepResult {
@@ -932,22 +1128,22 @@ fn skip_subscription(a: &mut Reader) -> Result<(), TraciError> {
     Ok(())
 }
 
-/// Reads the answer to [`SumoWorld::sumo_step`]'s request (move the ego, step): both statuses,
-/// then every subscription result of the step, and nothing after them. What does not follow
-/// the protocol, or a non-finite number, is a protocol error naming it (the world then restarts
-/// SUMO, as for a crash).
+/// Reads the answer to [`SumoWorld::sumo_step`]'s request (move the ego, when deltaplan drives
+/// it, then step): the statuses, then every subscription result of the step, and nothing after
+/// them. What does not follow the protocol, or a non-finite number, is a protocol error naming
+/// it (the world then restarts SUMO, as for a crash).
 fn read_step_answer(
     a: &mut Reader,
+    control: EgoControl,
     stops: &mut [Stop],
     neighbours: &mut Vec<Neighbour>,
+    ego: &mut Option<ReportedEgo>,
 ) -> Result<(), TraciError> {
-    a.status(cmd::SET_VEHICLE_VARIABLE)?;
-    a.status(cmd::SIMULATION_STEP)?;
-    let n = a.i32()?;
-    neighbours.clear();
-    for _ in 0..n {
-        read_subscription(a, stops, neighbours)?;
+    if control == EgoControl::Deltaplan {
+        a.status(cmd::SET_VEHICLE_VARIABLE)?;
     }
+    a.status(cmd::SIMULATION_STEP)?;
+    read_step_results(a, stops, neighbours, ego)?;
     if !a.is_empty() {
         return Err(TraciError::Protocol(
             "bytes after the step's subscription results".into(),
@@ -956,12 +1152,30 @@ fn read_step_answer(
     Ok(())
 }
 
+/// Reads a simulation step's result: the number of subscription results, then each of them.
+fn read_step_results(
+    a: &mut Reader,
+    stops: &mut [Stop],
+    neighbours: &mut Vec<Neighbour>,
+    ego: &mut Option<ReportedEgo>,
+) -> Result<(), TraciError> {
+    let n = a.i32()?;
+    neighbours.clear();
+    *ego = None;
+    for _ in 0..n {
+        read_subscription(a, stops, neighbours, ego)?;
+    }
+    Ok(())
+}
+
 /// Reads one subscription result: the ego's next lights (into the route's stops) or the
-/// vehicles around it (into `neighbours`, the ego itself left out).
+/// vehicles around it (into `neighbours`; the ego itself, which its own context subscription
+/// lists, into `ego`).
 fn read_subscription(
     a: &mut Reader,
     stops: &mut [Stop],
     neighbours: &mut Vec<Neighbour>,
+    ego: &mut Option<ReportedEgo>,
 ) -> Result<(), TraciError> {
     let (id, _) = a.command_header()?;
     let object = a.str()?;
@@ -1016,7 +1230,14 @@ fn read_subscription(
                         _ => {}
                     }
                 }
-                if vid != EGO {
+                if vid == EGO {
+                    *ego = Some(ReportedEgo {
+                        front,
+                        yaw,
+                        v: n.v,
+                        accel: n.accel,
+                    });
+                } else {
                     n.heading = Vec2::from_angle(yaw);
                     n.center = front - n.heading * (0.5 * n.length);
                     neighbours.push(n);
@@ -1156,13 +1377,31 @@ mod tests {
                 m.len() - 4
             )));
         }
-        read_step_answer(&mut Reader::new(&m[4..]), stops, neighbours)
+        let mut ego = None;
+        read_step_answer(
+            &mut Reader::new(&m[4..]),
+            EgoControl::Deltaplan,
+            stops,
+            neighbours,
+            &mut ego,
+        )
     }
 
     #[test]
     fn a_step_answer_gives_the_neighbours_and_the_lights() {
         let (mut st, mut nb) = (stops(), vec![Neighbour::default()]);
         read_message(&step_answer(), &mut st, &mut nb).unwrap();
+        // The ego's own row is SUMO's report of it (front bumper, heading, speed,
+        // acceleration), what a SUMO-driven world reads back.
+        let mut ego = None;
+        let body = &step_answer()[4..];
+        let mut r = Reader::new(body);
+        r.status(cmd::SET_VEHICLE_VARIABLE).unwrap();
+        r.status(cmd::SIMULATION_STEP).unwrap();
+        read_step_results(&mut r, &mut stops(), &mut Vec::new(), &mut ego).unwrap();
+        let ego = ego.unwrap();
+        assert_eq!((ego.front, ego.v, ego.accel), (Vec2::ZERO, 0.0, 0.0));
+        assert!(ego.yaw.abs() < 1e-6, "{ego:?}");
         // The ego is left out; a SUMO position is the front bumper: the centre is half a
         // length behind it, along the heading (SUMO 90 degrees = east, 0 = north).
         assert_eq!(nb.len(), 2);
@@ -1212,7 +1451,15 @@ mod tests {
         // The body alone, past the length check most mutants of a whole message fail.
         let (mut st, mut nb) = (stops(), Vec::new());
         let parse = |b: &[u8]| {
-            read_step_answer(&mut Reader::new(b), &mut st, &mut nb).map_err(|e| e.to_string())
+            let mut ego = None;
+            read_step_answer(
+                &mut Reader::new(b),
+                EgoControl::Deltaplan,
+                &mut st,
+                &mut nb,
+                &mut ego,
+            )
+            .map_err(|e| e.to_string())
         };
         fuzz(&[step_answer()[4..].to_vec()], n, 14, parse, named)
             .print_and_check("TraCI step answer bodies");
