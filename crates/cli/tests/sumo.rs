@@ -8,6 +8,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::{bin, text, tmp};
 use deltaplan_sim::EpisodeStats;
 
@@ -475,4 +477,34 @@ fn a_planner_cloned_from_sumos_driver_drives_better_than_one_cloned_from_shuffle
     );
     assert!(cloned[Metric::FailureRate].mean < averaged[Metric::FailureRate].mean);
     let _ = std::fs::remove_dir_all(out);
+}
+
+/// `configs/sumo.toml` (the README's one command for the whole pipeline in SUMO) sets SUMO's
+/// world and the measured sizes, and nothing else: every other printed line is the default's.
+#[test]
+fn the_shipped_sumo_config_changes_only_the_measured_fields() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/sumo.toml");
+    let default = bin().arg("config").output().expect("run deltaplan config");
+    let sumo = bin()
+        .args(["config", "--config"])
+        .arg(&file)
+        .output()
+        .expect("run deltaplan config --config configs/sumo.toml");
+    assert!(sumo.status.success(), "{}", text(&sumo));
+    let (default, sumo) = (text(&default), text(&sumo));
+    let changed: Vec<(&str, &str)> = default
+        .lines()
+        .zip(sumo.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
+    let want = [
+        ("world = \"builtin\"", "world = \"sumo\""),
+        ("n_envs = 64", "n_envs = 16"),
+        ("steps = 1500", "steps = 4000"),
+        ("num_envs = 128", "num_envs = 16"),
+        ("iterations = 400", "iterations = 900"),
+        ("per_family = 200", "per_family = 20"),
+    ];
+    assert_eq!(default.lines().count(), sumo.lines().count());
+    assert_eq!(changed, want, "configs/sumo.toml:\n{sumo}");
 }
