@@ -503,6 +503,7 @@ fn the_shipped_sumo_config_changes_only_the_measured_fields() {
         ("steps = 1500", "steps = 4000"),
         ("num_envs = 128", "num_envs = 16"),
         ("iterations = 400", "iterations = 900"),
+        ("expert_coef = 20.0", "expert_coef = 0.0"),
         ("per_family = 200", "per_family = 20"),
     ];
     assert_eq!(default.lines().count(), sumo.lines().count());

@@ -288,14 +288,16 @@ pub struct PpoConfig {
 
 impl Default for PpoConfig {
     /// deltaplan's refinement: CleanRL's values with 8 minibatches and 2 epochs (half the
-    /// update's time; no measured loss of quality), a target-KL early stop at 0.05 and 3
-    /// iterations of critic warm-up.
+    /// update's time; no measured loss of quality), a target-KL early stop at 0.05, 3
+    /// iterations of critic warm-up and expert guidance at 20 (README: it keeps the families
+    /// from regressing and lets a planner PPO alone cannot fix, the BEV-CNN, be refined).
     fn default() -> Self {
         Self {
             update_epochs: 2,
             num_minibatches: 8,
             target_kl: Some(0.05),
             critic_warmup_iters: 3,
+            expert_coef: 20.0,
             ..Self::cleanrl()
         }
     }

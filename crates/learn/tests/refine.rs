@@ -571,7 +571,8 @@ fn a_rollout_split_across_collectors_learns_the_same_bits() {
         .map(|w| {
             let first = w.start;
             let env = planner_env(&scenarios, sim, w, seed, &sft).unwrap();
-            Collector::new(&sft, env, first)
+            // As the single process does: the expert's labels when guidance is on (default).
+            Collector::new(&sft, env, first).record_expert(tiny_refine().ppo.expert_coef > 0.0)
         })
         .collect();
     let strip = |s: String| s.split(",\"steps_per_second\"").next().unwrap().to_string();
