@@ -155,7 +155,7 @@ impl<'a, P: FrozenPlanner> RolloutWorker<'a, P> {
         // The weights are overwritten by every request; the seed only shapes them.
         let ac = ActorCritic::new(&actor_critic_config(&cfg, planner), &mut seed::rng(0, 0))?;
         Ok(RolloutWorker {
-            collector: Collector::new(planner, env, first).record_expert(cfg.ppo.expert_coef > 0.0),
+            collector: Collector::new(planner, env, first).record_expert(cfg.ppo.expert_guided()),
             ac,
             cfg,
             seed,
@@ -379,7 +379,7 @@ fn decode_part(bytes: &[u8], l: &Learner) -> Result<RolloutPart> {
     let values = take("values", &[t, k])?;
     let rewards = take("rewards", &[t, k])?;
     let next_values = take("next_values", &[t, k])?;
-    let expert_width = if l.cfg.ppo.expert_coef > 0.0 { a } else { 0 };
+    let expert_width = if l.cfg.ppo.expert_guided() { a } else { 0 };
     let expert = take("expert", &[t, k, expert_width])?;
     let mut flag = |name: &str| -> Result<Vec<bool>> {
         let v: Vec<u8> = take_tensor(&mut flags, path, PART_KIND, name, &[t, k])?;

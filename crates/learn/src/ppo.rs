@@ -328,6 +328,12 @@ impl PpoConfig {
         }
     }
 
+    /// Whether the expert-guidance loss is on, so rollouts must record the expert's
+    /// corrections ([`crate::rollout::Collector::record_expert`]).
+    pub fn expert_guided(&self) -> bool {
+        self.expert_coef > 0.0
+    }
+
     /// Linearly annealed learning rate for 0-based `iteration` of `total`:
     /// `lr * (1 - iteration / total)` (CleanRL's schedule), never negative.
     pub fn lr_at(&self, iteration: usize, total: usize) -> f64 {

@@ -548,7 +548,7 @@ impl<'a, P: FrozenPlanner, E: ResumableEnv + ExpertEnv> Refiner<'a, P, E> {
             })?;
         }
         let mut collector =
-            Collector::new(planner, env, 0).record_expert(learner.cfg.ppo.expert_coef > 0.0);
+            Collector::new(planner, env, 0).record_expert(learner.cfg.ppo.expert_guided());
         if let Some((_, running_return)) = state {
             collector.set_running_return(running_return)?;
         }
@@ -907,7 +907,7 @@ impl Learner {
             kl_sft: l.kl_sft,
             kl_sft_coef: up.kl_sft_coef,
             clip_frac: l.clip_frac,
-            expert_loss: (self.cfg.ppo.expert_coef > 0.0).then_some(l.expert_loss),
+            expert_loss: self.cfg.ppo.expert_guided().then_some(l.expert_loss),
             explained_variance: up.explained_variance,
             learning_rate: up.learning_rate,
             residual_magnitude: (residual_sum / (total * self.ppo.ac.act_dim()) as f64) as f32,

@@ -572,7 +572,7 @@ fn a_rollout_split_across_collectors_learns_the_same_bits() {
             let first = w.start;
             let env = planner_env(&scenarios, sim, w, seed, &sft).unwrap();
             // As the single process does: the expert's labels when guidance is on (default).
-            Collector::new(&sft, env, first).record_expert(tiny_refine().ppo.expert_coef > 0.0)
+            Collector::new(&sft, env, first).record_expert(tiny_refine().ppo.expert_guided())
         })
         .collect();
     let strip = |s: String| s.split(",\"steps_per_second\"").next().unwrap().to_string();

@@ -11,8 +11,8 @@
 //!
 //! Only what the SUMO world needs is here: version, set order, simulation step, vehicle and
 //! route add, moveToXY, speed and lane-change modes, the driver model's acceleration,
-//! deceleration, minimum gap, imperfection and speed factor, remove, variable and context subscriptions, and plain
-//! variable gets. Typed values are read without allocation
+//! deceleration, minimum gap, imperfection and speed factor, remove, variable and context
+//! subscriptions, and plain variable gets. Typed values are read without allocation
 //! ([`Value`] borrows its strings from the answer).
 
 use std::io::{self, Read, Write};
