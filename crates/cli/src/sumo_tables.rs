@@ -29,12 +29,21 @@ pub fn world_tables(out: &Path) -> Result<Vec<WorldTable>> {
             let mut parts = stem.trim_start_matches("sumo_").splitn(3, '_');
             let split = parts.next().unwrap_or("");
             let policy = parts.next().unwrap_or("");
-            let networks = parts.next().map_or_else(
-                || "the held-out generated networks".to_string(),
-                |n| n.replace('_', ", "),
-            );
             let table = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read {}", p.display()))?;
+            // A file name lists at most three maps (`..._and_5_more_HASH`): the table's rows
+            // name them all.
+            let networks = parts.next().map_or_else(
+                || "the held-out generated networks".to_string(),
+                |n| {
+                    let rows = network_rows(&table);
+                    if rows.is_empty() {
+                        n.replace('_', ", ")
+                    } else {
+                        rows.join(", ")
+                    }
+                },
+            );
             let driver = match policy {
                 "expert" => "route-following expert",
                 "sumo-driver" => "SUMO's driver model",
@@ -48,12 +57,25 @@ pub fn world_tables(out: &Path) -> Result<Vec<WorldTable>> {
         .collect()
 }
 
+/// The networks a per-network table lists: the first cell of each row below its header
+/// separator, except the `all` row.
+fn network_rows(table: &str) -> Vec<&str> {
+    table
+        .lines()
+        .skip_while(|l| !l.starts_with("|---"))
+        .skip(1)
+        .filter_map(|l| l.trim().trim_start_matches('|').split('|').next())
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && *n != "all")
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn world_tables_are_titled_from_their_file_names_in_order() {
+    fn world_tables_are_titled_by_policy_split_and_every_network_in_file_order() {
         let dir = tempfile::tempdir().unwrap();
         let eval = dir.path().join("eval");
         std::fs::create_dir_all(&eval).unwrap();
@@ -63,6 +85,11 @@ mod tests {
             ("sumo_eval_sumo-driver.md", "| spider |"),
             ("sumo_eval_expert.md", "| all |"),
             ("eval_rl.json", "not a table"),
+            (
+                "sumo_eval_sft_town01_town02_town03_and_2_more_0c1d2e3f.md",
+                "| network | episodes |\n|---|---:|\n| town01 | 10 |\n| town02 | 10 |\n\
+                 | town03 | 10 |\n| town04 | 10 |\n| town10hd | 10 |\n| all | 50 |\n",
+            ),
         ] {
             std::fs::write(eval.join(name), text).unwrap();
         }
@@ -79,6 +106,11 @@ mod tests {
                     "| all |"
                 ),
                 ("rl, eval split, town01, cologne1", "| town01 |"),
+                (
+                    "sft, eval split, town01, town02, town03, town04, town10hd",
+                    "| network | episodes |\n|---|---:|\n| town01 | 10 |\n| town02 | 10 |\n\
+                     | town03 | 10 |\n| town04 | 10 |\n| town10hd | 10 |\n| all | 50 |\n",
+                ),
                 (
                     "SUMO's driver model, eval split, the held-out generated networks",
                     "| spider |"
