@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dist;
 use crate::error::{check_len, rows_of, LearnError, Result};
-use crate::nn::{Mlp, MlpInit, MlpWorkspace, OutputInit, TensorView};
+use crate::nn::{InferWorkspace, Mlp, MlpInit, MlpWorkspace, OutputInit, TensorView};
 use crate::optim::{clip_grad_norm, AdamW};
 
 /// Initial log-std of the pre-squash action `u` (sigma = 0.22): the one default, used by
@@ -75,8 +75,8 @@ pub struct ActorCritic {
 /// (one per rollout thread).
 #[derive(Clone, Debug, Default)]
 pub struct ActWorkspace {
-    actor: MlpWorkspace,
-    critic: MlpWorkspace,
+    actor: InferWorkspace,
+    critic: InferWorkspace,
 }
 
 impl ActWorkspace {
@@ -340,16 +340,16 @@ impl ActorCritic {
         let u = &mut *out.u;
         let (mu, v) = if obs.len() >= PAR_MIN_FLOATS {
             let (mu, v) = rayon::join(
-                || actor.forward(obs, wa),
+                || actor.infer(obs, wa),
                 || {
-                    let v = critic.forward(obs, wc);
+                    let v = critic.infer(obs, wc);
                     draw(u);
                     v
                 },
             );
             (mu?, v?)
         } else {
-            let (mu, v) = (actor.forward(obs, wa)?, critic.forward(obs, wc)?);
+            let (mu, v) = (actor.infer(obs, wa)?, critic.infer(obs, wc)?);
             draw(u);
             (mu, v)
         };
@@ -367,7 +367,7 @@ impl ActorCritic {
     pub fn value(&self, obs: &[f32], ws: &mut ActWorkspace, out: &mut [f32]) -> Result<()> {
         let b = rows_of("obs", obs.len(), self.obs_dim())?;
         check_len("value", out.len(), b)?;
-        out.copy_from_slice(self.critic.forward(obs, &mut ws.critic)?);
+        out.copy_from_slice(self.critic.infer(obs, &mut ws.critic)?);
         Ok(())
     }
 }

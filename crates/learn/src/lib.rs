@@ -39,7 +39,7 @@ pub use actor_critic::{
 pub use dataset::{record_demonstrations, Dataset, DemoConfig, DemoNoise, EpisodeInfo, Recording};
 pub use error::{LearnError, Result};
 pub use gae::{gae, GaeSteps};
-pub use nn::{fast_tanh, Mlp, MlpInit, MlpWorkspace, OutputInit, TensorView};
+pub use nn::{fast_tanh, InferWorkspace, Mlp, MlpInit, MlpWorkspace, OutputInit, TensorView};
 pub use optim::{clip_grad_norm, AdamW, AdamWConfig};
 pub use planner::{FrozenPlanner, PlannerError};
 pub use ppo::{

@@ -101,6 +101,40 @@ multiversion! {
 }
 
 multiversion! {
+    /// The feature-major epilogue ([`Mlp::infer`]; `y` is `[bias.len(), batch]`):
+    /// `y[j, r] = tanh(y[j, r] + bias[j])` after a hidden layer, `y[j, r] += bias[j]` after the
+    /// output layer: per element the operations of [`bias_tanh_rows`] / [`bias_add_rows`], so
+    /// the same bits.
+    fn bias_features(y: &mut [f32], bias: &[f32], hidden: bool) {
+        let batch = y.len() / bias.len().max(1);
+        if batch == 0 {
+            return;
+        }
+        for (row, &b) in y.chunks_exact_mut(batch).zip(bias) {
+            if hidden {
+                for v in row.iter_mut() {
+                    *v = fast_tanh(*v + b);
+                }
+            } else {
+                for v in row.iter_mut() {
+                    *v += b;
+                }
+            }
+        }
+    }
+}
+
+/// `dst[c, r] = src[r, c]` for a row-major `src` of `rows` rows.
+fn transpose(src: &[f32], rows: usize, dst: &mut [f32]) {
+    let cols = src.len() / rows.max(1);
+    for (r, row) in src.chunks_exact(cols.max(1)).enumerate().take(rows) {
+        for (c, &v) in row.iter().enumerate() {
+            dst[c * rows + r] = v;
+        }
+    }
+}
+
+multiversion! {
     /// Bias gradient: `db[j] += sum_r dz[r, j]` (rows in order, so the sum is deterministic).
     fn col_sum_accumulate(db: &mut [f32], dz: &[f32]) {
         for row in dz.chunks_exact(db.len()) {
@@ -341,6 +375,85 @@ pub struct Mlp {
     layers: Vec<Layer>,
     params: Vec<f32>,
     grads: Vec<f32>,
+    transposed: TransposedWeights,
+}
+
+/// Every layer's `W^T` (`[in, out]` row-major, at the layer's own offset of a buffer laid out
+/// like the parameters), rebuilt by the first [`Mlp::infer`] after any `&mut` access to the
+/// parameters marks it stale, in place: after the first inference the buffer is never
+/// reallocated (the rollout allocates nothing per iteration).
+#[derive(Debug, Default)]
+struct TransposedWeights(std::sync::RwLock<Transposed>);
+
+#[derive(Clone, Debug, Default)]
+struct Transposed {
+    fresh: bool,
+    data: Vec<f32>,
+}
+
+impl TransposedWeights {
+    /// Marks the copy stale (the weights are about to change).
+    fn invalidate(&mut self) {
+        self.0
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .fresh = false;
+    }
+
+    /// A read guard on the transpose of `mlp`'s current weights.
+    fn of<'a>(&'a self, mlp: &Mlp) -> std::sync::RwLockReadGuard<'a, Transposed> {
+        use std::sync::PoisonError;
+        let current = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        if current.fresh {
+            return current;
+        }
+        drop(current);
+        {
+            let mut t = self.0.write().unwrap_or_else(PoisonError::into_inner);
+            if !t.fresh {
+                t.data.resize(mlp.params.len(), 0.0);
+                for layer in &mlp.layers {
+                    let w = &mlp.params[layer.w..layer.b];
+                    transpose(w, layer.fan_out, &mut t.data[layer.w..layer.b]);
+                }
+                t.fresh = true;
+            }
+        }
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Clone for TransposedWeights {
+    fn clone(&self) -> Self {
+        let t = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Self(std::sync::RwLock::new(t.clone()))
+    }
+}
+
+impl PartialEq for TransposedWeights {
+    /// A cache of the parameters, which [`Mlp`] compares itself: never a difference.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// Caller-owned buffers for [`Mlp::infer`]: feature-major activations (`[width, batch]`) and
+/// the row-major output. Grows to the largest batch seen, then allocates nothing.
+#[derive(Clone, Debug, Default)]
+pub struct InferWorkspace {
+    input: Vec<f32>,
+    output: Vec<f32>,
+    rows: Vec<f32>,
+}
+
+impl InferWorkspace {
+    /// Empty workspace; buffers are sized on first use.
+    pub fn new() -> Self {
+        Self::default()
+    }
 }
 
 /// Caller-owned activations and scratch for one [`Mlp`]. Grows to the largest batch seen and is
@@ -423,6 +536,7 @@ impl Mlp {
             layers,
             grads: vec![0.0; offset],
             params,
+            transposed: TransposedWeights::default(),
         })
     }
 
@@ -448,6 +562,7 @@ impl Mlp {
     }
     /// All parameters, flat, mutable.
     pub fn params_mut(&mut self) -> &mut [f32] {
+        self.transposed.invalidate();
         &mut self.params
     }
     /// All gradients, flat (same layout as [`Mlp::params`]).
@@ -460,6 +575,7 @@ impl Mlp {
     }
     /// Parameters and gradients at once (for an optimiser step).
     pub fn params_and_grads_mut(&mut self) -> (&mut [f32], &mut [f32]) {
+        self.transposed.invalidate();
         (&mut self.params, &mut self.grads)
     }
     /// Sets every gradient to zero.
@@ -517,6 +633,7 @@ impl Mlp {
         }
         let n: usize = want_shape.iter().product();
         check_len(name, data.len(), n)?;
+        self.transposed.invalidate();
         self.params[start..start + n].copy_from_slice(data);
         Ok(())
     }
@@ -557,6 +674,59 @@ impl Mlp {
             }
         }
         Ok(&ws.acts[last][..batch * self.out_dim()])
+    }
+
+    /// [`Mlp::forward`] for inference (no [`Mlp::backward`] after it): the same bits, faster on
+    /// the rollout's and evaluation's batches. Activations run feature-major (`[width, batch]`)
+    /// and the weights are read through their cached transpose, so each product's operands are
+    /// contiguous the way matrixmultiply packs them (strided operands are packed one element at
+    /// a time, which cost as much as the multiply-adds at these sizes). Each output element is
+    /// still the same reduction over the same inputs in the same order. Returns `[batch, out]`.
+    pub fn infer<'w>(&self, x: &[f32], ws: &'w mut InferWorkspace) -> Result<&'w [f32]> {
+        let batch = rows_of("mlp input", x.len(), self.in_dim())?;
+        let transposed = self.transposed.of(self);
+        let widest = self.sizes[1..].iter().copied().max().unwrap_or(0);
+        for buf in [&mut ws.input, &mut ws.output] {
+            if buf.len() < batch * widest {
+                buf.resize(batch * widest, 0.0);
+            }
+        }
+        let last = self.layers.len() - 1;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (n_in, n_out) = (layer.fan_in, layer.fan_out);
+            // out^T[out, B] = W[out, in] . input^T[in, B]; W is read as `W^T` column-major, the
+            // first layer's input^T straight from the row-major `x`.
+            let input = if l == 0 {
+                Strided::transposed(x, n_in)
+            } else {
+                Strided::row_major(&ws.input[..n_in * batch], batch)
+            };
+            let w = Strided {
+                data: &transposed.data[layer.w..layer.b],
+                row_stride: 1,
+                col_stride: n_out,
+            };
+            let out = &mut ws.output[..n_out * batch];
+            let shape = GemmShape {
+                m: n_out,
+                k: n_in,
+                n: batch,
+            };
+            gemm(shape, w, input, 0.0, out);
+            let bias = &self.params[layer.b..layer.b + n_out];
+            bias_features(out, bias, l < last);
+            std::mem::swap(&mut ws.input, &mut ws.output);
+        }
+        let out_dim = self.out_dim();
+        if ws.rows.len() < batch * out_dim {
+            ws.rows.resize(batch * out_dim, 0.0);
+        }
+        transpose(
+            &ws.input[..out_dim * batch],
+            out_dim,
+            &mut ws.rows[..batch * out_dim],
+        );
+        Ok(&ws.rows[..batch * out_dim])
     }
 
     /// Backward from `dout` = dL/d(output) (`[batch, out]`) for the last forward on the same `x`
@@ -676,6 +846,57 @@ mod tests {
     /// Large products run in chunks of rows on rayon's pool and give the bits of one serial
     /// call, for row-major and transposed `A` (the forward and the weight gradient), with and
     /// without accumulation into `C`, on one and on two threads.
+    #[test]
+    fn infer_is_forward_bit_for_bit_and_follows_every_weight_change() {
+        use rand::RngExt;
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(11);
+        // The refinement's heads and the SFT planner's encoder and head; 300 rows of the wide
+        // encoder take gemm's chunked path (outside a pool), 1 and 5 rows the narrowest.
+        let shapes: [&[usize]; 4] = [
+            &[270, 128, 128, 20],
+            &[270, 128, 128, 1],
+            &[142, 256, 256, 128],
+            &[128, 128, 20],
+        ];
+        for sizes in shapes {
+            let mut mlp = Mlp::new(sizes, MlpInit::orthogonal(1.0), &mut rng).unwrap();
+            let (mut fw, mut iw) = (MlpWorkspace::new(), InferWorkspace::new());
+            for batch in [1, 5, 64, 129, 300] {
+                let x: Vec<f32> = (0..batch * sizes[0])
+                    .map(|_| rng.random_range(-3.0f32..3.0))
+                    .collect();
+                let want = mlp.forward(&x, &mut fw).unwrap().to_vec();
+                let got = mlp.infer(&x, &mut iw).unwrap();
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(g, w)| g.to_bits() == w.to_bits()),
+                    "{sizes:?}, batch {batch}"
+                );
+                // Every way to change the weights must reach the next inference.
+                match batch % 3 {
+                    0 => mlp.params_mut()[0] += 0.5,
+                    1 => mlp.params_and_grads_mut().0[0] -= 0.25,
+                    _ => {
+                        let w: Vec<f32> = (0..sizes[0] * sizes[1])
+                            .map(|_| rng.random_range(-0.1f32..0.1))
+                            .collect();
+                        mlp.set_tensor("0.weight", &[sizes[1], sizes[0]], &w)
+                            .unwrap()
+                    }
+                }
+                let want = mlp.forward(&x, &mut fw).unwrap().to_vec();
+                let got = mlp.infer(&x, &mut iw).unwrap();
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(g, w)| g.to_bits() == w.to_bits()),
+                    "{sizes:?}, batch {batch}, after a weight change"
+                );
+            }
+        }
+    }
+
     #[test]
     fn chunked_products_are_the_serial_products_bit_for_bit() {
         use rand::RngExt;

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{fix_for_kind, load_tensors, save_tensors, sha256_of, take_tensor};
 use crate::error::{check_len, rows_of, LearnError, Result};
-use crate::nn::{fast_tanh, Mlp, MlpInit, MlpWorkspace};
+use crate::nn::{fast_tanh, InferWorkspace, Mlp, MlpInit, MlpWorkspace};
 use crate::planner::{FrozenPlanner, PlannerError};
 
 /// File kind of an SFT planner checkpoint.
@@ -81,6 +81,9 @@ pub struct SftWorkspace {
     pub(super) dpred: Vec<f32>,
     pub(super) enc: MlpWorkspace,
     pub(super) head: MlpWorkspace,
+    /// Inference ([`SftPlanner::forward`]) needs no activations for a backward pass.
+    pub(super) encoder_infer: InferWorkspace,
+    pub(super) head_infer: InferWorkspace,
     /// One workspace per chunk of [`PLAN_CHUNK_ROWS`] rows when a frozen-planner batch is
     /// split across threads ([`FrozenPlanner::plan_batch`]).
     pub(super) chunks: Vec<SftWorkspace>,
@@ -273,9 +276,13 @@ impl SftPlanner {
         grow(&mut ws.x, batch * self.obs_dim());
         let x = &mut ws.x[..batch * self.obs_dim()];
         self.normalise_obs(obs, x);
-        self.forward_normalised(ws, batch)?;
-        z_out.copy_from_slice(&ws.z[..batch * self.z_dim()]);
-        self.denormalise(&ws.pred[..batch * self.action_dim()], waypoints_out);
+        // `forward_normalised`'s operations through the inference path: the same bits.
+        let pre = self.encoder.infer(x, &mut ws.encoder_infer)?;
+        for (z, &p) in z_out.iter_mut().zip(pre) {
+            *z = fast_tanh(p);
+        }
+        let pred = self.head.infer(z_out, &mut ws.head_infer)?;
+        self.denormalise(pred, waypoints_out);
         Ok(())
     }
 
