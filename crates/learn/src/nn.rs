@@ -850,8 +850,9 @@ mod tests {
     fn infer_is_forward_bit_for_bit_and_follows_every_weight_change() {
         use rand::RngExt;
         let mut rng = rand_pcg::Pcg64::seed_from_u64(11);
-        // The refinement's heads and the SFT planner's encoder and head; 300 rows of the wide
-        // encoder take gemm's chunked path (outside a pool), 1 and 5 rows the narrowest.
+        // The refinement's heads and the SFT planner's encoder and head; at 300 rows the wide
+        // encoder's products take gemm's chunked path (chunks of output features, outside a
+        // pool), and 1 and 5 rows are the narrowest operands.
         let shapes: [&[usize]; 4] = [
             &[270, 128, 128, 20],
             &[270, 128, 128, 1],
