@@ -846,6 +846,27 @@ mod tests {
     /// Large products run in chunks of rows on rayon's pool and give the bits of one serial
     /// call, for row-major and transposed `A` (the forward and the weight gradient), with and
     /// without accumulation into `C`, on one and on two threads.
+    /// `mlp.infer(x)` has exactly the bits of `mlp.forward(x)`.
+    fn assert_infer_is_forward(
+        mlp: &Mlp,
+        x: &[f32],
+        fw: &mut MlpWorkspace,
+        iw: &mut InferWorkspace,
+        when: &str,
+    ) {
+        let want = mlp.forward(x, fw).unwrap().to_vec();
+        let got = mlp.infer(x, iw).unwrap();
+        assert_eq!(got.len(), want.len());
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(g, w)| g.to_bits() == w.to_bits()),
+            "{:?}, batch {}, {when}",
+            mlp.sizes(),
+            x.len() / mlp.in_dim()
+        );
+    }
+
     #[test]
     fn infer_is_forward_bit_for_bit_and_follows_every_weight_change() {
         use rand::RngExt;
@@ -866,14 +887,7 @@ mod tests {
                 let x: Vec<f32> = (0..batch * sizes[0])
                     .map(|_| rng.random_range(-3.0f32..3.0))
                     .collect();
-                let want = mlp.forward(&x, &mut fw).unwrap().to_vec();
-                let got = mlp.infer(&x, &mut iw).unwrap();
-                assert!(
-                    got.iter()
-                        .zip(&want)
-                        .all(|(g, w)| g.to_bits() == w.to_bits()),
-                    "{sizes:?}, batch {batch}"
-                );
+                assert_infer_is_forward(&mlp, &x, &mut fw, &mut iw, "before");
                 // Every way to change the weights must reach the next inference.
                 match batch % 3 {
                     0 => mlp.params_mut()[0] += 0.5,
@@ -886,14 +900,7 @@ mod tests {
                             .unwrap()
                     }
                 }
-                let want = mlp.forward(&x, &mut fw).unwrap().to_vec();
-                let got = mlp.infer(&x, &mut iw).unwrap();
-                assert!(
-                    got.iter()
-                        .zip(&want)
-                        .all(|(g, w)| g.to_bits() == w.to_bits()),
-                    "{sizes:?}, batch {batch}, after a weight change"
-                );
+                assert_infer_is_forward(&mlp, &x, &mut fw, &mut iw, "after a weight change");
             }
         }
     }
