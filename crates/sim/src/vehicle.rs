@@ -109,7 +109,7 @@ pub fn limit_jerk(accel: f32, accel_now: f32, cp: &ControllerParams, dt: f32) ->
 /// Longitudinal: least-squares fit of s(t) = v t + a t^2 / 2 to the along-path distances of the
 /// first `fit_waypoints` waypoints (a constant-acceleration plan is tracked exactly; noise in a
 /// learned plan is averaged). Lateral: pure pursuit from the rear axle towards the point at the
-/// look-ahead arc length along the waypoint polyline.
+/// look-ahead arc length along the waypoint polyline, or towards its end when it is shorter.
 pub fn track_waypoints(
     waypoints: &[[f32; 2]],
     v: f32,
@@ -150,15 +150,13 @@ pub fn track_waypoints(
     let mut prev = Vec2::ZERO;
     let mut acc = 0.0f32;
     let mut target = None;
-    let mut last_dir = Vec2::new(1.0, 0.0);
     for w in waypoints {
         let p = Vec2::new(w[0], w[1]);
         let seg = p - prev;
         let l = seg.norm();
         if l > 1e-6 {
-            last_dir = seg * (1.0 / l);
             if acc + l >= ld {
-                target = Some(prev + last_dir * (ld - acc));
+                target = Some(prev + seg * ((ld - acc) / l));
                 break;
             }
             acc += l;
@@ -169,7 +167,11 @@ pub fn track_waypoints(
         // A (nearly) stationary plan carries no direction: keep the wheels straight.
         0.0
     } else {
-        let t = target.unwrap_or(prev + last_dir * (ld - acc));
+        // A plan shorter than the look-ahead (a stop) is aimed at its end, never extended
+        // along its last segment: a stopping plan's last waypoints are centimetres apart,
+        // and the direction between them is noise (a step back and aside turned the wheels
+        // to full lock at a red light).
+        let t = target.unwrap_or(prev);
         let rel = t + Vec2::new(vp.rear_to_center, 0.0);
         let dist = rel.norm().max(1e-3);
         let sin_alpha = rel.y / dist;
@@ -281,6 +283,33 @@ mod tests {
         assert!(accel <= 0.0, "{accel}");
         let (_, accel) = track_waypoints(&wps, 0.5, &vp, &cp);
         assert!(accel < -1.0, "{accel}");
+    }
+
+    #[test]
+    fn a_stopping_plan_is_steered_by_its_end_not_by_the_noise_between_its_last_waypoints() {
+        let vp = VehicleParams::default();
+        let cp = ControllerParams::default();
+        // A learned planner's plan at 3 m/s before a red light (seed 2, eval intersection 6):
+        // 2 m long, at most 4 cm to the left, its last step 3 cm back and 1 cm right.
+        let wps = [
+            [0.44, 0.02],
+            [0.84, 0.02],
+            [1.15, 0.03],
+            [1.47, 0.01],
+            [1.72, 0.02],
+            [1.78, 0.02],
+            [1.94, 0.02],
+            [1.98, 0.01],
+            [2.03, 0.04],
+            [2.00, 0.03],
+        ];
+        let (steer, _) = track_waypoints(&wps, 3.07, &vp, &cp);
+        // Aimed at the end, 3 cm left of the axis: a slight left steer. Extending the last
+        // step by the missing metre of look-ahead aimed behind and right: -0.57 rad.
+        let end = Vec2::new(2.00 + vp.rear_to_center, 0.03);
+        let ideal = (2.0 * vp.wheelbase * (end.y / end.norm()) / end.norm()).atan();
+        assert!((steer - ideal).abs() < 1e-6, "{steer} vs {ideal}");
+        assert!(steer > 0.0 && steer < 0.02, "{steer}");
     }
 
     #[test]
