@@ -892,7 +892,7 @@ fn expert_guidance_moves_the_plans_towards_the_experts() {
     let mut cfg = RefineConfig {
         num_envs: 16,
         rollout_steps: 64,
-        iterations: 8,
+        iterations: 20,
         ..tiny_refine()
     };
     // Imitation alone, fast: a large coefficient and learning rate, no target-KL stop.
