@@ -305,7 +305,8 @@ mod tests {
         ];
         let (steer, _) = track_waypoints(&wps, 3.07, &vp, &cp);
         // Aimed at the end, 3 cm left of the axis: a slight left steer. Extending the last
-        // step by the missing metre of look-ahead aimed behind and right: -0.57 rad.
+        // step by the missing 1.3 m of look-ahead aimed behind and right: -0.42 rad here, and
+        // -0.57 rad on the unrounded plan.
         let end = Vec2::new(2.00 + vp.rear_to_center, 0.03);
         let ideal = (2.0 * vp.wheelbase * (end.y / end.norm()) / end.norm()).atan();
         assert!((steer - ideal).abs() < 1e-6, "{steer} vs {ideal}");
