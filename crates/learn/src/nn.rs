@@ -843,9 +843,6 @@ mod tests {
         }
     }
 
-    /// Large products run in chunks of rows on rayon's pool and give the bits of one serial
-    /// call, for row-major and transposed `A` (the forward and the weight gradient), with and
-    /// without accumulation into `C`, on one and on two threads.
     /// `mlp.infer(x)` has exactly the bits of `mlp.forward(x)`.
     fn assert_infer_is_forward(
         mlp: &Mlp,
@@ -867,6 +864,8 @@ mod tests {
         );
     }
 
+    /// Inference (feature-major, against the cached transpose) gives the bits of the training
+    /// forward, and a weight change through any `&mut` access reaches the next inference.
     #[test]
     fn infer_is_forward_bit_for_bit_and_follows_every_weight_change() {
         use rand::RngExt;
@@ -905,6 +904,9 @@ mod tests {
         }
     }
 
+    /// Large products run in chunks of rows on rayon's pool and give the bits of one serial
+    /// call, for row-major and transposed `A` (the forward and the weight gradient), with and
+    /// without accumulation into `C`, on one and on two threads.
     #[test]
     fn chunked_products_are_the_serial_products_bit_for_bit() {
         use rand::RngExt;
