@@ -3,7 +3,7 @@
 //! Choice and why:
 //! - The policy samples a pre-squash variable `u ~ N(mu(s), sigma)` per action dimension, with a
 //!   state-independent learned `log_std` (one per dimension, CleanRL/ResiP practice, initialised to
-//!   `refine.log_std_init`, default `DEFAULT_LOG_STD_INIT` = -1.5 in the PPO module).
+//!   `refine.log_std_init`, default `DEFAULT_LOG_STD_INIT` = -1.0 in the PPO module).
 //! - The executed correction is `delta = max_delta * tanh(u)`, so `|delta| <= max_delta` per
 //!   coordinate always: the residual stays bounded without clipping inside the agent, which would
 //!   break log-probabilities (references.md).
