@@ -480,7 +480,8 @@ fn a_planner_cloned_from_sumos_driver_drives_better_than_one_cloned_from_shuffle
 }
 
 /// `configs/sumo.toml` (the README's one command for the whole pipeline in SUMO) sets SUMO's
-/// world and the measured sizes, and nothing else: every other printed line is the default's.
+/// world and the measured sizes and settings, and nothing else: every other printed line is the
+/// default's.
 #[test]
 fn the_shipped_sumo_config_changes_only_the_measured_fields() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/sumo.toml");

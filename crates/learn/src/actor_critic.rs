@@ -14,7 +14,7 @@ use crate::optim::{clip_grad_norm, AdamW};
 
 /// Initial log-std of the pre-squash action `u` (sigma = 0.37): the one default, used by
 /// [`ActorCriticConfig::new`] and refinement's `log_std_init`. Measured against -1.5 with the
-/// fixed controller (README, "Driving quality"): more exploration closes more of the gap.
+/// fixed controller (README, "How the defaults were chosen"): it closes more of the gap.
 pub const DEFAULT_LOG_STD_INIT: f32 = -1.0;
 
 /// Below this many input floats, actor and critic run one after the other (join overhead).
