@@ -64,6 +64,9 @@ pub struct RefineConfig {
     pub rollout_steps: usize,
     /// Number of PPO iterations.
     pub iterations: usize,
+    /// Discount per step. Default 0.995: a horizon of about 20 s at `sim.dt` = 0.1 s, long
+    /// enough to span a merge or a wait at a light; 0.99 (10 s) kept more failures (README,
+    /// "How the defaults were chosen").
     pub gamma: f32,
     pub gae_lambda: f32,
     /// Rewards are multiplied by this before GAE (keeps value targets O(1)).
@@ -96,7 +99,7 @@ impl Default for RefineConfig {
             num_envs: 128,
             rollout_steps: 128,
             iterations: 400,
-            gamma: 0.99,
+            gamma: 0.995,
             gae_lambda: 0.95,
             reward_scale: 0.1,
             hidden: vec![128, 128],
