@@ -499,6 +499,7 @@ fn the_shipped_sumo_config_changes_only_the_measured_fields() {
         .filter(|(a, b)| a != b)
         .collect();
     let want = [
+        ("comfort_penalty = 1.0", "comfort_penalty = 0.0"),
         ("world = \"builtin\"", "world = \"sumo\""),
         ("n_envs = 64", "n_envs = 16"),
         ("steps = 1500", "steps = 4000"),
