@@ -505,8 +505,6 @@ fn the_shipped_sumo_config_changes_only_the_measured_fields() {
         ("steps = 1500", "steps = 4000"),
         ("num_envs = 128", "num_envs = 16"),
         ("iterations = 400", "iterations = 900"),
-        ("gamma = 0.995", "gamma = 0.99"),
-        ("log_std_init = -1.0", "log_std_init = -1.5"),
         ("expert_coef = 20.0", "expert_coef = 0.0"),
         ("per_family = 200", "per_family = 20"),
     ];
