@@ -166,7 +166,11 @@ def test_the_gil_is_released_during_the_batched_step():
         _counter_coverage(lambda: env.unwrapped._batch.render_rgb(0, 1024, 80.0), seconds=0.3)
         for _ in range(3)
     )
-    assert holding < 0.05, f"the counter ran {holding:.0%} of the time a GIL-holding call ran"
+    # 6% was measured with two other jobs on the machine's two cores (a 5% bar failed there).
+    assert holding < 0.1, f"the counter ran {holding:.0%} of the time a GIL-holding call ran"
     # Measured about 50% on the 2-core machine; other jobs taking the second core lower it,
     # hence a bar at twice the holding call's.
-    assert stepping > 0.1, f"the counter ran only {stepping:.0%} of the time steps ran: is the GIL held?"
+    assert stepping > max(0.1, 2 * holding), (
+        f"the counter ran only {stepping:.0%} of the time steps ran "
+        f"({holding:.0%} during a GIL-holding call): is the GIL held?"
+    )
