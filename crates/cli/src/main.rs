@@ -296,18 +296,22 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Command::Run => pipeline::run_all(&cfg, &out),
-        Command::Record => pipeline::guard(&cfg, &out).and_then(|_| pipeline::record(&cfg, &out)),
-        Command::TrainSft => {
-            pipeline::guard(&cfg, &out).and_then(|_| pipeline::train_sft(&cfg, &out))
+        Command::Record => {
+            pipeline::guard(&cfg, &out).and_then(|_lock| pipeline::record(&cfg, &out))
         }
-        Command::Refine => pipeline::guard(&cfg, &out).and_then(|_| pipeline::refine(&cfg, &out)),
+        Command::TrainSft => {
+            pipeline::guard(&cfg, &out).and_then(|_lock| pipeline::train_sft(&cfg, &out))
+        }
+        Command::Refine => {
+            pipeline::guard(&cfg, &out).and_then(|_lock| pipeline::refine(&cfg, &out))
+        }
         Command::Evaluate {
             policy,
             split,
             world,
             networks,
         } => {
-            pipeline::guard(&cfg, &out)?;
+            let _lock = pipeline::guard(&cfg, &out)?;
             let policy = match policy {
                 EvalPolicyArg::Expert => SumoEgo::Policy(Policy::Expert),
                 EvalPolicyArg::Sft => SumoEgo::Policy(Policy::Sft),
@@ -362,7 +366,7 @@ fn real_main() -> Result<()> {
         }
         Command::Serve { .. } => unreachable!("served above"),
         Command::Report => {
-            pipeline::guard(&cfg, &out)?;
+            let _lock = pipeline::guard(&cfg, &out)?;
             let (path, _) = pipeline::report(&cfg, &out, None)?;
             println!("report: {}", path.display());
             Ok(())

@@ -151,13 +151,65 @@ fn config_hash(cfg: &Config) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Refuses an output directory that holds another configuration's run; records ours. Removes
-/// the temporaries of writes a kill interrupted. A run that differs only in `[eval]` (which
-/// training does not read) is the same run: its `run.toml` is updated and the stages
-/// re-evaluate.
-pub fn guard(cfg: &Config, out: &Path) -> Result<()> {
+/// The file in a run directory whose lock says a `deltaplan` process is writing there.
+pub const RUN_LOCK: &str = "run.lock";
+
+/// Held while a command writes into a run directory, so that a second process given the same
+/// `--out` is refused instead of racing the first on the same files (both write `run.toml`,
+/// and cleaning up one's temporaries would delete the other's). The operating system drops
+/// the lock with the file handle: when this is dropped, or when the process ends, however it
+/// ends.
+#[must_use = "the run directory is locked only while this is held"]
+#[derive(Debug)]
+pub struct RunLock {
+    file: fs::File,
+    /// Where the lock file is, if this lock created it.
+    created: Option<PathBuf>,
+}
+
+impl RunLock {
+    fn acquire(out: &Path) -> Result<RunLock> {
+        let path = out.join(RUN_LOCK);
+        let created = (!path.exists()).then(|| path.clone());
+        // A directory this user may read but not write: a lock on a read-only handle excludes
+        // other processes just as well, and the first write that fails names its own file.
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .or_else(|e| fs::File::open(&path).map_err(|_| e))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { file, created }),
+            Err(fs::TryLockError::WouldBlock) => bail!(
+                "another deltaplan process is writing into {}: wait for it to finish, or choose another --out",
+                out.display()
+            ),
+            Err(fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+
+    /// Unlocks, and removes the lock file if this lock created it: for a directory refused as
+    /// someone else's, which should be left as it was found.
+    fn discard(&self) {
+        let _ = self.file.unlock();
+        if let Some(path) = &self.created {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// Locks the output directory ([`RunLock`]), refuses one that holds another configuration's
+/// run, and records ours. Removes the temporaries of writes a kill interrupted. A run that
+/// differs only in `[eval]` (which training does not read) is the same run: its `run.toml` is
+/// updated and the stages re-evaluate.
+pub fn guard(cfg: &Config, out: &Path) -> Result<RunLock> {
     fs::create_dir_all(out)
         .with_context(|| format!("cannot create output directory {}", out.display()))?;
+    let lock = RunLock::acquire(out)?;
     for stale in deltaplan_stdx::fs::remove_stale_tmp(out)
         .with_context(|| format!("cannot clean up {}", out.display()))?
     {
@@ -165,7 +217,7 @@ pub fn guard(cfg: &Config, out: &Path) -> Result<()> {
     }
     let marker = out.join("run.toml");
     let ours = cfg.to_toml();
-    match fs::read_to_string(&marker) {
+    let recorded: Result<()> = match fs::read_to_string(&marker) {
         Ok(theirs) if theirs == ours => Ok(()),
         Ok(theirs) => {
             let same_training = toml::from_str::<Config>(&theirs).is_ok_and(|t| {
@@ -190,8 +242,9 @@ pub fn guard(cfg: &Config, out: &Path) -> Result<()> {
             // Temporaries were removed above; a directory holding only them is empty.
             let foreign = fs::read_dir(out)?
                 .filter_map(|e| e.ok())
-                .any(|e| !deltaplan_stdx::fs::is_tmp(&e.path()));
+                .any(|e| !deltaplan_stdx::fs::is_tmp(&e.path()) && e.file_name() != RUN_LOCK);
             if foreign && !dataset_path(out).exists() {
+                lock.discard();
                 bail!(
                     "output directory {} is not empty and is not a deltaplan run: choose an empty or new --out",
                     out.display()
@@ -211,7 +264,8 @@ pub fn guard(cfg: &Config, out: &Path) -> Result<()> {
             }
             write_file(&marker, ours.as_bytes())
         }
-    }
+    };
+    recorded.map(|()| lock)
 }
 
 /// What loading an existing stage output showed.
@@ -1389,7 +1443,7 @@ fn previous_wall_seconds(out: &Path) -> f64 {
 
 pub fn run_all(cfg: &Config, out: &Path) -> Result<()> {
     let t = Instant::now();
-    guard(cfg, out)?;
+    let _lock = guard(cfg, out)?;
     if cfg.planner.is_none() {
         record(cfg, out)?;
         train_sft(cfg, out)?;

@@ -1,7 +1,7 @@
 //! The faults that happen to real runs, each reproduced: non-finite training, kills between a
 //! stage's output and its side files (through the fault points of `deltaplan_stdx::fault`),
 //! damaged and truncated files, another configuration's files, changed `[eval]` settings,
-//! a full disk and a read-only directory.
+//! a full disk and a read-only directory, a second process on the same run directory.
 
 mod common;
 
@@ -332,6 +332,43 @@ fn damaged_and_truncated_files_are_named_and_the_advice_works() {
         "rebuilt sft differs"
     );
     std::fs::remove_dir_all(out).ok();
+}
+
+#[test]
+fn a_run_directory_another_process_writes_into_is_refused_and_a_foreign_one_is_left_as_found() {
+    let out = tmp("locked");
+    std::fs::create_dir_all(&out).unwrap();
+    // This test process plays the other deltaplan process: it holds the directory's lock.
+    let held = std::fs::File::create(out.join("run.lock")).unwrap();
+    held.try_lock().unwrap();
+    let t = failed(run(&["record"], &out, &[]));
+    assert!(
+        t.contains("another deltaplan process is writing into")
+            && t.contains("choose another --out"),
+        "{t}"
+    );
+    assert!(
+        !out.join("run.toml").exists() && !out.join("demos.safetensors").exists(),
+        "the refused process wrote into the locked directory"
+    );
+    // Once the other process ends (its handle closes), the directory is usable.
+    drop(held);
+    ok(run(&["record"], &out, &[]));
+    assert!(out.join("demos.safetensors").exists());
+    std::fs::remove_dir_all(&out).ok();
+
+    // A directory refused as not a deltaplan run keeps exactly what it had.
+    let foreign = tmp("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), b"mine").unwrap();
+    let t = failed(run(&["record"], &foreign, &[]));
+    assert!(t.contains("is not a deltaplan run"), "{t}");
+    let left: Vec<_> = std::fs::read_dir(&foreign)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("notes.txt")]);
+    std::fs::remove_dir_all(foreign).ok();
 }
 
 #[test]

@@ -83,7 +83,9 @@ impl FrozenPlanner for PythonPlanner {
         plans_out: &mut [f32],
         _embedding_out: &mut [f32],
     ) -> Result<(), PlannerError> {
-        if obs.len() % OBS_DIM != 0 || plans_out.len() != obs.len() / OBS_DIM * self.action_dim() {
+        if !obs.len().is_multiple_of(OBS_DIM)
+            || plans_out.len() != obs.len() / OBS_DIM * self.action_dim()
+        {
             return Err(PlannerError::Shape(format!(
                 "{} observation floats and {} plan floats",
                 obs.len(),
@@ -124,7 +126,7 @@ pub fn refine_python(
         num_threads,
     };
     with_run(py, dir, |cfg, out| {
-        deltaplan::pipeline::guard(cfg, out)?;
+        let _lock = deltaplan::pipeline::guard(cfg, out)?;
         deltaplan::pipeline::refine_with(cfg, out, &frozen)?;
         Ok(out.join("rl.safetensors").display().to_string())
     })

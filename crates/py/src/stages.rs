@@ -50,7 +50,7 @@ pub fn guarded<T: Send>(
     stage: impl FnOnce(&Config, &Path) -> anyhow::Result<T> + Send,
 ) -> PyResult<T> {
     with_run(py, run, |cfg, out| {
-        pipeline::guard(cfg, out)?;
+        let _lock = pipeline::guard(cfg, out)?;
         stage(cfg, out)
     })
 }
