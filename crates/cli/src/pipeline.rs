@@ -152,7 +152,7 @@ fn config_hash(cfg: &Config) -> String {
 }
 
 /// The file in a run directory whose lock says a `deltaplan` process is writing there.
-pub const RUN_LOCK: &str = "run.lock";
+const RUN_LOCK: &str = "run.lock";
 
 /// Held while a command writes into a run directory, so that a second process given the same
 /// `--out` is refused instead of racing the first on the same files (both write `run.toml`,
